@@ -1,0 +1,150 @@
+//! GitHub-style responses. [`ApiError`] is what every check and handler returns on failure; it
+//! renders as GitHub does: `{"message", "documentation_url", "status"}` with the status code as a
+//! string. [`Reply`] is the success counterpart. The pipeline in `server.rs` turns both into HTTP
+//! responses and adds the headers every response carries.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+/// Where GitHub's generic error bodies point.
+pub(crate) const DOCS_URL: &str = "https://docs.github.com/rest";
+
+/// The message GitHub sends when a request has no `User-Agent`.
+pub(crate) const USER_AGENT_MESSAGE: &str = "Request forbidden by administrative rules. Please make sure your request has a User-Agent header (https://docs.github.com/en/rest/overview/resources-in-the-rest-api#user-agent-required). Check https://developer.github.com for other possible causes.";
+
+/// A failed request: status, message and any extra headers (e.g. `retry-after`).
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub documentation_url: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    /// An error with an arbitrary status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            documentation_url: DOCS_URL,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header to the error response.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Replaces the `documentation_url` of the body.
+    pub fn with_docs(mut self, url: &'static str) -> Self {
+        self.documentation_url = url;
+        self
+    }
+
+    /// 404 `Not Found`: unknown route, unknown org/repo/runner, or something the caller may not see.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Not Found")
+    }
+
+    /// 401 for a request without any credential on an endpoint that needs one.
+    pub fn requires_authentication() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "Requires authentication")
+    }
+
+    /// 401 for an unknown, revoked or expired token.
+    pub fn bad_credentials() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "Bad credentials")
+    }
+
+    /// 401 for a JWT that fails verification, or a non-JWT on a JWT-only endpoint (and vice versa).
+    pub fn jwt_not_decoded() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        )
+    }
+
+    /// 403 for an installation token that lacks a permission or access to an org.
+    pub fn not_accessible_by_integration() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Resource not accessible by integration",
+        )
+    }
+
+    /// 403 for anything done with (a token of) a suspended installation.
+    pub fn installation_suspended() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "This installation has been suspended")
+    }
+
+    /// 422 for a request body that fails validation.
+    pub fn invalid_request(detail: impl AsRef<str>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Invalid request.\n\n{}", detail.as_ref()),
+        )
+    }
+
+    /// 400 for a body that is not a JSON object.
+    pub fn problems_parsing_json() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "Problems parsing JSON")
+    }
+
+    /// The JSON body GitHub sends with this error.
+    pub fn body(&self) -> Value {
+        json!({
+            "message": self.message,
+            "documentation_url": self.documentation_url,
+            "status": self.status.as_u16().to_string(),
+        })
+    }
+}
+
+/// A successful answer: status, optional JSON body, extra headers (e.g. `link`).
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub body: Option<Value>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    /// 200 with a JSON body.
+    pub fn ok(body: Value) -> Self {
+        Reply {
+            status: StatusCode::OK,
+            body: Some(body),
+            headers: Vec::new(),
+        }
+    }
+
+    /// 201 with a JSON body.
+    pub fn created(body: Value) -> Self {
+        Reply {
+            status: StatusCode::CREATED,
+            body: Some(body),
+            headers: Vec::new(),
+        }
+    }
+
+    /// 204 without a body.
+    pub fn no_content() -> Self {
+        Reply {
+            status: StatusCode::NO_CONTENT,
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header to the reply.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// What a handler returns.
+pub(crate) type ApiResult = Result<Reply, ApiError>;

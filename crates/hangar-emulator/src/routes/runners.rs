@@ -1,0 +1,352 @@
+//! Self-hosted runner endpoints, for an organization (`/orgs/{org}/actions/runners…`) or a
+//! repository (`/repos/{owner}/{repo}/actions/runners…`): list (paginated, `Link` header, `name=`
+//! filter), get, delete (422 while busy), registration and remove tokens, and JIT configs.
+
+use axum::extract::Query;
+use axum::http::StatusCode;
+use chrono::TimeDelta;
+use serde_json::{Map, Value, json};
+
+use super::Ctx;
+use crate::auth::authorize_runners;
+use crate::error::{ApiError, ApiResult, Reply};
+use crate::jit::JitConfig;
+use crate::state::{
+    ALNUM, DEFAULT_LABELS, Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM,
+    random_string, timestamp,
+};
+use crate::world::Scope;
+
+/// Default and maximum `per_page`.
+const DEFAULT_PER_PAGE: usize = 30;
+const MAX_PER_PAGE: usize = 100;
+/// Length of registration / remove tokens.
+const RUNNER_TOKEN_LEN: usize = 29;
+/// Most labels a JIT request may carry.
+const MAX_LABELS: usize = 100;
+
+/// Routes `rest`, the path after `…/actions/runners`.
+pub(crate) fn dispatch(cx: &mut Ctx<'_>, method: &str, scope: Scope, rest: &[&str]) -> ApiResult {
+    match (method, rest) {
+        ("GET", []) => list(cx, &scope),
+        ("POST", ["registration-token"]) => runner_token(cx, &scope, RunnerTokenKind::Registration),
+        ("POST", ["remove-token"]) => runner_token(cx, &scope, RunnerTokenKind::Remove),
+        ("POST", ["generate-jitconfig"]) => generate_jitconfig(cx, &scope),
+        ("GET", [id]) => get(cx, &scope, id),
+        ("DELETE", [id]) => delete(cx, &scope, id),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// The REST representation of a runner.
+pub(crate) fn runner_json(state: &State, runner: &Runner) -> Value {
+    let labels: Vec<Value> = runner
+        .label_names()
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let id = state
+                .label_ids
+                .get(&name.to_ascii_lowercase())
+                .copied()
+                .unwrap_or_default();
+            let kind = if i < DEFAULT_LABELS.len() {
+                "read-only"
+            } else {
+                "custom"
+            };
+            json!({ "id": id, "name": name, "type": kind })
+        })
+        .collect();
+    json!({
+        "id": runner.id,
+        "name": runner.name,
+        "os": "Linux",
+        "status": if runner.online { "online" } else { "offline" },
+        "busy": runner.busy,
+        "ephemeral": runner.ephemeral,
+        "runner_group_id": runner.runner_group_id,
+        "labels": labels,
+    })
+}
+
+/// The runner `id_text` in `scope`, or 404.
+fn find<'a>(state: &'a State, scope: &Scope, id_text: &str) -> Result<&'a Runner, ApiError> {
+    let scope = scope.normalized();
+    id_text
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| state.runners.get(&id))
+        .filter(|r| r.scope == scope)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// A positive integer query parameter, or `None` when absent or malformed.
+fn positive(params: &[(String, String)], key: &str) -> Option<usize> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+}
+
+/// This request's URL with `page` set to `page` (other parameters kept as sent).
+fn page_url(cx: &Ctx<'_>, page: usize) -> String {
+    let mut pairs: Vec<String> = cx
+        .query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut replaced = false;
+    for pair in &mut pairs {
+        if pair.split('=').next() == Some("page") {
+            *pair = format!("page={page}");
+            replaced = true;
+        }
+    }
+    if !replaced {
+        pairs.push(format!("page={page}"));
+    }
+    format!("{}{}?{}", cx.api_url, cx.path, pairs.join("&"))
+}
+
+/// `GET …/actions/runners?per_page=&page=&name=`.
+fn list(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
+    authorize_runners(cx.state, &cx.cred, scope, false)?;
+    let params = Query::<Vec<(String, String)>>::try_from_uri(cx.uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let per_page = positive(&params, "per_page")
+        .unwrap_or(DEFAULT_PER_PAGE)
+        .min(MAX_PER_PAGE);
+    let page = positive(&params, "page").unwrap_or(1);
+    let name = params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.as_str());
+
+    let wanted = scope.normalized();
+    let matching: Vec<&Runner> = cx
+        .state
+        .runners
+        .values()
+        .filter(|r| r.scope == wanted && name.is_none_or(|n| r.name == n))
+        .collect();
+    let total = matching.len();
+    let runners: Vec<Value> = matching
+        .iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .map(|r| runner_json(cx.state, r))
+        .collect();
+    let mut reply = Reply::ok(json!({ "total_count": total, "runners": runners }));
+
+    let last = total.div_ceil(per_page).max(1);
+    if last > 1 {
+        let mut links = Vec::new();
+        if page > 1 {
+            links.push((page.min(last + 1) - 1, "prev"));
+        }
+        if page < last {
+            links.push((page + 1, "next"));
+            links.push((last, "last"));
+        }
+        if page > 1 {
+            links.push((1, "first"));
+        }
+        let link = links
+            .iter()
+            .map(|(p, rel)| format!("<{}>; rel=\"{rel}\"", page_url(cx, *p)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        reply = reply.with_header("link", link);
+    }
+    Ok(reply)
+}
+
+/// `GET …/actions/runners/{id}`.
+fn get(cx: &mut Ctx<'_>, scope: &Scope, id: &str) -> ApiResult {
+    authorize_runners(cx.state, &cx.cred, scope, false)?;
+    let runner = find(cx.state, scope, id)?;
+    Ok(Reply::ok(runner_json(cx.state, runner)))
+}
+
+/// `DELETE …/actions/runners/{id}`.
+fn delete(cx: &mut Ctx<'_>, scope: &Scope, id: &str) -> ApiResult {
+    authorize_runners(cx.state, &cx.cred, scope, true)?;
+    let runner = find(cx.state, scope, id)?;
+    if runner.busy {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "Bad request - Runner \"{}\" is still running a job\"",
+                runner.name
+            ),
+        ));
+    }
+    let id = runner.id;
+    cx.state.runners.remove(&id);
+    Ok(Reply::no_content())
+}
+
+/// `POST …/actions/runners/registration-token` and `…/remove-token`.
+fn runner_token(cx: &mut Ctx<'_>, scope: &Scope, kind: RunnerTokenKind) -> ApiResult {
+    authorize_runners(cx.state, &cx.cred, scope, true)?;
+    let state = &mut *cx.state;
+    let token = random_string(UPPER_ALNUM, RUNNER_TOKEN_LEN);
+    let ttl = TimeDelta::from_std(state.registration_token_ttl).unwrap_or(TimeDelta::hours(1));
+    let expires_at = state.now() + ttl;
+    state.runner_tokens.insert(
+        token.clone(),
+        RunnerToken {
+            kind,
+            scope: scope.normalized(),
+            expires_at,
+        },
+    );
+    match kind {
+        RunnerTokenKind::Registration => state.registration_tokens_issued += 1,
+        RunnerTokenKind::Remove => state.remove_tokens_issued += 1,
+    }
+    Ok(Reply::created(json!({
+        "token": token,
+        "expires_at": timestamp(expires_at),
+    })))
+}
+
+/// The validated body of a JIT config request.
+struct JitRequest {
+    name: String,
+    runner_group_id: u64,
+    labels: Vec<String>,
+    work_folder: String,
+}
+
+fn parse_jit_request(body: &Map<String, Value>) -> Result<JitRequest, ApiError> {
+    let name = match body.get("name") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid_request("\"name\" wasn't supplied."));
+        }
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            return Err(ApiError::invalid_request(
+                "For 'properties/name', \"\" is too short (minimum 1 character).",
+            ));
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(ApiError::invalid_request(format!(
+                "For 'properties/name', {other} is not a string."
+            )));
+        }
+    };
+    let runner_group_id = match body.get("runner_group_id") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid_request(
+                "\"runner_group_id\" wasn't supplied.",
+            ));
+        }
+        Some(v) => v.as_u64().filter(|id| *id > 0).ok_or_else(|| {
+            ApiError::invalid_request(format!(
+                "For 'properties/runner_group_id', {v} is not a positive integer."
+            ))
+        })?,
+    };
+    let labels = match body.get("labels") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid_request("\"labels\" wasn't supplied."));
+        }
+        Some(Value::Array(items)) => {
+            if items.is_empty() {
+                return Err(ApiError::invalid_request(
+                    "For 'properties/labels', [] has fewer items than 1.",
+                ));
+            }
+            if items.len() > MAX_LABELS {
+                return Err(ApiError::invalid_request(format!(
+                    "For 'properties/labels', the array has more items than {MAX_LABELS}."
+                )));
+            }
+            let mut labels = Vec::with_capacity(items.len());
+            for item in items {
+                match item.as_str() {
+                    Some(label) if !label.trim().is_empty() => labels.push(label.to_owned()),
+                    _ => {
+                        return Err(ApiError::invalid_request(format!(
+                            "For 'items', {item} is not a non-empty string."
+                        )));
+                    }
+                }
+            }
+            labels
+        }
+        Some(other) => {
+            return Err(ApiError::invalid_request(format!(
+                "For 'properties/labels', {other} is not an array."
+            )));
+        }
+    };
+    let work_folder = match body.get("work_folder") {
+        None | Some(Value::Null) => "_work".to_owned(),
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(other) => {
+            return Err(ApiError::invalid_request(format!(
+                "For 'properties/work_folder', {other} is not a non-empty string."
+            )));
+        }
+    };
+    Ok(JitRequest {
+        name,
+        runner_group_id,
+        labels,
+        work_folder,
+    })
+}
+
+/// `POST …/actions/runners/generate-jitconfig`.
+fn generate_jitconfig(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
+    authorize_runners(cx.state, &cx.cred, scope, true)?;
+    let request = parse_jit_request(&cx.json_object()?)?;
+    if cx.state.runner_named(scope, &request.name).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "Already exists - A runner with the name {} already exists.",
+                request.name
+            ),
+        ));
+    }
+    let credential = random_string(ALNUM, 40);
+    let state = &mut *cx.state;
+    let id = state.insert_runner(
+        scope.clone(),
+        request.name.clone(),
+        false,
+        false,
+        true,
+        request.labels,
+        request.runner_group_id,
+        Some(credential.clone()),
+    );
+    state.jit_configs_issued += 1;
+    let runner = &state.runners[&id];
+    let config = JitConfig {
+        runner_id: id,
+        runner_name: runner.name.clone(),
+        scope: scope.clone(),
+        scope_url: format!("{}/{}", cx.host_url, scope.path()),
+        server_url: cx.host_url.clone(),
+        api_url: cx.api_url.clone(),
+        runner_group_id: runner.runner_group_id,
+        labels: runner.label_names(),
+        work_folder: request.work_folder,
+        credential,
+    };
+    Ok(Reply::created(json!({
+        "runner": runner_json(state, runner),
+        "encoded_jit_config": config.encode(),
+    })))
+}

@@ -1,0 +1,306 @@
+//! The command line: clap definitions, and the one place where raw arguments and environment
+//! are resolved into settings ([`Connection`]) before any command runs. Also the exit codes:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | GitHub or AWS refused or failed (bad credential, missing permission, unreachable API), or `doctor` found a failing check |
+//! | 2 | usage or configuration error: bad flags or URLs, missing or malformed credentials |
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands::{Connection, doctor, token};
+use crate::credentials::{AuthMode, CredentialError};
+use crate::github::{self, GitHubConfig, JitRequest, Scope, ScopeError};
+use crate::logging::{self, LogFormat};
+
+const EXAMPLES: &str = "\
+Examples:
+  # A registration token for a repository runner, with the PAT in the environment
+  GITHUB_PAT=ghp_... hangar token registration --repo your-organization/your-repository-name
+
+  # The same for the organization, with the GitHub App credentials stored in SSM
+  hangar --ssm-prefix /your-app-name/github-integration token registration --org your-organization
+
+  # Check everything a runner needs, and say what to fix
+  hangar --ssm-prefix /your-app-name/github-integration doctor --org your-organization
+
+  # GitHub Enterprise Server
+  GITHUB_API_URL=https://ghe.example.com/api/v3 GITHUB_URL=https://ghe.example.com hangar doctor --repo o/r
+
+Credentials (environment, or SSM with --ssm-prefix; the environment wins):
+  GITHUB_PAT                     PAT: classic with `repo` (repositories) or `admin:org` (organizations)
+  GITHUB_APP_CLIENT_ID           GitHub App client ID (or GITHUB_APP_ID, the numeric App ID)
+  GITHUB_APP_PRIVATE_KEY         App private key, PEM text (or GITHUB_APP_PRIVATE_KEY_FILE, a path)
+  GITHUB_APP_INSTALLATION_ID     optional; looked up from the organization or repository when unset
+  SSM layout: <prefix>/pat, <prefix>/client-id, <prefix>/installation-id, <prefix>/private-key
+
+Exit codes: 0 success; 1 GitHub/AWS failure or a failed doctor check; 2 usage or configuration error.";
+
+/// Run GitHub Actions self-hosted runners on AWS ECS.
+#[derive(Debug, Parser)]
+#[command(name = "hangar", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// GitHub API base URL (GitHub Enterprise Server: https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = github::DEFAULT_API_URL, global = true)]
+    github_api_url: String,
+    /// GitHub web base URL, used in runner URLs.
+    #[arg(long, env = "GITHUB_URL", default_value = github::DEFAULT_WEB_URL, global = true)]
+    github_url: String,
+    /// Read credentials from SSM Parameter Store under this prefix, e.g. /your-app-name/github-integration.
+    #[arg(long, env = "HANGAR_SSM_PREFIX", global = true)]
+    ssm_prefix: Option<String>,
+    /// Force the auth mode instead of inferring it from the credentials found.
+    #[arg(long, value_enum, global = true)]
+    auth: Option<AuthMode>,
+    /// More log detail on stderr (-v debug, -vv trace, -vvv everything).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log format on stderr.
+    #[arg(
+        long,
+        value_enum,
+        env = "HANGAR_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mint a runner registration token, remove token or JIT configuration and print it as JSON.
+    Token {
+        #[command(subcommand)]
+        kind: TokenKind,
+    },
+    /// Check credentials, permissions and clock, and say what to fix.
+    Doctor {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenKind {
+    /// A registration token for `config.sh --token` (valid one hour).
+    Registration(ScopeArgs),
+    /// A remove token for `config.sh remove --token`.
+    Remove(ScopeArgs),
+    /// A just-in-time runner configuration (GitHub creates the runner).
+    Jit {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Runner name (unique in the scope).
+        #[arg(long)]
+        name: String,
+        /// Runner labels, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "self-hosted")]
+        labels: Vec<String>,
+        /// Runner group id (1 is the default group).
+        #[arg(long, default_value_t = 1)]
+        runner_group_id: u64,
+        /// The runner's work folder.
+        #[arg(long, default_value = "_work")]
+        work_folder: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct ScopeArgs {
+    /// An organization (organization runners).
+    #[arg(long)]
+    org: Option<String>,
+    /// A repository, OWNER/REPO (standalone runners).
+    #[arg(long)]
+    repo: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// A configuration error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConfigError(String);
+
+impl ScopeArgs {
+    fn resolve(&self) -> Result<Scope, ScopeError> {
+        match (&self.org, &self.repo) {
+            (Some(org), _) => Scope::org(org),
+            (None, Some(repo)) => Scope::repo(repo),
+            (None, None) => unreachable!("clap requires one of --org and --repo"),
+        }
+    }
+}
+
+fn resolve_url(value: &str, flag: &str, env: &str) -> Result<String, ConfigError> {
+    let v = value.trim().trim_end_matches('/');
+    let ok = (v.starts_with("https://") || v.starts_with("http://"))
+        && v.len() > "https://".len()
+        && !v.contains(char::is_whitespace);
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(ConfigError(format!(
+            "{flag} / {env} must be an http(s) URL such as https://api.github.com, not {value:?}"
+        )))
+    }
+}
+
+impl GlobalArgs {
+    fn connection(&self) -> Result<Connection, ConfigError> {
+        let api = resolve_url(&self.github_api_url, "--github-api-url", "GITHUB_API_URL")?;
+        let web = resolve_url(&self.github_url, "--github-url", "GITHUB_URL")?;
+        let ssm_prefix = self
+            .ssm_prefix
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .map(crate::credentials::normalize_prefix);
+        Ok(Connection {
+            github: GitHubConfig::new(&api, &web),
+            ssm_prefix,
+            auth: self.auth,
+        })
+    }
+}
+
+/// Parses the command line, runs the command, prints its result or error, and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.global.verbose, cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code_for(&e))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let connection = cli.global.connection()?;
+    match cli.command {
+        Command::Token { kind } => {
+            let (scope_args, request) = match kind {
+                TokenKind::Registration(s) => (s, token::TokenRequest::Registration),
+                TokenKind::Remove(s) => (s, token::TokenRequest::Remove),
+                TokenKind::Jit {
+                    scope,
+                    name,
+                    labels,
+                    runner_group_id,
+                    work_folder,
+                } => {
+                    let labels: Vec<String> = labels
+                        .into_iter()
+                        .map(|l| l.trim().to_string())
+                        .filter(|l| !l.is_empty())
+                        .collect();
+                    if labels.is_empty() || labels.len() > 100 {
+                        return Err(ConfigError("--labels takes 1 to 100 labels".into()).into());
+                    }
+                    (
+                        scope,
+                        token::TokenRequest::Jit(JitRequest {
+                            name,
+                            runner_group_id,
+                            labels,
+                            work_folder,
+                        }),
+                    )
+                }
+            };
+            let scope = scope_args.resolve()?;
+            let out = token::run(&connection, &scope, &request).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { scope, output } => {
+            let scope = scope.resolve()?;
+            let report = doctor::run(&connection, &scope).await;
+            match output {
+                OutputFormat::Text => print!("{}", report.render_text()),
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(if report.failed() > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+/// 2 for problems the operator fixes in configuration, 1 for everything else.
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<ConfigError>().is_some()
+        || e.downcast_ref::<ScopeError>().is_some()
+        || matches!(
+            e.downcast_ref::<CredentialError>(),
+            Some(c) if !matches!(c, CredentialError::Ssm(_))
+        )
+    {
+        2
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert_eq!(
+            resolve_url("https://ghe.example.com/api/v3/", "--x", "X").unwrap(),
+            "https://ghe.example.com/api/v3"
+        );
+        assert!(resolve_url("api.github.com", "--x", "X").is_err());
+        assert!(resolve_url("https://", "--x", "X").is_err());
+    }
+
+    #[test]
+    fn configuration_errors_exit_2_and_service_errors_1() {
+        let config: anyhow::Error = ConfigError("x".into()).into();
+        assert_eq!(exit_code_for(&config), 2);
+        let scope: anyhow::Error = Scope::repo("nope").unwrap_err().into();
+        assert_eq!(exit_code_for(&scope), 2);
+        let gh: anyhow::Error = github::GitHubError::NeedsApp.into();
+        assert_eq!(exit_code_for(&gh), 1);
+    }
+}

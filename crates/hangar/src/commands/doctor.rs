@@ -1,0 +1,455 @@
+//! `hangar doctor`: the seed's troubleshooting list, automated. It walks the path a runner's
+//! credentials take (found -> key parses -> JWT accepted -> installation found and permitted, or
+//! PAT valid with the right scopes -> registration token mintable) and checks the clock against
+//! GitHub's. Each check passes, warns, fails with the fix, or is skipped because an earlier one
+//! failed. It changes nothing on GitHub beyond minting one registration token, which expires
+//! unused within the hour.
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::Connection;
+use crate::credentials::{AuthMode, CredentialError, Credentials, Origin};
+use crate::github::{GitHub, GitHubError, ResponseMeta, Scope};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+    Skip,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scope: String,
+    pub mode: Option<String>,
+    pub api_url: String,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn failed(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .count()
+    }
+
+    /// The report for a terminal.
+    pub fn render_text(&self) -> String {
+        let mut out = format!(
+            "hangar doctor: {} via {}, API {}\n\n",
+            self.scope,
+            self.mode.as_deref().unwrap_or("(no credentials)"),
+            self.api_url
+        );
+        for c in &self.checks {
+            let tag = match c.status {
+                Status::Pass => "PASS",
+                Status::Warn => "WARN",
+                Status::Fail => "FAIL",
+                Status::Skip => "SKIP",
+            };
+            out.push_str(&format!("  {tag}  {:<27} {}\n", c.name, c.detail));
+            if let Some(fix) = &c.fix {
+                out.push_str(&format!("        {:<27} fix: {fix}\n", ""));
+            }
+        }
+        let count = |s| self.checks.iter().filter(|c| c.status == s).count();
+        out.push_str(&format!(
+            "\nResult: {} of {} checks failed ({} warnings, {} skipped)\n",
+            count(Status::Fail),
+            self.checks.len(),
+            count(Status::Warn),
+            count(Status::Skip)
+        ));
+        out
+    }
+}
+
+/// Tolerances on clock skew: the JWT is backdated 60 s, so beyond that GitHub rejects it.
+const SKEW_WARN_SECS: i64 = 10;
+const SKEW_FAIL_SECS: i64 = 60;
+
+struct Checks(Vec<Check>);
+
+impl Checks {
+    fn push(
+        &mut self,
+        name: &'static str,
+        status: Status,
+        detail: impl Into<String>,
+        fix: Option<String>,
+    ) {
+        self.0.push(Check {
+            name,
+            status,
+            detail: detail.into(),
+            fix,
+        });
+    }
+    fn pass(&mut self, name: &'static str, detail: impl Into<String>) {
+        self.push(name, Status::Pass, detail, None);
+    }
+    fn fail(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.push(name, Status::Fail, detail, Some(fix.into()));
+    }
+    fn skip(&mut self, names: &[&'static str], because: &str) {
+        for name in names {
+            self.push(name, Status::Skip, format!("skipped: {because}"), None);
+        }
+    }
+    fn github_fail(&mut self, name: &'static str, err: &GitHubError) {
+        let (detail, fix) = split_fix(&err.to_string());
+        self.push(name, Status::Fail, detail, fix);
+    }
+}
+
+/// Splits "... . Fix: ..." messages into the finding and the fix.
+fn split_fix(message: &str) -> (String, Option<String>) {
+    match message.split_once(" Fix: ") {
+        Some((detail, fix)) => (detail.trim_end().to_string(), Some(fix.to_string())),
+        None => match message.split_once(". Fix: ") {
+            Some((detail, fix)) => (detail.to_string(), Some(fix.to_string())),
+            None => (message.to_string(), None),
+        },
+    }
+}
+
+const APP_CHECKS: [&str; 4] = [
+    "JWT accepted (GET /app)",
+    "installation found",
+    "installation permissions",
+    "registration token",
+];
+const PAT_CHECKS: [&str; 3] = ["PAT valid (GET /user)", "PAT scopes", "registration token"];
+
+/// Runs every check for `scope` and returns the report; it never stops at the first failure.
+pub async fn run(connection: &Connection, scope: &Scope) -> Report {
+    let mut report = Report {
+        scope: scope.to_string(),
+        mode: None,
+        api_url: connection.github.api_url.clone(),
+        checks: Vec::new(),
+    };
+    let mut checks = Checks(Vec::new());
+    let creds = match connection.load_credentials().await {
+        Ok(c) => c,
+        Err(e) => {
+            let (detail, fix) = split_fix(&e.to_string());
+            checks.push(
+                "credentials present",
+                Status::Fail,
+                detail,
+                fix.or(Some(ssm_fix(&e))),
+            );
+            report.checks = checks.0;
+            return report;
+        }
+    };
+    let mode = match creds.choose_mode(scope, connection.auth) {
+        Ok(mode) => mode,
+        Err(e) => {
+            let (detail, fix) = split_fix(&e.to_string());
+            checks.push("credentials present", Status::Fail, detail, fix);
+            report.checks = checks.0;
+            return report;
+        }
+    };
+    report.mode = Some(format!("{mode} auth"));
+    let configured_installation = creds
+        .installation_id
+        .as_ref()
+        .map(|i| (i.value, i.origin.clone()));
+    let presence = describe_presence(&creds, mode);
+    let resolved = match creds.build(mode) {
+        Ok(r) => {
+            checks.pass("credentials present", presence);
+            if mode == AuthMode::App {
+                checks.pass("private key is RSA PEM", "parses and signs RS256");
+            }
+            r
+        }
+        Err(CredentialError::AppKey(e)) => {
+            checks.pass("credentials present", presence);
+            let (detail, fix) = split_fix(&e.to_string());
+            checks.push("private key is RSA PEM", Status::Fail, detail, fix);
+            checks.skip(&APP_CHECKS, "needs a usable private key");
+            report.checks = checks.0;
+            return report;
+        }
+        Err(e) => {
+            let (detail, fix) = split_fix(&e.to_string());
+            checks.push("credentials present", Status::Fail, detail, fix);
+            report.checks = checks.0;
+            return report;
+        }
+    };
+    let mut config = connection.github.clone();
+    // An operator at a terminal waits for an answer, not for the full retry budget.
+    config.retry.budget = config.retry.budget.min(std::time::Duration::from_secs(20));
+    let github = match GitHub::new(config, resolved.auth) {
+        Ok(g) => g,
+        Err(e) => {
+            checks.github_fail("GitHub client", &e);
+            report.checks = checks.0;
+            return report;
+        }
+    };
+    let meta = match mode {
+        AuthMode::App => app_checks(&github, scope, configured_installation, &mut checks).await,
+        AuthMode::Pat => pat_checks(&github, scope, &mut checks).await,
+    };
+    match meta {
+        Some(meta) => clock_check(&meta, &mut checks),
+        None => checks.skip(&["clock skew"], "no answer from GitHub to compare with"),
+    }
+    report.checks = checks.0;
+    report
+}
+
+fn ssm_fix(e: &CredentialError) -> String {
+    match e {
+        CredentialError::Ssm(_) => "check AWS credentials, region and the SSM prefix".into(),
+        _ => "see the message above".into(),
+    }
+}
+
+fn describe_presence(creds: &Credentials, mode: AuthMode) -> String {
+    let origin = |o: &Origin| o.to_string();
+    match mode {
+        AuthMode::Pat => match &creds.pat {
+            Some(p) => format!("PAT from {}", origin(&p.origin)),
+            None => "no PAT".into(),
+        },
+        AuthMode::App => {
+            let mut parts = Vec::new();
+            if let Some(id) = &creds.app_id {
+                parts.push(format!("{} from {}", id.value, origin(&id.origin)));
+            }
+            if let Some(key) = &creds.private_key {
+                parts.push(format!("private key from {}", origin(&key.origin)));
+            }
+            parts.push(match &creds.installation_id {
+                Some(i) => format!("installation {} from {}", i.value, origin(&i.origin)),
+                None => "installation ID not set (looked up)".into(),
+            });
+            parts.join("; ")
+        }
+    }
+}
+
+async fn app_checks(
+    github: &GitHub,
+    scope: &Scope,
+    configured: Option<(u64, Origin)>,
+    checks: &mut Checks,
+) -> Option<ResponseMeta> {
+    let meta = match github.app_info().await {
+        Ok((app, meta)) => {
+            checks.pass(
+                APP_CHECKS[0],
+                format!(
+                    "App {} (id {}{})",
+                    app.slug.as_deref().or(app.name.as_deref()).unwrap_or("?"),
+                    app.id,
+                    app.client_id
+                        .as_deref()
+                        .map(|c| format!(", client ID {c}"))
+                        .unwrap_or_default()
+                ),
+            );
+            meta
+        }
+        Err(e) => {
+            checks.github_fail(APP_CHECKS[0], &e);
+            checks.skip(&APP_CHECKS[1..], "needs an accepted JWT");
+            return None;
+        }
+    };
+    let installation = match github.installation_for(scope).await {
+        Ok(i) => i,
+        Err(e) => {
+            checks.github_fail(APP_CHECKS[1], &e);
+            checks.skip(&APP_CHECKS[2..], "needs the installation");
+            return Some(meta);
+        }
+    };
+    let mut installation_ok = true;
+    if let Some(suspended_at) = &installation.suspended_at {
+        installation_ok = false;
+        checks.fail(
+            APP_CHECKS[1],
+            format!("installation {} on {} is suspended since {suspended_at}", installation.id, installation.account.login),
+            "an organization owner can unsuspend it: organization settings -> GitHub Apps -> Configure -> Unsuspend",
+        );
+    } else if let Some((id, origin)) = configured.filter(|(id, _)| *id != installation.id) {
+        installation_ok = false;
+        checks.fail(
+            APP_CHECKS[1],
+            format!(
+                "{origin} says installation {id}, but the App's installation on {} is {}",
+                installation.account.login, installation.id
+            ),
+            format!(
+                "set {origin} to {}, or leave it unset so Hangar looks it up",
+                installation.id
+            ),
+        );
+    } else {
+        checks.pass(
+            APP_CHECKS[1],
+            format!(
+                "installation {} on {}",
+                installation.id, installation.account.login
+            ),
+        );
+    }
+    let (permission, label) = if scope.is_org() {
+        (
+            "organization_self_hosted_runners",
+            "Organization permissions -> Self-hosted runners",
+        )
+    } else {
+        ("administration", "Repository permissions -> Administration")
+    };
+    match installation.permissions.get(permission).map(String::as_str) {
+        Some("write") | Some("admin") => checks.pass(APP_CHECKS[2], format!("{permission}: write")),
+        other => {
+            installation_ok = false;
+            checks.fail(
+                APP_CHECKS[2],
+                format!("{permission} is {}, runners need write", other.unwrap_or("not granted")),
+                format!("in the App's settings set {label} to Read and write, then accept the new permissions on the installation"),
+            )
+        }
+    }
+    if installation_ok {
+        registration_check(github, scope, checks).await;
+    } else {
+        checks.skip(&APP_CHECKS[3..], "needs a usable installation");
+    }
+    Some(meta)
+}
+
+async fn pat_checks(github: &GitHub, scope: &Scope, checks: &mut Checks) -> Option<ResponseMeta> {
+    let meta = match github.authenticated_user(scope).await {
+        Ok((user, meta)) => {
+            checks.pass(PAT_CHECKS[0], format!("authenticates as {}", user.login));
+            meta
+        }
+        Err(e) => {
+            checks.github_fail(PAT_CHECKS[0], &e);
+            checks.skip(&PAT_CHECKS[1..], "needs a valid PAT");
+            return None;
+        }
+    };
+    let (needed, alternatives): (&str, &[&str]) = if scope.is_org() {
+        ("admin:org", &["admin:org", "manage_runners:org"])
+    } else {
+        ("repo", &["repo"])
+    };
+    match &meta.oauth_scopes {
+        None => checks.push(
+            PAT_CHECKS[1],
+            Status::Warn,
+            "no X-OAuth-Scopes header: a fine-grained PAT, whose permissions GitHub does not list; the registration token check decides",
+            None,
+        ),
+        Some(scopes) if scopes.iter().any(|s| alternatives.contains(&s.as_str())) => {
+            checks.pass(PAT_CHECKS[1], format!("scopes: {}", scopes.join(", ")))
+        }
+        Some(scopes) => checks.fail(
+            PAT_CHECKS[1],
+            format!(
+                "scopes: {}; {} runners need `{needed}`",
+                if scopes.is_empty() { "(none)".into() } else { scopes.join(", ") },
+                if scope.is_org() { "organization" } else { "repository" }
+            ),
+            format!("edit the token at https://github.com/settings/tokens and add the `{needed}` scope (the token value stays the same)"),
+        ),
+    }
+    registration_check(github, scope, checks).await;
+    Some(meta)
+}
+
+async fn registration_check(github: &GitHub, scope: &Scope, checks: &mut Checks) {
+    match github.registration_token(scope).await {
+        Ok(t) => checks.pass(
+            "registration token",
+            format!(
+                "minted for {scope}, expires {}",
+                t.expires_at.format("%Y-%m-%d %H:%M:%SZ")
+            ),
+        ),
+        Err(e) => checks.github_fail("registration token", &e),
+    }
+}
+
+fn clock_check(meta: &ResponseMeta, checks: &mut Checks) {
+    let Some(server) = meta.date else {
+        checks.skip(&["clock skew"], "GitHub's answer had no Date header");
+        return;
+    };
+    let skew = (Utc::now() - server).num_seconds();
+    let detail = format!(
+        "this machine is {}s {} GitHub",
+        skew.abs(),
+        if skew >= 0 { "ahead of" } else { "behind" }
+    );
+    let fix = "synchronise the clock (chrony/NTP; on ECS the host's clock)".to_string();
+    if skew.abs() > SKEW_FAIL_SECS {
+        checks.push(
+            "clock skew",
+            Status::Fail,
+            format!("{detail}: GitHub will reject App JWTs"),
+            Some(fix),
+        );
+    } else if skew.abs() > SKEW_WARN_SECS {
+        checks.push("clock skew", Status::Warn, detail, Some(fix));
+    } else {
+        checks.pass("clock skew", detail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_messages_at_the_fix() {
+        let (d, f) = split_fix("GitHub refused x (403: no). Fix: add the scope");
+        assert_eq!(d, "GitHub refused x (403: no).");
+        assert_eq!(f.as_deref(), Some("add the scope"));
+        assert_eq!(split_fix("plain").1, None);
+    }
+
+    #[test]
+    fn clock_thresholds() {
+        let at = |offset: i64| {
+            let mut c = Checks(Vec::new());
+            let meta = ResponseMeta {
+                date: Some(Utc::now() - chrono::Duration::seconds(offset)),
+                ..ResponseMeta::default()
+            };
+            clock_check(&meta, &mut c);
+            c.0[0].status
+        };
+        assert_eq!(at(0), Status::Pass);
+        assert_eq!(at(30), Status::Warn);
+        assert_eq!(at(-30), Status::Warn);
+        assert_eq!(at(120), Status::Fail);
+        assert_eq!(at(-120), Status::Fail);
+    }
+}

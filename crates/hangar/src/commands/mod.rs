@@ -1,0 +1,59 @@
+//! The operator commands. Each takes already-resolved settings (see `cli`), does its work through
+//! `github` and `credentials`, and writes its result to stdout; logs go to stderr.
+
+pub mod doctor;
+pub mod token;
+
+use crate::credentials::AuthMode;
+use crate::credentials::{CredentialError, Credentials, Resolved, SsmParameterStore};
+use crate::github::{GitHub, GitHubConfig, Scope};
+
+/// What every command that talks to GitHub needs to know.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub github: GitHubConfig,
+    pub ssm_prefix: Option<String>,
+    pub auth: Option<AuthMode>,
+}
+
+impl Connection {
+    /// Reads credentials from the environment and, with a prefix, from SSM.
+    pub async fn load_credentials(&self) -> Result<Credentials, CredentialError> {
+        let mut creds = Credentials::from_env(&|name| std::env::var(name).ok())?;
+        if let Some(prefix) = &self.ssm_prefix {
+            let store = SsmParameterStore::from_environment().await;
+            creds.fill_from_ssm(&store, prefix).await?;
+        }
+        Ok(creds)
+    }
+
+    /// Credentials resolved for `scope` and a client built on them.
+    pub async fn connect(&self, scope: &Scope) -> anyhow::Result<(GitHub, ResolvedSummary)> {
+        let resolved = self.load_credentials().await?.resolve(scope, self.auth)?;
+        let summary = ResolvedSummary::of(&resolved);
+        tracing::debug!(mode = %summary.mode, sources = %summary.sources, "credentials resolved");
+        let github = GitHub::new(self.github.clone(), resolved.auth)?;
+        Ok((github, summary))
+    }
+}
+
+/// The auth mode and where its values came from (no values).
+#[derive(Clone, Debug)]
+pub struct ResolvedSummary {
+    pub mode: AuthMode,
+    pub sources: String,
+}
+
+impl ResolvedSummary {
+    fn of(resolved: &Resolved) -> Self {
+        ResolvedSummary {
+            mode: resolved.mode,
+            sources: resolved
+                .origins
+                .iter()
+                .map(|(what, origin)| format!("{what} from {origin}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+}

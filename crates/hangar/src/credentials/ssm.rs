@@ -1,0 +1,133 @@
+//! AWS SSM Parameter Store, behind the one narrow trait its callers need. The real adapter uses
+//! the official AWS SDK, so it honours the usual credential chain (environment, profile, ECS task
+//! role, IMDS), `AWS_REGION` and `AWS_ENDPOINT_URL`. SecureStrings are always decrypted.
+
+use std::future::Future;
+
+use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use secrecy::SecretString;
+
+/// Reads parameters by full name. Names that do not exist are simply absent from the answer.
+pub trait ParameterStore {
+    fn get_parameters(
+        &self,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, SecretString)>, SsmError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SsmError {
+    #[error(
+        "AWS denied reading SSM parameters {names} ({code}: {message}). Fix: allow ssm:GetParameters on these parameters \
+         (e.g. arn:aws:ssm:REGION:ACCOUNT:parameter{prefix}/*) and kms:Decrypt on the key that encrypts them"
+    )]
+    AccessDenied {
+        names: String,
+        prefix: String,
+        code: String,
+        message: String,
+    },
+    #[error(
+        "could not read SSM Parameter Store in region {region}: {cause}. Fix: check the AWS credentials \
+         (AWS_PROFILE, AWS_ACCESS_KEY_ID, or the task role), AWS_REGION, and AWS_ENDPOINT_URL if set"
+    )]
+    Unavailable { region: String, cause: String },
+    #[error("SSM Parameter Store refused the request ({code}: {message})")]
+    Service { code: String, message: String },
+}
+
+/// The SDK-backed store.
+#[derive(Clone, Debug)]
+pub struct SsmParameterStore {
+    client: aws_sdk_ssm::Client,
+    region: String,
+}
+
+/// The region when none is configured: the seed deploys to us-east-1.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+impl SsmParameterStore {
+    /// Builds a client from the standard AWS configuration chain.
+    pub async fn from_environment() -> SsmParameterStore {
+        let config = crate::aws::load_config().await;
+        Self::from_config(&config)
+    }
+
+    pub fn from_config(config: &aws_config::SdkConfig) -> SsmParameterStore {
+        SsmParameterStore {
+            client: aws_sdk_ssm::Client::new(config),
+            region: config
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| DEFAULT_REGION.to_string()),
+        }
+    }
+}
+
+impl ParameterStore for SsmParameterStore {
+    async fn get_parameters(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, SecretString)>, SsmError> {
+        let mut found = Vec::new();
+        // GetParameters takes at most 10 names a call.
+        for chunk in names.chunks(10) {
+            let answer = self
+                .client
+                .get_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .with_decryption(true)
+                .send()
+                .await
+                .map_err(|e| classify(e, chunk, &self.region))?;
+            for p in answer.parameters() {
+                if let (Some(name), Some(value)) = (p.name(), p.value()) {
+                    found.push((name.to_string(), SecretString::from(value.to_string())));
+                }
+            }
+            tracing::debug!(
+                requested = chunk.len(),
+                found = answer.parameters().len(),
+                missing = ?answer.invalid_parameters(),
+                "read SSM parameters"
+            );
+        }
+        Ok(found)
+    }
+}
+
+fn classify<E, R>(e: SdkError<E, R>, names: &[String], region: &str) -> SsmError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &e {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            let code = err.code().unwrap_or("Unknown").to_string();
+            let message = err.message().unwrap_or_default().to_string();
+            if code.contains("AccessDenied")
+                || code.contains("KMS")
+                || code == "UnrecognizedClientException"
+            {
+                let prefix = names
+                    .first()
+                    .and_then(|n| n.rsplit_once('/'))
+                    .map(|(p, _)| p.to_string())
+                    .unwrap_or_default();
+                SsmError::AccessDenied {
+                    names: names.join(", "),
+                    prefix,
+                    code,
+                    message,
+                }
+            } else {
+                SsmError::Service { code, message }
+            }
+        }
+        _ => SsmError::Unavailable {
+            region: region.to_string(),
+            cause: DisplayErrorContext(&e).to_string(),
+        },
+    }
+}

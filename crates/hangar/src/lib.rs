@@ -1,0 +1,9 @@
+//! Hangar: GitHub Actions self-hosted runners on AWS ECS, as one binary. The library holds every
+//! part; `main.rs` only calls [`cli::main`].
+
+pub mod aws;
+pub mod cli;
+pub mod commands;
+pub mod credentials;
+pub mod github;
+pub mod logging;
