@@ -114,6 +114,8 @@ struct Inner {
     http: reqwest::Client,
     config: GitHubConfig,
     auth: AuthState,
+    /// GitHub's clock, from the `Date` header of the latest answer of any status.
+    last_server_date: Mutex<Option<DateTime<Utc>>>,
 }
 
 /// A GitHub API client bound to one credential. Clones share the connection pool and token cache.
@@ -171,12 +173,22 @@ impl GitHub {
             },
         };
         Ok(GitHub {
-            inner: Arc::new(Inner { http, config, auth }),
+            inner: Arc::new(Inner {
+                http,
+                config,
+                auth,
+                last_server_date: Mutex::new(None),
+            }),
         })
     }
 
     pub fn config(&self) -> &GitHubConfig {
         &self.inner.config
+    }
+
+    /// GitHub's clock as of the latest answer (even an error), for clock-skew checks.
+    pub fn last_server_date(&self) -> Option<DateTime<Utc>> {
+        *self.inner.last_server_date.lock().expect("poisoned")
     }
 
     /// `PAT` or `GitHub App`, for messages.
@@ -454,13 +466,15 @@ impl GitHub {
         let AuthState::App { tokens, .. } = &self.inner.auth else {
             unreachable!("installation tokens exist only with App auth")
         };
+        // Taken before the installation look-up too, so concurrent first callers make one
+        // look-up and one mint between them.
+        let mut tokens = tokens.lock().await;
         let id = self
             .installation_id(scope)
             .await?
             .expect("App auth always has an installation id");
         let margin = chrono::Duration::from_std(self.inner.config.token_refresh_margin)
             .unwrap_or(chrono::Duration::MAX);
-        let mut tokens = tokens.lock().await;
         if let Some(cached) = tokens.get(&id)
             && cached.expires_at - margin > Utc::now()
         {
@@ -571,6 +585,9 @@ impl GitHub {
                 ),
             }
             if let Ok(answer) = &outcome {
+                if let Some(date) = response_meta(&answer.headers).date {
+                    *self.inner.last_server_date.lock().expect("poisoned") = Some(date);
+                }
                 if answer.status.is_success() {
                     return Ok(outcome.expect("checked"));
                 }

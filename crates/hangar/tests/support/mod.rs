@@ -1,0 +1,80 @@
+//! Shared test fixtures: the GitHub emulator with the seed's world, a moto server for AWS, and a
+//! runner for the real `hangar` binary with a clean environment.
+#![allow(dead_code)] // each test binary uses a different part
+
+pub mod moto;
+
+use std::future::Future;
+use std::process::Output;
+use std::time::Duration;
+
+use hangar::github::{AppAuth, AppId, AppKey, Auth, GitHub, GitHubConfig, RetryPolicy, Scope};
+use hangar_emulator::{Emulator, World, keys};
+use secrecy::SecretString;
+
+pub const ORG: &str = "your-organization";
+pub const REPO: &str = "your-organization/your-repository-name";
+
+/// Fails the test instead of hanging it.
+pub async fn within<T>(secs: u64, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("test timed out")
+}
+
+pub fn repo() -> Scope {
+    Scope::repo(REPO).unwrap()
+}
+
+pub fn org() -> Scope {
+    Scope::org(ORG).unwrap()
+}
+
+pub async fn emulator() -> Emulator {
+    Emulator::start(World::seed())
+        .await
+        .expect("emulator starts")
+}
+
+pub fn config(emu: &Emulator) -> GitHubConfig {
+    let mut c = GitHubConfig::new(&emu.api_url(), &emu.web_url());
+    c.retry = RetryPolicy::fast();
+    c
+}
+
+pub fn pat_client(emu: &Emulator, token: &str) -> GitHub {
+    GitHub::new(
+        config(emu),
+        Auth::Pat(SecretString::from(token.to_string())),
+    )
+    .unwrap()
+}
+
+pub fn app_auth(pem: &str, installation_id: Option<u64>) -> Auth {
+    Auth::App(AppAuth {
+        app_id: AppId::ClientId(hangar_emulator::SEED_CLIENT_ID.to_string()),
+        key: AppKey::from_pem(&SecretString::from(pem.to_string()), "test").unwrap(),
+        installation_id,
+    })
+}
+
+pub fn app_client(emu: &Emulator) -> GitHub {
+    GitHub::new(config(emu), app_auth(keys::APP_PRIVATE_KEY_PKCS1, None)).unwrap()
+}
+
+/// Runs the `hangar` binary with only the given environment (plus PATH), and a timeout.
+pub async fn hangar(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    within(60, cmd.output()).await.expect("hangar runs")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

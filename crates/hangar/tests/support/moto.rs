@@ -1,0 +1,103 @@
+//! A moto server (AWS emulator) on a free loopback port, one per test, killed on drop.
+//! `scripts/test` installs moto and sets HANGAR_MOTO_SERVER to its `moto_server` executable.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Moto {
+    pub url: String,
+    child: Child,
+}
+
+fn executable() -> PathBuf {
+    if let Ok(path) = std::env::var("HANGAR_MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-moto/bin/moto_server");
+    if local.exists() {
+        return local;
+    }
+    panic!(
+        "moto is not installed: run the tests with scripts/test (it installs moto into .venv-moto), \
+         or set HANGAR_MOTO_SERVER to a moto_server executable"
+    );
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(executable())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let moto = Moto {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    /// An SDK configuration pointing at this server, with SDK retries off (moto answers
+    /// unimplemented calls with 500s that the SDK would otherwise retry slowly).
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_sdk_ssm::config::SharedCredentialsProvider::new(
+                aws_sdk_ssm::config::Credentials::new("testing", "testing", None, None, "static"),
+            ))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build()
+    }
+
+    /// The environment a `hangar` child needs to reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.url.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    pub async fn put(&self, name: &str, value: &str, secure: bool) {
+        let ssm = aws_sdk_ssm::Client::new(&self.sdk_config());
+        ssm.put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(if secure {
+                aws_sdk_ssm::types::ParameterType::SecureString
+            } else {
+                aws_sdk_ssm::types::ParameterType::String
+            })
+            .overwrite(true)
+            .send()
+            .await
+            .expect("put_parameter");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
