@@ -306,7 +306,10 @@ pub(crate) fn authorize_runners(
     }
     match cred {
         Credential::Pat { token } => {
-            let pat = state.pats.get(token).ok_or_else(ApiError::bad_credentials)?;
+            let pat = state
+                .pats
+                .get(token)
+                .ok_or_else(ApiError::bad_credentials)?;
             let (ok, accepted, what) = match scope {
                 Scope::Repo { .. } => (pat.has_scope("repo"), "repo", "Repository"),
                 Scope::Org(_) => (

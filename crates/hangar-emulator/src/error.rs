@@ -77,7 +77,10 @@ impl ApiError {
 
     /// 403 for anything done with (a token of) a suspended installation.
     pub fn installation_suspended() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "This installation has been suspended")
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "This installation has been suspended",
+        )
     }
 
     /// 422 for a request body that fails validation.

@@ -220,12 +220,19 @@ mod tests {
     fn faults_are_taken_in_order() {
         let mut f = Faults::default();
         f.push(Fault::Fail(StatusCode::BAD_GATEWAY), 2);
-        f.push(Fault::RateLimited { retry_after_secs: 3 }, 1);
+        f.push(
+            Fault::RateLimited {
+                retry_after_secs: 3,
+            },
+            1,
+        );
         assert_eq!(f.take(), Some(Fault::Fail(StatusCode::BAD_GATEWAY)));
         assert_eq!(f.take(), Some(Fault::Fail(StatusCode::BAD_GATEWAY)));
         assert_eq!(
             f.take(),
-            Some(Fault::RateLimited { retry_after_secs: 3 })
+            Some(Fault::RateLimited {
+                retry_after_secs: 3
+            })
         );
         assert_eq!(f.take(), None);
     }

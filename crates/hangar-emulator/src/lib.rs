@@ -111,7 +111,11 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let task = self.server.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self
+            .server
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(task) = task {
             let _ = task.stop.send(());
         }
@@ -143,8 +147,8 @@ impl Emulator {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(State::from_world(world)));
-        let app = server::router(shared.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app =
+            server::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();
         let join = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -314,16 +318,7 @@ impl Emulator {
             state.scope_exists(scope),
             "add_runner: {scope:?} is not in the world"
         );
-        state.insert_runner(
-            scope.clone(),
-            spec.name,
-            spec.online,
-            spec.busy,
-            spec.ephemeral,
-            spec.labels,
-            1,
-            None,
-        )
+        state.insert_runner(scope, spec, 1, None)
     }
 
     /// The runners of a scope, ordered by id.

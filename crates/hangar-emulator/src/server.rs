@@ -18,10 +18,11 @@ use axum::response::Response;
 
 use crate::auth::{self, Identity, Presented};
 use crate::error::{ApiError, ApiResult, USER_AGENT_MESSAGE};
+use crate::faults::Bucket;
 use crate::faults::{Snapshot, rate_limit_exceeded};
 use crate::routes::{self, Ctx};
 use crate::state::{ALNUM, Shared, State, random_string};
-use crate::{AuthKind, faults::Bucket};
+use crate::{AuthKind, CallRecord};
 
 /// The GitHub Enterprise Server API prefix, accepted as well as the root.
 pub(crate) const GHES_PREFIX: &str = "/api/v3";
@@ -57,7 +58,7 @@ fn split_prefix(path: &str) -> (&'static str, &str) {
     }
 }
 
-fn header<'a>(parts: &'a Parts, name: impl axum::http::header::AsHeaderName) -> Option<&'a str> {
+fn header(parts: &Parts, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -76,8 +77,9 @@ fn process(state: &mut State, parts: &Parts, body: &Bytes, ip: IpAddr) -> Respon
         send_scopes = false;
         let identity = Identity::peek(state, &presented, ip);
         let snapshot = state.rate.peek(&identity.bucket, now_secs);
-        let err = ApiError::new(StatusCode::FORBIDDEN, USER_AGENT_MESSAGE)
-            .with_docs("https://docs.github.com/rest/overview/resources-in-the-rest-api#user-agent-required");
+        let err = ApiError::new(StatusCode::FORBIDDEN, USER_AGENT_MESSAGE).with_docs(
+            "https://docs.github.com/rest/overview/resources-in-the-rest-api#user-agent-required",
+        );
         (Err(err), identity, snapshot)
     } else if let Some(fault) = state.faults.take() {
         let identity = Identity::peek(state, &presented, ip);
@@ -132,15 +134,15 @@ fn process(state: &mut State, parts: &Parts, body: &Bytes, ip: IpAddr) -> Respon
         Ok(reply) => (reply.status, reply.body, reply.headers),
         Err(err) => (err.status, Some(err.body()), err.headers.clone()),
     };
-    state.record(
-        parts.method.as_str(),
-        path,
-        query,
-        status.as_u16(),
-        identity.kind,
-        user_agent,
-        api_version,
-    );
+    state.calls.push(CallRecord {
+        method: parts.method.as_str().to_owned(),
+        path: path.to_owned(),
+        query: query.map(str::to_owned),
+        status: status.as_u16(),
+        auth: identity.kind,
+        user_agent: user_agent.map(str::to_owned),
+        api_version: api_version.map(str::to_owned),
+    });
 
     let mut headers: Vec<(&str, String)> = vec![
         ("x-github-api-version-selected", "2022-11-28".to_owned()),
@@ -152,7 +154,12 @@ fn process(state: &mut State, parts: &Parts, body: &Bytes, ip: IpAddr) -> Respon
         headers.push(("x-oauth-scopes", scopes.clone()));
     }
     headers.extend(extra);
-    build_response(status, json, &headers, now_to_system(now.timestamp_millis()))
+    build_response(
+        status,
+        json,
+        &headers,
+        now_to_system(now.timestamp_millis()),
+    )
 }
 
 fn now_to_system(millis: i64) -> SystemTime {

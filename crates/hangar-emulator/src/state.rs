@@ -12,8 +12,9 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use rand::Rng;
 
 use crate::faults::{Faults, RateLimiter};
+use crate::world::RunnerSpec;
 use crate::world::{Scope, World};
-use crate::{AuthKind, CallRecord, RunnerView};
+use crate::{CallRecord, RunnerView};
 
 /// The read-only labels every runner has, in GitHub's order.
 pub(crate) const DEFAULT_LABELS: [&str; 3] = ["self-hosted", "Linux", "X64"];
@@ -284,16 +285,7 @@ impl State {
             );
         }
         for (scope, spec) in world.runners {
-            state.insert_runner(
-                scope,
-                spec.name,
-                spec.online,
-                spec.busy,
-                spec.ephemeral,
-                spec.labels,
-                1,
-                None,
-            );
+            state.insert_runner(&scope, spec, 1, None);
         }
         state
     }
@@ -346,21 +338,18 @@ impl State {
 
     /// Creates a runner and returns its id. Custom labels that repeat a default label or another
     /// custom label (case-insensitively) are dropped.
-    #[allow(clippy::too_many_arguments)]
     pub fn insert_runner(
         &mut self,
-        scope: Scope,
-        name: String,
-        online: bool,
-        busy: bool,
-        ephemeral: bool,
-        labels: Vec<String>,
+        scope: &Scope,
+        spec: RunnerSpec,
         runner_group_id: u64,
         jit_credential: Option<String>,
     ) -> u64 {
         let mut custom: Vec<String> = Vec::new();
-        for label in labels {
-            let dup = DEFAULT_LABELS.iter().any(|d| d.eq_ignore_ascii_case(&label))
+        for label in spec.labels {
+            let dup = DEFAULT_LABELS
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&label))
                 || custom.iter().any(|c| c.eq_ignore_ascii_case(&label));
             if !dup {
                 self.label_id(&label);
@@ -374,38 +363,16 @@ impl State {
             Runner {
                 id,
                 scope: scope.normalized(),
-                name,
-                online,
-                busy,
-                ephemeral,
+                name: spec.name,
+                online: spec.online,
+                busy: spec.busy,
+                ephemeral: spec.ephemeral,
                 labels: custom,
                 runner_group_id,
                 jit_credential,
             },
         );
         id
-    }
-
-    /// Appends to the call log.
-    pub fn record(
-        &mut self,
-        method: &str,
-        path: &str,
-        query: Option<&str>,
-        status: u16,
-        auth: AuthKind,
-        user_agent: Option<&str>,
-        api_version: Option<&str>,
-    ) {
-        self.calls.push(CallRecord {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            query: query.map(str::to_owned),
-            status,
-            auth,
-            user_agent: user_agent.map(str::to_owned),
-            api_version: api_version.map(str::to_owned),
-        });
     }
 }
 

@@ -3,8 +3,8 @@
 //! unmatched (including a known path with another method) is `404 Not Found`, as on GitHub.
 //! New endpoint families get their own submodule and one line here.
 
-use axum::http::Uri;
 use axum::body::Bytes;
+use axum::http::Uri;
 use serde_json::{Map, Value};
 
 use crate::auth::Credential;
@@ -54,9 +54,7 @@ pub(crate) fn dispatch(cx: &mut Ctx<'_>) -> ApiResult {
         ("GET", ["app"]) => app::get_app(cx),
         ("GET", ["app", "installations"]) => app::list_installations(cx),
         ("GET", ["app", "installations", id]) => app::get_installation(cx, id),
-        ("POST", ["app", "installations", id, "access_tokens"]) => {
-            app::create_access_token(cx, id)
-        }
+        ("POST", ["app", "installations", id, "access_tokens"]) => app::create_access_token(cx, id),
         ("GET", ["orgs", org, "installation"]) => app::org_installation(cx, org),
         ("GET", ["repos", owner, repo, "installation"]) => app::repo_installation(cx, owner, repo),
         ("GET", ["user"]) => user::get_user(cx),

@@ -12,10 +12,10 @@ use crate::auth::authorize_runners;
 use crate::error::{ApiError, ApiResult, Reply};
 use crate::jit::JitConfig;
 use crate::state::{
-    ALNUM, DEFAULT_LABELS, Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM,
-    random_string, timestamp,
+    ALNUM, DEFAULT_LABELS, Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM, random_string,
+    timestamp,
 };
-use crate::world::Scope;
+use crate::world::{RunnerSpec, Scope};
 
 /// Default and maximum `per_page`.
 const DEFAULT_PER_PAGE: usize = 30;
@@ -321,13 +321,16 @@ fn generate_jitconfig(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
     }
     let credential = random_string(ALNUM, 40);
     let state = &mut *cx.state;
+    let spec = RunnerSpec {
+        name: request.name,
+        online: false,
+        busy: false,
+        labels: request.labels,
+        ephemeral: true,
+    };
     let id = state.insert_runner(
-        scope.clone(),
-        request.name.clone(),
-        false,
-        false,
-        true,
-        request.labels,
+        scope,
+        spec,
         request.runner_group_id,
         Some(credential.clone()),
     );

@@ -1,0 +1,438 @@
+//! The real `hangar` binary against the emulator: `token` in both modes and scopes, `doctor`
+//! passing and failing each check with its fix, and exit codes for bad input.
+
+mod support;
+
+use hangar_emulator::{
+    Emulator, InstallationSpec, PatSpec, SEED_CLIENT_ID, SEED_INSTALLATION_ID, SEED_PAT, World,
+    keys,
+};
+use support::*;
+
+struct Env(Vec<(String, String)>);
+
+impl Env {
+    fn new(emu: &Emulator) -> Env {
+        Env(vec![("GITHUB_API_URL".into(), emu.api_url())])
+    }
+    fn pat(mut self, token: &str) -> Env {
+        self.0.push(("GITHUB_PAT".into(), token.into()));
+        self
+    }
+    fn app(mut self, pem: &str) -> Env {
+        self.0
+            .push(("GITHUB_APP_CLIENT_ID".into(), SEED_CLIENT_ID.into()));
+        self.0.push(("GITHUB_APP_PRIVATE_KEY".into(), pem.into()));
+        self
+    }
+    fn with(mut self, k: &str, v: &str) -> Env {
+        self.0.push((k.into(), v.into()));
+        self
+    }
+    async fn run(&self, args: &[&str]) -> std::process::Output {
+        let env: Vec<(&str, &str)> = self
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        hangar(args, &env).await
+    }
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test]
+async fn token_commands_print_json_in_both_modes() {
+    within(60, async {
+        let emu = emulator().await;
+        let pat = Env::new(&emu).pat(SEED_PAT);
+        let app = Env::new(&emu).app(keys::APP_PRIVATE_KEY_PKCS1);
+        for (env, scope) in [(&pat, ["--repo", REPO]), (&app, ["--org", ORG])] {
+            for kind in ["registration", "remove"] {
+                let out = env.run(&["token", kind, scope[0], scope[1]]).await;
+                assert!(out.status.success(), "{}", text(&out.stderr));
+                let v = json(&out);
+                assert!(v["token"].as_str().unwrap().len() >= 20);
+                chrono::DateTime::parse_from_rfc3339(v["expires_at"].as_str().unwrap()).unwrap();
+            }
+        }
+        let out = app
+            .run(&[
+                "token",
+                "jit",
+                "--org",
+                ORG,
+                "--name",
+                "aws-github-runner-x",
+                "--labels",
+                "self-hosted,your-runner-label",
+            ])
+            .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v = json(&out);
+        assert_eq!(v["runner"]["name"], "aws-github-runner-x");
+        assert!(v["encoded_jit_config"].as_str().unwrap().len() > 20);
+        assert!(
+            v["runner"]["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["name"] == "your-runner-label")
+        );
+        assert_eq!(emu.installation_tokens_minted(), 3, "one per process");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn auth_mode_follows_credentials_and_can_be_forced() {
+    within(60, async {
+        let emu = emulator().await;
+        let both = Env::new(&emu)
+            .pat(SEED_PAT)
+            .app(keys::APP_PRIVATE_KEY_PKCS1);
+        // Organization with both: the App (the seed's org mode).
+        assert!(
+            both.run(&["token", "registration", "--org", ORG])
+                .await
+                .status
+                .success()
+        );
+        assert_eq!(emu.installation_tokens_minted(), 1);
+        // Forced to the PAT: no App call.
+        emu.clear_calls();
+        assert!(
+            both.run(&["--auth", "pat", "token", "registration", "--org", ORG])
+                .await
+                .status
+                .success()
+        );
+        assert!(emu.calls().iter().all(|c| !c.path.starts_with("/app")));
+        // Forced to a mode without credentials: configuration error.
+        let out = Env::new(&emu)
+            .pat(SEED_PAT)
+            .run(&["--auth", "app", "token", "registration", "--org", ORG])
+            .await;
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains("GITHUB_APP_CLIENT_ID"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn bad_input_exits_2_with_the_cause_and_nothing_is_minted() {
+    within(60, async {
+        let emu = emulator().await;
+        let cases: Vec<(Env, Vec<&str>, &str)> = vec![
+            (
+                Env::new(&emu),
+                vec!["token", "registration", "--repo", REPO],
+                "no GitHub credentials",
+            ),
+            (
+                Env::new(&emu).pat(SEED_PAT),
+                vec!["token", "registration", "--repo", "just-a-name"],
+                "OWNER/REPO",
+            ),
+            (
+                Env::new(&emu).pat(SEED_PAT),
+                vec!["token", "registration"],
+                "--org",
+            ),
+            (
+                Env::new(&emu).pat(SEED_PAT),
+                vec!["token", "registration", "--org", ORG, "--repo", REPO],
+                "cannot be used with",
+            ),
+            (
+                Env::new(&emu)
+                    .app("-----BEGIN RSA PRIVATE KEY-----\nnope\n-----END RSA PRIVATE KEY-----"),
+                vec!["token", "registration", "--org", ORG],
+                "not a PEM-encoded RSA private key",
+            ),
+            (
+                Env::new(&emu).app(keys::EC_PRIVATE_KEY),
+                vec!["token", "registration", "--org", ORG],
+                "EC PRIVATE KEY",
+            ),
+            (
+                Env::new(&emu)
+                    .app(keys::APP_PRIVATE_KEY_PKCS1)
+                    .with("GITHUB_APP_INSTALLATION_ID", "abc"),
+                vec!["token", "registration", "--org", ORG],
+                "positive number",
+            ),
+            (
+                Env::new(&emu)
+                    .pat(SEED_PAT)
+                    .with("GITHUB_API_URL", "api.github.com"),
+                vec!["token", "registration", "--org", ORG],
+                "GITHUB_API_URL",
+            ),
+            (
+                Env::new(&emu).pat(SEED_PAT),
+                vec!["token", "jit", "--org", ORG, "--name", "x", "--labels", ","],
+                "--labels",
+            ),
+        ];
+        for (env, args, expected) in cases {
+            let out = env.run(&args).await;
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(expected), "{args:?}: {err}");
+            assert!(out.stdout.is_empty());
+        }
+        assert_eq!(emu.registration_tokens_issued(), 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn github_refusals_exit_1_with_the_fix() {
+    within(60, async {
+        let emu = emulator().await;
+        let out = Env::new(&emu)
+            .pat("ghp_wrong")
+            .run(&["token", "registration", "--repo", REPO])
+            .await;
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("invalid, expired or revoked"));
+        let out = Env::new(&emu)
+            .app(keys::APP_PRIVATE_KEY_PKCS1)
+            .with("GITHUB_APP_INSTALLATION_ID", "4242")
+            .run(&["token", "registration", "--org", ORG])
+            .await;
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("installation 4242"));
+    })
+    .await
+}
+
+fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+}
+
+async fn doctor(env: &Env, scope: [&str; 2]) -> (Option<i32>, serde_json::Value) {
+    let out = env
+        .run(&["doctor", scope[0], scope[1], "--output", "json"])
+        .await;
+    (out.status.code(), json(&out))
+}
+
+#[tokio::test]
+async fn doctor_passes_a_healthy_setup_in_both_modes() {
+    within(60, async {
+        let emu = emulator().await;
+        let (code, report) = doctor(&Env::new(&emu).pat(SEED_PAT), ["--repo", REPO]).await;
+        assert_eq!(code, Some(0), "{report:#}");
+        let names: Vec<&str> = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "credentials present",
+                "PAT valid (GET /user)",
+                "PAT scopes",
+                "registration token",
+                "clock skew"
+            ]
+        );
+        assert!(
+            report["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["status"] == "pass"),
+            "{report:#}"
+        );
+
+        let (code, report) = doctor(
+            &Env::new(&emu).app(keys::APP_PRIVATE_KEY_PKCS8),
+            ["--org", ORG],
+        )
+        .await;
+        assert_eq!(code, Some(0), "{report:#}");
+        assert_eq!(report["checks"].as_array().unwrap().len(), 7);
+        assert!(
+            check(&report, "installation found")["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&SEED_INSTALLATION_ID.to_string())
+        );
+
+        // And the text form a person reads.
+        let out = Env::new(&emu)
+            .pat(SEED_PAT)
+            .run(&["doctor", "--org", ORG])
+            .await;
+        let shown = text(&out.stdout);
+        assert!(
+            shown.contains("PASS  PAT scopes") && shown.contains("Result: 0 of 5 checks failed"),
+            "{shown}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn doctor_finds_each_app_problem_and_says_the_fix() {
+    within(60, async {
+        let emu = emulator().await;
+        // A wrong installation ID: found, compared and corrected.
+        let env = Env::new(&emu)
+            .app(keys::APP_PRIVATE_KEY_PKCS1)
+            .with("GITHUB_APP_INSTALLATION_ID", "5");
+        let (code, report) = doctor(&env, ["--org", ORG]).await;
+        assert_eq!(code, Some(1));
+        let c = check(&report, "installation found");
+        assert_eq!(c["status"], "fail");
+        assert!(
+            c["fix"].as_str().unwrap().contains(&format!(
+                "GITHUB_APP_INSTALLATION_ID to {SEED_INSTALLATION_ID}"
+            )),
+            "{c}"
+        );
+        assert_eq!(check(&report, "registration token")["status"], "skip");
+
+        // The wrong key for the App: the JWT is refused and the rest is skipped.
+        let (code, report) = doctor(
+            &Env::new(&emu).app(keys::OTHER_PRIVATE_KEY_PKCS1),
+            ["--org", ORG],
+        )
+        .await;
+        assert_eq!(code, Some(1));
+        assert_eq!(check(&report, "JWT accepted (GET /app)")["status"], "fail");
+        assert_eq!(check(&report, "installation found")["status"], "skip");
+
+        // A malformed PEM.
+        let (code, report) =
+            doctor(&Env::new(&emu).app(keys::APP_PUBLIC_KEY), ["--org", ORG]).await;
+        assert_eq!(code, Some(1));
+        let c = check(&report, "private key is RSA PEM");
+        assert!(c["detail"].as_str().unwrap().contains("public key"), "{c}");
+
+        // A suspended installation.
+        emu.suspend_installation(SEED_INSTALLATION_ID, true);
+        let (_, report) = doctor(
+            &Env::new(&emu).app(keys::APP_PRIVATE_KEY_PKCS1),
+            ["--org", ORG],
+        )
+        .await;
+        assert!(
+            check(&report, "installation found")["detail"]
+                .as_str()
+                .unwrap()
+                .contains("suspended")
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn doctor_finds_missing_permissions_and_scopes() {
+    within(60, async {
+        let world = World::seed()
+            .pat(PatSpec {
+                token: "ghp_reponly".into(),
+                login: "dev".into(),
+                scopes: vec!["repo".into()],
+                fine_grained: false,
+            })
+            .pat(PatSpec {
+                token: "github_pat_fine".into(),
+                login: "dev".into(),
+                scopes: vec!["repo".into()],
+                fine_grained: true,
+            })
+            .org("acme")
+            .installation(InstallationSpec {
+                id: 555,
+                app_id: hangar_emulator::SEED_APP_ID,
+                account: "acme".into(),
+                permissions: vec![("organization_self_hosted_runners".into(), "read".into())],
+                suspended: false,
+            });
+        let emu = Emulator::start(world).await.unwrap();
+        let (code, report) = doctor(&Env::new(&emu).pat("ghp_reponly"), ["--org", ORG]).await;
+        assert_eq!(code, Some(1));
+        let c = check(&report, "PAT scopes");
+        assert_eq!(c["status"], "fail");
+        assert!(c["detail"].as_str().unwrap().contains("admin:org"), "{c}");
+        assert_eq!(check(&report, "registration token")["status"], "fail");
+
+        // A fine-grained PAT has no scopes header: a warning, and the real test decides.
+        let (code, report) = doctor(&Env::new(&emu).pat("github_pat_fine"), ["--repo", REPO]).await;
+        assert_eq!(code, Some(0), "{report:#}");
+        assert_eq!(check(&report, "PAT scopes")["status"], "warn");
+
+        let (code, report) = doctor(
+            &Env::new(&emu).app(keys::APP_PRIVATE_KEY_PKCS1),
+            ["--org", "acme"],
+        )
+        .await;
+        assert_eq!(code, Some(1));
+        let c = check(&report, "installation permissions");
+        assert!(
+            c["detail"]
+                .as_str()
+                .unwrap()
+                .contains("organization_self_hosted_runners is read"),
+            "{c}"
+        );
+        assert!(
+            c["fix"].as_str().unwrap().contains("Self-hosted runners"),
+            "{c}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn doctor_catches_clock_skew_that_breaks_the_jwt() {
+    within(60, async {
+        let emu = emulator().await;
+        emu.set_clock_offset_secs(-180); // GitHub's clock 3 minutes behind ours
+        let (code, report) = doctor(
+            &Env::new(&emu).app(keys::APP_PRIVATE_KEY_PKCS1),
+            ["--org", ORG],
+        )
+        .await;
+        assert_eq!(code, Some(1));
+        assert_eq!(check(&report, "JWT accepted (GET /app)")["status"], "fail");
+        let c = check(&report, "clock skew");
+        assert_eq!(c["status"], "fail", "{c}");
+        assert!(c["detail"].as_str().unwrap().contains("ahead of"), "{c}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn doctor_without_credentials_says_where_it_looked() {
+    within(60, async {
+        let emu = emulator().await;
+        let (code, report) = doctor(&Env::new(&emu), ["--repo", REPO]).await;
+        assert_eq!(code, Some(1));
+        let c = check(&report, "credentials present");
+        assert_eq!(c["status"], "fail");
+        assert!(c["fix"].as_str().unwrap().contains("GITHUB_PAT"), "{c}");
+        assert!(emu.calls().is_empty());
+    })
+    .await
+}

@@ -1,0 +1,249 @@
+//! No secret in any log line, error message or report, at any verbosity and in both log formats:
+//! PATs, the App's private key, installation tokens (`ghs_…`), registration tokens and SecureString
+//! values read from SSM. Each scenario runs the real binary at `-vvv` (every crate at trace) and
+//! searches everything it wrote except a `token` command's deliberate stdout.
+
+mod support;
+
+use hangar_emulator::{Emulator, SEED_CLIENT_ID, SEED_PAT, keys};
+use support::moto::Moto;
+use support::*;
+
+/// Long lines of the PEM body: any of them in the output means the key leaked.
+fn key_fragments() -> Vec<String> {
+    keys::APP_PRIVATE_KEY_PKCS1
+        .lines()
+        .chain(keys::APP_PRIVATE_KEY_PKCS8.lines())
+        .filter(|l| !l.starts_with("-----") && l.len() >= 40)
+        .map(|l| l[..40].to_string())
+        .collect()
+}
+
+/// Fails if `output` holds any secret the emulator issued or the test supplied.
+fn assert_clean(emu: &Emulator, what: &str, output: &str, extra: &[&str]) {
+    assert!(!output.contains(SEED_PAT), "{what}: PAT leaked:\n{output}");
+    for secret in extra {
+        assert!(
+            !output.contains(secret),
+            "{what}: {secret} leaked:\n{output}"
+        );
+    }
+    for fragment in key_fragments() {
+        assert!(
+            !output.contains(&fragment),
+            "{what}: private key leaked:\n{output}"
+        );
+    }
+    assert!(
+        !output.contains("ghs_"),
+        "{what}: installation token leaked:\n{output}"
+    );
+    for word in output.split(|c: char| !c.is_ascii_alphanumeric() && c != '_') {
+        if word.len() >= 20 {
+            assert!(
+                emu.registration_token_scope(word).is_none(),
+                "{what}: registration token {word} leaked:\n{output}"
+            );
+        }
+    }
+}
+
+async fn run_everywhere(
+    emu: &Emulator,
+    what: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+    token_on_stdout: bool,
+    extra: &[&str],
+) {
+    for format in ["text", "json"] {
+        let mut full = vec!["-vvv", "--log-format", format];
+        full.extend_from_slice(args);
+        let out = hangar(&full, env).await;
+        let stderr = text(&out.stderr);
+        assert!(
+            !stderr.is_empty(),
+            "{what}: -vvv logged nothing, so this test would prove nothing"
+        );
+        assert_clean(emu, &format!("{what} ({format}) stderr"), &stderr, extra);
+        if !token_on_stdout {
+            assert_clean(
+                emu,
+                &format!("{what} ({format}) stdout"),
+                &text(&out.stdout),
+                extra,
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_secret_reaches_logs_errors_or_reports() {
+    within(120, async {
+        let emu = emulator().await;
+        let api = emu.api_url();
+        let pat_env = [("GITHUB_API_URL", api.as_str()), ("GITHUB_PAT", SEED_PAT)];
+        let app_env = [
+            ("GITHUB_API_URL", api.as_str()),
+            ("GITHUB_APP_CLIENT_ID", SEED_CLIENT_ID),
+            ("GITHUB_APP_PRIVATE_KEY", keys::APP_PRIVATE_KEY_PKCS1),
+        ];
+
+        run_everywhere(
+            &emu,
+            "PAT token",
+            &pat_env,
+            &["token", "registration", "--repo", REPO],
+            true,
+            &[],
+        )
+        .await;
+        run_everywhere(
+            &emu,
+            "App token",
+            &app_env,
+            &["token", "registration", "--org", ORG],
+            true,
+            &[],
+        )
+        .await;
+        run_everywhere(
+            &emu,
+            "App jit",
+            &app_env,
+            &["token", "jit", "--org", ORG, "--name", "leak-check"],
+            true,
+            &[],
+        )
+        .await;
+        run_everywhere(
+            &emu,
+            "PAT doctor",
+            &pat_env,
+            &["doctor", "--repo", REPO],
+            false,
+            &[],
+        )
+        .await;
+        run_everywhere(
+            &emu,
+            "App doctor",
+            &app_env,
+            &["doctor", "--org", ORG, "--output", "json"],
+            false,
+            &[],
+        )
+        .await;
+
+        // Retries log their reasons; still nothing secret.
+        emu.fail_next(2, 502);
+        run_everywhere(
+            &emu,
+            "retried",
+            &app_env,
+            &["token", "remove", "--org", ORG],
+            true,
+            &[],
+        )
+        .await;
+
+        // Errors quoting GitHub's refusals.
+        let wrong = "ghp_wrongbutsecret0123456789";
+        let bad_pat = [("GITHUB_API_URL", api.as_str()), ("GITHUB_PAT", wrong)];
+        run_everywhere(
+            &emu,
+            "bad PAT",
+            &bad_pat,
+            &["token", "registration", "--repo", REPO],
+            false,
+            &[wrong],
+        )
+        .await;
+        run_everywhere(
+            &emu,
+            "bad PAT doctor",
+            &bad_pat,
+            &["doctor", "--repo", REPO],
+            false,
+            &[wrong],
+        )
+        .await;
+        let bad_key = [
+            ("GITHUB_API_URL", api.as_str()),
+            ("GITHUB_APP_CLIENT_ID", SEED_CLIENT_ID),
+            ("GITHUB_APP_PRIVATE_KEY", keys::OTHER_PRIVATE_KEY_PKCS1),
+        ];
+        let other_fragment =
+            keys::OTHER_PRIVATE_KEY_PKCS1.lines().nth(2).unwrap()[..40].to_string();
+        run_everywhere(
+            &emu,
+            "wrong key",
+            &bad_key,
+            &["doctor", "--org", ORG],
+            false,
+            &[&other_fragment],
+        )
+        .await;
+        let truncated: String = keys::APP_PRIVATE_KEY_PKCS1
+            .lines()
+            .take(6)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let broken_key = [
+            ("GITHUB_API_URL", api.as_str()),
+            ("GITHUB_APP_CLIENT_ID", SEED_CLIENT_ID),
+            ("GITHUB_APP_PRIVATE_KEY", truncated.as_str()),
+        ];
+        run_everywhere(
+            &emu,
+            "truncated key",
+            &broken_key,
+            &["token", "registration", "--org", ORG],
+            false,
+            &[],
+        )
+        .await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn secure_strings_from_ssm_stay_out_of_trace_logs() {
+    within(120, async {
+        let moto = Moto::start();
+        let prefix = "/your-app-name/github-integration";
+        moto.put(&format!("{prefix}/pat"), SEED_PAT, true).await;
+        moto.put(&format!("{prefix}/client-id"), SEED_CLIENT_ID, false)
+            .await;
+        moto.put(
+            &format!("{prefix}/private-key"),
+            keys::APP_PRIVATE_KEY_PKCS1,
+            true,
+        )
+        .await;
+        let emu = emulator().await;
+        let mut env: Vec<(&str, String)> = moto.env();
+        env.push(("GITHUB_API_URL", emu.api_url()));
+        env.push(("HANGAR_SSM_PREFIX", prefix.into()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_everywhere(
+            &emu,
+            "SSM org doctor",
+            &env,
+            &["doctor", "--org", ORG],
+            false,
+            &[],
+        )
+        .await;
+        run_everywhere(
+            &emu,
+            "SSM repo token",
+            &env,
+            &["token", "registration", "--repo", REPO],
+            true,
+            &[],
+        )
+        .await;
+    })
+    .await
+}
