@@ -11,13 +11,16 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{Connection, doctor, token};
+use crate::commands::{self, Connection, doctor, token};
 use crate::credentials::{AuthMode, CredentialError};
 use crate::github::{self, GitHubConfig, JitRequest, Scope, ScopeError};
 use crate::logging::{self, LogFormat};
 
 const EXAMPLES: &str = "\
 Examples:
+  # Everything on this machine, against a GitHub emulator (no cloud account)
+  hangar dev
+
   # A registration token for a repository runner, with the PAT in the environment
   GITHUB_PAT=ghp_... hangar token registration --repo your-organization/your-repository-name
 
@@ -79,6 +82,15 @@ struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run Hangar against a local GitHub emulator: no cloud account, nothing leaves 127.0.0.1.
+    Dev {
+        /// Port for the emulator on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Exit after the walk-through instead of serving until Ctrl-C (for scripts).
+        #[arg(long)]
+        exit_after_demo: bool,
+    },
     /// Mint a runner registration token, remove token or JIT configuration and print it as JSON.
     Token {
         #[command(subcommand)]
@@ -178,6 +190,7 @@ impl GlobalArgs {
             github: GitHubConfig::new(&api, &web),
             ssm_prefix,
             auth: self.auth,
+            credential_env: Default::default(),
         })
     }
 }
@@ -208,6 +221,17 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let connection = cli.global.connection()?;
     match cli.command {
+        Command::Dev {
+            port,
+            exit_after_demo,
+        } => {
+            commands::dev::run(commands::dev::DevOptions {
+                port,
+                exit_after_demo,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token { kind } => {
             let (scope_args, request) = match kind {
                 TokenKind::Registration(s) => (s, token::TokenRequest::Registration),

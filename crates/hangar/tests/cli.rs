@@ -436,3 +436,24 @@ async fn doctor_without_credentials_says_where_it_looked() {
     })
     .await
 }
+
+#[tokio::test]
+async fn dev_walks_both_seed_flows_on_loopback_and_exits_when_asked() {
+    within(60, async {
+        let out = hangar(&["dev", "--exit-after-demo"], &[]).await;
+        let shown = text(&out.stdout);
+        assert!(out.status.success(), "{shown}\n{}", text(&out.stderr));
+        assert!(shown.contains("GitHub emulator on http://127.0.0.1:"), "{shown}");
+        for expected in [
+            "POST   /repos/your-organization/your-repository-name/actions/runners/registration-token",
+            "GET    /orgs/your-organization/installation",
+            "POST   /app/installations/100/access_tokens",
+            "(installation token)",
+            "Result: 0 of 5 checks failed",
+            "Result: 0 of 7 checks failed",
+        ] {
+            assert!(shown.contains(expected), "missing {expected:?} in:\n{shown}");
+        }
+    })
+    .await
+}

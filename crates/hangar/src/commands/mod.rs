@@ -1,12 +1,34 @@
 //! The operator commands. Each takes already-resolved settings (see `cli`), does its work through
 //! `github` and `credentials`, and writes its result to stdout; logs go to stderr.
 
+pub mod dev;
 pub mod doctor;
 pub mod token;
+
+use std::collections::HashMap;
 
 use crate::credentials::AuthMode;
 use crate::credentials::{CredentialError, Credentials, Resolved, SsmParameterStore};
 use crate::github::{GitHub, GitHubConfig, Scope};
+
+/// Where credential variables (`GITHUB_PAT`, `GITHUB_APP_*`) are read from.
+#[derive(Clone, Default)]
+pub enum CredentialEnv {
+    /// The process environment.
+    #[default]
+    Process,
+    /// A fixed set, for `hangar dev`'s in-process runs.
+    Given(HashMap<String, String>),
+}
+
+impl std::fmt::Debug for CredentialEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredentialEnv::Process => f.write_str("Process"),
+            CredentialEnv::Given(map) => f.debug_list().entries(map.keys()).finish(),
+        }
+    }
+}
 
 /// What every command that talks to GitHub needs to know.
 #[derive(Clone, Debug)]
@@ -14,12 +36,16 @@ pub struct Connection {
     pub github: GitHubConfig,
     pub ssm_prefix: Option<String>,
     pub auth: Option<AuthMode>,
+    pub credential_env: CredentialEnv,
 }
 
 impl Connection {
     /// Reads credentials from the environment and, with a prefix, from SSM.
     pub async fn load_credentials(&self) -> Result<Credentials, CredentialError> {
-        let mut creds = Credentials::from_env(&|name| std::env::var(name).ok())?;
+        let mut creds = match &self.credential_env {
+            CredentialEnv::Process => Credentials::from_env(&|name| std::env::var(name).ok())?,
+            CredentialEnv::Given(map) => Credentials::from_env(&|name| map.get(name).cloned())?,
+        };
         if let Some(prefix) = &self.ssm_prefix {
             let store = SsmParameterStore::from_environment().await;
             creds.fill_from_ssm(&store, prefix).await?;

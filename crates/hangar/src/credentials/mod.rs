@@ -375,7 +375,11 @@ impl Credentials {
             (None, None) => return Err(unavailable),
         };
         let app_key = AppKey::from_pem(&key.value, &key.origin.to_string())?;
-        let mut origins = vec![("App ID", app_id.origin), ("private key", key.origin)];
+        let id_label = match app_id.value {
+            AppId::ClientId(_) => "client ID",
+            AppId::Numeric(_) => "App ID",
+        };
+        let mut origins = vec![(id_label, app_id.origin), ("private key", key.origin)];
         let installation_id = self.installation_id.map(|i| {
             origins.push(("installation ID", i.origin));
             i.value
