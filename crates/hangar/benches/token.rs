@@ -98,6 +98,30 @@ async fn main() {
     let repo = Scope::repo("your-organization/your-repository-name").unwrap();
     let org = Scope::org("your-organization").unwrap();
     println!("hangar token registration: {ITERATIONS} runs per case, emulator on loopback\n");
+    let pem = SecretString::from(keys::APP_PRIVATE_KEY_PKCS1.to_string());
+    let mut load = Vec::new();
+    let mut sign = Vec::new();
+    for _ in 0..ITERATIONS {
+        let started = Instant::now();
+        let key = AppKey::from_pem(&pem, "bench").unwrap();
+        load.push(started.elapsed());
+        let started = Instant::now();
+        key.sign(&AppId::ClientId(SEED_CLIENT_ID.into()), 1_800_000_000)
+            .unwrap();
+        sign.push(started.elapsed());
+    }
+    let (first_load, first_sign) = (load[0], sign[0]);
+    let (load, sign) = (
+        summarize("load".into(), load, 0),
+        summarize("sign".into(), sign, 0),
+    );
+    println!(
+        "App key: load (parse + test signature) first {} ms, median {} ms; one JWT signature first {} ms, median {} ms\n",
+        ms(first_load),
+        ms(load.median),
+        ms(first_sign),
+        ms(sign.median)
+    );
     for latency_ms in [0u64, 50] {
         let emu = Emulator::start(World::seed()).await.unwrap();
         emu.set_rate_limit(1_000_000);

@@ -343,7 +343,7 @@ async fn app_checks(
 }
 
 async fn pat_checks(github: &GitHub, scope: &Scope, checks: &mut Checks) {
-    let meta = match github.authenticated_user(scope).await {
+    let meta = match github.authenticated_user().await {
         Ok((user, meta)) => {
             checks.pass(PAT_CHECKS[0], format!("authenticates as {}", user.login));
             meta

@@ -94,6 +94,9 @@ pub enum GitHubError {
     #[error("this request needs GitHub App credentials, but the client was built with a PAT")]
     NeedsApp,
 
+    #[error("this request needs a PAT, but the client was built with GitHub App credentials")]
+    NeedsPat,
+
     #[error(transparent)]
     AppKey(#[from] super::jwt::AppKeyError),
 }

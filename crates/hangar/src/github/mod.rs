@@ -131,6 +131,8 @@ enum Cred<'a> {
     For(&'a Scope),
     /// A freshly signed App JWT.
     AppJwt,
+    /// The PAT itself (calls that only make sense for a user token).
+    Pat,
 }
 
 struct Call<'a> {
@@ -389,15 +391,12 @@ impl GitHub {
     }
 
     /// The PAT's user (`GET /user`); the meta carries the PAT's scopes.
-    pub async fn authenticated_user(
-        &self,
-        scope: &Scope,
-    ) -> Result<(User, ResponseMeta), GitHubError> {
+    pub async fn authenticated_user(&self) -> Result<(User, ResponseMeta), GitHubError> {
         let call = Call {
             method: Method::GET,
             url: self.url("user"),
             body: None,
-            cred: Cred::For(scope),
+            cred: Cred::Pat,
             action: "reading the PAT's user (GET /user)".into(),
             target: Target::User,
         };
@@ -447,7 +446,10 @@ impl GitHub {
         cred: Cred<'_>,
     ) -> Result<(SecretString, CredentialKind), GitHubError> {
         match (&self.inner.auth, cred) {
-            (AuthState::Pat(token), Cred::For(_)) => Ok((token.clone(), CredentialKind::Pat)),
+            (AuthState::Pat(token), Cred::For(_) | Cred::Pat) => {
+                Ok((token.clone(), CredentialKind::Pat))
+            }
+            (AuthState::App { .. }, Cred::Pat) => Err(GitHubError::NeedsPat),
             (AuthState::Pat(_), Cred::AppJwt) => Err(GitHubError::NeedsApp),
             (AuthState::App { app_id, key, .. }, Cred::AppJwt) => Ok((
                 key.sign(app_id, Utc::now().timestamp())?,
