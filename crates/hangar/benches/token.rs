@@ -2,14 +2,13 @@
 //! token, per auth mode, cold (new client: installation look-up and token mint included) and warm
 //! (installation token cached), through the library and through the `hangar` binary, against the
 //! emulator on loopback with a simulated GitHub round-trip time. Prints a Markdown table.
+//! Under `cargo test` (no `--bench` argument) it runs each case twice, as a smoke test.
 
 use std::time::{Duration, Instant};
 
 use hangar::github::{AppAuth, AppId, AppKey, Auth, GitHub, GitHubConfig, Scope};
 use hangar_emulator::{Emulator, SEED_CLIENT_ID, SEED_INSTALLATION_ID, SEED_PAT, World, keys};
 use secrecy::SecretString;
-
-const ITERATIONS: usize = 30;
 
 fn app(installation: Option<u64>) -> Auth {
     Auth::App(AppAuth {
@@ -41,6 +40,7 @@ fn summarize(case: String, mut times: Vec<Duration>, calls: usize) -> Row {
 }
 
 async fn library_case(
+    iterations: usize,
     emu: &Emulator,
     name: &str,
     scope: &Scope,
@@ -50,7 +50,7 @@ async fn library_case(
     let config = GitHubConfig::new(&emu.api_url(), &emu.web_url());
     let mut times = Vec::new();
     let mut calls = 0;
-    for _ in 0..ITERATIONS {
+    for _ in 0..iterations {
         let gh = GitHub::new(config.clone(), make()).unwrap();
         if warm {
             gh.registration_token(scope).await.unwrap();
@@ -64,10 +64,16 @@ async fn library_case(
     summarize(name.to_string(), times, calls)
 }
 
-async fn binary_case(emu: &Emulator, name: &str, args: &[&str], env: &[(&str, &str)]) -> Row {
+async fn binary_case(
+    iterations: usize,
+    emu: &Emulator,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Row {
     let mut times = Vec::new();
     let mut calls = 0;
-    for _ in 0..ITERATIONS {
+    for _ in 0..iterations {
         emu.clear_calls();
         let started = Instant::now();
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"))
@@ -95,13 +101,18 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
+    let iterations = if std::env::args().any(|a| a == "--bench") {
+        30
+    } else {
+        2
+    };
     let repo = Scope::repo("your-organization/your-repository-name").unwrap();
     let org = Scope::org("your-organization").unwrap();
-    println!("hangar token registration: {ITERATIONS} runs per case, emulator on loopback\n");
+    println!("hangar token registration: {iterations} runs per case, emulator on loopback\n");
     let pem = SecretString::from(keys::APP_PRIVATE_KEY_PKCS1.to_string());
     let mut load = Vec::new();
     let mut sign = Vec::new();
-    for _ in 0..ITERATIONS {
+    for _ in 0..iterations {
         let started = Instant::now();
         let key = AppKey::from_pem(&pem, "bench").unwrap();
         load.push(started.elapsed());
@@ -128,8 +139,9 @@ async fn main() {
         emu.set_latency(Duration::from_millis(latency_ms));
         let pat = || Auth::Pat(SecretString::from(SEED_PAT.to_string()));
         let rows = vec![
-            library_case(&emu, "library, PAT, repo", &repo, pat, false).await,
+            library_case(iterations, &emu, "library, PAT, repo", &repo, pat, false).await,
             library_case(
+                iterations,
                 &emu,
                 "library, App, org, cold (installation looked up)",
                 &org,
@@ -138,6 +150,7 @@ async fn main() {
             )
             .await,
             library_case(
+                iterations,
                 &emu,
                 "library, App, org, cold (installation id given)",
                 &org,
@@ -146,6 +159,7 @@ async fn main() {
             )
             .await,
             library_case(
+                iterations,
                 &emu,
                 "library, App, org, cached installation token",
                 &org,
@@ -154,6 +168,7 @@ async fn main() {
             )
             .await,
             binary_case(
+                iterations,
                 &emu,
                 "binary, PAT, repo",
                 &[
@@ -166,6 +181,7 @@ async fn main() {
             )
             .await,
             binary_case(
+                iterations,
                 &emu,
                 "binary, App, org (cold: every process mints)",
                 &["token", "registration", "--org", "your-organization"],
