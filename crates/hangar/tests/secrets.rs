@@ -212,15 +212,7 @@ async fn secure_strings_from_ssm_stay_out_of_trace_logs() {
     within(120, async {
         let moto = Moto::start();
         let prefix = "/your-app-name/github-integration";
-        moto.put(&format!("{prefix}/pat"), SEED_PAT, true).await;
-        moto.put(&format!("{prefix}/client-id"), SEED_CLIENT_ID, false)
-            .await;
-        moto.put(
-            &format!("{prefix}/private-key"),
-            keys::APP_PRIVATE_KEY_PKCS1,
-            true,
-        )
-        .await;
+        moto.put_seed_credentials(prefix).await;
         let emu = emulator().await;
         let mut env: Vec<(&str, String)> = moto.env();
         env.push(("GITHUB_API_URL", emu.api_url()));

@@ -12,29 +12,11 @@ use support::*;
 
 const PREFIX: &str = "/your-app-name/github-integration";
 
-async fn seed_parameters(moto: &Moto) {
-    moto.put(&format!("{PREFIX}/pat"), SEED_PAT, true).await;
-    moto.put(&format!("{PREFIX}/client-id"), SEED_CLIENT_ID, false)
-        .await;
-    moto.put(
-        &format!("{PREFIX}/installation-id"),
-        &SEED_INSTALLATION_ID.to_string(),
-        false,
-    )
-    .await;
-    moto.put(
-        &format!("{PREFIX}/private-key"),
-        keys::APP_PRIVATE_KEY_PKCS1,
-        true,
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn reads_the_seed_layout_and_decrypts_secure_strings() {
     within(60, async {
         let moto = Moto::start();
-        seed_parameters(&moto).await;
+        moto.put_seed_credentials(PREFIX).await;
         let store = SsmParameterStore::from_config(&moto.sdk_config());
         let mut creds = Credentials::from_env(&|_| None).unwrap();
         creds
@@ -101,7 +83,7 @@ async fn environment_wins_over_ssm_and_missing_parameters_are_named() {
 async fn binary_reads_ssm_through_aws_endpoint_url_in_both_modes() {
     within(90, async {
         let moto = Moto::start();
-        seed_parameters(&moto).await;
+        moto.put_seed_credentials(PREFIX).await;
         let emu = emulator().await;
         let api = emu.api_url();
         let mut env: Vec<(&str, String)> = moto.env();

@@ -95,6 +95,28 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// The seed's four parameters under `prefix`, with the emulator's seed credentials.
+    pub async fn put_seed_credentials(&self, prefix: &str) {
+        use hangar_emulator::{SEED_CLIENT_ID, SEED_INSTALLATION_ID, SEED_PAT, keys};
+        self.put(&format!("{prefix}/pat"), SEED_PAT, true).await;
+        self.put(&format!("{prefix}/client-id"), SEED_CLIENT_ID, false)
+            .await;
+        self.put(
+            &format!("{prefix}/installation-id"),
+            &SEED_INSTALLATION_ID.to_string(),
+            false,
+        )
+        .await;
+        self.put(
+            &format!("{prefix}/private-key"),
+            keys::APP_PRIVATE_KEY_PKCS1,
+            true,
+        )
+        .await;
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
