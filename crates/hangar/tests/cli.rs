@@ -30,12 +30,7 @@ impl Env {
         self
     }
     async fn run(&self, args: &[&str]) -> std::process::Output {
-        let env: Vec<(&str, &str)> = self
-            .0
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        hangar(args, &env).await
+        hangar(args, &self.0).await
     }
 }
 
@@ -270,6 +265,12 @@ async fn doctor_passes_a_healthy_setup_in_both_modes() {
         .await;
         assert_eq!(code, Some(0), "{report:#}");
         assert_eq!(report["checks"].as_array().unwrap().len(), 7);
+        let lookups = emu
+            .calls()
+            .iter()
+            .filter(|c| c.path == "/orgs/your-organization/installation")
+            .count();
+        assert_eq!(lookups, 1, "doctor's look-up is reused for the token mint");
         assert!(
             check(&report, "installation found")["detail"]
                 .as_str()
@@ -440,7 +441,7 @@ async fn doctor_without_credentials_says_where_it_looked() {
 #[tokio::test]
 async fn dev_walks_both_seed_flows_on_loopback_and_exits_when_asked() {
     within(60, async {
-        let out = hangar(&["dev", "--exit-after-demo"], &[]).await;
+        let out = hangar(&["dev", "--exit-after-demo"], &[] as &[(&str, &str)]).await;
         let shown = text(&out.stdout);
         assert!(out.status.success(), "{shown}\n{}", text(&out.stderr));
         assert!(shown.contains("GitHub emulator on http://127.0.0.1:"), "{shown}");

@@ -51,7 +51,7 @@ fn assert_clean(emu: &Emulator, what: &str, output: &str, extra: &[&str]) {
 async fn run_everywhere(
     emu: &Emulator,
     what: &str,
-    env: &[(&str, &str)],
+    env: &[(&str, impl AsRef<std::ffi::OsStr>)],
     args: &[&str],
     token_on_stdout: bool,
     extra: &[&str],
@@ -217,7 +217,6 @@ async fn secure_strings_from_ssm_stay_out_of_trace_logs() {
         let mut env: Vec<(&str, String)> = moto.env();
         env.push(("GITHUB_API_URL", emu.api_url()));
         env.push(("HANGAR_SSM_PREFIX", prefix.into()));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         run_everywhere(
             &emu,
             "SSM org doctor",

@@ -89,7 +89,6 @@ async fn binary_reads_ssm_through_aws_endpoint_url_in_both_modes() {
         let mut env: Vec<(&str, String)> = moto.env();
         env.push(("GITHUB_API_URL", api.clone()));
         env.push(("HANGAR_SSM_PREFIX", PREFIX.into()));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
         for scope in [["--org", ORG], ["--repo", REPO]] {
             let out = hangar(&["token", "registration", scope[0], scope[1]], &env).await;
@@ -110,21 +109,22 @@ async fn missing_parameters_and_unreachable_ssm_are_clear_errors() {
         let emu = emulator().await;
         let mut env: Vec<(&str, String)> = moto.env();
         env.push(("GITHUB_API_URL", emu.api_url()));
-        let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
-        // Nothing stored under the prefix: configuration error, exit 2, paths named.
-        let out = hangar(
-            &[
+        let token_with_prefix = |prefix: &'static str| {
+            let args = [
                 "--ssm-prefix",
-                "/nothing/here",
+                prefix,
                 "token",
                 "registration",
                 "--org",
                 ORG,
-            ],
-            &env_ref,
-        )
-        .await;
+            ];
+            let env = env.clone();
+            async move { hangar(&args, &env).await }
+        };
+
+        // Nothing stored under the prefix: configuration error, exit 2, paths named.
+        let out = token_with_prefix("/nothing/here").await;
         assert_eq!(out.status.code(), Some(2));
         let err = text(&out.stderr);
         assert!(err.contains("/nothing/here/client-id"), "{err}");
@@ -132,18 +132,7 @@ async fn missing_parameters_and_unreachable_ssm_are_clear_errors() {
 
         // An endpoint where nothing listens: AWS failure, exit 1, the cause and the fix.
         drop(moto);
-        let out = hangar(
-            &[
-                "--ssm-prefix",
-                PREFIX,
-                "token",
-                "registration",
-                "--org",
-                ORG,
-            ],
-            &env_ref,
-        )
-        .await;
+        let out = token_with_prefix(PREFIX).await;
         assert_eq!(out.status.code(), Some(1));
         let err = text(&out.stderr);
         assert!(err.contains("could not read SSM Parameter Store"), "{err}");

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::Connection;
 use crate::credentials::{AuthMode, CredentialError, Credentials, Origin};
-use crate::github::{GitHub, GitHubError, Scope};
+use crate::github::{GitHub, Scope};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,20 +110,18 @@ impl Checks {
             self.push(name, Status::Skip, format!("skipped: {because}"), None);
         }
     }
-    fn github_fail(&mut self, name: &'static str, err: &GitHubError) {
+    /// A failure described by an error whose message ends in "Fix: …" (all of Hangar's do).
+    fn fail_on(&mut self, name: &'static str, err: &dyn std::fmt::Display) {
         let (detail, fix) = split_fix(&err.to_string());
         self.push(name, Status::Fail, detail, fix);
     }
 }
 
-/// Splits "... . Fix: ..." messages into the finding and the fix.
+/// Splits "… . Fix: …" messages into the finding and the fix.
 fn split_fix(message: &str) -> (String, Option<String>) {
     match message.split_once(" Fix: ") {
-        Some((detail, fix)) => (detail.trim_end().to_string(), Some(fix.to_string())),
-        None => match message.split_once(". Fix: ") {
-            Some((detail, fix)) => (detail.to_string(), Some(fix.to_string())),
-            None => (message.to_string(), None),
-        },
+        Some((detail, fix)) => (detail.to_string(), Some(fix.to_string())),
+        None => (message.to_string(), None),
     }
 }
 
@@ -137,37 +135,33 @@ const PAT_CHECKS: [&str; 3] = ["PAT valid (GET /user)", "PAT scopes", "registrat
 
 /// Runs every check for `scope` and returns the report; it never stops at the first failure.
 pub async fn run(connection: &Connection, scope: &Scope) -> Report {
-    let mut report = Report {
-        scope: scope.to_string(),
-        mode: None,
-        api_url: connection.github.api_url.clone(),
-        checks: Vec::new(),
-    };
     let mut checks = Checks(Vec::new());
+    let mode = diagnose(connection, scope, &mut checks).await;
+    Report {
+        scope: scope.to_string(),
+        mode: mode.map(|m| format!("{m} auth")),
+        api_url: connection.github.api_url.clone(),
+        checks: checks.0,
+    }
+}
+
+/// Fills `checks`; returns the auth mode once one could be chosen.
+async fn diagnose(connection: &Connection, scope: &Scope, checks: &mut Checks) -> Option<AuthMode> {
+    const PRESENT: &str = "credentials present";
     let creds = match connection.load_credentials().await {
         Ok(c) => c,
         Err(e) => {
-            let (detail, fix) = split_fix(&e.to_string());
-            checks.push(
-                "credentials present",
-                Status::Fail,
-                detail,
-                fix.or(Some(ssm_fix(&e))),
-            );
-            report.checks = checks.0;
-            return report;
+            checks.fail_on(PRESENT, &e);
+            return None;
         }
     };
     let mode = match creds.choose_mode(scope, connection.auth) {
         Ok(mode) => mode,
         Err(e) => {
-            let (detail, fix) = split_fix(&e.to_string());
-            checks.push("credentials present", Status::Fail, detail, fix);
-            report.checks = checks.0;
-            return report;
+            checks.fail_on(PRESENT, &e);
+            return None;
         }
     };
-    report.mode = Some(format!("{mode} auth"));
     let configured_installation = creds
         .installation_id
         .as_ref()
@@ -175,25 +169,21 @@ pub async fn run(connection: &Connection, scope: &Scope) -> Report {
     let presence = describe_presence(&creds, mode);
     let resolved = match creds.build(mode) {
         Ok(r) => {
-            checks.pass("credentials present", presence);
+            checks.pass(PRESENT, presence);
             if mode == AuthMode::App {
                 checks.pass("private key is RSA PEM", "parses and signs RS256");
             }
             r
         }
         Err(CredentialError::AppKey(e)) => {
-            checks.pass("credentials present", presence);
-            let (detail, fix) = split_fix(&e.to_string());
-            checks.push("private key is RSA PEM", Status::Fail, detail, fix);
+            checks.pass(PRESENT, presence);
+            checks.fail_on("private key is RSA PEM", &e);
             checks.skip(&APP_CHECKS, "needs a usable private key");
-            report.checks = checks.0;
-            return report;
+            return Some(mode);
         }
         Err(e) => {
-            let (detail, fix) = split_fix(&e.to_string());
-            checks.push("credentials present", Status::Fail, detail, fix);
-            report.checks = checks.0;
-            return report;
+            checks.fail_on(PRESENT, &e);
+            return Some(mode);
         }
     };
     let mut config = connection.github.clone();
@@ -202,29 +192,20 @@ pub async fn run(connection: &Connection, scope: &Scope) -> Report {
     let github = match GitHub::new(config, resolved.auth) {
         Ok(g) => g,
         Err(e) => {
-            checks.github_fail("GitHub client", &e);
-            report.checks = checks.0;
-            return report;
+            checks.fail_on("GitHub client", &e);
+            return Some(mode);
         }
     };
     match mode {
-        AuthMode::App => app_checks(&github, scope, configured_installation, &mut checks).await,
-        AuthMode::Pat => pat_checks(&github, scope, &mut checks).await,
+        AuthMode::App => app_checks(&github, scope, configured_installation, checks).await,
+        AuthMode::Pat => pat_checks(&github, scope, checks).await,
     }
     // Any answer's Date header will do, even a 401's: a skewed clock is a common cause of one.
     match github.last_server_date() {
-        Some(date) => clock_check(date, &mut checks),
+        Some(date) => clock_check(date, checks),
         None => checks.skip(&["clock skew"], "no answer from GitHub to compare with"),
     }
-    report.checks = checks.0;
-    report
-}
-
-fn ssm_fix(e: &CredentialError) -> String {
-    match e {
-        CredentialError::Ssm(_) => "check AWS credentials, region and the SSM prefix".into(),
-        _ => "see the message above".into(),
-    }
+    Some(mode)
 }
 
 fn describe_presence(creds: &Credentials, mode: AuthMode) -> String {
@@ -273,7 +254,7 @@ async fn app_checks(
             );
         }
         Err(e) => {
-            checks.github_fail(APP_CHECKS[0], &e);
+            checks.fail_on(APP_CHECKS[0], &e);
             checks.skip(&APP_CHECKS[1..], "needs an accepted JWT");
             return;
         }
@@ -281,7 +262,7 @@ async fn app_checks(
     let installation = match github.installation_for(scope).await {
         Ok(i) => i,
         Err(e) => {
-            checks.github_fail(APP_CHECKS[1], &e);
+            checks.fail_on(APP_CHECKS[1], &e);
             checks.skip(&APP_CHECKS[2..], "needs the installation");
             return;
         }
@@ -349,7 +330,7 @@ async fn pat_checks(github: &GitHub, scope: &Scope, checks: &mut Checks) {
             meta
         }
         Err(e) => {
-            checks.github_fail(PAT_CHECKS[0], &e);
+            checks.fail_on(PAT_CHECKS[0], &e);
             checks.skip(&PAT_CHECKS[1..], "needs a valid PAT");
             return;
         }
@@ -391,7 +372,7 @@ async fn registration_check(github: &GitHub, scope: &Scope, checks: &mut Checks)
                 t.expires_at.format("%Y-%m-%d %H:%M:%SZ")
             ),
         ),
-        Err(e) => checks.github_fail("registration token", &e),
+        Err(e) => checks.fail_on("registration token", &e),
     }
 }
 

@@ -212,13 +212,13 @@ impl GitHub {
     // ----- runner operations -------------------------------------------------------------
 
     /// A registration token for `config.sh` (valid one hour).
-    pub async fn registration_token(&self, scope: &Scope) -> Result<RunnerToken, GitHubError> {
+    pub async fn registration_token(&self, scope: &Scope) -> Result<IssuedToken, GitHubError> {
         self.runner_token(scope, "registration-token", "minting a registration token")
             .await
     }
 
     /// A remove token for `config.sh remove`.
-    pub async fn remove_token(&self, scope: &Scope) -> Result<RunnerToken, GitHubError> {
+    pub async fn remove_token(&self, scope: &Scope) -> Result<IssuedToken, GitHubError> {
         self.runner_token(scope, "remove-token", "minting a remove token")
             .await
     }
@@ -228,7 +228,7 @@ impl GitHub {
         scope: &Scope,
         kind: &str,
         what: &str,
-    ) -> Result<RunnerToken, GitHubError> {
+    ) -> Result<IssuedToken, GitHubError> {
         let call = Call {
             method: Method::POST,
             url: self.url(&format!("{}/actions/runners/{kind}", scope.api_path())),
@@ -377,7 +377,7 @@ impl GitHub {
         self.json(call).await
     }
 
-    /// The App's installation on the scope's owner (JWT auth).
+    /// The App's installation on the scope's owner (JWT auth); remembered for later token mints.
     pub async fn installation_for(&self, scope: &Scope) -> Result<Installation, GitHubError> {
         let call = Call {
             method: Method::GET,
@@ -387,7 +387,15 @@ impl GitHub {
             action: format!("looking up the GitHub App's installation on {scope}"),
             target: Target::InstallationOf(scope.clone()),
         };
-        self.json(call).await.map(|(i, _)| i)
+        let (installation, _): (Installation, _) = self.json(call).await?;
+        tracing::debug!(%scope, installation_id = installation.id, "found the App's installation");
+        if let AuthState::App { discovered, .. } = &self.inner.auth {
+            discovered
+                .lock()
+                .expect("poisoned")
+                .insert(scope.clone(), installation.id);
+        }
+        Ok(installation)
     }
 
     /// The PAT's user (`GET /user`); the meta carries the PAT's scopes.
@@ -404,25 +412,15 @@ impl GitHub {
     }
 
     /// The installation id used for `scope`: the configured one, else looked up once and cached.
+    /// `None` with PAT auth.
     pub async fn installation_id(&self, scope: &Scope) -> Result<Option<u64>, GitHubError> {
-        let AuthState::App {
-            configured_installation,
-            discovered,
-            ..
-        } = &self.inner.auth
-        else {
+        if matches!(self.inner.auth, AuthState::Pat(_)) {
             return Ok(None);
-        };
-        if let Some(id) = configured_installation.or_else(|| self.known_installation_id(scope)) {
+        }
+        if let Some(id) = self.known_installation_id(scope) {
             return Ok(Some(id));
         }
-        let installation = self.installation_for(scope).await?;
-        tracing::debug!(%scope, installation_id = installation.id, "found the App's installation");
-        discovered
-            .lock()
-            .expect("poisoned")
-            .insert(scope.clone(), installation.id);
-        Ok(Some(installation.id))
+        Ok(Some(self.installation_for(scope).await?.id))
     }
 
     /// The installation id for `scope` if it is known without asking GitHub.
@@ -490,7 +488,7 @@ impl GitHub {
             action: format!("minting an installation token for installation {id}"),
             target: Target::InstallationToken(id),
         };
-        let (minted, _): (InstallationToken, _) = self.json(call).await?;
+        let (minted, _): (IssuedToken, _) = self.json(call).await?;
         tracing::debug!(installation_id = id, expires_at = %minted.expires_at, "minted an installation token");
         let token = minted.token.clone();
         tokens.insert(
@@ -587,7 +585,7 @@ impl GitHub {
                 ),
             }
             if let Ok(answer) = &outcome {
-                if let Some(date) = response_meta(&answer.headers).date {
+                if let Some(date) = server_date(&answer.headers) {
                     *self.inner.last_server_date.lock().expect("poisoned") = Some(date);
                 }
                 if answer.status.is_success() {
@@ -740,12 +738,17 @@ fn github_message(answer: &Answer) -> String {
     }
 }
 
+fn server_date(headers: &HeaderMap) -> Option<DateTime<Utc>> {
+    let date = headers.get("date")?.to_str().ok()?;
+    httpdate::parse_http_date(date)
+        .ok()
+        .map(DateTime::<Utc>::from)
+}
+
 fn response_meta(headers: &HeaderMap) -> ResponseMeta {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     ResponseMeta {
-        date: text("date")
-            .and_then(|d| httpdate::parse_http_date(d).ok())
-            .map(DateTime::<Utc>::from),
+        date: server_date(headers),
         oauth_scopes: text("x-oauth-scopes").map(|s| {
             s.split(',')
                 .map(|x| x.trim().to_string())

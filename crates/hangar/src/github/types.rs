@@ -8,16 +8,11 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// A registration or remove token (`POST …/registration-token`, `…/remove-token`).
+/// A token GitHub issues with an expiry: registration and remove tokens
+/// (`POST …/registration-token`, `…/remove-token`) and installation access tokens
+/// (`POST /app/installations/{id}/access_tokens`).
 #[derive(Debug, Deserialize)]
-pub struct RunnerToken {
-    pub token: SecretString,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// An installation access token (`POST /app/installations/{id}/access_tokens`).
-#[derive(Debug, Deserialize)]
-pub struct InstallationToken {
+pub struct IssuedToken {
     pub token: SecretString,
     pub expires_at: DateTime<Utc>,
 }

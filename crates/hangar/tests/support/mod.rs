@@ -4,6 +4,7 @@
 
 pub mod moto;
 
+use std::ffi::OsStr;
 use std::future::Future;
 use std::process::Output;
 use std::time::Duration;
@@ -63,7 +64,7 @@ pub fn app_client(emu: &Emulator) -> GitHub {
 }
 
 /// Runs the `hangar` binary with only the given environment (plus PATH), and a timeout.
-pub async fn hangar(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub async fn hangar<K: AsRef<OsStr>, V: AsRef<OsStr>>(args: &[&str], env: &[(K, V)]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"));
     cmd.args(args)
         .env_clear()
