@@ -245,6 +245,18 @@ fn runner_version_is_pinned_and_matches_readme_and_label() {
     assert_eq!(pinned, RUNNER_VERSION);
     let readme = read("deploy/docker/README.md");
     assert_eq!(readme_field(&readme, "Runner version:"), pinned);
+    // The stand-in runner reports the version it imitates; the image must ship that one.
+    let standin = read("crates/hangar-runner-standin/src/lib.rs");
+    if let Some(imitated) = standin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pub const VERSION: &str = "))
+    {
+        assert_eq!(
+            imitated.trim_end_matches(';').trim_matches('"'),
+            pinned,
+            "the stand-in runner imitates another version than the image ships"
+        );
+    }
     assert!(
         last.all("LABEL").any(|l| l
             .args
