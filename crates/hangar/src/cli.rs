@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::agent::{self, AgentArgs, hooks::HookKind};
 use crate::commands::{self, Connection, doctor, token};
 use crate::credentials::{AuthMode, CredentialError};
 use crate::github::{self, GitHubConfig, JitRequest, Scope, ScopeError};
@@ -91,6 +92,14 @@ enum Command {
         #[arg(long)]
         exit_after_demo: bool,
     },
+    /// The runner container's entrypoint: register the runner and supervise it.
+    #[command(args_conflicts_with_subcommands = true)]
+    Agent {
+        #[command(subcommand)]
+        action: Option<AgentAction>,
+        #[command(flatten)]
+        args: Box<AgentArgs>,
+    },
     /// Mint a runner registration token, remove token or JIT configuration and print it as JSON.
     Token {
         #[command(subcommand)]
@@ -103,6 +112,18 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentAction {
+    /// Run by the runner's job hooks: tell the agent a job started or completed.
+    Hook {
+        #[arg(value_enum)]
+        kind: HookKind,
+        /// The agent's socket (the hook scripts pass it).
+        #[arg(long)]
+        socket: std::path::PathBuf,
     },
 }
 
@@ -232,6 +253,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent {
+            action: Some(AgentAction::Hook { kind, socket }),
+            ..
+        } => Ok(agent::hooks::run_hook(kind, socket).await),
+        Command::Agent { action: None, args } => {
+            let config = args.resolve(&|name| std::env::var(name).ok())?;
+            match agent::run(config, &connection).await {
+                Ok(exit) => Ok(ExitCode::from(exit.code())),
+                Err(e) => {
+                    tracing::error!(error = %e, "agent failed");
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(e.exit_code()))
+                }
+            }
+        }
         Command::Token { kind } => {
             let (scope_args, request) = match kind {
                 TokenKind::Registration(s) => (s, token::TokenRequest::Registration),
@@ -286,6 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// 2 for problems the operator fixes in configuration, 1 for everything else.
 fn exit_code_for(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<ConfigError>().is_some()
+        || e.downcast_ref::<agent::AgentConfigError>().is_some()
         || e.downcast_ref::<ScopeError>().is_some()
         || matches!(
             e.downcast_ref::<CredentialError>(),

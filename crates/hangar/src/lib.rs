@@ -1,6 +1,7 @@
 //! Hangar: GitHub Actions self-hosted runners on AWS ECS, as one binary. The library holds every
 //! part; `main.rs` only calls [`cli::main`].
 
+pub mod agent;
 pub mod aws;
 pub mod cli;
 pub mod commands;

@@ -34,6 +34,16 @@ pub enum SsmError {
     Unavailable { region: String, cause: String },
     #[error("SSM Parameter Store refused the request ({code}: {message})")]
     Service { code: String, message: String },
+    #[error(
+        "SSM parameter {name} does not exist. A one-shot parameter is deleted by the task that reads it: \
+         was it already used, or never written? Fix: give each task a fresh parameter name"
+    )]
+    NotFound { name: String },
+    #[error(
+        "read the one-shot SSM parameter {name} but could not delete it ({cause}); refusing to use a credential \
+         that others can still read. Fix: allow ssm:DeleteParameter on it in the task role"
+    )]
+    NotDeleted { name: String, cause: String },
 }
 
 /// The SDK-backed store.
@@ -93,6 +103,48 @@ impl ParameterStore for SsmParameterStore {
             );
         }
         Ok(found)
+    }
+}
+
+impl SsmParameterStore {
+    /// Reads a one-shot SecureString and deletes it, so the secret it holds exists in one place
+    /// only: this process. Two SSM calls.
+    pub async fn take_parameter(&self, name: &str) -> Result<SecretString, SsmError> {
+        let names = [name.to_string()];
+        let answer = self
+            .client
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await;
+        let value = match answer {
+            Ok(a) => a
+                .parameter()
+                .and_then(|p| p.value())
+                .map(|v| SecretString::from(v.to_string()))
+                .ok_or_else(|| SsmError::NotFound { name: name.into() })?,
+            Err(SdkError::ServiceError(e)) if e.err().is_parameter_not_found() => {
+                return Err(SsmError::NotFound { name: name.into() });
+            }
+            Err(e) => return Err(classify(e, &names, &self.region)),
+        };
+        match self.client.delete_parameter().name(name).send().await {
+            Ok(_) => {}
+            // Someone else deleted it in between: it is gone either way.
+            Err(SdkError::ServiceError(e)) if e.err().is_parameter_not_found() => {}
+            Err(e) => {
+                return Err(SsmError::NotDeleted {
+                    name: name.into(),
+                    cause: classify(e, &names, &self.region).to_string(),
+                });
+            }
+        }
+        tracing::debug!(
+            parameter = name,
+            "took the one-shot SSM parameter (read, then deleted)"
+        );
+        Ok(value)
     }
 }
 

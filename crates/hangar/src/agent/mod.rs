@@ -1,0 +1,30 @@
+//! `hangar agent`: the runner container's entrypoint. It turns credentials into a registered
+//! runner (registration token + `Runner.Listener configure`, or a JIT configuration given
+//! directly or through a one-shot SSM parameter), supervises `bin/Runner.Listener run`, and makes
+//! sure the runner leaves GitHub cleanly whatever happens: stop signals drain a busy runner
+//! instead of cancelling its job, an idle runner is deregistered before it is stopped, crashes
+//! restart with a capped backoff, and a runner GitHub no longer knows ends the task.
+//!
+//! Layout: `config` resolves flags and environment; `policy` holds every decision as pure
+//! functions; `files` knows the runner's folder; `env` builds the runner's environment;
+//! `hooks` is the job hooks' channel back to the agent; `protection` is ECS task scale-in
+//! protection; `supervise` (this module's `run`) does the I/O.
+//!
+//! Invariants: the runner never inherits the agent's environment (see `env`); the registration
+//! token and JIT blob reach the runner only through `ACTIONS_RUNNER_INPUT_*` variables, never
+//! argv or logs; a stop never sends the runner a signal while it holds a job unless the drain
+//! budget ran out or the operator insisted with a second signal.
+//!
+//! Exit codes: 0 clean stop (or an ephemeral runner's job done), 1 the runner or GitHub failed
+//! past retrying, 2 bad configuration, 3 the runner is gone or idle too long: replace the task.
+
+pub mod config;
+pub mod env;
+pub mod files;
+pub mod hooks;
+pub mod policy;
+pub mod protection;
+mod supervise;
+
+pub use config::{AgentArgs, AgentConfig, AgentConfigError};
+pub use supervise::{AgentError, AgentExit, run};

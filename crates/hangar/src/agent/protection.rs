@@ -1,0 +1,92 @@
+//! ECS task scale-in protection, set from inside the task through the ECS agent's endpoint
+//! (`PUT $ECS_AGENT_URI/task-protection/v1/state`, facts §4). The agent turns it on when a job
+//! starts and off when it ends, so a service scale-in never picks a task that is running a job.
+//! Outside ECS (no `ECS_AGENT_URI`) there is nothing to do. Tasks started by RunTask are not in a
+//! service, and ECS answers them with a `TASK_NOT_VALID` failure: that is reported, not fatal.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtectionError {
+    #[error("the ECS agent at {url} did not answer: {cause}")]
+    Unreachable { url: String, cause: String },
+    #[error("the ECS agent refused task protection ({status}): {body}")]
+    Refused { status: u16, body: String },
+    #[error("ECS reported a task protection failure: {reason}")]
+    Failure { reason: String },
+}
+
+/// The task's protection endpoint.
+#[derive(Clone, Debug)]
+pub struct TaskProtection {
+    http: reqwest::Client,
+    url: String,
+    expires_in_minutes: u32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct StateRequest {
+    protection_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in_minutes: Option<u32>,
+}
+
+impl TaskProtection {
+    /// The endpoint under `ecs_agent_uri` (the value of `ECS_AGENT_URI`). Protection expires by
+    /// itself after `expires_in_minutes` (1..=2880), so a crashed agent cannot pin a task forever.
+    pub fn new(ecs_agent_uri: &str, expires_in_minutes: u32) -> TaskProtection {
+        TaskProtection {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            url: format!(
+                "{}/task-protection/v1/state",
+                ecs_agent_uri.trim_end_matches('/')
+            ),
+            expires_in_minutes: expires_in_minutes.clamp(1, 2880),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Turns protection on or off.
+    pub async fn set(&self, enabled: bool) -> Result<(), ProtectionError> {
+        let body = StateRequest {
+            protection_enabled: enabled,
+            expires_in_minutes: enabled.then_some(self.expires_in_minutes),
+        };
+        let answer = self
+            .http
+            .put(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ProtectionError::Unreachable {
+                url: self.url.clone(),
+                cause: e.to_string(),
+            })?;
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap_or_default();
+        if !(200..300).contains(&status) {
+            return Err(ProtectionError::Refused { status, body: text });
+        }
+        // A 200 can still carry a failure (e.g. TASK_NOT_VALID for a task outside a service).
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if let Some(failure) = value.get("failure").filter(|f| !f.is_null()) {
+            let reason = failure
+                .get("Reason")
+                .or_else(|| failure.get("reason"))
+                .and_then(|r| r.as_str())
+                .unwrap_or("unknown")
+                .to_string();
+            return Err(ProtectionError::Failure { reason });
+        }
+        Ok(())
+    }
+}
