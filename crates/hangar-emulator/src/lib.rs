@@ -5,6 +5,12 @@
 //! fake GitHub. It is strict on purpose: a request GitHub would refuse is refused here too, with
 //! GitHub's status, message and headers.
 //!
+//! It also plays the Actions service for runners: the stand-in runner registers, opens a session,
+//! long-polls for jobs and reports them over the small protocol in `RUNNER_PROTOCOL.md`. Tests
+//! and `hangar dev` enqueue jobs ([`Emulator::enqueue_job`]), watch them live
+//! ([`Emulator::subscribe`]), steer runners ([`Emulator::send_runner_message`]) and receive
+//! signed `workflow_job` webhooks ([`Emulator::add_webhook`]).
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use hangar_emulator::{Emulator, World};
@@ -21,20 +27,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 mod auth;
 mod error;
 mod faults;
 mod jit;
+mod jobs;
 pub mod keys;
 mod routes;
 mod server;
 mod state;
+mod webhooks;
 mod world;
 
 pub use jit::{JitConfig, JitConfigError};
+pub use jobs::{
+    Conclusion, JobEvent, JobSpec, JobStatus, JobView, LogLine, RunnerMessage, StepView,
+};
+pub use webhooks::{WebhookAction, WebhookDelivery, signature as webhook_signature};
 pub use world::{
     AppSpec, InstallationSpec, PatSpec, RunnerSpec, SEED_APP_ID, SEED_CLIENT_ID,
     SEED_INSTALLATION_ID, SEED_ORG, SEED_PAT, SEED_REPO, Scope, World,
@@ -80,6 +92,20 @@ pub struct CallRecord {
     pub api_version: Option<String>,
 }
 
+/// One runner-protocol request the emulator answered (kept apart from [`CallRecord`]s, which are
+/// REST calls).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerCall {
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Path without query and without any `/api/v3` prefix, e.g. `/_runner/sessions`.
+    pub path: String,
+    /// Raw query string, if any.
+    pub query: Option<String>,
+    /// Status code answered.
+    pub status: u16,
+}
+
 /// A runner as the emulator holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunnerView {
@@ -87,9 +113,10 @@ pub struct RunnerView {
     pub id: u64,
     /// Runner name.
     pub name: String,
-    /// `status: "online"`.
+    /// `status: "online"`: while it has a live protocol session (or as set by
+    /// [`Emulator::set_runner_online`] / [`RunnerSpec::online`]).
     pub online: bool,
-    /// Running a job.
+    /// Running a job (holds an uncompleted job, or as set by [`Emulator::set_runner_busy`]).
     pub busy: bool,
     /// All label names as the API lists them: `self-hosted`, `Linux`, `X64`, then custom labels.
     pub labels: Vec<String>,
@@ -136,6 +163,20 @@ impl std::fmt::Debug for Emulator {
     }
 }
 
+/// Ends expired sessions promptly (so `RunnerOffline` events come on time even when nobody asks)
+/// until the emulator's state is gone.
+async fn expire_sessions(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.lock().expire_sessions();
+    }
+}
+
 impl Emulator {
     /// Starts an emulator of `world` on `127.0.0.1` with an ephemeral port.
     pub async fn start(world: World) -> std::io::Result<Emulator> {
@@ -146,7 +187,13 @@ impl Emulator {
     pub async fn start_on(addr: SocketAddr, world: World) -> std::io::Result<Emulator> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(State::from_world(world)));
+        let mut state = State::from_world(world);
+        state.base_url = format!("http://{addr}");
+        let (outbox, outgoing) = mpsc::unbounded_channel();
+        state.outbox = Some(outbox);
+        let shared = Arc::new(Shared::new(state));
+        tokio::spawn(webhooks::deliver(Arc::downgrade(&shared), outgoing));
+        tokio::spawn(expire_sessions(Arc::downgrade(&shared)));
         let app =
             server::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -169,7 +216,9 @@ impl Emulator {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner.shared.lock()
+        let mut state = self.inner.shared.lock();
+        state.expire_sessions();
+        state
     }
 
     /// The address the server listens on.
@@ -318,7 +367,7 @@ impl Emulator {
             state.scope_exists(scope),
             "add_runner: {scope:?} is not in the world"
         );
-        state.insert_runner(scope, spec, 1, None)
+        state.insert_runner(scope, spec, 1, false)
     }
 
     /// The runners of a scope, ordered by id.
@@ -342,7 +391,7 @@ impl Emulator {
         self.state()
             .runners
             .values()
-            .find(|r| r.jit_credential.as_deref() == Some(credential))
+            .find(|r| r.jit && r.credential.as_deref() == Some(credential))
             .map(state::Runner::view)
     }
 
@@ -364,9 +413,10 @@ impl Emulator {
             .is_some()
     }
 
-    /// Removes a runner (as if it deregistered); false if there is no such runner.
+    /// Removes a runner (as if it deregistered); false if there is no such runner. Its session
+    /// ends and a job it held fails.
     pub fn remove_runner(&self, id: u64) -> bool {
-        self.state().runners.remove(&id).is_some()
+        self.state().delete_runner(id)
     }
 
     /// The scope of a valid (known, unexpired) registration token.
@@ -408,5 +458,159 @@ impl Emulator {
     /// Forgets the recorded calls.
     pub fn clear_calls(&self) {
         self.state().calls.clear();
+    }
+
+    // ---- runner protocol ----------------------------------------------------------------
+
+    /// Every runner-protocol request so far, in arrival order (the long poll is recorded when it
+    /// is answered).
+    pub fn runner_calls(&self) -> Vec<RunnerCall> {
+        self.state().runner_calls.clone()
+    }
+
+    /// The next `n` runner-protocol requests get `status` with a GitHub-style error body. REST
+    /// faults ([`Emulator::fail_next`]) never touch the runner protocol, and these never touch
+    /// REST calls.
+    ///
+    /// # Panics
+    /// If `status` is not a valid HTTP status code (100..=999).
+    pub fn fail_runner_protocol_next(&self, n: usize, status: u16) {
+        let status = StatusCode::from_u16(status).unwrap_or_else(|_| {
+            panic!("fail_runner_protocol_next: {status} is not an HTTP status code")
+        });
+        self.state().runner_faults.push(Fault::Fail(status), n);
+    }
+
+    /// How long a runner session lives without a poll or a job event (default 90 s). A session
+    /// with a long poll in progress never expires.
+    pub fn set_session_timeout(&self, d: Duration) {
+        self.state().session_timeout = d;
+    }
+
+    /// Whether the runner has a live protocol session.
+    pub fn session_live(&self, runner_id: u64) -> bool {
+        self.state()
+            .runners
+            .get(&runner_id)
+            .is_some_and(|r| r.session.is_some())
+    }
+
+    /// Whether the runner's live session said `disable_update` (`None` without a live session).
+    pub fn session_disables_update(&self, runner_id: u64) -> Option<bool> {
+        self.state()
+            .runners
+            .get(&runner_id)
+            .and_then(|r| r.session.as_ref())
+            .map(|s| s.disable_update)
+    }
+
+    /// How many protocol sessions the runner has opened (0 for an unknown runner).
+    pub fn sessions_created(&self, runner_id: u64) -> usize {
+        self.state()
+            .runners
+            .get(&runner_id)
+            .map_or(0, |r| r.sessions_created)
+    }
+
+    /// The version the runner last registered or opened a session with.
+    pub fn runner_version(&self, runner_id: u64) -> Option<String> {
+        self.state()
+            .runners
+            .get(&runner_id)
+            .and_then(|r| r.version.clone())
+    }
+
+    /// Queues a control message for the runner, delivered on its next poll (before any job);
+    /// false if there is no such runner.
+    pub fn send_runner_message(&self, runner_id: u64, message: RunnerMessage) -> bool {
+        let mut state = self.state();
+        let Some(runner) = state.runners.get_mut(&runner_id) else {
+            return false;
+        };
+        runner.messages.push_back(message);
+        state.wake_pollers();
+        true
+    }
+
+    // ---- jobs ---------------------------------------------------------------------------
+
+    /// Queues a job and returns its id. It goes (oldest first) to the first polling runner that
+    /// is idle, carries every job label (case-insensitively, defaults included) and whose scope
+    /// covers the repository (a repository runner: that repository; an organization runner: any
+    /// repository of the organization). A job nobody can take stays queued.
+    pub fn enqueue_job(&self, spec: JobSpec) -> u64 {
+        self.state().enqueue_job(spec)
+    }
+
+    /// A job by id.
+    pub fn job(&self, id: u64) -> Option<JobView> {
+        self.state().jobs.get(&id).map(|j| j.view.clone())
+    }
+
+    /// Every job, by id.
+    pub fn jobs(&self) -> Vec<JobView> {
+        self.state().jobs.values().map(|j| j.view.clone()).collect()
+    }
+
+    /// Waits until the job has completed and returns it; `None` if there is no such job or it
+    /// did not complete within `timeout`.
+    pub async fn wait_for_job(&self, id: u64, timeout: Duration) -> Option<JobView> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut events = self.subscribe();
+        loop {
+            let job = self.job(id)?;
+            if job.status == JobStatus::Completed {
+                return Some(job);
+            }
+            // Any event (or a lag) is a reason to look again; only the deadline ends the wait.
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return None,
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    tokio::time::sleep_until(deadline).await;
+                    return self.job(id).filter(|j| j.status == JobStatus::Completed);
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Cancels a job: a queued job completes as cancelled at once; a job in progress is flagged,
+    /// and the runner's next job event is answered `{"cancel": true}` (the job completes when the
+    /// runner reports it). False if there is no such job or it already completed.
+    pub fn cancel_job(&self, id: u64) -> bool {
+        let mut state = self.state();
+        let Some(job) = state.jobs.get_mut(&id) else {
+            return false;
+        };
+        match job.view.status {
+            JobStatus::Queued => {
+                state.complete_job(id, Conclusion::Cancelled);
+                true
+            }
+            JobStatus::InProgress => {
+                job.cancel_requested = true;
+                true
+            }
+            JobStatus::Completed => false,
+        }
+    }
+
+    /// Live job and runner events from now on. Receivers that fall more than a few thousand
+    /// events behind get [`broadcast::error::RecvError::Lagged`].
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.shared.lock().events.subscribe()
+    }
+
+    // ---- webhooks -----------------------------------------------------------------------
+
+    /// Registers a `workflow_job` webhook and returns its hook id (`X-GitHub-Hook-ID`). Every
+    /// job's `queued`, `in_progress` and `completed` are POSTed to `url`, signed with `secret`.
+    pub fn add_webhook(&self, url: &str, secret: &str) -> u64 {
+        self.state().add_webhook(url, secret)
+    }
+
+    /// Every webhook delivery so far, in order; `status` fills in when the receiver answers.
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        self.state().deliveries.clone()
     }
 }

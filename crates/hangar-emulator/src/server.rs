@@ -1,8 +1,10 @@
-//! The HTTP side: the axum service and the request pipeline every call goes through, in order —
+//! The HTTP side: the axum service and the request pipeline every REST call goes through, in
+//! order —
 //! added latency, `User-Agent` check, injected faults, exhausted rate limit, authentication,
 //! rate-limit accounting, routing (with or without the `/api/v3` prefix) — then the headers every
 //! response carries (`Date` on the emulator clock, `x-ratelimit-*`, `x-oauth-scopes` for classic
-//! PATs) and the call log entry.
+//! PATs) and the call log entry. Runner-protocol paths (`/_runner/…`) branch off to their own
+//! pipeline in `routes::runner_protocol` before any of this.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use crate::auth::{self, Identity, Presented};
 use crate::error::{ApiError, ApiResult, USER_AGENT_MESSAGE};
 use crate::faults::Bucket;
 use crate::faults::{Snapshot, rate_limit_exceeded};
-use crate::routes::{self, Ctx};
+use crate::routes::{self, Ctx, runner_protocol};
 use crate::state::{ALNUM, Shared, State, random_string};
 use crate::{AuthKind, CallRecord};
 
@@ -40,13 +42,23 @@ async fn handle(
     request: Request,
 ) -> Response {
     let latency = shared.lock().faults.latency;
-    if !latency.is_zero() {
+    let protocol = runner_protocol::is_protocol_path(split_prefix(request.uri().path()).1);
+    if !latency.is_zero() && !protocol {
         tokio::time::sleep(latency).await;
     }
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, MAX_BODY).await.unwrap_or_default();
+    let (_, path) = split_prefix(parts.uri.path());
+    if runner_protocol::is_protocol_path(path) {
+        let path = path.to_owned();
+        return runner_protocol::handle(shared, parts, body, &path).await;
+    }
     let mut state = shared.lock();
-    process(&mut state, &parts, &body, peer.ip())
+    state.expire_sessions();
+    let response = process(&mut state, &parts, &body, peer.ip());
+    // A REST call may have deleted a runner whose session a long poll is waiting on.
+    state.wake_pollers();
+    response
 }
 
 /// Splits a request path into the `/api/v3` prefix (or "") and the API path.
@@ -170,7 +182,7 @@ fn now_to_system(millis: i64) -> SystemTime {
     }
 }
 
-fn build_response(
+pub(crate) fn build_response(
     status: StatusCode,
     json: Option<serde_json::Value>,
     headers: &[(&str, String)],

@@ -1,20 +1,34 @@
 //! The emulator's mutable state: the world's organizations, repositories, tokens, Apps and
-//! installations, plus everything created at run time (runners, registration tokens, installation
-//! tokens, seen JWTs), the clock, the fault and rate-limit state and the call log. One [`State`]
-//! lives behind a `std::sync::Mutex` in [`Shared`]; every request handles itself entirely under
-//! that lock (no `.await` while it is held).
+//! installations, plus everything created at run time (runners and their protocol sessions,
+//! registration tokens, installation tokens, seen JWTs, jobs, webhooks and their deliveries), the
+//! clock, the fault and rate-limit state and the call logs. One [`State`] lives behind a
+//! `std::sync::Mutex` in [`Shared`]; every request handles itself entirely under that lock (no
+//! `.await` while it is held). Long polls wait outside the lock on [`State::changed`], which every
+//! change a poller might care about signals. The runner and job life-cycle transitions (session
+//! start and end, claim, completion, deletion) live here as `State` methods so that every path
+//! into them (protocol, REST, `Emulator` knobs) emits the same events and webhooks.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use rand::Rng;
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::faults::{Faults, RateLimiter};
+use crate::jobs::{
+    Conclusion, Job, JobEvent, JobSpec, JobStatus, JobView, RunnerMessage, StepView,
+};
+use crate::webhooks::{Outgoing, Webhook, WebhookAction};
 use crate::world::RunnerSpec;
 use crate::world::{Scope, World};
-use crate::{CallRecord, RunnerView};
+use crate::{CallRecord, RunnerCall, RunnerView, WebhookDelivery};
+
+/// How long a runner session lives without a poll or an event, unless changed.
+pub(crate) const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(90);
+/// Events kept for slow subscribers before they see `Lagged`.
+const EVENT_CAPACITY: usize = 4096;
 
 /// The read-only labels every runner has, in GitHub's order.
 pub(crate) const DEFAULT_LABELS: [&str; 3] = ["self-hosted", "Linux", "X64"];
@@ -46,8 +60,11 @@ pub(crate) struct Org {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Repo {
+    pub id: u64,
     /// Display login of the owner organization.
     pub owner: String,
+    /// Display name.
+    pub name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -114,18 +131,58 @@ pub(crate) struct Runner {
     /// Custom labels only.
     pub labels: Vec<String>,
     pub runner_group_id: u64,
-    /// The secret a JIT runner authenticates with, for JIT-created runners.
-    pub jit_credential: Option<String>,
+    /// Registered without the read-only default labels.
+    pub no_default_labels: bool,
+    /// The secret the runner authenticates with on the runner protocol (registered and JIT
+    /// runners; runners made by `add_runner` or the world have none).
+    pub credential: Option<String>,
+    /// Created through a JIT config.
+    pub jit: bool,
+    /// The version the runner registered or last opened a session with.
+    pub version: Option<String>,
+    /// The live (or not yet noticed expired) protocol session.
+    pub session: Option<Session>,
+    pub sessions_created: usize,
+    /// The job it holds (in progress).
+    pub job: Option<u64>,
+    /// Control messages for its next polls.
+    pub messages: VecDeque<RunnerMessage>,
+}
+
+/// A runner's protocol session.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub id: String,
+    /// The last poll or job event; expiry counts from here.
+    pub last_seen: Instant,
+    /// Long polls waiting right now: a runner that is polling is never expired.
+    pub polls: usize,
+    pub disable_update: bool,
 }
 
 impl Runner {
-    /// All label names: the read-only defaults, then the custom labels.
+    /// All label names: the read-only defaults (unless registered without them), then the custom
+    /// labels.
     pub fn label_names(&self) -> Vec<String> {
-        DEFAULT_LABELS
+        let defaults: &[&str] = if self.no_default_labels {
+            &[]
+        } else {
+            &DEFAULT_LABELS
+        };
+        defaults
             .iter()
             .map(|l| (*l).to_owned())
             .chain(self.labels.iter().cloned())
             .collect()
+    }
+
+    /// How many of [`Runner::label_names`] are read-only.
+    pub fn read_only_labels(&self) -> usize {
+        if self.no_default_labels {
+            0
+        } else {
+            DEFAULT_LABELS.len()
+        }
     }
 
     pub fn view(&self) -> RunnerView {
@@ -190,6 +247,22 @@ pub(crate) struct State {
     pub remove_tokens_issued: usize,
     pub installation_tokens_minted: usize,
     pub jit_configs_issued: usize,
+    pub jobs: BTreeMap<u64, Job>,
+    pub next_job_id: u64,
+    pub next_run_id: u64,
+    pub session_timeout: Duration,
+    /// Signalled on every change a long poll may be waiting for.
+    pub changed: Arc<Notify>,
+    pub events: broadcast::Sender<JobEvent>,
+    pub webhooks: Vec<Webhook>,
+    pub deliveries: Vec<WebhookDelivery>,
+    /// Where webhook deliveries go to be sent, outside the lock; `None` until the server starts.
+    pub outbox: Option<mpsc::UnboundedSender<Outgoing>>,
+    /// `http://ADDR`, for URLs in webhook payloads.
+    pub base_url: String,
+    /// Faults for the runner protocol only, so a polling runner never eats REST faults.
+    pub runner_faults: Faults,
+    pub runner_calls: Vec<RunnerCall>,
 }
 
 impl State {
@@ -217,6 +290,18 @@ impl State {
             remove_tokens_issued: 0,
             installation_tokens_minted: 0,
             jit_configs_issued: 0,
+            jobs: BTreeMap::new(),
+            next_job_id: 1,
+            next_run_id: 5001,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            changed: Arc::new(Notify::new()),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            webhooks: Vec::new(),
+            deliveries: Vec::new(),
+            outbox: None,
+            base_url: "http://127.0.0.1".to_owned(),
+            runner_faults: Faults::default(),
+            runner_calls: Vec::new(),
         };
         for label in DEFAULT_LABELS {
             state.label_id(label);
@@ -230,14 +315,18 @@ impl State {
                 },
             );
         }
-        for (owner, name) in &world.repos {
+        for (i, (owner, name)) in world.repos.iter().enumerate() {
             let owner_login = state
                 .org(owner)
                 .map(|o| o.login.clone())
                 .unwrap_or_else(|| owner.clone());
             state.repos.insert(
                 (owner.to_ascii_lowercase(), name.to_ascii_lowercase()),
-                Repo { owner: owner_login },
+                Repo {
+                    id: 2000 + i as u64,
+                    owner: owner_login,
+                    name: name.clone(),
+                },
             );
         }
         let mut user_ids: HashMap<String, u64> = HashMap::new();
@@ -285,7 +374,7 @@ impl State {
             );
         }
         for (scope, spec) in world.runners {
-            state.insert_runner(&scope, spec, 1, None);
+            state.insert_runner(&scope, spec, 1, false);
         }
         state
     }
@@ -336,26 +425,15 @@ impl State {
             .find(|r| r.scope == scope && r.name.eq_ignore_ascii_case(name))
     }
 
-    /// Creates a runner and returns its id. Custom labels that repeat a default label or another
-    /// custom label (case-insensitively) are dropped.
+    /// Creates a runner and returns its id. See [`State::custom_labels`] for label clean-up.
     pub fn insert_runner(
         &mut self,
         scope: &Scope,
         spec: RunnerSpec,
         runner_group_id: u64,
-        jit_credential: Option<String>,
+        no_default_labels: bool,
     ) -> u64 {
-        let mut custom: Vec<String> = Vec::new();
-        for label in spec.labels {
-            let dup = DEFAULT_LABELS
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(&label))
-                || custom.iter().any(|c| c.eq_ignore_ascii_case(&label));
-            if !dup {
-                self.label_id(&label);
-                custom.push(label);
-            }
-        }
+        let custom = self.custom_labels(spec.labels, no_default_labels);
         let id = self.next_runner_id;
         self.next_runner_id += 1;
         self.runners.insert(
@@ -369,11 +447,279 @@ impl State {
                 ephemeral: spec.ephemeral,
                 labels: custom,
                 runner_group_id,
-                jit_credential,
+                no_default_labels,
+                credential: None,
+                jit: false,
+                version: None,
+                session: None,
+                sessions_created: 0,
+                job: None,
+                messages: VecDeque::new(),
             },
         );
         id
     }
+
+    /// The custom labels to keep: labels that repeat a default label (unless there are none) or
+    /// an earlier label, case-insensitively, are dropped.
+    pub fn custom_labels(&mut self, labels: Vec<String>, no_default_labels: bool) -> Vec<String> {
+        let mut custom: Vec<String> = Vec::new();
+        for label in labels {
+            let dup = (!no_default_labels
+                && DEFAULT_LABELS
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&label)))
+                || custom.iter().any(|c| c.eq_ignore_ascii_case(&label));
+            if !dup {
+                self.label_id(&label);
+                custom.push(label);
+            }
+        }
+        custom
+    }
+
+    // ---- runner and job life cycle ----------------------------------------------------
+
+    /// Publishes an event; nobody listening is fine.
+    pub fn emit(&self, event: JobEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Wakes every long poll so it looks at the state again.
+    pub fn wake_pollers(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// The runner holding this protocol credential.
+    pub fn runner_by_credential(&self, credential: &str) -> Option<u64> {
+        self.runners
+            .values()
+            .find(|r| r.credential.as_deref() == Some(credential))
+            .map(|r| r.id)
+    }
+
+    /// The runner whose live session has this id.
+    pub fn runner_by_session(&self, session_id: &str) -> Option<u64> {
+        self.runners
+            .values()
+            .find(|r| r.session.as_ref().is_some_and(|s| s.id == session_id))
+            .map(|r| r.id)
+    }
+
+    /// Ends the sessions nobody polled or posted an event on for the session timeout.
+    pub fn expire_sessions(&mut self) {
+        let timeout = self.session_timeout;
+        let expired: Vec<u64> = self
+            .runners
+            .values()
+            .filter(|r| {
+                r.session
+                    .as_ref()
+                    .is_some_and(|s| s.polls == 0 && s.last_seen.elapsed() >= timeout)
+            })
+            .map(|r| r.id)
+            .collect();
+        for id in expired {
+            self.end_session(id);
+        }
+    }
+
+    /// Opens a session for a runner (it is online from now on) and returns its id.
+    pub fn start_session(&mut self, runner_id: u64, disable_update: bool) -> Option<String> {
+        let now = self.now();
+        let session_id = uuid_like();
+        let runner = self.runners.get_mut(&runner_id)?;
+        runner.session = Some(Session {
+            id: session_id.clone(),
+            last_seen: Instant::now(),
+            polls: 0,
+            disable_update,
+        });
+        runner.sessions_created += 1;
+        runner.online = true;
+        let event = JobEvent::RunnerOnline {
+            runner_id,
+            name: runner.name.clone(),
+            at: now,
+        };
+        self.emit(event);
+        Some(session_id)
+    }
+
+    /// Ends a runner's session if it has one (it is offline from now on).
+    pub fn end_session(&mut self, runner_id: u64) {
+        let now = self.now();
+        let Some(runner) = self.runners.get_mut(&runner_id) else {
+            return;
+        };
+        if runner.session.take().is_none() {
+            return;
+        }
+        runner.online = false;
+        let event = JobEvent::RunnerOffline {
+            runner_id,
+            name: runner.name.clone(),
+            at: now,
+        };
+        self.emit(event);
+        self.wake_pollers();
+    }
+
+    /// Deletes a runner: its session ends, a job it held fails, its credential dies.
+    pub fn delete_runner(&mut self, runner_id: u64) -> bool {
+        self.end_session(runner_id);
+        let Some(runner) = self.runners.remove(&runner_id) else {
+            return false;
+        };
+        if let Some(job_id) = runner.job {
+            // The runner is gone, so nobody will ever report this job: fail it as GitHub does
+            // when it loses the runner.
+            self.complete_job(job_id, Conclusion::Failure);
+        }
+        let now = self.now();
+        self.emit(JobEvent::RunnerRemoved {
+            runner_id,
+            name: runner.name,
+            at: now,
+        });
+        self.wake_pollers();
+        true
+    }
+
+    /// Queues a job and returns its id.
+    pub fn enqueue_job(&mut self, spec: JobSpec) -> u64 {
+        let now = self.now();
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        let run_id = self.next_run_id;
+        self.next_run_id += 1;
+        let (owner, repo) = spec
+            .repository
+            .split_once('/')
+            .unwrap_or((spec.repository.as_str(), ""));
+        let job = Job {
+            owner: owner.to_ascii_lowercase(),
+            repo: repo.to_ascii_lowercase(),
+            cancel_requested: false,
+            head_branch: "main".to_owned(),
+            head_sha: random_string(b"0123456789abcdef", 40),
+            view: JobView {
+                id,
+                run_id,
+                repository: spec.repository,
+                workflow: spec.workflow,
+                name: spec.name,
+                labels: spec.labels,
+                status: JobStatus::Queued,
+                conclusion: None,
+                runner_id: None,
+                runner_name: None,
+                created_at: now,
+                started_at: None,
+                completed_at: None,
+                steps: spec
+                    .steps
+                    .into_iter()
+                    .map(|(name, run)| StepView {
+                        name,
+                        run,
+                        conclusion: None,
+                        exit_code: None,
+                        started_at: None,
+                        completed_at: None,
+                    })
+                    .collect(),
+                log: Vec::new(),
+            },
+        };
+        self.jobs.insert(id, job);
+        self.emit(JobEvent::Queued {
+            job_id: id,
+            at: now,
+        });
+        self.queue_webhooks(WebhookAction::Queued, id);
+        self.wake_pollers();
+        id
+    }
+
+    /// The oldest queued job this runner may take, assigned to it (in progress, runner busy).
+    /// None when the runner is busy or nothing fits.
+    pub fn claim_job(&mut self, runner_id: u64) -> Option<u64> {
+        let runner = self.runners.get(&runner_id)?;
+        if runner.busy || runner.job.is_some() {
+            return None;
+        }
+        let labels = runner.label_names();
+        let job_id = self
+            .jobs
+            .values()
+            .find(|j| j.view.status == JobStatus::Queued && j.fits(&runner.scope, &labels))?
+            .view
+            .id;
+        let now = self.now();
+        let runner = self.runners.get_mut(&runner_id)?;
+        runner.busy = true;
+        runner.job = Some(job_id);
+        let runner_name = runner.name.clone();
+        let job = self.jobs.get_mut(&job_id)?;
+        job.view.status = JobStatus::InProgress;
+        job.view.runner_id = Some(runner_id);
+        job.view.runner_name = Some(runner_name.clone());
+        job.view.started_at = Some(now);
+        self.emit(JobEvent::Claimed {
+            job_id,
+            runner_id,
+            runner_name,
+            at: now,
+        });
+        self.queue_webhooks(WebhookAction::InProgress, job_id);
+        Some(job_id)
+    }
+
+    /// Completes a job; its runner (if it still exists) is idle again, and deleted if ephemeral.
+    pub fn complete_job(&mut self, job_id: u64, conclusion: Conclusion) {
+        let now = self.now();
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if job.view.status == JobStatus::Completed {
+            return;
+        }
+        job.view.status = JobStatus::Completed;
+        job.view.conclusion = Some(conclusion);
+        job.view.completed_at = Some(now);
+        let runner_id = job.view.runner_id;
+        self.emit(JobEvent::Completed {
+            job_id,
+            conclusion,
+            at: now,
+        });
+        self.queue_webhooks(WebhookAction::Completed, job_id);
+        if let Some(runner) = runner_id.and_then(|id| self.runners.get_mut(&id))
+            && runner.job == Some(job_id)
+        {
+            runner.job = None;
+            runner.busy = false;
+            if runner.ephemeral {
+                let id = runner.id;
+                self.delete_runner(id);
+            }
+        }
+        self.wake_pollers();
+    }
+}
+
+/// A random id in UUID layout (session ids, webhook delivery ids).
+pub(crate) fn uuid_like() -> String {
+    let hex = random_string(b"0123456789abcdef", 32);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// RFC 3339 UTC with whole seconds, as GitHub prints timestamps: `2026-11-28T17:00:00Z`.

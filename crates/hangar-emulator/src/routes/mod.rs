@@ -1,7 +1,8 @@
 //! Routing of authenticated requests to endpoint handlers. [`dispatch`] matches the method and the
 //! path segments (after any `/api/v3` prefix) and hands a [`Ctx`] to the handler; anything
 //! unmatched (including a known path with another method) is `404 Not Found`, as on GitHub.
-//! New endpoint families get their own submodule and one line here.
+//! New endpoint families get their own submodule and one line here. The runner protocol
+//! (`runner_protocol`) is the exception: it has its own pipeline, entered from `server.rs`.
 
 use axum::body::Bytes;
 use axum::http::Uri;
@@ -13,6 +14,7 @@ use crate::state::State;
 use crate::world::Scope;
 
 pub(crate) mod app;
+pub(crate) mod runner_protocol;
 pub(crate) mod runners;
 pub(crate) mod user;
 

@@ -1,6 +1,7 @@
 //! Self-hosted runner endpoints, for an organization (`/orgs/{org}/actions/runners…`) or a
 //! repository (`/repos/{owner}/{repo}/actions/runners…`): list (paginated, `Link` header, `name=`
-//! filter), get, delete (422 while busy), registration and remove tokens, and JIT configs.
+//! filter), get, delete (422 while busy; deleting ends the runner's protocol session), registration
+//! and remove tokens, and JIT configs (in GitHub's shape, see `jit.rs`).
 
 use axum::extract::Query;
 use axum::http::StatusCode;
@@ -12,8 +13,7 @@ use crate::auth::authorize_runners;
 use crate::error::{ApiError, ApiResult, Reply};
 use crate::jit::JitConfig;
 use crate::state::{
-    ALNUM, DEFAULT_LABELS, Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM, random_string,
-    timestamp,
+    ALNUM, Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM, random_string, timestamp,
 };
 use crate::world::{RunnerSpec, Scope};
 
@@ -50,7 +50,7 @@ pub(crate) fn runner_json(state: &State, runner: &Runner) -> Value {
                 .get(&name.to_ascii_lowercase())
                 .copied()
                 .unwrap_or_default();
-            let kind = if i < DEFAULT_LABELS.len() {
+            let kind = if i < runner.read_only_labels() {
                 "read-only"
             } else {
                 "custom"
@@ -189,7 +189,7 @@ fn delete(cx: &mut Ctx<'_>, scope: &Scope, id: &str) -> ApiResult {
         ));
     }
     let id = runner.id;
-    cx.state.runners.remove(&id);
+    cx.state.delete_runner(id);
     Ok(Reply::no_content())
 }
 
@@ -328,24 +328,29 @@ fn generate_jitconfig(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
         labels: request.labels,
         ephemeral: true,
     };
-    let id = state.insert_runner(
-        scope,
-        spec,
-        request.runner_group_id,
-        Some(credential.clone()),
-    );
+    let id = state.insert_runner(scope, spec, request.runner_group_id, false);
     state.jit_configs_issued += 1;
+    let runner = state.runners.get_mut(&id).ok_or_else(ApiError::not_found)?;
+    runner.credential = Some(credential.clone());
+    runner.jit = true;
     let runner = &state.runners[&id];
     let config = JitConfig {
         runner_id: id,
         runner_name: runner.name.clone(),
-        scope: scope.clone(),
+        pool_id: runner.runner_group_id,
+        pool_name: if runner.runner_group_id == 1 {
+            "Default".to_owned()
+        } else {
+            format!("Group {}", runner.runner_group_id)
+        },
+        api_url: cx.api_url.clone(),
         scope_url: format!("{}/{}", cx.host_url, scope.path()),
         server_url: cx.host_url.clone(),
-        api_url: cx.api_url.clone(),
-        runner_group_id: runner.runner_group_id,
-        labels: runner.label_names(),
+        scope: scope.clone(),
         work_folder: request.work_folder,
+        ephemeral: true,
+        disable_update: true,
+        authorization_url: format!("{}/_runner/token", cx.api_url),
         credential,
     };
     Ok(Reply::created(json!({
