@@ -685,9 +685,12 @@ impl Supervisor {
         };
         match removal {
             Ok(Some(RunnerRemoval::Busy)) => {
-                self.activity = Activity::Busy;
+                // While running, a busy answer means a job has just landed (its started hook
+                // is on its way). While draining, the finished job is still being reported:
+                // the next retry tick asks again.
                 if self.phase == StopPhase::Running {
                     tracing::info!("GitHub says the runner is busy: a job has just landed");
+                    self.activity = Activity::Busy;
                     self.begin_drain();
                 }
                 return;
@@ -878,10 +881,16 @@ async fn forward<R: tokio::io::AsyncRead + Unpin>(
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = redact(&line, &secrets);
-        if let Some(job) = line.trim().strip_prefix("Running job: ") {
+        // The runner prefixes status lines with a timestamp: "2026-01-01 10:00:00Z: ".
+        let status = line
+            .split_once("Z: ")
+            .filter(|(stamp, _)| {
+                stamp.len() == 19 && stamp.starts_with(|c: char| c.is_ascii_digit())
+            })
+            .map_or(line.trim(), |(_, rest)| rest.trim());
+        if let Some(job) = status.strip_prefix("Running job: ") {
             tracing::info!(target: "hangar::runner", job, "runner took a job");
-        } else if let Some((job, result)) = line
-            .trim()
+        } else if let Some((job, result)) = status
             .strip_prefix("Job ")
             .and_then(|rest| rest.split_once(" completed with result: "))
         {

@@ -23,8 +23,11 @@ impl RunnerDir {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hangar"), root.join("bin/Runner.Listener"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_hangar"),
+            root.join("bin/Runner.Listener"),
+        )
+        .unwrap();
         RunnerDir { root }
     }
 
@@ -47,7 +50,10 @@ impl Drop for RunnerDir {
 pub fn base_env(emu: &Emulator, dir: &RunnerDir) -> Vec<(String, String)> {
     vec![
         ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-        ("HOME".into(), std::env::var("HOME").unwrap_or_else(|_| "/root".into())),
+        (
+            "HOME".into(),
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        ),
         ("GITHUB_API_URL".into(), emu.api_url()),
         ("GITHUB_URL".into(), emu.web_url()),
         ("RUNNER_HOME".into(), dir.root.display().to_string()),
@@ -59,7 +65,8 @@ pub fn base_env(emu: &Emulator, dir: &RunnerDir) -> Vec<(String, String)> {
         ("HANGAR_STANDIN_CANCEL_GRACE_MS".into(), "1000".into()),
         (
             "RUNNER_PASS_ENV".into(),
-            "HANGAR_STANDIN_POLL_SECS,HANGAR_STANDIN_RETRY_SECS,HANGAR_STANDIN_CANCEL_GRACE_MS".into(),
+            "HANGAR_STANDIN_POLL_SECS,HANGAR_STANDIN_RETRY_SECS,HANGAR_STANDIN_CANCEL_GRACE_MS"
+                .into(),
         ),
     ]
 }
@@ -75,7 +82,10 @@ pub fn app_env() -> Vec<(String, String)> {
     vec![
         ("RUNNER_SCOPE".into(), "org".into()),
         ("GITHUB_ORG".into(), ORG.into()),
-        ("GITHUB_APP_CLIENT_ID".into(), hangar_emulator::SEED_CLIENT_ID.into()),
+        (
+            "GITHUB_APP_CLIENT_ID".into(),
+            hangar_emulator::SEED_CLIENT_ID.into(),
+        ),
         (
             "GITHUB_APP_PRIVATE_KEY".into(),
             hangar_emulator::keys::APP_PRIVATE_KEY_PKCS1.into(),

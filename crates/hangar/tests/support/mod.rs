@@ -2,6 +2,7 @@
 //! runner for the real `hangar` binary with a clean environment.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod agent;
 pub mod moto;
 
 use std::ffi::OsStr;
