@@ -558,6 +558,33 @@ async fn idle_sessions_expire_but_polling_ones_do_not() {
 }
 
 #[tokio::test]
+async fn a_restarted_listener_fails_the_job_it_held() {
+    within(async {
+        let emu = seed().await;
+        let mut runner = org_runner(&emu, "crashy", &[]).await;
+        let lost = emu.enqueue_job(JobSpec::new(REPO, "lost").step("s", "sleep 600"));
+        runner.take_job().await;
+        // The process dies without a word; its session lapses; a new process opens one.
+        emu.set_session_timeout(Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!emu.session_live(runner.id));
+        assert_eq!(emu.job(lost).unwrap().status, JobStatus::InProgress);
+        assert_eq!(runner.open_session().await.status, StatusCode::CREATED);
+        let job = emu.job(lost).unwrap();
+        assert_eq!(job.conclusion, Some(Conclusion::Failure));
+        assert_eq!(job.log.last().unwrap().step, -2);
+        assert!(!emu.runner(runner.id).unwrap().busy);
+        assert_eq!(
+            runner.event(lost, json!({"event": "renew"})).await.status,
+            StatusCode::NOT_FOUND
+        );
+        let next = emu.enqueue_job(JobSpec::new(REPO, "next"));
+        assert_eq!(runner.take_job().await["id"], next);
+    })
+    .await
+}
+
+#[tokio::test]
 async fn replace_keeps_the_id_and_kills_the_old_process() {
     within(async {
         let emu = seed().await;

@@ -353,10 +353,32 @@ fn create_session(state: &mut State, auth: &Presented, body: &Map<String, Value>
     }
     let version = optional_string(body, "version")?;
     let disable_update = optional_bool(body, "disable_update")?;
-    if let Some(runner) = state.runners.get_mut(&runner_id)
-        && version.is_some()
-    {
-        runner.version = version;
+    // A new session means a new listener process: a job the runner still held died with the old
+    // one and will never be reported, so it fails (the runner stays, idle).
+    let orphan = state.runners.get_mut(&runner_id).and_then(|runner| {
+        if version.is_some() {
+            runner.version = version;
+        }
+        runner.busy = false;
+        runner.job.take()
+    });
+    if let Some(job_id) = orphan {
+        let now = state.now();
+        let text = "The runner restarted while running this job.".to_owned();
+        if let Some(job) = state.jobs.get_mut(&job_id) {
+            job.view.log.push(LogLine {
+                at: now,
+                step: -2,
+                text: text.clone(),
+            });
+        }
+        state.emit(JobEvent::Log {
+            job_id,
+            step: -2,
+            text,
+            at: now,
+        });
+        state.complete_job(job_id, Conclusion::Failure);
     }
     let session_id = state
         .start_session(runner_id, disable_update)
