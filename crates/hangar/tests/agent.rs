@@ -99,8 +99,12 @@ async fn repo_runner_with_a_pat_runs_a_job_and_leaves_github_on_sigterm() {
                 .contains("hello from your-organization/your-repository-name")
         }));
 
+        // The runner prints its result line just after it reports the job.
+        wait_until(5, "the runner's result line", || {
+            agent.events("runner finished a job").len() == 1
+        })
+        .await;
         let finished = agent.events("runner finished a job");
-        assert_eq!(finished.len(), 1, "{}", agent.logs());
         assert_eq!(
             (finished[0]["job"].as_str(), finished[0]["result"].as_str()),
             (Some("build"), Some("Succeeded"))
