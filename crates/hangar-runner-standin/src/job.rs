@@ -78,12 +78,22 @@ pub struct JobOutcome {
     pub by_signal: bool,
 }
 
-/// Cancellation requests for the running job. `level` counts requests (a server cancel counts
-/// as one, each signal adds one), so a process can tell "cancel" from "cancel, and hurry".
+/// Cancellation requests for the running job, so a process can tell "cancel" from "cancel,
+/// and hurry".
 #[derive(Clone, Copy, Debug, Default)]
 struct CancelState {
-    level: u32,
-    by_signal: bool,
+    /// SIGTERM/SIGINT received by the runner so far (any of them, even one that arrived just
+    /// before the job started, cancels it: the runner is stopping).
+    signals: u32,
+    /// The server answered an event with `cancel: true`.
+    server: bool,
+}
+
+impl CancelState {
+    /// How many cancel requests there are: one is "cancel", two is "cancel, and hurry".
+    fn level(&self) -> u32 {
+        self.signals + u32::from(self.server)
+    }
 }
 
 /// Everything a job needs from the listener.
@@ -116,7 +126,10 @@ impl Events {
             .post_event(&self.credential, self.job_id, &event)
             .await
         {
-            Ok(true) => self.cancel.send_modify(|c| c.level = c.level.max(1)),
+            Ok(true) => {
+                self.cancel
+                    .send_if_modified(|c| !std::mem::replace(&mut c.server, true));
+            }
             Ok(false) => {}
             Err(e) => eprintln!(
                 "{}: Failed to report '{}' of job {}: {e}",
@@ -208,17 +221,17 @@ impl JobRunner<'_> {
             cancel: cancel_tx.clone(),
         };
 
-        // Each SIGTERM/SIGINT from here on is one more cancel request.
+        // Each SIGTERM/SIGINT is one more cancel request.
         let forward = {
             let mut sig = self.signals.clone();
-            sig.borrow_and_update();
             let tx = cancel_tx.clone();
             tokio::spawn(async move {
-                while sig.changed().await.is_ok() {
-                    tx.send_modify(|c| {
-                        c.level += 1;
-                        c.by_signal = true;
-                    });
+                loop {
+                    let n = *sig.borrow_and_update();
+                    tx.send_if_modified(|c| n != std::mem::replace(&mut c.signals, n));
+                    if sig.changed().await.is_err() {
+                        break;
+                    }
                 }
             })
         };
@@ -281,9 +294,9 @@ impl JobRunner<'_> {
 
         for (i, step) in job.steps.iter().enumerate() {
             let i = i as i64;
-            if failed || cancel_rx.borrow().level > 0 {
+            if failed || cancel_rx.borrow().level() > 0 {
                 events
-                    .post(json!({"event": "step_completed", "step": i, "exit_code": 0, "conclusion": "skipped"}))
+                    .post(json!({"event": "step_completed", "step": i, "conclusion": "skipped"}))
                     .await;
                 continue;
             }
@@ -322,7 +335,7 @@ impl JobRunner<'_> {
                 }
             };
             lingering.extend(out.lingering);
-            let conclusion = if out.cancelled || cancel_rx.borrow().level > 0 {
+            let conclusion = if out.cancelled || cancel_rx.borrow().level() > 0 {
                 "cancelled"
             } else if out.code == 0 {
                 "success"
@@ -338,7 +351,7 @@ impl JobRunner<'_> {
         // The completed hook runs whatever happened; only a cancel request arriving while it
         // runs stops it.
         if let Some(hook) = self.hook(HOOK_COMPLETED) {
-            let base = cancel_rx.borrow().level;
+            let base = cancel_rx.borrow().level();
             let cmd = self.command(
                 "bash",
                 [OsString::from("-e"), hook.into()],
@@ -355,7 +368,7 @@ impl JobRunner<'_> {
         }
 
         let state = *cancel_rx.borrow();
-        let conclusion = if state.level > 0 {
+        let conclusion = if state.level() > 0 {
             Conclusion::Cancelled
         } else if failed {
             Conclusion::Failure
@@ -367,12 +380,13 @@ impl JobRunner<'_> {
             println!("{}: Cleaning up orphan processes", stamp());
             let _ = killpg(pgid, Signal::SIGKILL);
         }
+        // _temp is emptied before the job is reported done, so whoever sees it done sees it clean.
+        empty_dir(&dirs.temp);
         events
             .post(json!({"event": "completed", "conclusion": conclusion.wire()}))
             .await;
         renew.abort();
         forward.abort();
-        empty_dir(&dirs.temp);
         println!(
             "{}: Job {} completed with result: {}",
             stamp(),
@@ -381,7 +395,7 @@ impl JobRunner<'_> {
         );
         JobOutcome {
             conclusion,
-            by_signal: state.by_signal,
+            by_signal: state.signals > 0,
         }
     }
 
@@ -505,7 +519,7 @@ impl JobRunner<'_> {
             }
         };
         // A request that came before the process started counts too.
-        let level = cancel.borrow_and_update().level;
+        let level = cancel.borrow_and_update().level();
         escalate_on_request(&mut stage, &mut next_at, level);
 
         let far = || Instant::now() + Duration::from_secs(86_400);
@@ -544,7 +558,7 @@ impl JobRunner<'_> {
                     if changed.is_err() {
                         cancel_alive = false;
                     } else {
-                        let level = cancel.borrow_and_update().level;
+                        let level = cancel.borrow_and_update().level();
                         escalate_on_request(&mut stage, &mut next_at, level);
                     }
                 }

@@ -146,6 +146,11 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
     };
 
     loop {
+        // Any signal, whenever it came (even while a job was finishing), means "stop".
+        if *signals.borrow_and_update() > 0 {
+            println!("Exiting...");
+            return leave(&session, exit::SUCCESS).await;
+        }
         let polled = tokio::select! {
             p = api.poll(&credential, &session, poll) => p,
             _ = signals.changed() => {
@@ -198,9 +203,7 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
                     renew_every: env.secs(RENEW_SECS, 30),
                 };
                 let outcome = runner.run(&job).await;
-                // Signals seen by the job are handled here; the loop must not see them again.
-                signals.borrow_and_update();
-                if outcome.by_signal {
+                if outcome.by_signal || *signals.borrow() > 0 {
                     println!("Exiting...");
                     return leave(&session, exit::SUCCESS).await;
                 }

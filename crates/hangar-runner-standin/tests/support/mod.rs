@@ -1,0 +1,335 @@
+//! Helpers for running the stand-in binary against a `hangar_emulator::Emulator`: a temporary
+//! runner root, registration/remove/JIT tokens from the emulator's REST API, a runner process
+//! whose stdout lines are collected so tests can wait for "Listening for Jobs" and the like, and
+//! a timeout wrapper so a hang fails the test instead of stalling the suite.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hangar_emulator::{Emulator, JobView, SEED_ORG, SEED_PAT, SEED_REPO, Scope, World};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hangar-runner-standin");
+
+/// Fails the test if `fut` takes longer than 90 s.
+pub async fn within<F: Future>(fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(90), fut)
+        .await
+        .expect("test timed out")
+}
+
+pub async fn seed() -> Emulator {
+    Emulator::start(World::seed()).await.expect("emulator")
+}
+
+pub fn repo_scope() -> Scope {
+    Scope::repo(SEED_ORG, SEED_REPO)
+}
+
+pub fn repo_full() -> String {
+    format!("{SEED_ORG}/{SEED_REPO}")
+}
+
+/// `--url` for the seed repository.
+pub fn repo_url(emu: &Emulator) -> String {
+    format!("{}/{SEED_ORG}/{SEED_REPO}", emu.web_url())
+}
+
+async fn rest(emu: &Emulator, path: &str, body: Value) -> Value {
+    let resp = reqwest::Client::builder()
+        .user_agent("hangar-runner-standin-tests")
+        .build()
+        .unwrap()
+        .post(format!("{}{path}", emu.api_url()))
+        .header("Authorization", format!("token {SEED_PAT}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("REST call");
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.expect("JSON")
+}
+
+/// A registration token for the seed repository.
+pub async fn registration_token(emu: &Emulator) -> String {
+    let v = rest(
+        emu,
+        &format!("/repos/{SEED_ORG}/{SEED_REPO}/actions/runners/registration-token"),
+        json!({}),
+    )
+    .await;
+    v["token"].as_str().expect("token").to_string()
+}
+
+/// A remove token for the seed repository.
+pub async fn remove_token(emu: &Emulator) -> String {
+    let v = rest(
+        emu,
+        &format!("/repos/{SEED_ORG}/{SEED_REPO}/actions/runners/remove-token"),
+        json!({}),
+    )
+    .await;
+    v["token"].as_str().expect("token").to_string()
+}
+
+/// A JIT config for a new runner `name` of the seed repository: (runner id, encoded config).
+pub async fn jit_config(emu: &Emulator, name: &str, labels: &[&str]) -> (u64, String) {
+    let v = rest(
+        emu,
+        &format!("/repos/{SEED_ORG}/{SEED_REPO}/actions/runners/generate-jitconfig"),
+        json!({"name": name, "runner_group_id": 1, "labels": labels}),
+    )
+    .await;
+    (
+        v["runner"]["id"].as_u64().expect("runner id"),
+        v["encoded_jit_config"]
+            .as_str()
+            .expect("config")
+            .to_string(),
+    )
+}
+
+/// The id of the seed repository's runner `name`.
+pub fn runner_id(emu: &Emulator, name: &str) -> u64 {
+    emu.runners(&repo_scope())
+        .into_iter()
+        .find(|r| r.name == name)
+        .map(|r| r.id)
+        .unwrap_or_else(|| panic!("no runner named {name}"))
+}
+
+/// Waits for a job to complete.
+pub async fn finished(emu: &Emulator, id: u64) -> JobView {
+    emu.wait_for_job(id, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|| panic!("job {id} did not complete: {:?}", emu.job(id)))
+}
+
+/// The log lines of `step` of a job.
+pub fn log_of(job: &JobView, step: i64) -> Vec<String> {
+    job.log
+        .iter()
+        .filter(|l| l.step == step)
+        .map(|l| l.text.clone())
+        .collect()
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A runner root in the temp folder, removed on drop; `env` is what every process of this
+/// runner gets on top of a cleaned-up copy of the test's environment.
+pub struct Root {
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The output of a finished command.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Root {
+    pub fn new(tag: &str) -> Root {
+        let dir = std::env::temp_dir().join(format!(
+            "standin-it-{}-{}-{tag}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Root {
+            env: vec![
+                ("HANGAR_STANDIN_ROOT".into(), dir.display().to_string()),
+                ("RUNNER_ALLOW_RUNASROOT".into(), "1".into()),
+                ("HANGAR_STANDIN_POLL_SECS".into(), "2".into()),
+                ("HANGAR_STANDIN_RETRY_SECS".into(), "2".into()),
+                ("HANGAR_STANDIN_CANCEL_GRACE_MS".into(), "500".into()),
+            ],
+            dir,
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    /// Sets (or replaces) a variable for every later process.
+    pub fn set(&mut self, k: &str, v: impl Into<String>) {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.into(), v.into()));
+    }
+
+    /// Removes a variable for every later process.
+    pub fn unset(&mut self, k: &str) {
+        self.env.retain(|(key, _)| key != k);
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        // The test's own environment must not leak runner inputs or the root override in.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("ACTIONS_RUNNER_")
+                || k.starts_with("HANGAR_STANDIN_")
+                || k == "RUNNER_ALLOW_RUNASROOT"
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs the stand-in to its end.
+    pub async fn output(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().await.expect("spawn");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `configure --unattended` for the seed repository; panics unless it succeeds.
+    pub async fn configure(&self, emu: &Emulator, name: &str, extra: &[&str]) -> Output {
+        let token = registration_token(emu).await;
+        let url = repo_url(emu);
+        let mut args = vec![
+            "configure",
+            "--unattended",
+            "--url",
+            &url,
+            "--token",
+            &token,
+            "--name",
+            name,
+            "--labels",
+            "hangar",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.output(&args).await;
+        assert_eq!(out.code, 0, "configure failed: {out:?}");
+        out
+    }
+
+    /// Starts `run` (plus `args`) in the background.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        let mut child = self
+            .command(&full)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        for (pipe, sink) in [
+            (
+                Box::new(child.stdout.take().unwrap())
+                    as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                lines.clone(),
+            ),
+            (Box::new(child.stderr.take().unwrap()), stderr.clone()),
+        ] {
+            tokio::spawn(async move {
+                let mut r = BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = r.next_line().await {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            stderr,
+        }
+    }
+}
+
+/// A `run` process.
+pub struct Running {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    /// Waits (up to 30 s) for a stdout line containing `needle`.
+    pub async fn wait_for(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no line with {needle:?}; stdout: {:?}; stderr: {:?}",
+                self.lines.lock().unwrap(),
+                self.stderr.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32);
+        nix::sys::signal::kill(pid, sig).expect("kill");
+    }
+
+    /// Waits (up to 40 s) for the exit code.
+    pub async fn exit_code(&mut self) -> i32 {
+        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "runner did not exit; stdout: {}; stderr: {}",
+                    self.stdout(),
+                    self.stderr()
+                )
+            })
+            .expect("wait");
+        // Let the pipe readers catch the last lines.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status.code().unwrap_or(-1)
+    }
+}
+
+/// Whether the path exists.
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
