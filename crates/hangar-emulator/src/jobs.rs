@@ -272,6 +272,15 @@ pub enum JobEvent {
         /// When.
         at: DateTime<Utc>,
     },
+    /// An idle runner is polling for work: once after each session start and after each job.
+    RunnerListening {
+        /// The runner.
+        runner_id: u64,
+        /// Its name.
+        name: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// A runner was deleted (REST delete, remove token, or an ephemeral runner after its job).
     RunnerRemoved {
         /// The runner.
@@ -295,6 +304,7 @@ impl JobEvent {
             | JobEvent::Completed { at, .. }
             | JobEvent::RunnerOnline { at, .. }
             | JobEvent::RunnerOffline { at, .. }
+            | JobEvent::RunnerListening { at, .. }
             | JobEvent::RunnerRemoved { at, .. } => *at,
         }
     }

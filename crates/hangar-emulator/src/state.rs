@@ -147,6 +147,8 @@ pub(crate) struct Runner {
     pub job: Option<u64>,
     /// Control messages for its next polls.
     pub messages: VecDeque<RunnerMessage>,
+    /// Whether [`JobEvent::RunnerListening`] was sent since the runner last became idle.
+    pub listening_announced: bool,
 }
 
 /// A runner's protocol session.
@@ -455,6 +457,7 @@ impl State {
                 sessions_created: 0,
                 job: None,
                 messages: VecDeque::new(),
+                listening_announced: false,
             },
         );
         id
@@ -536,6 +539,7 @@ impl State {
             disable_update,
         });
         runner.sessions_created += 1;
+        runner.listening_announced = false;
         runner.online = true;
         let event = JobEvent::RunnerOnline {
             runner_id,
@@ -700,6 +704,7 @@ impl State {
         {
             runner.job = None;
             runner.busy = false;
+            runner.listening_announced = false;
             if runner.ephemeral {
                 let id = runner.id;
                 self.delete_runner(id);

@@ -454,6 +454,7 @@ async fn ephemeral_runner_is_deleted_after_its_job() {
                 JobEvent::StepCompleted { .. } => "step-done",
                 JobEvent::Completed { .. } => "completed",
                 JobEvent::RunnerOffline { .. } => "offline",
+                JobEvent::RunnerListening { .. } => "listening",
                 JobEvent::RunnerRemoved { .. } => "removed",
             })
             .collect();
@@ -1168,6 +1169,38 @@ async fn webhook_to_a_dead_receiver_is_recorded_as_failed() {
         .await;
         assert_eq!(r.status, StatusCode::OK);
         let _ = UA;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_idle_runner_announces_listening_once_per_idle_period() {
+    within(async {
+        let emu = seed().await;
+        let mut events = emu.subscribe();
+        let runner = register(&emu, &org_path(), SEED_ORG, json!({"name": "listener"}))
+            .await
+            .session()
+            .await;
+        let listening = |events: &mut tokio::sync::broadcast::Receiver<JobEvent>| {
+            let mut n = 0;
+            while let Ok(e) = events.try_recv() {
+                if matches!(e, JobEvent::RunnerListening { runner_id, .. } if runner_id == runner.id) {
+                    n += 1;
+                }
+            }
+            n
+        };
+        assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(listening(&mut events), 1, "once after the session opens");
+        emu.enqueue_job(JobSpec::new(REPO, "j"));
+        let job = runner.take_job().await;
+        runner.run(&job, "success").await;
+        assert_eq!(listening(&mut events), 0, "not while busy");
+        assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(listening(&mut events), 1, "once again after the job");
     })
     .await
 }

@@ -83,14 +83,16 @@ struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run Hangar against a local GitHub emulator: no cloud account, nothing leaves 127.0.0.1.
+    /// The whole loop on this machine: a GitHub emulator, a standalone and an organization runner
+    /// under `hangar agent`, sample jobs with their lifecycle. No cloud account; all on 127.0.0.1.
     Dev {
         /// Port for the emulator on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 0)]
         port: u16,
-        /// Exit after the walk-through instead of serving until Ctrl-C (for scripts).
-        #[arg(long)]
-        exit_after_demo: bool,
+        /// Run this many jobs (alternating between the two runners), stop both agents and exit,
+        /// instead of serving until Ctrl-C (for scripts and benchmarks).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10000))]
+        exit_after_jobs: Option<u64>,
     },
     /// The runner container's entrypoint: register the runner and supervise it.
     #[command(args_conflicts_with_subcommands = true)]
@@ -244,11 +246,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Dev {
             port,
-            exit_after_demo,
+            exit_after_jobs,
         } => {
             commands::dev::run(commands::dev::DevOptions {
                 port,
-                exit_after_demo,
+                exit_after_jobs: exit_after_jobs.map(|n| n as usize),
             })
             .await?;
             Ok(ExitCode::SUCCESS)

@@ -439,22 +439,77 @@ async fn doctor_without_credentials_says_where_it_looked() {
 }
 
 #[tokio::test]
-async fn dev_walks_both_seed_flows_on_loopback_and_exits_when_asked() {
-    within(60, async {
-        let out = hangar(&["dev", "--exit-after-demo"], &[] as &[(&str, &str)]).await;
+async fn dev_runs_a_job_on_each_seed_runner_and_deregisters_both() {
+    within(120, async {
+        let out = hangar(&["dev", "--exit-after-jobs", "2"], &[] as &[(&str, &str)]).await;
         let shown = text(&out.stdout);
         assert!(out.status.success(), "{shown}\n{}", text(&out.stderr));
-        assert!(shown.contains("GitHub emulator on http://127.0.0.1:"), "{shown}");
+        assert!(
+            shown.contains("GitHub emulator on http://127.0.0.1:"),
+            "{shown}"
+        );
         for expected in [
-            "POST   /repos/your-organization/your-repository-name/actions/runners/registration-token",
-            "GET    /orgs/your-organization/installation",
-            "POST   /app/installations/100/access_tokens",
-            "(installation token)",
-            "Result: 0 of 5 checks failed",
-            "Result: 0 of 7 checks failed",
+            "standalone: PAT -> registration token: 5 of 5 checks passed",
+            "7 of 7 checks passed",
+            "job ci-standalone-1 claimed by aws-github-runner-",
+            "job ci-org-1 claimed by aws-github-runner-",
+            "| checked out your-organization/your-repository-name",
+            "| test result: ok. 3 passed",
+            "Lifecycle of job ci-standalone-1 on the standalone runner (measured):",
+            "Lifecycle of job ci-org-1 on the org runner (measured):",
+            "| Workflow dispatched, job created ",
+            "| Result reported to GitHub: success ",
+            "| Runner polls for the next job ",
+            "2 jobs done in",
+            "Both runners deregistered from GitHub; agents stopped.",
         ] {
-            assert!(shown.contains(expected), "missing {expected:?} in:\n{shown}");
+            assert!(
+                shown.contains(expected),
+                "missing {expected:?} in:\n{shown}"
+            );
         }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn dev_serves_until_ctrl_c_then_deregisters_both_runners() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    within(120, async {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"))
+            .arg("dev")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut shown = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            shown.push_str(&line);
+            shown.push('\n');
+            if line.starts_with("Ctrl-C stops the agents") {
+                break;
+            }
+        }
+        assert!(
+            shown.contains("Both runners are idle and polling"),
+            "{shown}"
+        );
+        let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            shown.push_str(&line);
+            shown.push('\n');
+        }
+        let status = child.wait().await.unwrap();
+        assert!(status.success(), "{shown}");
+        assert!(
+            shown.contains("Both runners deregistered from GitHub"),
+            "{shown}"
+        );
     })
     .await
 }

@@ -443,7 +443,22 @@ fn poll_once(state: &mut State, auth: &Presented, sid: &str) -> Result<Polled, A
             .jobs
             .get(&job_id)
             .map_or(Polled::Nothing, |job| Polled::Message(job.message()))),
-        None => Ok(Polled::Nothing),
+        None => {
+            let now = state.now();
+            if let Some(runner) = state.runners.get_mut(&runner_id)
+                && runner.job.is_none()
+                && !runner.listening_announced
+            {
+                runner.listening_announced = true;
+                let event = JobEvent::RunnerListening {
+                    runner_id,
+                    name: runner.name.clone(),
+                    at: now,
+                };
+                state.emit(event);
+            }
+            Ok(Polled::Nothing)
+        }
     }
 }
 
