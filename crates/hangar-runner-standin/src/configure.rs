@@ -23,17 +23,17 @@ fn hostname() -> String {
 pub async fn configure(local: &LocalConfig, cli: &Cli, retry: std::time::Duration) -> i32 {
     if local.is_configured() {
         // The real runner refuses even with --replace: --replace is about the server side.
-        eprintln!(
+        err_line!(
             "Cannot configure the runner because it is already configured. To reconfigure the runner, run 'config.cmd remove' or './config.sh remove' first."
         );
         return exit::TERMINATED;
     }
     let Some(url) = cli.url.as_deref() else {
-        eprintln!("Invalid configuration provided for url. Terminating unattended configuration.");
+        err_line!("Invalid configuration provided for url. Terminating unattended configuration.");
         return exit::TERMINATED;
     };
     let Some(token) = cli.token.as_ref() else {
-        eprintln!(
+        err_line!(
             "Invalid configuration provided for token. Terminating unattended configuration."
         );
         return exit::TERMINATED;
@@ -41,26 +41,26 @@ pub async fn configure(local: &LocalConfig, cli: &Cli, retry: std::time::Duratio
     let base = match api_base(url) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("{e}");
+            err_line!("{e}");
             return exit::TERMINATED;
         }
     };
     let api = match Api::new(&base, retry) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}");
+            err_line!("{e}");
             return exit::TERMINATED;
         }
     };
     let name = cli.name.clone().unwrap_or_else(hostname);
     let work = cli.work.clone().unwrap_or_else(|| "_work".to_string());
 
-    println!("--------------------------------------------------------------------------------");
-    println!("|        GitHub Actions runner (Hangar stand-in) {VERSION:<30}|");
-    println!("--------------------------------------------------------------------------------");
-    println!();
-    println!("# Authentication");
-    println!();
+    out_line!("--------------------------------------------------------------------------------");
+    out_line!("|        GitHub Actions runner (Hangar stand-in) {VERSION:<30}|");
+    out_line!("--------------------------------------------------------------------------------");
+    out_line!();
+    out_line!("# Authentication");
+    out_line!();
     let body = json!({
         "url": url,
         "name": name,
@@ -74,20 +74,20 @@ pub async fn configure(local: &LocalConfig, cli: &Cli, retry: std::time::Duratio
     });
     let registered = match api.register(&token.0, &body).await {
         Ok(r) => {
-            println!("√ Connected to GitHub");
-            println!();
-            println!("# Runner Registration");
-            println!();
+            out_line!("√ Connected to GitHub");
+            out_line!();
+            out_line!("# Runner Registration");
+            out_line!();
             r
         }
         Err(e) => {
             let status = e.status();
             if !matches!(status, Some(401 | 403) | None) {
                 // The token was good; the registration itself was refused.
-                println!("√ Connected to GitHub");
-                println!();
-                println!("# Runner Registration");
-                println!();
+                out_line!("√ Connected to GitHub");
+                out_line!();
+                out_line!("# Runner Registration");
+                out_line!();
             }
             let why = match (&e, status) {
                 (_, Some(409)) => format!(
@@ -104,18 +104,18 @@ pub async fn configure(local: &LocalConfig, cli: &Cli, retry: std::time::Duratio
                 (ApiError::Unreachable(_), _) => format!("Cannot connect to {base}: {e}"),
                 _ => format!("Registration failed: {e}"),
             };
-            eprintln!("{why}");
+            err_line!("{why}");
             return exit::TERMINATED;
         }
     };
-    println!(
+    out_line!(
         "√ Runner successfully {}",
         if cli.replace { "replaced" } else { "added" }
     );
-    println!("√ Runner connection is good");
-    println!();
-    println!("# Runner settings");
-    println!();
+    out_line!("√ Runner connection is good");
+    out_line!();
+    out_line!("# Runner settings");
+    out_line!();
     let settings = RunnerSettings {
         agent_id: registered.runner_id,
         agent_name: registered.runner_name.clone(),
@@ -128,30 +128,30 @@ pub async fn configure(local: &LocalConfig, cli: &Cli, retry: std::time::Duratio
         disable_update: cli.disableupdate,
     };
     if let Err(e) = local.save(&settings, &Credentials::new(&registered.credential, &base)) {
-        eprintln!(
+        err_line!(
             "Cannot save the runner settings in {}: {e}",
             local.root.display()
         );
         return exit::TERMINATED;
     }
     if !registered.labels.is_empty() {
-        println!("√ Runner labels: {}", registered.labels.join(", "));
+        out_line!("√ Runner labels: {}", registered.labels.join(", "));
     }
-    println!("√ Settings Saved.");
-    println!();
+    out_line!("√ Settings Saved.");
+    out_line!();
     exit::SUCCESS
 }
 
 /// `remove --token T` (deregister, then delete local files) or `remove --local`.
 pub async fn remove(local: &LocalConfig, cli: &Cli, retry: std::time::Duration) -> i32 {
-    println!();
-    println!("# Runner removal");
-    println!();
+    out_line!();
+    out_line!("# Runner removal");
+    out_line!();
     if !cli.local {
         match local.load() {
             Ok((settings, _)) => {
                 let Some(token) = cli.token.as_ref() else {
-                    eprintln!(
+                    err_line!(
                         "Invalid configuration provided for token. Terminating unattended configuration."
                     );
                     return exit::TERMINATED;
@@ -159,14 +159,14 @@ pub async fn remove(local: &LocalConfig, cli: &Cli, retry: std::time::Duration) 
                 let api = match Api::new(&settings.server_url, retry) {
                     Ok(a) => a,
                     Err(e) => {
-                        eprintln!("{e}");
+                        err_line!("{e}");
                         return exit::TERMINATED;
                     }
                 };
                 match api.remove(&token.0, settings.agent_id).await {
-                    Ok(()) => println!("√ Runner removed successfully"),
+                    Ok(()) => out_line!("√ Runner removed successfully"),
                     Err(e) if e.status() == Some(404) => {
-                        println!("Does not exist. Skipping Removing runner from the server")
+                        out_line!("Does not exist. Skipping Removing runner from the server")
                     }
                     Err(e) => {
                         let why = match e.status() {
@@ -175,24 +175,24 @@ pub async fn remove(local: &LocalConfig, cli: &Cli, retry: std::time::Duration) 
                             ),
                             _ => format!("Failed to remove the runner from the server: {e}"),
                         };
-                        eprintln!("{why}");
+                        err_line!("{why}");
                         return exit::TERMINATED;
                     }
                 }
             }
-            Err(_) => println!("Does not exist. Skipping Removing runner from the server"),
+            Err(_) => out_line!("Does not exist. Skipping Removing runner from the server"),
         }
     }
     match local.remove() {
         Ok(removed) => {
             for name in removed {
-                println!("√ Removed {name}");
+                out_line!("√ Removed {name}");
             }
-            println!();
+            out_line!();
             exit::SUCCESS
         }
         Err(e) => {
-            eprintln!(
+            err_line!(
                 "Cannot remove the local settings in {}: {e}",
                 local.root.display()
             );

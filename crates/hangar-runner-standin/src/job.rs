@@ -131,7 +131,7 @@ impl Events {
                     .send_if_modified(|c| !std::mem::replace(&mut c.server, true));
             }
             Ok(false) => {}
-            Err(e) => eprintln!(
+            Err(e) => err_line!(
                 "{}: Failed to report '{}' of job {}: {e}",
                 stamp(),
                 event["event"].as_str().unwrap_or("?"),
@@ -248,7 +248,7 @@ impl JobRunner<'_> {
             })
         };
 
-        println!("{}: Running job: {}", stamp(), job.name);
+        out_line!("{}: Running job: {}", stamp(), job.name);
         events.post(json!({"event": "started"})).await;
 
         let work = self.root.join(&self.settings.work_folder);
@@ -377,7 +377,7 @@ impl JobRunner<'_> {
         };
         // Like the real runner, leftover background processes of the job do not survive it.
         for pgid in lingering {
-            println!("{}: Cleaning up orphan processes", stamp());
+            out_line!("{}: Cleaning up orphan processes", stamp());
             let _ = killpg(pgid, Signal::SIGKILL);
         }
         // _temp is emptied before the job is reported done, so whoever sees it done sees it clean.
@@ -387,7 +387,7 @@ impl JobRunner<'_> {
             .await;
         renew.abort();
         forward.abort();
-        println!(
+        out_line!(
             "{}: Job {} completed with result: {}",
             stamp(),
             job.name,
@@ -456,7 +456,7 @@ impl JobRunner<'_> {
             STEP_COMPLETION => "completed-hook".to_string(),
             i => format!("step {i}"),
         };
-        println!("[{} {which}] {line}", job.name);
+        out_line!("[{} {which}] {line}", job.name);
     }
 
     /// Runs a child to its end, streaming its output as `log` events of `step`. It is

@@ -7,7 +7,39 @@
 //! same thing for tests and manual runs.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// Like `println!`, but a closed or broken stdout is ignored: a supervisor that stops reading
+/// must not crash the runner in the middle of a job (`println!` panics on write errors).
+macro_rules! out_line {
+    () => {
+        out_line!("")
+    };
+    ($($arg:tt)*) => {
+        $crate::write_line(&mut std::io::stdout().lock(), format_args!($($arg)*))
+    };
+}
+
+/// `out_line!` for stderr.
+macro_rules! err_line {
+    () => {
+        err_line!("")
+    };
+    ($($arg:tt)*) => {
+        $crate::write_line(&mut std::io::stderr().lock(), format_args!($($arg)*))
+    };
+}
+
+/// Writes one line, ignoring errors (see `out_line!`).
+pub(crate) fn write_line(w: &mut dyn Write, args: std::fmt::Arguments<'_>) {
+    let _ = w.write_fmt(args).and_then(|()| w.write_all(b"\n"));
+}
+
+/// Writes text to stdout as is, ignoring errors.
+fn out_text(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
 
 pub mod api;
 pub mod cli;
@@ -116,7 +148,6 @@ fn usage() -> &'static str {
 Options:
  --help     Prints the help for each command
  --version  Prints the runner version
- --check    (not supported by this stand-in)
 
 Config Options:
  --unattended           Disable interactive prompts for missing arguments.
@@ -143,7 +174,7 @@ Every option can also be given as ACTIONS_RUNNER_INPUT_<NAME> (e.g. ACTIONS_RUNN
 /// Runs the stand-in as `argv0 args...`; returns the process exit code.
 pub fn main_with_args(argv0: &Path, args: Vec<OsString>) -> i32 {
     let Some(root) = root_of(argv0) else {
-        eprintln!(
+        err_line!(
             "Cannot find the runner's root folder from {}",
             argv0.display()
         );
@@ -155,20 +186,20 @@ pub fn main_with_args(argv0: &Path, args: Vec<OsString>) -> i32 {
     let cli = match Cli::resolve(&args, &env) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            err_line!("{e}");
             return exit::TERMINATED;
         }
     };
     if cli.version {
-        println!("{VERSION}");
+        out_line!("{VERSION}");
         return exit::SUCCESS;
     }
     if cli.help {
-        print!("{}", usage());
+        out_text(usage());
         return exit::SUCCESS;
     }
     if nix::unistd::geteuid().is_root() && env.get(ALLOW_ROOT).is_none_or(|v| v.is_empty()) {
-        eprintln!("Must not run with sudo");
+        err_line!("Must not run with sudo");
         return exit::TERMINATED;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -178,7 +209,7 @@ pub fn main_with_args(argv0: &Path, args: Vec<OsString>) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Cannot start the async runtime: {e}");
+            err_line!("Cannot start the async runtime: {e}");
             return exit::TERMINATED;
         }
     };

@@ -51,23 +51,23 @@ async fn open_session(api: &Api, credential: &str, disable_update: bool) -> Open
         Ok(sid) => Opened::Session(sid),
         Err(e) => Opened::Exit(match e.status() {
             Some(401) => {
-                eprintln!(
+                err_line!(
                     "Failed to create a session. The runner registration has been deleted from the server, please re-configure. ({e})"
                 );
                 exit::SUCCESS
             }
             Some(409) => {
-                eprintln!(
+                err_line!(
                     "A session for this runner already exists. Another runner with the same credentials is running. ({e})"
                 );
                 exit::SESSION_CONFLICT
             }
             Some(_) => {
-                eprintln!("Failed to create a session: {e}");
+                err_line!("Failed to create a session: {e}");
                 exit::RETRYABLE
             }
             None => {
-                eprintln!("Failed to connect to the server, giving up: {e}");
+                err_line!("Failed to connect to the server, giving up: {e}");
                 exit::RETRYABLE
             }
         }),
@@ -81,12 +81,12 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
         let files = match decode_jit(&blob.0) {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("{e}");
+                err_line!("{e}");
                 return exit::TERMINATED;
             }
         };
         if let Err(e) = local.save_jit(&files) {
-            eprintln!(
+            err_line!(
                 "Cannot save the JIT configuration in {}: {e}",
                 local.root.display()
             );
@@ -94,13 +94,13 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
         }
     }
     if !local.is_configured() {
-        eprintln!("Runner is not configured. Run ./config.sh to configure the runner.");
+        err_line!("Runner is not configured. Run ./config.sh to configure the runner.");
         return exit::TERMINATED;
     }
     let (settings, creds) = match local.load() {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("Runner is not configured: the settings cannot be read ({e}).");
+            err_line!("Runner is not configured: the settings cannot be read ({e}).");
             return exit::TERMINATED;
         }
     };
@@ -110,14 +110,14 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
     let api = match Api::new(&settings.server_url, retry) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}");
+            err_line!("{e}");
             return exit::TERMINATED;
         }
     };
     let mut signals = match watch_signals() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("Cannot watch signals: {e}");
+            err_line!("Cannot watch signals: {e}");
             return exit::TERMINATED;
         }
     };
@@ -126,7 +126,7 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
     let opened = tokio::select! {
         o = open_session(&api, &credential, settings.disable_update) => o,
         _ = signals.changed() => {
-            println!("Exiting...");
+            out_line!("Exiting...");
             return exit::SUCCESS;
         }
     };
@@ -134,10 +134,10 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
         Opened::Session(s) => s,
         Opened::Exit(code) => return code,
     };
-    println!("√ Connected to GitHub");
-    println!();
-    println!("Current runner version: '{VERSION}'");
-    println!("{}: Listening for Jobs", stamp());
+    out_line!("√ Connected to GitHub");
+    out_line!();
+    out_line!("Current runner version: '{VERSION}'");
+    out_line!("{}: Listening for Jobs", stamp());
 
     // Leaves: delete the session (the runner goes offline at once) and exit with `code`.
     let leave = async |session: &str, code: i32| -> i32 {
@@ -148,13 +148,13 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
     loop {
         // Any signal, whenever it came (even while a job was finishing), means "stop".
         if *signals.borrow_and_update() > 0 {
-            println!("Exiting...");
+            out_line!("Exiting...");
             return leave(&session, exit::SUCCESS).await;
         }
         let polled = tokio::select! {
             p = api.poll(&credential, &session, poll) => p,
             _ = signals.changed() => {
-                println!("Exiting...");
+                out_line!("Exiting...");
                 return leave(&session, exit::SUCCESS).await;
             }
         };
@@ -173,20 +173,20 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
                 }
             }
             Err(ApiError::Status { status: 401, .. }) => {
-                eprintln!(
+                err_line!(
                     "The runner registration has been deleted from the server, please re-configure."
                 );
                 return exit::SUCCESS;
             }
             Err(e) => {
-                eprintln!("Failed to get a message from the server, giving up: {e}");
+                err_line!("Failed to get a message from the server, giving up: {e}");
                 return exit::RETRYABLE;
             }
         };
         let message = match serde_json::from_value::<Message>(value) {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("Ignoring a message this runner cannot read: {e}");
+                err_line!("Ignoring a message this runner cannot read: {e}");
                 continue;
             }
         };
@@ -204,7 +204,7 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
                 };
                 let outcome = runner.run(&job).await;
                 if outcome.by_signal || *signals.borrow() > 0 {
-                    println!("Exiting...");
+                    out_line!("Exiting...");
                     return leave(&session, exit::SUCCESS).await;
                 }
                 if ephemeral {
@@ -219,18 +219,18 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
             }
             Message::Update { target_version } => {
                 if settings.disable_update {
-                    println!(
+                    out_line!(
                         "{}: Ignoring an update to {} (updates are disabled)",
                         stamp(),
                         target_version.as_deref().unwrap_or("a newer version")
                     );
                     continue;
                 }
-                println!(
+                out_line!(
                     "{}: Runner update in progress, do not shutdown runner.",
                     stamp()
                 );
-                println!(
+                out_line!(
                     "{}: Downloading {} runner",
                     stamp(),
                     target_version.as_deref().unwrap_or("the latest")
@@ -243,14 +243,14 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
                 return leave(&session, code).await;
             }
             Message::RefreshConfig => {
-                println!(
+                out_line!(
                     "{}: Runner configuration was refreshed, restarting.",
                     stamp()
                 );
                 return leave(&session, exit::CONFIG_REFRESHED).await;
             }
             Message::VersionDeprecated => {
-                eprintln!(
+                err_line!(
                     "The runner version {VERSION} is deprecated and cannot receive messages. Please update the runner."
                 );
                 let code = if env.get(VERSION_DEPRECATED_SWITCH).as_deref() == Some("1") {
@@ -261,7 +261,7 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
                 return leave(&session, code).await;
             }
             Message::Unknown => {
-                eprintln!("Ignoring a message of an unknown type.");
+                err_line!("Ignoring a message of an unknown type.");
             }
         }
     }

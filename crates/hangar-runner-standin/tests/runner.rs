@@ -740,3 +740,119 @@ async fn root_is_refused_without_the_override() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_server_errors_are_retried_within_the_budget() {
+    within(async {
+        let emu = seed().await;
+        let mut root = Root::new("blips");
+        root.set("HANGAR_STANDIN_RETRY_SECS", "5");
+        root.configure(&emu, "r-blips", &[]).await;
+        let mut run = root.spawn(&[]);
+        run.wait_for("Listening for Jobs").await;
+        // A few 502s (polls and job events alike) cost nothing.
+        emu.fail_runner_protocol_next(3, 502);
+        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "blip").step("s", "echo ok"));
+        assert_eq!(
+            finished(&emu, job).await.conclusion,
+            Some(Conclusion::Success)
+        );
+        // Failures past the budget: exit 2.
+        emu.fail_runner_protocol_next(10_000, 500);
+        assert_eq!(run.exit_code().await, 2, "{}", run.stderr());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_reopened() {
+    within(async {
+        let emu = seed().await;
+        let mut root = Root::new("expiry");
+        root.set("HANGAR_STANDIN_POLL_SECS", "1");
+        root.configure(&emu, "r-expiry", &[]).await;
+        let id = runner_id(&emu, "r-expiry");
+        emu.set_session_timeout(Duration::from_secs(1));
+        let mut run = root.spawn(&[]);
+        run.wait_for("Listening for Jobs").await;
+        // Frozen for longer than the session timeout (as a suspended machine would be).
+        run.signal(Signal::SIGSTOP);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!emu.session_live(id));
+        run.signal(Signal::SIGCONT);
+        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "after-expiry").step("s", "true"));
+        assert_eq!(
+            finished(&emu, job).await.conclusion,
+            Some(Conclusion::Success)
+        );
+        assert_eq!(emu.sessions_created(id), 2);
+        run.signal(Signal::SIGTERM);
+        assert_eq!(run.exit_code().await, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_keep_a_long_job_alive_and_dotenv_is_loaded() {
+    within(async {
+        let emu = seed().await;
+        let mut root = Root::new("renew");
+        root.set("HANGAR_STANDIN_RENEW_SECS", "1");
+        root.configure(&emu, "r-renew", &[]).await;
+        std::fs::write(root.path(".env"), "FROM_DOTENV=yes\nLANG=C.UTF-8\n").unwrap();
+        let id = runner_id(&emu, "r-renew");
+        emu.set_session_timeout(Duration::from_secs(2));
+        let mut run = root.spawn(&[]);
+        run.wait_for("Listening for Jobs").await;
+        let job = emu.enqueue_job(
+            JobSpec::new(&repo_full(), "slow").step("s", "sleep 5; echo \"dotenv=$FROM_DOTENV\""),
+        );
+        let view = finished(&emu, job).await;
+        assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
+        assert_eq!(log_of(&view, 0), vec!["dotenv=yes".to_string()]);
+        assert!(emu.session_live(id));
+        assert_eq!(emu.sessions_created(id), 1);
+        let renewals = emu
+            .runner_calls()
+            .iter()
+            .filter(|c| c.path.ends_with("/events"))
+            .count();
+        // started, step_started, log, step_completed, completed, and renewals besides.
+        assert!(renewals >= 8, "{renewals} events");
+        run.signal(Signal::SIGTERM);
+        assert_eq!(run.exit_code().await, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_is_the_folder_above_a_symlinked_bin() {
+    within(async {
+        let emu = seed().await;
+        let mut root = Root::new("symlink");
+        root.unset("HANGAR_STANDIN_ROOT");
+        std::fs::create_dir_all(root.path("bin")).unwrap();
+        std::os::unix::fs::symlink(BIN, root.path("bin/Runner.Listener")).unwrap();
+        let token = registration_token(&emu).await;
+        let url = repo_url(&emu);
+        let mut cmd = root.command_at(
+            &root.path("bin/Runner.Listener"),
+            &[
+                "configure",
+                "--unattended",
+                "--url",
+                &url,
+                "--token",
+                &token,
+                "--name",
+                "r-link",
+            ],
+        );
+        // A relative argv0 is resolved against the working directory, the symlink kept.
+        cmd.arg0("./bin/Runner.Listener");
+        let out = cmd.current_dir(&root.dir).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(root.path(".runner").is_file());
+    })
+    .await;
+}

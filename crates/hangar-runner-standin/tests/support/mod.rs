@@ -182,7 +182,12 @@ impl Root {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        self.command_at(Path::new(BIN), args)
+    }
+
+    /// A command of this runner through `program` (e.g. a `bin/Runner.Listener` symlink).
+    pub fn command_at(&self, program: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args);
         // The test's own environment must not leak runner inputs or the root override in.
         for (k, _) in std::env::vars_os() {
@@ -327,9 +332,4 @@ impl Running {
         tokio::time::sleep(Duration::from_millis(100)).await;
         status.code().unwrap_or(-1)
     }
-}
-
-/// Whether the path exists.
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
