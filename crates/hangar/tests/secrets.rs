@@ -238,3 +238,54 @@ async fn secure_strings_from_ssm_stay_out_of_trace_logs() {
     })
     .await
 }
+
+/// The agent at trace level, both formats, both modes: registration, a job, a stop. Its logs
+/// carry the runner's own output too, so this also covers what the runner prints.
+#[tokio::test]
+async fn agent_logs_hold_no_secret_in_either_mode() {
+    use hangar_emulator::JobSpec;
+    use support::agent::{Agent, RunnerDir, app_env, base_env, pat_env, wait_until};
+    within(120, async {
+        for format in ["text", "json"] {
+            for (mode, creds) in [("pat", pat_env()), ("app", app_env())] {
+                let emu = emulator().await;
+                let dir = RunnerDir::new("secrets");
+                let env: Vec<(String, String)> = [
+                    base_env(&emu, &dir),
+                    creds,
+                    vec![
+                        ("HANGAR_LOG".into(), "trace".into()),
+                        ("HANGAR_LOG_FORMAT".into(), format.into()),
+                    ],
+                ]
+                .concat();
+                let mut agent = Agent::start(&env);
+                wait_until(20, "the runner online", || {
+                    dir.root.join(".credentials").exists() && emu.jobs().is_empty()
+                })
+                .await;
+                let credentials = std::fs::read_to_string(dir.root.join(".credentials")).unwrap();
+                let runner_credential = serde_json::from_str::<serde_json::Value>(&credentials)
+                    .unwrap()["data"]["clientId"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let id = emu.enqueue_job(JobSpec::new(REPO, "j").step("s", "echo hi"));
+                emu.wait_for_job(id, std::time::Duration::from_secs(30))
+                    .await
+                    .expect("job completes");
+                agent.signal(nix::sys::signal::Signal::SIGTERM);
+                assert_eq!(agent.exit_code(10).await, 0, "{}", agent.logs());
+                let logs = agent.logs();
+                assert!(logs.len() > 1000, "trace logging is on: {logs}");
+                assert_clean(
+                    &emu,
+                    &format!("agent {mode} {format}"),
+                    &logs,
+                    &[&runner_credential],
+                );
+            }
+        }
+    })
+    .await
+}
