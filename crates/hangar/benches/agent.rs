@@ -12,7 +12,6 @@
 //! `hangar dev` runs 2 jobs, as a smoke test.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;
