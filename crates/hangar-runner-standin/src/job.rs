@@ -212,7 +212,11 @@ fn spawn_reader<R: AsyncRead + Unpin + Send + 'static>(r: R, tx: mpsc::Unbounded
 impl JobRunner<'_> {
     /// Runs `job` to its end and reports it; never fails (problems fail the job instead).
     pub async fn run(&self, job: &JobSpec) -> JobOutcome {
-        let (cancel_tx, mut cancel_rx) = watch::channel(CancelState::default());
+        // Signals already received count from the start, not from whenever the task below runs.
+        let (cancel_tx, mut cancel_rx) = watch::channel(CancelState {
+            signals: *self.signals.borrow(),
+            server: false,
+        });
         let cancel_tx = Arc::new(cancel_tx);
         let events = Events {
             api: self.api.clone(),
@@ -376,8 +380,10 @@ impl JobRunner<'_> {
             Conclusion::Success
         };
         // Like the real runner, leftover background processes of the job do not survive it.
-        for pgid in lingering {
+        if !lingering.is_empty() {
             out_line!("{}: Cleaning up orphan processes", stamp());
+        }
+        for pgid in lingering {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
         // _temp is emptied before the job is reported done, so whoever sees it done sees it clean.

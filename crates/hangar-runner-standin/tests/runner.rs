@@ -856,3 +856,27 @@ async fn the_root_is_the_folder_above_a_symlinked_bin() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_processes_do_not_outlive_their_job() {
+    within(async {
+        let emu = seed().await;
+        let root = Root::new("orphans");
+        root.configure(&emu, "r-orphans", &[]).await;
+        let mut run = root.spawn(&[]);
+        run.wait_for("Listening for Jobs").await;
+        let marker = root.path("orphan-alive");
+        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "bg").step(
+            "s",
+            &format!("(sleep 3; touch '{}') & echo started-bg", marker.display()),
+        ));
+        let view = finished(&emu, job).await;
+        assert_eq!(view.conclusion, Some(Conclusion::Success));
+        run.wait_for("Cleaning up orphan processes").await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!marker.exists(), "the background process survived the job");
+        run.signal(Signal::SIGTERM);
+        assert_eq!(run.exit_code().await, 0);
+    })
+    .await;
+}
