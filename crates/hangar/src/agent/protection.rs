@@ -90,3 +90,50 @@ impl TaskProtection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::{Json, Router, http::StatusCode, routing::put};
+
+    async fn fake_ecs_agent(status: StatusCode, answer: serde_json::Value) -> String {
+        let app = Router::new().route(
+            "/task-protection/v1/state",
+            put(move |Json(_): Json<serde_json::Value>| {
+                let answer = answer.clone();
+                async move { (status, Json(answer)) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    #[tokio::test]
+    async fn answers_are_told_apart() {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let ok = fake_ecs_agent(StatusCode::OK, serde_json::json!({"protection": {"ProtectionEnabled": true}})).await;
+            TaskProtection::new(&ok, 60).set(true).await.unwrap();
+
+            // A task started by RunTask is not in a service.
+            let not_in_service = fake_ecs_agent(
+                StatusCode::OK,
+                serde_json::json!({"failure": {"Arn": "arn:aws:ecs:task/x", "Reason": "TASK_NOT_VALID"}}),
+            )
+            .await;
+            let err = TaskProtection::new(&not_in_service, 60).set(true).await.unwrap_err();
+            assert!(err.to_string().contains("TASK_NOT_VALID"), "{err}");
+
+            let refused = fake_ecs_agent(StatusCode::BAD_REQUEST, serde_json::json!({"error": "bad"})).await;
+            let err = TaskProtection::new(&refused, 60).set(false).await.unwrap_err();
+            assert!(matches!(err, ProtectionError::Refused { status: 400, .. }), "{err}");
+
+            let err = TaskProtection::new("http://127.0.0.1:9", 60).set(true).await.unwrap_err();
+            assert!(matches!(err, ProtectionError::Unreachable { .. }), "{err}");
+            assert_eq!(TaskProtection::new("http://x/", 5000).expires_in_minutes, 2880);
+        })
+        .await
+        .unwrap();
+    }
+}
