@@ -48,6 +48,13 @@ impl JobRecord {
         Some((*c - q).num_microseconds()? as f64 / 1000.0)
     }
 
+    /// Queued to the first step running on the runner (delivery, hook, set-up included).
+    pub fn first_step_ms(&self) -> Option<f64> {
+        let q = self.queued?;
+        let s = self.steps.first()?.started?;
+        Some((s - q).num_microseconds()? as f64 / 1000.0)
+    }
+
     /// Queued to completed.
     pub fn total_ms(&self) -> Option<f64> {
         let q = self.queued?;
@@ -289,6 +296,7 @@ mod tests {
         let mut j = job();
         assert!(j.finished());
         assert_eq!(j.pickup_ms(), Some(12.0));
+        assert_eq!(j.first_step_ms(), Some(30.0));
         assert_eq!(j.total_ms(), Some(420.0));
         j.listening = None;
         assert!(!j.finished());
