@@ -36,20 +36,7 @@ async fn proto(method: Method, url: &str, auth: Option<String>, body: Option<Val
     if let Some(body) = body {
         req = req.json(&body);
     }
-    let resp = req.send().await.expect("send");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body");
-    let json = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    Resp {
-        status,
-        headers,
-        json,
-    }
+    Resp::read(req.send().await.expect("send")).await
 }
 
 /// A token from `…/registration-token` or `…/remove-token` of a REST runners path.

@@ -65,6 +65,19 @@ async fn run_job(
     }
 }
 
+/// Enqueues a job and waits until its first step runs.
+async fn start_job(emu: &hangar_emulator::Emulator, spec: JobSpec) -> u64 {
+    let id = emu.enqueue_job(spec);
+    wait_until(20, "the job's first step to run", || {
+        emu.job(id).is_some_and(|j| {
+            j.status == JobStatus::InProgress
+                && j.steps.first().is_some_and(|s| s.started_at.is_some())
+        })
+    })
+    .await;
+    id
+}
+
 #[tokio::test]
 async fn repo_runner_with_a_pat_runs_a_job_and_leaves_github_on_sigterm() {
     within(60, async {
@@ -278,14 +291,10 @@ async fn sigterm_while_busy_lets_the_job_finish_then_deregisters() {
         let dir = RunnerDir::new("busy");
         let mut agent = Agent::start(&env(&[base_env(&emu, &dir), pat_env()]));
         online_runner(&emu, &emu_repo(), &agent).await;
-        let id = emu.enqueue_job(JobSpec::new(REPO, "long").step("work", "sleep 2; echo finished"));
-        wait_until(20, "the job to start", || {
-            emu.job(id).is_some_and(|j| {
-                j.status == JobStatus::InProgress
-                    && !j.steps.is_empty()
-                    && j.steps[0].started_at.is_some()
-            })
-        })
+        let id = start_job(
+            &emu,
+            JobSpec::new(REPO, "long").step("work", "sleep 2; echo finished"),
+        )
         .await;
         agent.signal(Signal::SIGTERM);
         assert_eq!(agent.exit_code(30).await, 0, "{}", agent.logs());
@@ -316,13 +325,10 @@ async fn sigterm_while_busy_past_the_drain_budget_cancels_the_job_and_reports_it
             with(&[("HANGAR_DRAIN_TIMEOUT", "1s")]),
         ]));
         online_runner(&emu, &emu_repo(), &agent).await;
-        let id = emu.enqueue_job(JobSpec::new(REPO, "endless").step("work", "sleep 120"));
-        wait_until(20, "the job to start", || {
-            emu.job(id).is_some_and(|j| {
-                j.status == JobStatus::InProgress
-                    && j.steps.first().is_some_and(|s| s.started_at.is_some())
-            })
-        })
+        let id = start_job(
+            &emu,
+            JobSpec::new(REPO, "endless").step("work", "sleep 120"),
+        )
         .await;
         let t = Instant::now();
         agent.signal(Signal::SIGTERM);
@@ -348,11 +354,10 @@ async fn a_second_signal_cancels_at_once() {
         let dir = RunnerDir::new("twice");
         let mut agent = Agent::start(&env(&[base_env(&emu, &dir), pat_env()]));
         online_runner(&emu, &emu_repo(), &agent).await;
-        let id = emu.enqueue_job(JobSpec::new(REPO, "endless").step("work", "sleep 120"));
-        wait_until(20, "the job to start", || {
-            emu.job(id)
-                .is_some_and(|j| j.steps.first().is_some_and(|s| s.started_at.is_some()))
-        })
+        let id = start_job(
+            &emu,
+            JobSpec::new(REPO, "endless").step("work", "sleep 120"),
+        )
         .await;
         agent.signal(Signal::SIGTERM);
         tokio::time::sleep(Duration::from_millis(300)).await;

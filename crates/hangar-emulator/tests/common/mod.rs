@@ -87,19 +87,25 @@ pub async fn call_url(method: Method, url: &str, token: Option<&str>, body: Opti
     if let Some(body) = body {
         req = req.json(&body);
     }
-    let resp = req.send().await.expect("send");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body");
-    let json = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    Resp {
-        status,
-        headers,
-        json,
+    Resp::read(req.send().await.expect("send")).await
+}
+
+impl Resp {
+    /// Status, headers and body (JSON, a string if not JSON, null if empty) of an answer.
+    pub async fn read(resp: reqwest::Response) -> Resp {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp {
+            status,
+            headers,
+            json,
+        }
     }
 }
 
