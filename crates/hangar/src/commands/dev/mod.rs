@@ -519,7 +519,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
     // Summary for scripted runs.
     let pickups: Vec<f64> = records.values().filter_map(JobRecord::pickup_ms).collect();
-    let first_steps: Vec<f64> = records.values().filter_map(JobRecord::first_step_ms).collect();
+    let first_steps: Vec<f64> = records
+        .values()
+        .filter_map(JobRecord::first_step_ms)
+        .collect();
     let totals: Vec<f64> = records.values().filter_map(JobRecord::total_ms).collect();
     if !pickups.is_empty() {
         let p = |v: &[f64], q: f64| percentile(v, q).unwrap_or_default();
