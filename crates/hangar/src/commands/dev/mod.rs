@@ -12,6 +12,15 @@
 
 mod timeline;
 
+/// `println!` that ignores a closed stdout (`hangar dev | head`): the session must still stop
+/// its agents and deregister their runners rather than panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -167,15 +176,10 @@ fn sample_workflow(pool: Pool, n: usize) -> JobSpec {
         .labels(["self-hosted", "linux", pool.label()])
         .step(
             "Checkout",
-            "mkdir -p src && printf 'fn main() { println!(\"hello\"); }\\n' > src/main.rs && echo \"checked out $GITHUB_REPOSITORY into $GITHUB_WORKSPACE\"",
+            "mkdir -p src && printf 'fn main() { out!(\"hello\"); }\\n' > src/main.rs && echo \"checked out $GITHUB_REPOSITORY into $GITHUB_WORKSPACE\"",
         )
         .step("Build", "echo compiling src/main.rs; sleep 0.3; echo 'build ok: target/app'")
         .step("Test", "echo 'running 3 tests'; sleep 0.2; echo 'test result: ok. 3 passed; 0 failed'")
-}
-
-fn stamp(at: DateTime<Utc>, start: DateTime<Utc>) -> String {
-    let s = (at - start).num_microseconds().unwrap_or(0) as f64 / 1e6;
-    format!("[{s:>8.3}s]")
 }
 
 fn parse_time(v: &serde_json::Value) -> Option<DateTime<Utc>> {
@@ -187,6 +191,257 @@ fn agent_env(base: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, 
         .cloned()
         .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .collect()
+}
+
+/// The live view: what has been seen of each job, and the printing of it. The first
+/// [`LIVE_JOBS`] jobs are shown step by step with their logs and lifecycle tables; later ones
+/// (scripted runs of many jobs) only as a running count.
+struct Show {
+    start: DateTime<Utc>,
+    started: Instant,
+    target: usize,
+    records: BTreeMap<u64, JobRecord>,
+    per_pool: HashMap<Pool, usize>,
+    dispatched: usize,
+    done: usize,
+    failed_jobs: Vec<String>,
+    hint_shown: bool,
+}
+
+const LIVE_JOBS: usize = 2;
+
+impl Show {
+    fn new(target: usize) -> Show {
+        Show {
+            start: Utc::now(),
+            started: Instant::now(),
+            target,
+            records: BTreeMap::new(),
+            per_pool: HashMap::new(),
+            dispatched: 0,
+            done: 0,
+            failed_jobs: Vec::new(),
+            hint_shown: false,
+        }
+    }
+
+    fn stamp(&self, at: DateTime<Utc>) -> String {
+        let s = (at - self.start).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        format!("[{s:>8.3}s]")
+    }
+
+    /// Enqueues the sample workflow for `pool`, unless the target number of jobs is reached.
+    fn dispatch(&mut self, emu: &Emulator, pool: Pool) {
+        if self.dispatched >= self.target {
+            return;
+        }
+        let n = self.per_pool.entry(pool).or_default();
+        *n += 1;
+        let id = emu.enqueue_job(sample_workflow(pool, *n));
+        let view = emu.job(id);
+        self.dispatched += 1;
+        self.records.insert(
+            id,
+            JobRecord {
+                seq: self.dispatched,
+                run_id: view.as_ref().map(|v| v.run_id).unwrap_or_default(),
+                name: view.map(|v| v.name).unwrap_or_default(),
+                pool: pool.name().into(),
+                ..JobRecord::default()
+            },
+        );
+    }
+
+    /// A line of an agent's JSON log: its hooks and problems.
+    fn on_agent_log(&mut self, pool: Pool, v: &serde_json::Value) {
+        let message = v
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
+        let level = v.get("level").and_then(|m| m.as_str()).unwrap_or_default();
+        let at = parse_time(v).unwrap_or_else(Utc::now);
+        let stamp = self.stamp(at);
+        let run_id = v
+            .get("run_id")
+            .and_then(|r| r.as_str())
+            .and_then(|r| r.parse::<u64>().ok());
+        let record = run_id.and_then(|r| self.records.values_mut().find(|j| j.run_id == r));
+        let live = record.as_ref().is_none_or(|r| r.seq <= LIVE_JOBS);
+        let pool = pool.name();
+        match message {
+            "runner registered" => {
+                let name = v
+                    .get("runner_name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default();
+                let ms = v
+                    .get("elapsed_ms")
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or_default();
+                out!("{stamp} {pool:<10} agent registered runner {name} in {ms} ms");
+            }
+            "job started" => {
+                if let Some(r) = record {
+                    r.hook_started = Some(at);
+                }
+                if live {
+                    out!(
+                        "{stamp} {pool:<10} agent: job-started hook (task protection would go on in ECS)"
+                    );
+                }
+            }
+            "job completed" => {
+                let wiped = v
+                    .get("workspace_entries_wiped")
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or_default();
+                if let Some(r) = record {
+                    r.cleaned = Some((at, wiped));
+                }
+                if live {
+                    out!(
+                        "{stamp} {pool:<10} agent: job-completed hook, workspace wiped ({wiped} entries)"
+                    );
+                }
+            }
+            _ if level == "WARN" || level == "ERROR" => {
+                let error = v.get("error").and_then(|e| e.as_str()).unwrap_or_default();
+                out!("{stamp} {pool:<10} agent {level}: {message} {error}");
+            }
+            _ => {}
+        }
+    }
+
+    /// An emulator event: recorded, and printed for live jobs.
+    fn on_event(&mut self, event: JobEvent) {
+        let stamp = self.stamp(event.at());
+        let at = event.at();
+        let job_id = match &event {
+            JobEvent::Queued { job_id, .. }
+            | JobEvent::Claimed { job_id, .. }
+            | JobEvent::StepStarted { job_id, .. }
+            | JobEvent::Log { job_id, .. }
+            | JobEvent::StepCompleted { job_id, .. }
+            | JobEvent::Completed { job_id, .. } => Some(*job_id),
+            _ => None,
+        };
+        if let JobEvent::RunnerListening { name, .. } = &event
+            && let Some(r) = self.records.values_mut().rev().find(|r| {
+                r.completed.is_some()
+                    && r.listening.is_none()
+                    && r.claimed.as_ref().is_some_and(|(_, n)| n == name)
+            })
+        {
+            r.listening = Some(at);
+        }
+        let Some(r) = job_id.and_then(|id| self.records.get_mut(&id)) else {
+            return;
+        };
+        let live = r.seq <= LIVE_JOBS;
+        let pool = r.pool.clone();
+        let say = |line: String| {
+            if live {
+                out!("{stamp} {pool:<10} {line}");
+            }
+        };
+        match event {
+            JobEvent::Queued { .. } => {
+                r.queued = Some(at);
+                say(format!(
+                    "job {} queued (runs-on: self-hosted, linux, {pool})",
+                    r.name
+                ));
+            }
+            JobEvent::Claimed { runner_name, .. } => {
+                say(format!("job {} claimed by {runner_name}", r.name));
+                r.claimed = Some((at, runner_name));
+            }
+            JobEvent::StepStarted { step, name, .. } => {
+                say(format!("step {} \"{name}\" started", step + 1));
+                if let Ok(step) = usize::try_from(step) {
+                    let s = r.step_mut(step);
+                    s.name = name;
+                    s.started = Some(at);
+                }
+            }
+            JobEvent::Log { text, .. } => say(format!("  | {text}")),
+            JobEvent::StepCompleted {
+                step, conclusion, ..
+            } => {
+                say(format!("step {} {}", step + 1, conclusion.as_str()));
+                if let Ok(step) = usize::try_from(step) {
+                    r.step_mut(step).completed = Some((at, conclusion.as_str().to_string()));
+                }
+            }
+            JobEvent::Completed { conclusion, .. } => {
+                let c = conclusion.as_str().to_string();
+                say(format!("job {} completed: {c}", r.name));
+                if c != "success" {
+                    self.failed_jobs.push(format!("{} ({c})", r.name));
+                }
+                r.completed = Some((at, c));
+            }
+            _ => {}
+        }
+    }
+
+    /// Jobs seen through to their runner polling again: counted, their table printed for live
+    /// jobs. Returns the pools that are free for another job.
+    fn finish_jobs(&mut self) -> Vec<Pool> {
+        let mut free = Vec::new();
+        for r in self
+            .records
+            .values_mut()
+            .filter(|r| r.finished() && !r.timeline_printed)
+        {
+            r.timeline_printed = true;
+            self.done += 1;
+            free.push(if r.pool == "org" {
+                Pool::Org
+            } else {
+                Pool::Standalone
+            });
+            if r.seq <= LIVE_JOBS {
+                out!(
+                    "\nLifecycle of job {} on the {} runner (measured):\n{}",
+                    r.name,
+                    r.pool,
+                    timeline::render(&timeline::rows(r))
+                );
+            } else if self.done.is_multiple_of(10) {
+                let s = self.started.elapsed().as_secs_f64();
+                out!("[{s:>8.3}s] {} of {} jobs done", self.done, self.target);
+            }
+        }
+        free
+    }
+
+    /// Percentiles over every job, for scripted runs and benchmarks.
+    fn summary(&self) {
+        let collect = |f: fn(&JobRecord) -> Option<f64>| -> Vec<f64> {
+            self.records.values().filter_map(f).collect()
+        };
+        let pickups = collect(JobRecord::pickup_ms);
+        let first_steps = collect(JobRecord::first_step_ms);
+        let totals = collect(JobRecord::total_ms);
+        if pickups.is_empty() {
+            return;
+        }
+        let p = |v: &[f64], q: f64| percentile(v, q).unwrap_or_default();
+        out!(
+            "\n{} jobs done in {:.1} s. Pickup (queued -> claimed): p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms. \
+             Queued -> first step running: p50 {:.1} ms, p95 {:.1} ms. Queued -> completed: p50 {:.0} ms, p95 {:.0} ms.",
+            self.done,
+            self.started.elapsed().as_secs_f64(),
+            p(&pickups, 50.0),
+            p(&pickups, 95.0),
+            p(&pickups, 100.0),
+            p(&first_steps, 50.0),
+            p(&first_steps, 95.0),
+            p(&totals, 50.0),
+            p(&totals, 95.0),
+        );
+    }
 }
 
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
@@ -202,9 +457,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the hangar executable")?;
     let repo = Scope::repo(&format!("{SEED_ORG}/{SEED_REPO}"))?;
     let org = Scope::org(SEED_ORG)?;
-    let quiet_after = 2; // live logs and tables for the first jobs only
 
-    println!("hangar dev: GitHub emulator on {api} (everything stays on 127.0.0.1)\n");
+    out!("hangar dev: GitHub emulator on {api} (everything stays on 127.0.0.1)\n");
 
     // Both credential paths, checked the way an operator would.
     let config = GitHubConfig::new(&api, &web);
@@ -237,12 +491,12 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     ] {
         let report = doctor::run(&connection, scope).await;
         let total = report.checks.len();
-        println!(
+        out!(
             "hangar doctor, {what}: {} of {total} checks passed",
             total - report.failed()
         );
         if report.failed() > 0 {
-            print!("{}", report.render_text());
+            out!("{}", report.render_text());
             anyhow::bail!(
                 "doctor found failing checks against the emulator; this is a bug in Hangar"
             );
@@ -302,7 +556,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         )?,
     ];
     drop(news_tx);
-    println!(
+    out!(
         "\nStarting two runners, each under `hangar agent` with the stand-in runner{}:",
         if root {
             " (as root: RUNNER_ALLOW_RUNASROOT=1)"
@@ -310,53 +564,23 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             ""
         }
     );
-    println!("  standalone  {repo:<55} PAT         runs-on: self-hosted, linux, standalone");
-    println!("  org         {org:<55} GitHub App  runs-on: self-hosted, linux, org");
-    println!("  agent logs: {}\n", work.0.display());
+    out!("  standalone  {repo:<55} PAT         runs-on: self-hosted, linux, standalone");
+    out!("  org         {org:<55} GitHub App  runs-on: self-hosted, linux, org");
+    out!("  agent logs: {}\n", work.0.display());
 
-    let start = Utc::now();
-    let started = Instant::now();
     let target_jobs = options.exit_after_jobs.unwrap_or(2).max(1);
+    let mut show = Show::new(target_jobs);
     let mut online: BTreeMap<Pool, (u64, String)> = BTreeMap::new();
-    let mut records: BTreeMap<u64, JobRecord> = BTreeMap::new();
-    let mut runner_pool: HashMap<String, Pool> = HashMap::new();
-    let mut dispatched = 0usize;
-    let mut per_pool: HashMap<Pool, usize> = HashMap::new();
-    let mut done = 0usize;
-    let mut failed_jobs = Vec::new();
     let mut stop_reason: Option<String> = None;
     let signals = shutdown_signal();
     tokio::pin!(signals);
     let setup_deadline = tokio::time::sleep(Duration::from_secs(60));
     tokio::pin!(setup_deadline);
 
-    let dispatch = |pool: Pool,
-                    records: &mut BTreeMap<u64, JobRecord>,
-                    dispatched: &mut usize,
-                    per_pool: &mut HashMap<Pool, usize>| {
-        let n = per_pool.entry(pool).or_default();
-        *n += 1;
-        let spec = sample_workflow(pool, *n);
-        let id = emu.enqueue_job(spec);
-        let view = emu.job(id);
-        records.insert(
-            id,
-            JobRecord {
-                job_id: id,
-                seq: *dispatched + 1,
-                run_id: view.as_ref().map(|v| v.run_id).unwrap_or_default(),
-                name: view.map(|v| v.name).unwrap_or_default(),
-                pool: pool.name().into(),
-                ..JobRecord::default()
-            },
-        );
-        *dispatched += 1;
-    };
-
     loop {
         tokio::select! {
             _ = &mut signals => {
-                println!("\nCtrl-C: stopping both agents (each removes its runner from GitHub first)");
+                out!("\nCtrl-C: stopping both agents (each removes its runner from GitHub first)");
                 break;
             }
             _ = &mut setup_deadline, if online.len() < 2 => {
@@ -366,179 +590,58 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             news = news.recv() => match news {
                 None => break,
                 Some(AgentNews::Exited(pool, code)) => {
-                    stop_reason = Some(format!("the {} agent exited unexpectedly (code {code:?}); its log: {}", pool.name(), work.0.join(format!("agent-{}.log", pool.name())).display()));
+                    stop_reason = Some(format!(
+                        "the {} agent exited unexpectedly (code {code:?}); its log: {}",
+                        pool.name(),
+                        work.0.join(format!("agent-{}.log", pool.name())).display()
+                    ));
                     break;
                 }
-                Some(AgentNews::Log(pool, v)) => {
-                    let message = v.get("message").and_then(|m| m.as_str()).unwrap_or_default();
-                    let level = v.get("level").and_then(|m| m.as_str()).unwrap_or_default();
-                    let at = parse_time(&v).unwrap_or_else(Utc::now);
-                    let run_id = v.get("run_id").and_then(|r| r.as_str()).and_then(|r| r.parse::<u64>().ok());
-                    let record = run_id.and_then(|r| records.values_mut().find(|j| j.run_id == r));
-                    let verbose = record.as_ref().is_none_or(|r| r.seq <= quiet_after);
-                    match message {
-                        "runner registered" => {
-                            let name = v.get("runner_name").and_then(|n| n.as_str()).unwrap_or_default();
-                            let ms = v.get("elapsed_ms").and_then(|n| n.as_u64()).unwrap_or_default();
-                            println!("{} {:<10} agent registered runner {name} in {ms} ms", stamp(at, start), pool.name());
-                        }
-                        "job started" => {
-                            if let Some(r) = record { r.hook_started = Some(at); }
-                            if verbose { println!("{} {:<10} agent: job-started hook (task protection would go on in ECS)", stamp(at, start), pool.name()); }
-                        }
-                        "job completed" => {
-                            let wiped = v.get("workspace_entries_wiped").and_then(|n| n.as_u64()).unwrap_or_default();
-                            if let Some(r) = record { r.cleaned = Some((at, wiped)); }
-                            if verbose { println!("{} {:<10} agent: job-completed hook, workspace wiped ({wiped} entries)", stamp(at, start), pool.name()); }
-                        }
-                        _ if level == "WARN" || level == "ERROR" => {
-                            println!("{} {:<10} agent {level}: {message} {}", stamp(at, start), pool.name(), v.get("error").and_then(|e| e.as_str()).unwrap_or_default());
-                        }
-                        _ => {}
-                    }
-                }
+                Some(AgentNews::Log(pool, v)) => show.on_agent_log(pool, &v),
             },
             event = events.recv() => {
                 let event = match event {
                     Ok(e) => e,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => { tracing::warn!(missed = n, "event display fell behind"); continue; }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "event display fell behind");
+                        continue;
+                    }
                     Err(_) => break,
                 };
-                let at = event.at();
-                match event {
-                    JobEvent::RunnerOnline { runner_id, name, .. } => {
-                        let pool = if emu.runners(&hangar_emulator::Scope::org(SEED_ORG)).iter().any(|r| r.id == runner_id) { Pool::Org } else { Pool::Standalone };
-                        runner_pool.insert(name.clone(), pool);
-                        if online.insert(pool, (runner_id, name.clone())).is_none() {
-                            println!("{} {:<10} runner {name} (id {runner_id}) is online, polling for jobs", stamp(at, start), pool.name());
-                        }
-                        if online.len() == 2 && dispatched == 0 {
-                            println!("\nDispatching the sample workflow \"CI\" (Checkout, Build, Test) to each runner:");
+                if let JobEvent::RunnerOnline { runner_id, name, .. } = &event {
+                    let org_runner = emu.runners(&hangar_emulator::Scope::org(SEED_ORG)).iter().any(|r| r.id == *runner_id);
+                    let pool = if org_runner { Pool::Org } else { Pool::Standalone };
+                    if online.insert(pool, (*runner_id, name.clone())).is_none() {
+                        out!("{} {:<10} runner {name} (id {runner_id}) is online, polling for jobs", show.stamp(event.at()), pool.name());
+                        if online.len() == 2 {
+                            out!("\nDispatching the sample workflow \"CI\" (Checkout, Build, Test) to each runner:");
                             for pool in [Pool::Standalone, Pool::Org] {
-                                if dispatched < target_jobs { dispatch(pool, &mut records, &mut dispatched, &mut per_pool); }
+                                show.dispatch(&emu, pool);
                             }
                         }
                     }
-                    JobEvent::Queued { job_id, .. } => {
-                        if let Some(r) = records.get_mut(&job_id) {
-                            r.queued = Some(at);
-                            if r.seq <= quiet_after { println!("{} {:<10} job {} queued (runs-on: self-hosted, linux, {})", stamp(at, start), r.pool, r.name, r.pool); }
-                        }
-                    }
-                    JobEvent::Claimed { job_id, runner_name, .. } => {
-                        if let Some(r) = records.get_mut(&job_id) {
-                            if r.seq <= quiet_after { println!("{} {:<10} job {} claimed by {runner_name}", stamp(at, start), r.pool, r.name); }
-                            r.claimed = Some((at, runner_name));
-                        }
-                    }
-                    JobEvent::StepStarted { job_id, step, name, .. } => {
-                        if let (Some(r), Ok(step)) = (records.get_mut(&job_id), usize::try_from(step)) {
-                            let s = r.step_mut(step);
-                            s.name = name.clone();
-                            s.started = Some(at);
-                            if r.seq <= quiet_after { println!("{} {:<10} step {} \"{name}\" started", stamp(at, start), r.pool, step + 1); }
-                        }
-                    }
-                    JobEvent::Log { job_id, text, .. } => {
-                        if let Some(r) = records.get(&job_id) && r.seq <= quiet_after {
-                            println!("{} {:<10}   | {text}", stamp(at, start), r.pool);
-                        }
-                    }
-                    JobEvent::StepCompleted { job_id, step, conclusion, .. } => {
-                        if let (Some(r), Ok(step)) = (records.get_mut(&job_id), usize::try_from(step)) {
-                            let c = conclusion.as_str().to_string();
-                            if r.seq <= quiet_after { println!("{} {:<10} step {} {c}", stamp(at, start), r.pool, step + 1); }
-                            r.step_mut(step).completed = Some((at, c));
-                        }
-                    }
-                    JobEvent::Completed { job_id, conclusion, .. } => {
-                        if let Some(r) = records.get_mut(&job_id) {
-                            let c = conclusion.as_str().to_string();
-                            if r.seq <= quiet_after { println!("{} {:<10} job {} completed: {c}", stamp(at, start), r.pool, r.name); }
-                            if c != "success" { failed_jobs.push(format!("{} ({c})", r.name)); }
-                            r.completed = Some((at, c));
-                        }
-                    }
-                    JobEvent::RunnerListening { name, .. } => {
-                        if let Some(r) = records.values_mut().rev().find(|r| r.completed.is_some() && r.listening.is_none() && r.claimed.as_ref().is_some_and(|(_, n)| *n == name)) {
-                            r.listening = Some(at);
-                        }
-                    }
-                    _ => {}
                 }
+                show.on_event(event);
             }
         }
-        // Jobs seen through to the runner polling again: print their table, send the next.
-        let finished: Vec<u64> = records
-            .values()
-            .filter(|r| r.finished() && !r.timeline_printed)
-            .map(|r| r.job_id)
-            .collect();
-        for id in finished {
-            let Some(r) = records.get_mut(&id) else {
-                continue;
-            };
-            r.timeline_printed = true;
-            done += 1;
-            let pool = if r.pool == "org" {
-                Pool::Org
-            } else {
-                Pool::Standalone
-            };
-            if r.seq <= quiet_after {
-                println!(
-                    "\nLifecycle of job {} on the {} runner (measured):\n{}",
-                    r.name,
-                    r.pool,
-                    timeline::render(&timeline::rows(r))
-                );
-            } else if done.is_multiple_of(10) {
-                println!(
-                    "{} {done} of {target_jobs} jobs done",
-                    stamp(Utc::now(), start)
-                );
-            }
-            if dispatched < target_jobs {
-                dispatch(pool, &mut records, &mut dispatched, &mut per_pool);
-            }
+        for pool in show.finish_jobs() {
+            show.dispatch(&emu, pool);
         }
-        if options.exit_after_jobs.is_some() && done >= target_jobs {
+        if options.exit_after_jobs.is_some() && show.done >= target_jobs {
             break;
         }
-        if options.exit_after_jobs.is_none() && done == 2 && dispatched == 2 {
-            dispatched += 1; // print the hint once
-            println!(
+        if options.exit_after_jobs.is_none() && show.done == 2 && !show.hint_shown {
+            show.hint_shown = true;
+            out!(
                 "Both runners are idle and polling. The emulator serves on {api}; from another shell:"
             );
-            println!(
+            out!(
                 "  GITHUB_API_URL={api} GITHUB_URL={web} GITHUB_PAT={SEED_PAT} hangar doctor --repo {SEED_ORG}/{SEED_REPO}"
             );
-            println!("Ctrl-C stops the agents (deregistering both runners) and the emulator.");
+            out!("Ctrl-C stops the agents (deregistering both runners) and the emulator.");
         }
     }
-
-    // Summary for scripted runs.
-    let pickups: Vec<f64> = records.values().filter_map(JobRecord::pickup_ms).collect();
-    let first_steps: Vec<f64> = records
-        .values()
-        .filter_map(JobRecord::first_step_ms)
-        .collect();
-    let totals: Vec<f64> = records.values().filter_map(JobRecord::total_ms).collect();
-    if !pickups.is_empty() {
-        let p = |v: &[f64], q: f64| percentile(v, q).unwrap_or_default();
-        println!(
-            "\n{done} jobs done in {:.1} s. Pickup (queued -> claimed): p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms. \
-             Queued -> first step running: p50 {:.1} ms, p95 {:.1} ms. Queued -> completed: p50 {:.0} ms, p95 {:.0} ms.",
-            started.elapsed().as_secs_f64(),
-            p(&pickups, 50.0),
-            p(&pickups, 95.0),
-            p(&pickups, 100.0),
-            p(&first_steps, 50.0),
-            p(&first_steps, 95.0),
-            p(&totals, 50.0),
-            p(&totals, 95.0),
-        );
-    }
+    show.summary();
 
     // One SIGTERM per agent; each removes its runner's registration before stopping it.
     for agent in &agents {
@@ -574,7 +677,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         .map(|r| r.name)
         .collect();
     if left.is_empty() {
-        println!("Both runners deregistered from GitHub; agents stopped.");
+        out!("Both runners deregistered from GitHub; agents stopped.");
     }
     emu.shutdown().await;
     if let Some(reason) = stop_reason {
@@ -589,8 +692,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     if !agent_failures.is_empty() {
         anyhow::bail!(agent_failures.join("; "));
     }
-    if !failed_jobs.is_empty() {
-        anyhow::bail!("jobs did not succeed: {}", failed_jobs.join(", "));
+    if !show.failed_jobs.is_empty() {
+        anyhow::bail!("jobs did not succeed: {}", show.failed_jobs.join(", "));
     }
     drop(work);
     Ok(())

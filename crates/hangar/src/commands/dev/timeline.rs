@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 /// One job's life, as observed.
 #[derive(Clone, Debug, Default)]
 pub struct JobRecord {
-    pub job_id: u64,
     /// Dispatch order, from 1.
     pub seq: usize,
     pub run_id: u64,
@@ -224,7 +223,6 @@ mod tests {
 
     fn job() -> JobRecord {
         JobRecord {
-            job_id: 1,
             seq: 1,
             run_id: 5001,
             name: "build".into(),
