@@ -16,6 +16,8 @@ use hangar_emulator::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::sync::broadcast::Receiver;
+use tokio::task::JoinHandle;
 
 const REPO: &str = "your-organization/your-repository-name";
 
@@ -37,6 +39,17 @@ async fn proto(method: Method, url: &str, auth: Option<String>, body: Option<Val
         req = req.json(&body);
     }
     Resp::read(req.send().await.expect("send")).await
+}
+
+/// POSTs `body` to a protocol `url` with `Authorization: RemoteAuth <token>`.
+async fn remote_auth(url: &str, token: &str, body: Value) -> Resp {
+    proto(
+        Method::POST,
+        url,
+        Some(format!("RemoteAuth {token}")),
+        Some(body),
+    )
+    .await
 }
 
 /// A token from `…/registration-token` or `…/remove-token` of a REST runners path.
@@ -87,6 +100,11 @@ impl TestRunner {
         self
     }
 
+    /// The status of opening another session with this credential; `self` is left as it was.
+    async fn new_session_status(&self) -> StatusCode {
+        self.clone().open_session().await.status
+    }
+
     async fn poll(&self, wait_secs: u64) -> Resp {
         let sid = self.session.as_deref().expect("a session");
         proto(
@@ -99,6 +117,18 @@ impl TestRunner {
             None,
         )
         .await
+    }
+
+    /// Starts a poll of up to `wait_secs` on a copy of this runner and gives it 300 ms to start
+    /// waiting; the task yields the answer and how long it took.
+    async fn poll_in_background(&self, wait_secs: u64) -> JoinHandle<(Resp, Duration)> {
+        let runner = self.clone();
+        let waiting = tokio::spawn(async move {
+            let started = Instant::now();
+            (runner.poll(wait_secs).await, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        waiting
     }
 
     /// Polls (up to 5 s) and expects a job message; returns the job object.
@@ -117,6 +147,18 @@ impl TestRunner {
             Some(body),
         )
         .await
+    }
+
+    /// A `renew` event for `job_id`.
+    async fn renew(&self, job_id: u64) -> Resp {
+        self.event(job_id, json!({"event": "renew"})).await
+    }
+
+    /// Takes the next job (see [`TestRunner::take_job`]) and runs it to `conclusion`.
+    async fn run_next(&self, conclusion: &str) -> Value {
+        let job = self.take_job().await;
+        self.run(&job, conclusion).await;
+        job
     }
 
     /// Runs a job as a runner would: started, every step (logs, exit 0), completed.
@@ -155,13 +197,7 @@ async fn register(emu: &Emulator, runners_path: &str, url_path: &str, body: Valu
     let token = runner_token(emu, runners_path, "registration-token").await;
     let mut body = body;
     body["url"] = json!(format!("{}/{url_path}", emu.web_url()));
-    let r = proto(
-        Method::POST,
-        &format!("{}/_runner/register", emu.api_url()),
-        Some(format!("RemoteAuth {token}")),
-        Some(body),
-    )
-    .await;
+    let r = remote_auth(&format!("{}/_runner/register", emu.api_url()), &token, body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
     TestRunner {
         api: emu.api_url(),
@@ -171,18 +207,20 @@ async fn register(emu: &Emulator, runners_path: &str, url_path: &str, body: Valu
     }
 }
 
-async fn org_runner(emu: &Emulator, name: &str, labels: &[&str]) -> TestRunner {
-    register(
-        emu,
-        &org_path(),
-        SEED_ORG,
-        json!({"name": name, "labels": labels}),
-    )
-    .await
-    .session()
-    .await
+/// Registers an organization runner with `body` (see [`register`]) and opens its session.
+async fn org_session(emu: &Emulator, body: Value) -> TestRunner {
+    register(emu, &org_path(), SEED_ORG, body)
+        .await
+        .session()
+        .await
 }
 
+/// An organization runner `name` with `labels`, registered and with a session.
+async fn org_runner(emu: &Emulator, name: &str, labels: &[&str]) -> TestRunner {
+    org_session(emu, json!({"name": name, "labels": labels})).await
+}
+
+/// The REST view of runner `id` under a REST runners path.
 async fn rest_runner(emu: &Emulator, path: &str, id: u64) -> Resp {
     call(
         emu,
@@ -192,6 +230,32 @@ async fn rest_runner(emu: &Emulator, path: &str, id: u64) -> Resp {
         None,
     )
     .await
+}
+
+/// Deletes organization runner `id` through the REST API.
+async fn delete_org_runner(emu: &Emulator, id: u64) -> Resp {
+    call(
+        emu,
+        Method::DELETE,
+        &format!("{}/{id}", org_path()),
+        Some(SEED_PAT),
+        None,
+    )
+    .await
+}
+
+/// Every event received so far.
+fn drain(events: &mut Receiver<JobEvent>) -> Vec<JobEvent> {
+    std::iter::from_fn(|| events.try_recv().ok()).collect()
+}
+
+/// Waits (up to 10 s, looking every 50 ms) until `done` holds; panics with `what` otherwise.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -276,13 +340,7 @@ async fn registration_answers_and_refusals() {
         emu.set_registration_token_ttl(Duration::from_millis(1));
         let short = runner_token(&emu, &org_path(), "registration-token").await;
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let r = proto(
-            Method::POST,
-            &url,
-            Some(format!("RemoteAuth {short}")),
-            Some(json!({"url": org_url, "name": "late"})),
-        )
-        .await;
+        let r = remote_auth(&url, &short, json!({"url": org_url, "name": "late"})).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     })
     .await
@@ -378,14 +436,7 @@ async fn one_job_per_runner_fifo_and_rest_view() {
 
         // Busy: no second job, and REST delete refuses.
         assert_eq!(runner.poll(1).await.status, StatusCode::NO_CONTENT);
-        let del = call(
-            &emu,
-            Method::DELETE,
-            &format!("{}/{}", org_path(), runner.id),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let del = delete_org_runner(&emu, runner.id).await;
         assert_eq!(del.status, StatusCode::UNPROCESSABLE_ENTITY);
 
         runner.run(&job, "failure").await;
@@ -408,28 +459,15 @@ async fn ephemeral_runner_is_deleted_after_its_job() {
     within(async {
         let emu = seed().await;
         let mut events = emu.subscribe();
-        let runner = register(
-            &emu,
-            &org_path(),
-            SEED_ORG,
-            json!({"name": "once", "ephemeral": true}),
-        )
-        .await
-        .session()
-        .await;
+        let runner = org_session(&emu, json!({"name": "once", "ephemeral": true})).await;
         assert!(emu.runner(runner.id).unwrap().ephemeral);
         let id = emu.enqueue_job(JobSpec::new(REPO, "j"));
-        let job = runner.take_job().await;
-        runner.run(&job, "success").await;
+        runner.run_next("success").await;
         assert_eq!(emu.runner(runner.id), None);
         assert_eq!(runner.poll(1).await.status, StatusCode::NOT_FOUND);
-        let mut again = runner.clone();
-        assert_eq!(again.open_session().await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(runner.new_session_status().await, StatusCode::UNAUTHORIZED);
 
-        let mut seen = Vec::new();
-        while let Ok(event) = events.try_recv() {
-            seen.push(event);
-        }
+        let seen = drain(&mut events);
         let kinds: Vec<&str> = seen
             .iter()
             .map(|e| match e {
@@ -536,8 +574,7 @@ async fn idle_sessions_expire_but_polling_ones_do_not() {
         let taken = again.take_job().await;
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(600)).await;
-            let r = again.event(job, json!({"event": "renew"})).await;
-            assert_eq!(r.status, StatusCode::OK);
+            assert_eq!(again.renew(job).await.status, StatusCode::OK);
         }
         assert!(emu.session_live(again.id));
         again.run(&taken, "success").await;
@@ -562,10 +599,7 @@ async fn a_restarted_listener_fails_the_job_it_held() {
         assert_eq!(job.conclusion, Some(Conclusion::Failure));
         assert_eq!(job.log.last().unwrap().step, -2);
         assert!(!emu.runner(runner.id).unwrap().busy);
-        assert_eq!(
-            runner.event(lost, json!({"event": "renew"})).await.status,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(runner.renew(lost).await.status, StatusCode::NOT_FOUND);
         let next = emu.enqueue_job(JobSpec::new(REPO, "next"));
         assert_eq!(runner.take_job().await["id"], next);
     })
@@ -579,13 +613,7 @@ async fn replace_keeps_the_id_and_kills_the_old_process() {
         let old = org_runner(&emu, "box", &["a"]).await;
         let token = runner_token(&emu, &org_path(), "registration-token").await;
         let body = json!({"url": format!("{}/{SEED_ORG}", emu.web_url()), "name": "BOX", "labels": ["b"], "replace": true});
-        let r = proto(
-            Method::POST,
-            &format!("{}/_runner/register", emu.api_url()),
-            Some(format!("RemoteAuth {token}")),
-            Some(body),
-        )
-        .await;
+        let r = remote_auth(&format!("{}/_runner/register", emu.api_url()), &token, body).await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
         assert_eq!(r.json["runner_id"], old.id);
         let credential = r.json["credential"].as_str().unwrap().to_owned();
@@ -595,8 +623,7 @@ async fn replace_keeps_the_id_and_kills_the_old_process() {
         assert!(!emu.runner(old.id).unwrap().online);
 
         assert_eq!(old.poll(0).await.status, StatusCode::NOT_FOUND);
-        let mut stale = old.clone();
-        assert_eq!(stale.open_session().await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(old.new_session_status().await, StatusCode::UNAUTHORIZED);
         let new = TestRunner {
             credential,
             session: None,
@@ -622,15 +649,7 @@ async fn remove_with_a_remove_token() {
         let body = json!({"runner_id": runner.id});
         let send = |token: String, body: Value| {
             let url = url.clone();
-            async move {
-                proto(
-                    Method::POST,
-                    &url,
-                    Some(format!("RemoteAuth {token}")),
-                    Some(body),
-                )
-                .await
-            }
+            async move { remote_auth(&url, &token, body).await }
         };
         assert_eq!(
             send(registration, body.clone()).await.status,
@@ -668,28 +687,15 @@ async fn rest_delete_kills_the_session() {
     within(async {
         let emu = seed().await;
         let runner = org_runner(&emu, "doomed", &[]).await;
-        let waiting = {
-            let runner = runner.clone();
-            tokio::spawn(async move { runner.poll(20).await.status })
-        };
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let waiting = runner.poll_in_background(20).await;
         let started = Instant::now();
-        let del = call(
-            &emu,
-            Method::DELETE,
-            &format!("{}/{}", org_path(), runner.id),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let del = delete_org_runner(&emu, runner.id).await;
         assert_eq!(del.status, StatusCode::NO_CONTENT);
         // The waiting poll learns at once that its session is gone.
-        assert_eq!(waiting.await.unwrap(), StatusCode::NOT_FOUND);
+        assert_eq!(waiting.await.unwrap().0.status, StatusCode::NOT_FOUND);
         assert!(started.elapsed() < Duration::from_secs(5));
-        let mut again = runner.clone();
-        assert_eq!(again.open_session().await.status, StatusCode::UNAUTHORIZED);
-        let r = runner.event(1, json!({"event": "renew"})).await;
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(runner.new_session_status().await, StatusCode::UNAUTHORIZED);
+        assert_eq!(runner.renew(1).await.status, StatusCode::UNAUTHORIZED);
     })
     .await
 }
@@ -699,14 +705,7 @@ async fn long_poll_wakes_when_a_job_arrives() {
     within(async {
         let emu = seed().await;
         let runner = org_runner(&emu, "waiter", &[]).await;
-        let waiting = {
-            let runner = runner.clone();
-            tokio::spawn(async move {
-                let started = Instant::now();
-                (runner.poll(30).await, started.elapsed())
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let waiting = runner.poll_in_background(30).await;
         let id = emu.enqueue_job(JobSpec::new(REPO, "j"));
         let (r, took) = waiting.await.unwrap();
         assert_eq!(r.status, StatusCode::OK);
@@ -744,13 +743,9 @@ async fn messages_knob() {
         assert_eq!(runner.poll(0).await.json["type"], "job");
 
         // A message wakes a waiting poll.
-        let waiting = {
-            let runner = runner.clone();
-            tokio::spawn(async move { runner.poll(30).await })
-        };
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let waiting = runner.poll_in_background(30).await;
         emu.send_runner_message(runner.id, RunnerMessage::RefreshConfig);
-        assert_eq!(waiting.await.unwrap().json["type"], "refresh_config");
+        assert_eq!(waiting.await.unwrap().0.json["type"], "refresh_config");
     })
     .await
 }
@@ -810,8 +805,7 @@ async fn jit_runner_in_githubs_shape_runs_one_job() {
         let rest = rest_runner(&emu, &repo_path(), id).await;
         assert_eq!(rest.json["status"], "online");
         emu.enqueue_job(JobSpec::new(REPO, "j").labels(["hangar"]).step("s", "true"));
-        let job = runner.take_job().await;
-        runner.run(&job, "success").await;
+        runner.run_next("success").await;
         assert_eq!(emu.runner(id), None);
         let rest = rest_runner(&emu, &repo_path(), id).await;
         assert_eq!(rest.status, StatusCode::NOT_FOUND);
@@ -860,10 +854,7 @@ async fn job_events_are_checked() {
             .await;
         assert_eq!(r.status, StatusCode::OK);
         // Completed: no longer this runner's job.
-        assert_eq!(
-            a.event(id, json!({"event": "renew"})).await.status,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(a.renew(id).await.status, StatusCode::NOT_FOUND);
         let log: Vec<(i64, String)> = emu
             .job(id)
             .unwrap()
@@ -898,8 +889,7 @@ async fn cancel_job_queued_and_in_progress() {
         assert_eq!(r.json, json!({"cancel": false}));
         assert!(emu.cancel_job(id));
         assert_eq!(emu.job(id).unwrap().status, JobStatus::InProgress);
-        let r = runner.event(id, json!({"event": "renew"})).await;
-        assert_eq!(r.json, json!({"cancel": true}));
+        assert_eq!(runner.renew(id).await.json, json!({"cancel": true}));
         let r = runner
             .event(
                 id,
@@ -1027,16 +1017,13 @@ async fn workflow_job_webhooks_are_signed_and_shaped_like_githubs() {
                 .labels(["self-hosted", "hangar"])
                 .step("a", "true"),
         );
-        let job = runner.take_job().await;
-        runner.run(&job, "success").await;
+        runner.run_next("success").await;
 
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while got.lock().unwrap().len() < 3
-            || emu.webhook_deliveries().iter().any(|d| d.status.is_none())
-        {
-            assert!(Instant::now() < deadline, "deliveries did not arrive");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until("deliveries did not arrive", || {
+            got.lock().unwrap().len() >= 3
+                && emu.webhook_deliveries().iter().all(|d| d.status.is_some())
+        })
+        .await;
         let received = got.lock().unwrap().clone();
         assert_eq!(received.len(), 3);
         let deliveries = emu.webhook_deliveries();
@@ -1136,16 +1123,12 @@ async fn webhook_to_a_dead_receiver_is_recorded_as_failed() {
         };
         emu.add_webhook(&format!("http://{addr}/hook"), "x");
         emu.enqueue_job(JobSpec::new(REPO, "j"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        until("the failed delivery was not recorded", || {
             let d = emu.webhook_deliveries();
-            if d.len() == 1 && d[0].error.is_some() {
-                assert_eq!(d[0].status, None);
-                break;
-            }
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            d.len() == 1 && d[0].error.is_some()
+        })
+        .await;
+        assert_eq!(emu.webhook_deliveries()[0].status, None);
         // The client of this test still works with the seed PAT: webhooks touch no REST state.
         let r = call_url(
             Method::GET,
@@ -1165,25 +1148,18 @@ async fn an_idle_runner_announces_listening_once_per_idle_period() {
     within(async {
         let emu = seed().await;
         let mut events = emu.subscribe();
-        let runner = register(&emu, &org_path(), SEED_ORG, json!({"name": "listener"}))
-            .await
-            .session()
-            .await;
-        let listening = |events: &mut tokio::sync::broadcast::Receiver<JobEvent>| {
-            let mut n = 0;
-            while let Ok(e) = events.try_recv() {
-                if matches!(e, JobEvent::RunnerListening { runner_id, .. } if runner_id == runner.id) {
-                    n += 1;
-                }
-            }
-            n
+        let runner = org_session(&emu, json!({"name": "listener"})).await;
+        let listening = |events: &mut Receiver<JobEvent>| {
+            drain(events)
+                .iter()
+                .filter(|e| matches!(e, JobEvent::RunnerListening { runner_id, .. } if *runner_id == runner.id))
+                .count()
         };
         assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
         assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
         assert_eq!(listening(&mut events), 1, "once after the session opens");
         emu.enqueue_job(JobSpec::new(REPO, "j"));
-        let job = runner.take_job().await;
-        runner.run(&job, "success").await;
+        runner.run_next("success").await;
         assert_eq!(listening(&mut events), 0, "not while busy");
         assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
         assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);

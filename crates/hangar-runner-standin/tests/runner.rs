@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use hangar_emulator::{Conclusion, JobSpec, JobStatus, RunnerMessage};
+use hangar_emulator::{Conclusion, Emulator, JobSpec, JobStatus, JobView, RunnerMessage};
 use nix::sys::signal::Signal;
 use support::*;
 
@@ -32,11 +32,11 @@ async fn configure_run_and_a_successful_job() {
         assert_eq!(settings["serverUrl"], format!("{}/api/v3", emu.api_url()));
         assert_eq!(settings["disableUpdate"], true);
 
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
+        let mut run = root.listen(&[]).await;
         assert!(emu.session_live(id));
         assert_eq!(emu.session_disables_update(id), Some(true));
-        let job = emu.enqueue_job(
+        let view = run_job(
+            &emu,
             JobSpec::new(&repo_full(), "build")
                 .labels(["self-hosted", "hangar"])
                 .step("hello", "echo hello; pwd")
@@ -45,8 +45,8 @@ async fn configure_run_and_a_successful_job() {
                     "echo \"$CI $GITHUB_ACTIONS $GITHUB_REPOSITORY $RUNNER_OS $RUNNER_NAME $GITHUB_JOB\"; echo to-stderr >&2",
                 )
                 .step("temp", "echo \"$RUNNER_TEMP\"; touch \"$RUNNER_TEMP/scratch\"; touch kept"),
-        );
-        let view = finished(&emu, job).await;
+        )
+        .await;
         assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
         for s in &view.steps {
             assert_eq!(s.conclusion, Some(Conclusion::Success));
@@ -76,8 +76,7 @@ async fn configure_run_and_a_successful_job() {
         assert!(run.stdout().contains("hello"));
         // Non-ephemeral: still listening; SIGTERM while idle takes it offline with 0.
         assert!(emu.session_live(id));
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
+        run.stop().await;
         assert!(!emu.session_live(id));
         assert!(!emu.runner(id).unwrap().online);
     })
@@ -89,16 +88,15 @@ async fn a_failing_step_fails_the_job_and_skips_the_rest() {
     within(async {
         let emu = seed().await;
         let root = Root::new("fail");
-        root.configure(&emu, "r-fail", &[]).await;
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
-        let job = emu.enqueue_job(
+        let mut run = root.configure_and_listen(&emu, "r-fail", &[], &[]).await;
+        let view = run_job(
+            &emu,
             JobSpec::new(&repo_full(), "test")
                 .step("ok", "echo one")
                 .step("boom", "echo two; exit 3")
                 .step("never", "echo never"),
-        );
-        let view = finished(&emu, job).await;
+        )
+        .await;
         assert_eq!(view.conclusion, Some(Conclusion::Failure));
         assert_eq!(view.steps[0].conclusion, Some(Conclusion::Success));
         assert_eq!(view.steps[1].conclusion, Some(Conclusion::Failure));
@@ -106,8 +104,11 @@ async fn a_failing_step_fails_the_job_and_skips_the_rest() {
         assert_eq!(view.steps[2].conclusion, Some(Conclusion::Skipped));
         assert!(!view.log.iter().any(|l| l.text == "never"));
         // pipefail: a failure inside a pipeline fails the step.
-        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "pipe").step("p", "false | cat"));
-        let view = finished(&emu, job).await;
+        let view = run_job(
+            &emu,
+            JobSpec::new(&repo_full(), "pipe").step("p", "false | cat"),
+        )
+        .await;
         assert_eq!(view.conclusion, Some(Conclusion::Failure));
         run.wait_for("Job test completed with result: Failed").await;
         run.signal(Signal::SIGINT);
@@ -121,9 +122,7 @@ async fn a_job_with_labels_the_runner_lacks_never_runs() {
     within(async {
         let emu = seed().await;
         let root = Root::new("labels");
-        root.configure(&emu, "r-labels", &[]).await;
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
+        let mut run = root.configure_and_listen(&emu, "r-labels", &[], &[]).await;
         let job = emu.enqueue_job(
             JobSpec::new(&repo_full(), "gpu-job")
                 .labels(["self-hosted", "gpu"])
@@ -132,16 +131,24 @@ async fn a_job_with_labels_the_runner_lacks_never_runs() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(emu.job(job).unwrap().status, JobStatus::Queued);
         assert!(!run.stdout().contains("Running job"));
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
+        run.stop().await;
     })
     .await;
 }
 
+/// Writes a hook script `name` into the runner root; returns its path.
 fn write_hook(root: &Root, name: &str, body: &str) -> String {
     let path = root.path(name);
     std::fs::write(&path, body).unwrap();
     path.display().to_string()
+}
+
+/// Starts the runner, runs the one-step job `name` (`script`) to its end and stops the runner.
+async fn run_one_job(root: &Root, emu: &Emulator, name: &str, script: &str) -> JobView {
+    let mut run = root.listen(&[]).await;
+    let view = run_job(emu, one_step(name, script)).await;
+    run.stop().await;
+    view
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,10 +165,7 @@ async fn hooks_run_with_the_job_environment_and_a_failing_hook_fails_the_job() {
         let completed = write_hook(&root, "completed.sh", "echo \"completed $GITHUB_JOB\"\n");
         root.set("ACTIONS_RUNNER_HOOK_JOB_STARTED", &started);
         root.set("ACTIONS_RUNNER_HOOK_JOB_COMPLETED", &completed);
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
-        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "hooked").step("s", "echo step"));
-        let view = finished(&emu, job).await;
+        let view = run_one_job(&root, &emu, "hooked", "echo step").await;
         assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
         let workspace = root.path(&format!("_work/{0}/{0}", hangar_emulator::SEED_REPO));
         assert_eq!(
@@ -173,15 +177,10 @@ async fn hooks_run_with_the_job_environment_and_a_failing_hook_fails_the_job() {
             )]
         );
         assert_eq!(log_of(&view, -2), vec!["completed hooked".to_string()]);
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
 
         // `bash -e`: the first failing command fails the hook, and the job with it.
         write_hook(&root, "started.sh", "false\necho not-reached\n");
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
-        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "hook-fails").step("s", "echo step"));
-        let view = finished(&emu, job).await;
+        let view = run_one_job(&root, &emu, "hook-fails", "echo step").await;
         assert_eq!(view.conclusion, Some(Conclusion::Failure));
         assert_eq!(view.steps[0].conclusion, Some(Conclusion::Skipped));
         assert!(
@@ -191,20 +190,13 @@ async fn hooks_run_with_the_job_environment_and_a_failing_hook_fails_the_job() {
                 .any(|l| l.text == "not-reached" || l.text == "step")
         );
         assert_eq!(log_of(&view, -2), vec!["completed hook-fails".to_string()]);
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
 
         // A failing completed hook fails a job whose steps succeeded.
         write_hook(&root, "started.sh", "true\n");
         write_hook(&root, "completed.sh", "exit 4\n");
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
-        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "post-fails").step("s", "true"));
-        let view = finished(&emu, job).await;
+        let view = run_one_job(&root, &emu, "post-fails", "true").await;
         assert_eq!(view.conclusion, Some(Conclusion::Failure));
         assert_eq!(view.steps[0].conclusion, Some(Conclusion::Success));
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
     })
     .await;
 }
@@ -217,8 +209,7 @@ async fn sigterm_while_busy_cancels_the_job_and_exits_0() {
         root.configure(&emu, "r-busy", &[]).await;
         let completed = write_hook(&root, "completed.sh", "echo cleanup\n");
         root.set("ACTIONS_RUNNER_HOOK_JOB_COMPLETED", &completed);
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
+        let mut run = root.listen(&[]).await;
         let id = runner_id(&emu, "r-busy");
         // The step ignores SIGINT, so cancellation has to escalate to SIGTERM.
         let job = emu.enqueue_job(
@@ -232,8 +223,7 @@ async fn sigterm_while_busy_cancels_the_job_and_exits_0() {
         run.wait_for("begin").await;
         assert!(emu.runner(id).unwrap().busy);
         let started = std::time::Instant::now();
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
+        run.stop().await;
         // Grace is 500 ms per signal here.
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -261,19 +251,16 @@ async fn a_second_signal_skips_the_grace() {
         let emu = seed().await;
         let mut root = Root::new("hurry");
         root.set("HANGAR_STANDIN_CANCEL_GRACE_MS", "20000");
-        root.configure(&emu, "r-hurry", &[]).await;
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
-        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "stubborn").step(
-            "s",
+        let mut run = root.configure_and_listen(&emu, "r-hurry", &[], &[]).await;
+        let job = emu.enqueue_job(one_step(
+            "stubborn",
             "trap '' INT TERM; echo begin; while true; do sleep 0.1; done",
         ));
         run.wait_for("begin").await;
         let started = std::time::Instant::now();
         run.signal(Signal::SIGTERM);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
+        run.stop().await;
         assert!(
             started.elapsed() < Duration::from_secs(8),
             "{:?}",
@@ -293,22 +280,14 @@ async fn a_server_side_cancel_cancels_the_job_and_the_runner_keeps_listening() {
         let emu = seed().await;
         let mut root = Root::new("srvcancel");
         root.set("HANGAR_STANDIN_RENEW_SECS", "1");
-        root.configure(&emu, "r-cancel", &[]).await;
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
-        let job = emu
-            .enqueue_job(JobSpec::new(&repo_full(), "to-cancel").step("s", "echo begin; sleep 60"));
+        let mut run = root.configure_and_listen(&emu, "r-cancel", &[], &[]).await;
+        let job = emu.enqueue_job(one_step("to-cancel", "echo begin; sleep 60"));
         run.wait_for("begin").await;
         assert!(emu.cancel_job(job));
         let view = finished(&emu, job).await;
         assert_eq!(view.conclusion, Some(Conclusion::Cancelled));
-        let job2 = emu.enqueue_job(JobSpec::new(&repo_full(), "next").step("s", "echo ok"));
-        assert_eq!(
-            finished(&emu, job2).await.conclusion,
-            Some(Conclusion::Success)
-        );
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
+        assert_succeeds(&emu, one_step("next", "echo ok")).await;
+        run.stop().await;
     })
     .await;
 }
@@ -318,11 +297,11 @@ async fn an_ephemeral_runner_exits_0_after_one_job() {
     within(async {
         let emu = seed().await;
         let root = Root::new("ephemeral");
-        root.configure(&emu, "r-eph", &["--ephemeral"]).await;
+        let mut run = root
+            .configure_and_listen(&emu, "r-eph", &["--ephemeral"], &[])
+            .await;
         let id = runner_id(&emu, "r-eph");
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
-        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "once").step("s", "echo hi"));
+        let job = emu.enqueue_job(one_step("once", "echo hi"));
         assert_eq!(run.exit_code().await, 0, "{}", run.stderr());
         assert_eq!(emu.job(job).unwrap().conclusion, Some(Conclusion::Success));
         // GitHub deletes an ephemeral runner after its job; the local files go too.
@@ -338,11 +317,11 @@ async fn once_exits_0_after_one_job_and_stays_registered() {
     within(async {
         let emu = seed().await;
         let root = Root::new("once");
-        root.configure(&emu, "r-once", &[]).await;
+        let mut run = root
+            .configure_and_listen(&emu, "r-once", &[], &["--once"])
+            .await;
         let id = runner_id(&emu, "r-once");
-        let mut run = root.spawn(&["--once"]);
-        run.wait_for("Listening for Jobs").await;
-        emu.enqueue_job(JobSpec::new(&repo_full(), "one").step("s", "true"));
+        emu.enqueue_job(one_step("one", "true"));
         assert_eq!(run.exit_code().await, 0);
         assert!(emu.runner(id).is_some());
         assert!(!emu.session_live(id));
@@ -357,8 +336,7 @@ async fn a_jit_runner_runs_one_job() {
         let emu = seed().await;
         let root = Root::new("jit");
         let (id, blob) = jit_config(&emu, "r-jit", &["hangar"]).await;
-        let mut run = root.spawn(&["--jitconfig", &blob]);
-        run.wait_for("Listening for Jobs").await;
+        let mut run = root.listen(&["--jitconfig", &blob]).await;
         assert!(emu.session_live(id));
         let job = emu.enqueue_job(
             JobSpec::new(&repo_full(), "jit-job")
@@ -382,8 +360,7 @@ async fn a_jit_config_from_the_environment_never_reaches_a_step() {
         let (_, blob) = jit_config(&emu, "r-jitenv", &["hangar"]).await;
         root.set("ACTIONS_RUNNER_INPUT_JITCONFIG", &blob);
         root.set("ACTIONS_RUNNER_INPUT_TOKEN", "marker-token-value");
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
+        let mut run = root.listen(&[]).await;
         let job = emu.enqueue_job(
             JobSpec::new(&repo_full(), "printenv")
                 .labels(["hangar"])
@@ -428,12 +405,12 @@ async fn configure_from_environment_inputs_hides_the_token_from_steps() {
                 .contains(&"extra".to_string())
         );
 
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
-        let job = emu.enqueue_job(
+        let mut run = root.listen(&[]).await;
+        let view = run_job(
+            &emu,
             JobSpec::new(&repo_full(), "printenv").step("env", "env; echo \"ci=$CI\""),
-        );
-        let view = finished(&emu, job).await;
+        )
+        .await;
         let log = log_of(&view, 0);
         assert!(log.contains(&"ci=true".to_string()), "{log:?}");
         assert!(
@@ -441,8 +418,7 @@ async fn configure_from_environment_inputs_hides_the_token_from_steps() {
                 .any(|l| l.contains("ACTIONS_RUNNER_INPUT") || l.contains(&token)),
             "{log:?}"
         );
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
+        run.stop().await;
         assert!(!run.stdout().contains(&token));
     })
     .await;
@@ -453,17 +429,18 @@ async fn exit_5_when_another_listener_holds_the_session() {
     within(async {
         let emu = seed().await;
         let root = Root::new("conflict");
-        root.configure(&emu, "r-conflict", &[]).await;
-        let mut first = root.spawn(&[]);
-        first.wait_for("Listening for Jobs").await;
+        let mut first = root
+            .configure_and_listen(&emu, "r-conflict", &[], &[])
+            .await;
         let mut second = root.spawn(&[]);
         assert_eq!(second.exit_code().await, 5, "{}", second.stderr());
-        first.signal(Signal::SIGTERM);
-        assert_eq!(first.exit_code().await, 0);
+        first.stop().await;
     })
     .await;
 }
 
+/// The exit code of a listening runner (configured with `configure`, run with `run_args`, and
+/// `env` set) that is sent `message`; asserts that its session ends.
 async fn exit_code_for(
     message: RunnerMessage,
     configure: &[&str],
@@ -475,10 +452,10 @@ async fn exit_code_for(
     for (k, v) in env {
         root.set(k, *v);
     }
-    root.configure(&emu, "r-msg", configure).await;
+    let mut run = root
+        .configure_and_listen(&emu, "r-msg", configure, run_args)
+        .await;
     let id = runner_id(&emu, "r-msg");
-    let mut run = root.spawn(run_args);
-    run.wait_for("Listening for Jobs").await;
     assert!(emu.send_runner_message(id, message));
     let code = run.exit_code().await;
     assert!(!emu.session_live(id));
@@ -520,10 +497,10 @@ async fn an_update_is_ignored_when_updates_are_disabled() {
     within(async {
         let emu = seed().await;
         let root = Root::new("noupdate");
-        root.configure(&emu, "r-noupd", &["--disableupdate"]).await;
+        let mut run = root
+            .configure_and_listen(&emu, "r-noupd", &["--disableupdate"], &[])
+            .await;
         let id = runner_id(&emu, "r-noupd");
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
         // The emulator does not deliver an update to a session that disabled updates; either
         // way the runner must keep running jobs.
         emu.send_runner_message(
@@ -532,14 +509,9 @@ async fn an_update_is_ignored_when_updates_are_disabled() {
                 target_version: "2.400.0".into(),
             },
         );
-        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "after-update").step("s", "true"));
-        assert_eq!(
-            finished(&emu, job).await.conclusion,
-            Some(Conclusion::Success)
-        );
+        assert_succeeds(&emu, one_step("after-update", "true")).await;
         assert!(run.child.try_wait().unwrap().is_none());
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
+        run.stop().await;
     })
     .await;
 }
@@ -549,9 +521,7 @@ async fn exit_2_when_the_server_goes_away() {
     within(async {
         let emu = seed().await;
         let root = Root::new("gone");
-        root.configure(&emu, "r-gone", &[]).await;
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
+        let mut run = root.configure_and_listen(&emu, "r-gone", &[], &[]).await;
         emu.shutdown().await;
         assert_eq!(run.exit_code().await, 2, "{}", run.stderr());
     })
@@ -565,8 +535,7 @@ async fn exit_0_when_the_runner_is_deleted_server_side() {
         let root = Root::new("deleted");
         root.configure(&emu, "r-del", &[]).await;
         let id = runner_id(&emu, "r-del");
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
+        let mut run = root.listen(&[]).await;
         assert!(emu.remove_runner(id));
         assert_eq!(run.exit_code().await, 0, "{}", run.stderr());
         assert!(run.stderr().contains("deleted"), "{}", run.stderr());
@@ -589,17 +558,7 @@ async fn not_configured_and_already_configured_exit_1() {
         let token = registration_token(&emu).await;
         let url = repo_url(&emu);
         let out = root
-            .output(&[
-                "configure",
-                "--unattended",
-                "--url",
-                &url,
-                "--token",
-                &token,
-                "--name",
-                "r-states",
-                "--replace",
-            ])
+            .output(&configure_args(&url, &token, "r-states", &["--replace"]))
             .await;
         assert_eq!(out.code, 1);
         assert!(out.stderr.contains("already configured"), "{out:?}");
@@ -619,16 +578,7 @@ async fn configure_refusals_and_replace() {
         // Same name without --replace: refused, nothing written.
         let second = Root::new("replace-b");
         let token = registration_token(&emu).await;
-        let args = [
-            "configure",
-            "--unattended",
-            "--url",
-            &url,
-            "--token",
-            &token,
-            "--name",
-            "r-same",
-        ];
+        let args = configure_args(&url, &token, "r-same", &[]);
         let out = second.output(&args).await;
         assert_eq!(out.code, 1, "{out:?}");
         assert!(
@@ -651,33 +601,18 @@ async fn configure_refusals_and_replace() {
 
         // A bad token and an unknown runner group.
         let out = Root::new("badtoken")
-            .output(&[
-                "configure",
-                "--unattended",
-                "--url",
-                &url,
-                "--token",
-                "NOPE",
-                "--name",
-                "x",
-            ])
+            .output(&configure_args(&url, "NOPE", "x", &[]))
             .await;
         assert_eq!(out.code, 1);
         assert!(!out.stdout.contains("Connected to GitHub"), "{out:?}");
         let token = registration_token(&emu).await;
         let out = Root::new("badgroup")
-            .output(&[
-                "configure",
-                "--unattended",
-                "--url",
+            .output(&configure_args(
                 &url,
-                "--token",
                 &token,
-                "--name",
                 "y",
-                "--runnergroup",
-                "nope",
-            ])
+                &["--runnergroup", "nope"],
+            ))
             .await;
         assert_eq!(out.code, 1);
         assert!(out.stderr.contains("nope"), "{out:?}");
@@ -747,16 +682,10 @@ async fn transient_server_errors_are_retried_within_the_budget() {
         let emu = seed().await;
         let mut root = Root::new("blips");
         root.set("HANGAR_STANDIN_RETRY_SECS", "5");
-        root.configure(&emu, "r-blips", &[]).await;
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
+        let mut run = root.configure_and_listen(&emu, "r-blips", &[], &[]).await;
         // A few 502s (polls and job events alike) cost nothing.
         emu.fail_runner_protocol_next(3, 502);
-        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "blip").step("s", "echo ok"));
-        assert_eq!(
-            finished(&emu, job).await.conclusion,
-            Some(Conclusion::Success)
-        );
+        assert_succeeds(&emu, one_step("blip", "echo ok")).await;
         // Failures past the budget: exit 2.
         emu.fail_runner_protocol_next(10_000, 500);
         assert_eq!(run.exit_code().await, 2, "{}", run.stderr());
@@ -773,21 +702,15 @@ async fn an_expired_session_is_reopened() {
         root.configure(&emu, "r-expiry", &[]).await;
         let id = runner_id(&emu, "r-expiry");
         emu.set_session_timeout(Duration::from_secs(1));
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
+        let mut run = root.listen(&[]).await;
         // Frozen for longer than the session timeout (as a suspended machine would be).
         run.signal(Signal::SIGSTOP);
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert!(!emu.session_live(id));
         run.signal(Signal::SIGCONT);
-        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "after-expiry").step("s", "true"));
-        assert_eq!(
-            finished(&emu, job).await.conclusion,
-            Some(Conclusion::Success)
-        );
+        assert_succeeds(&emu, one_step("after-expiry", "true")).await;
         assert_eq!(emu.sessions_created(id), 2);
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
+        run.stop().await;
     })
     .await;
 }
@@ -802,12 +725,12 @@ async fn renewals_keep_a_long_job_alive_and_dotenv_is_loaded() {
         std::fs::write(root.path(".env"), "FROM_DOTENV=yes\nLANG=C.UTF-8\n").unwrap();
         let id = runner_id(&emu, "r-renew");
         emu.set_session_timeout(Duration::from_secs(2));
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
-        let job = emu.enqueue_job(
-            JobSpec::new(&repo_full(), "slow").step("s", "sleep 5; echo \"dotenv=$FROM_DOTENV\""),
-        );
-        let view = finished(&emu, job).await;
+        let mut run = root.listen(&[]).await;
+        let view = run_job(
+            &emu,
+            one_step("slow", "sleep 5; echo \"dotenv=$FROM_DOTENV\""),
+        )
+        .await;
         assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
         assert_eq!(log_of(&view, 0), vec!["dotenv=yes".to_string()]);
         assert!(emu.session_live(id));
@@ -819,8 +742,7 @@ async fn renewals_keep_a_long_job_alive_and_dotenv_is_loaded() {
             .count();
         // started, step_started, log, step_completed, completed, and renewals besides.
         assert!(renewals >= 8, "{renewals} events");
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
+        run.stop().await;
     })
     .await;
 }
@@ -837,16 +759,7 @@ async fn the_root_is_the_folder_above_a_symlinked_bin() {
         let url = repo_url(&emu);
         let mut cmd = root.command_at(
             &root.path("bin/Runner.Listener"),
-            &[
-                "configure",
-                "--unattended",
-                "--url",
-                &url,
-                "--token",
-                &token,
-                "--name",
-                "r-link",
-            ],
+            &configure_args(&url, &token, "r-link", &[]),
         );
         // A relative argv0 is resolved against the working directory, the symlink kept.
         cmd.arg0("./bin/Runner.Listener");
@@ -862,21 +775,21 @@ async fn background_processes_do_not_outlive_their_job() {
     within(async {
         let emu = seed().await;
         let root = Root::new("orphans");
-        root.configure(&emu, "r-orphans", &[]).await;
-        let mut run = root.spawn(&[]);
-        run.wait_for("Listening for Jobs").await;
+        let mut run = root.configure_and_listen(&emu, "r-orphans", &[], &[]).await;
         let marker = root.path("orphan-alive");
-        let job = emu.enqueue_job(JobSpec::new(&repo_full(), "bg").step(
-            "s",
-            &format!("(sleep 3; touch '{}') & echo started-bg", marker.display()),
-        ));
-        let view = finished(&emu, job).await;
+        let view = run_job(
+            &emu,
+            one_step(
+                "bg",
+                &format!("(sleep 3; touch '{}') & echo started-bg", marker.display()),
+            ),
+        )
+        .await;
         assert_eq!(view.conclusion, Some(Conclusion::Success));
         run.wait_for("Cleaning up orphan processes").await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert!(!marker.exists(), "the background process survived the job");
-        run.signal(Signal::SIGTERM);
-        assert_eq!(run.exit_code().await, 0);
+        run.stop().await;
     })
     .await;
 }

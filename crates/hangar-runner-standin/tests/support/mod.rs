@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hangar_emulator::{Emulator, JobView, SEED_ORG, SEED_PAT, SEED_REPO, Scope, World};
+use hangar_emulator::{
+    Conclusion, Emulator, JobSpec, JobView, SEED_ORG, SEED_PAT, SEED_REPO, Scope, World,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -58,26 +60,46 @@ async fn rest(emu: &Emulator, path: &str, body: Value) -> Value {
     resp.json().await.expect("JSON")
 }
 
-/// A registration token for the seed repository.
-pub async fn registration_token(emu: &Emulator) -> String {
+/// A `kind` token (`registration-token` or `remove-token`) for the seed repository.
+async fn runner_token(emu: &Emulator, kind: &str) -> String {
     let v = rest(
         emu,
-        &format!("/repos/{SEED_ORG}/{SEED_REPO}/actions/runners/registration-token"),
+        &format!("/repos/{SEED_ORG}/{SEED_REPO}/actions/runners/{kind}"),
         json!({}),
     )
     .await;
     v["token"].as_str().expect("token").to_string()
 }
 
+/// A registration token for the seed repository.
+pub async fn registration_token(emu: &Emulator) -> String {
+    runner_token(emu, "registration-token").await
+}
+
 /// A remove token for the seed repository.
 pub async fn remove_token(emu: &Emulator) -> String {
-    let v = rest(
-        emu,
-        &format!("/repos/{SEED_ORG}/{SEED_REPO}/actions/runners/remove-token"),
-        json!({}),
-    )
-    .await;
-    v["token"].as_str().expect("token").to_string()
+    runner_token(emu, "remove-token").await
+}
+
+/// The arguments of `configure --unattended --url <url> --token <token> --name <name>`, then `extra`.
+pub fn configure_args<'a>(
+    url: &'a str,
+    token: &'a str,
+    name: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "configure",
+        "--unattended",
+        "--url",
+        url,
+        "--token",
+        token,
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// A JIT config for a new runner `name` of the seed repository: (runner id, encoded config).
@@ -111,6 +133,23 @@ pub async fn finished(emu: &Emulator, id: u64) -> JobView {
     emu.wait_for_job(id, Duration::from_secs(60))
         .await
         .unwrap_or_else(|| panic!("job {id} did not complete: {:?}", emu.job(id)))
+}
+
+/// A job of the seed repository named `name` with one step `s` that runs `script`.
+pub fn one_step(name: &str, script: &str) -> JobSpec {
+    JobSpec::new(&repo_full(), name).step("s", script)
+}
+
+/// Enqueues `spec` and waits for the job to complete.
+pub async fn run_job(emu: &Emulator, spec: JobSpec) -> JobView {
+    let id = emu.enqueue_job(spec);
+    finished(emu, id).await
+}
+
+/// Runs `spec` (see [`run_job`]) and asserts that the job succeeded.
+pub async fn assert_succeeds(emu: &Emulator, spec: JobSpec) {
+    let view = run_job(emu, spec).await;
+    assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
 }
 
 /// The log lines of `step` of a job.
@@ -219,22 +258,31 @@ impl Root {
     pub async fn configure(&self, emu: &Emulator, name: &str, extra: &[&str]) -> Output {
         let token = registration_token(emu).await;
         let url = repo_url(emu);
-        let mut args = vec![
-            "configure",
-            "--unattended",
-            "--url",
-            &url,
-            "--token",
-            &token,
-            "--name",
-            name,
-            "--labels",
-            "hangar",
-        ];
-        args.extend_from_slice(extra);
-        let out = self.output(&args).await;
+        let extra = [&["--labels", "hangar"][..], extra].concat();
+        let out = self
+            .output(&configure_args(&url, &token, name, &extra))
+            .await;
         assert_eq!(out.code, 0, "configure failed: {out:?}");
         out
+    }
+
+    /// Starts `run` (plus `args`) and waits until it is listening for jobs.
+    pub async fn listen(&self, args: &[&str]) -> Running {
+        let run = self.spawn(args);
+        run.wait_for("Listening for Jobs").await;
+        run
+    }
+
+    /// [`Root::configure`] as `name` (plus `extra`), then [`Root::listen`] with `run_args`.
+    pub async fn configure_and_listen(
+        &self,
+        emu: &Emulator,
+        name: &str,
+        extra: &[&str],
+        run_args: &[&str],
+    ) -> Running {
+        self.configure(emu, name, extra).await;
+        self.listen(run_args).await
     }
 
     /// Starts `run` (plus `args`) in the background.
@@ -314,6 +362,12 @@ impl Running {
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32);
         nix::sys::signal::kill(pid, sig).expect("kill");
+    }
+
+    /// Sends SIGTERM and asserts that the runner exits with 0.
+    pub async fn stop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(self.exit_code().await, 0, "{}", self.stderr());
     }
 
     /// Waits (up to 40 s) for the exit code.
