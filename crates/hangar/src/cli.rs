@@ -12,8 +12,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::agent::{self, AgentArgs, hooks::HookKind};
-use crate::commands::{self, Connection, doctor, token};
+use crate::commands::{self, Connection, doctor, logs, status, token};
 use crate::credentials::{AuthMode, CredentialError};
+use crate::deployment::DeploymentArgs;
 use crate::github::{self, GitHubConfig, JitRequest, Scope, ScopeError};
 use crate::logging::{self, LogFormat};
 
@@ -101,6 +102,29 @@ enum Command {
         action: Option<AgentAction>,
         #[command(flatten)]
         args: Box<AgentArgs>,
+    },
+    /// GitHub runners and ECS services side by side, per repository or for the org; flags
+    /// offline registrations and tasks with no runner.
+    Status {
+        #[command(flatten)]
+        deployment: DeploymentArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+    /// The runners' CloudWatch logs: a repository's runner, the org runner, or all.
+    Logs {
+        #[command(flatten)]
+        deployment: DeploymentArgs,
+        /// Keep printing new events until Ctrl-C.
+        #[arg(long, short)]
+        follow: bool,
+        /// How far back to start, e.g. 30m, 2h.
+        #[arg(long, default_value = "10m", value_parser = agent::config::parse_duration)]
+        since: std::time::Duration,
+        /// A CloudWatch Logs filter pattern, e.g. '"job completed"' or '{ $.level = "ERROR" }'.
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// Mint a runner registration token, remove token or JIT configuration and print it as JSON.
     Token {
@@ -269,6 +293,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(e.exit_code()))
                 }
             }
+        }
+        Command::Status { deployment, output } => {
+            let report = status::run(&connection, &deployment).await?;
+            match output {
+                OutputFormat::Text => print!("{}", status::render_text(&report)),
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs {
+            deployment,
+            follow,
+            since,
+            filter,
+        } => {
+            let request = logs::LogsRequest {
+                deployment,
+                since,
+                filter,
+                follow,
+                poll: std::time::Duration::from_millis(
+                    std::env::var("HANGAR_LOGS_POLL_MS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(2000),
+                ),
+            };
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            logs::run(&request, |e| println!("{}", logs::format_event(e)), stop).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Token { kind } => {
             let (scope_args, request) = match kind {

@@ -6,5 +6,6 @@ pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod credentials;
+pub mod deployment;
 pub mod github;
 pub mod logging;

@@ -3,6 +3,8 @@
 
 pub mod dev;
 pub mod doctor;
+pub mod logs;
+pub mod status;
 pub mod token;
 
 use std::collections::HashMap;

@@ -123,3 +123,55 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+impl Moto {
+    /// A subnet and a security group of moto's default VPC (their ids change on every start),
+    /// read with plain EC2 Query calls so the tests need no EC2 SDK.
+    pub async fn default_network(&self) -> (String, String) {
+        (
+            self.ec2_first("DescribeSubnets", "subnetId").await,
+            self.ec2_first("DescribeSecurityGroups", "groupId").await,
+        )
+    }
+
+    async fn ec2_first(&self, action: &str, element: &str) -> String {
+        let body = reqwest::Client::new()
+            .post(&self.url)
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("Action={action}&Version=2016-11-15"))
+            .send()
+            .await
+            .expect("EC2 query")
+            .text()
+            .await
+            .unwrap();
+        let open = format!("<{element}>");
+        let start = body
+            .find(&open)
+            .unwrap_or_else(|| panic!("no {element} in {body}"))
+            + open.len();
+        let end = body[start..].find('<').unwrap() + start;
+        body[start..end].to_string()
+    }
+
+    /// Tasks stay where they are instead of moving one state on at every DescribeTasks.
+    pub async fn hold_task_states(&self) {
+        let answer = reqwest::Client::new()
+            .post(format!(
+                "{}/moto-api/state-manager/set-transition",
+                self.url
+            ))
+            .json(&serde_json::json!({
+                "model_name": "ecs::task",
+                "transition": {"progression": "manual", "times": 1_000_000}
+            }))
+            .send()
+            .await
+            .expect("set-transition");
+        assert!(answer.status().is_success());
+    }
+}
