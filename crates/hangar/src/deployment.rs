@@ -67,7 +67,8 @@ fn pool(runner_type: &'static str, key: &str, scope: Scope) -> Pool {
         runner_type,
         key: key.to_string(),
         scope,
-        service: format!("{SERVICE_PREFIX}{runner_type}-{key}"),
+        // ECS service names take no '.', which repository names may have.
+        service: format!("{SERVICE_PREFIX}{runner_type}-{}", key.replace('.', "-")),
         log_group: format!("{LOG_GROUP_PREFIX}{runner_type}-{key}"),
     }
 }
@@ -146,6 +147,14 @@ mod tests {
         );
         assert_eq!(pools[2].scope, Scope::org("your-organization").unwrap());
         assert_eq!(args(RunnerType::Org, &["x"]).pools().unwrap().len(), 1);
+        let dotted = args(RunnerType::Standalone, &["site.github.io"])
+            .pools()
+            .unwrap();
+        assert_eq!(dotted[0].service, "github-runner-standalone-site-github-io");
+        assert_eq!(
+            dotted[0].log_group,
+            "awslogs-github-runner-standalone-site.github.io"
+        );
         assert!(args(RunnerType::Standalone, &["bad name"]).pools().is_err());
     }
 }
