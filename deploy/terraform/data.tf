@@ -1,0 +1,15 @@
+data "aws_partition" "current" {}
+
+data "aws_caller_identity" "current" {}
+
+# The existing cluster the services run in (also checks at plan time that it exists).
+data "aws_ecs_cluster" "this" {
+  cluster_name = var.ecs_cluster_name
+}
+
+# The AWS managed key of Parameter Store, when no kms_key_arn is given.
+data "aws_kms_alias" "ssm" {
+  count = var.kms_key_arn == null ? 1 : 0
+
+  name = "alias/aws/ssm"
+}

@@ -1,0 +1,197 @@
+################################################################################
+# Trust: both roles are assumed by ECS tasks only.
+################################################################################
+
+# The execution role trusts ECS tasks with no condition, as AWS documents it: ECS assumes it
+# before the task exists, and a role cannot be passed to ECS from another account anyway.
+data "aws_iam_policy_document" "execution_assume" {
+  statement {
+    sid     = "EcsTasks"
+    effect  = "Allow"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+# The task role only for tasks of this account (AWS's confused-deputy conditions for task roles).
+data "aws_iam_policy_document" "task_assume" {
+  statement {
+    sid     = "EcsTasksOfThisAccount"
+    effect  = "Allow"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:${local.partition}:ecs:${var.aws_region}:${local.account_id}:*"]
+    }
+  }
+}
+
+################################################################################
+# Execution role: used by ECS (not by the container) to start a task: resolve the credential
+# `secrets` from Parameter Store and create the task's log stream.
+################################################################################
+
+resource "aws_iam_role" "execution" {
+  name_prefix          = "github-runner-${var.runner_type}-exec-"
+  description          = "ECS task execution role of the Hangar ${var.runner_type} GitHub runners: reads their credentials from SSM and writes their logs."
+  assume_role_policy   = data.aws_iam_policy_document.execution_assume.json
+  permissions_boundary = var.iam_role_permissions_boundary
+}
+
+data "aws_iam_policy_document" "execution" {
+  # Exactly the parameters this mode injects: <prefix>/pat (standalone), or <prefix>/client-id,
+  # <prefix>/installation-id and <prefix>/private-key (org).
+  statement {
+    sid       = "ReadRunnerCredentials"
+    effect    = "Allow"
+    actions   = ["ssm:GetParameters"]
+    resources = local.credential_parameter_arns
+  }
+
+  # SecureString values are decrypted by SSM on the role's behalf, for these parameters only.
+  statement {
+    sid       = "DecryptRunnerCredentials"
+    effect    = "Allow"
+    actions   = ["kms:Decrypt"]
+    resources = [local.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${var.aws_region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:PARAMETER_ARN"
+      values   = local.credential_parameter_arns
+    }
+  }
+
+  # The awslogs driver: streams in the runners' own log groups (created above, so no CreateLogGroup).
+  statement {
+    sid       = "WriteRunnerLogs"
+    effect    = "Allow"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = [for key, group in aws_cloudwatch_log_group.github_runner : "${group.arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "execution" {
+  name   = "runner-credentials-and-logs"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution.json
+}
+
+################################################################################
+# Task role: what `hangar agent` itself calls AWS for. GitHub credentials arrive as secrets, so
+# it needs no Parameter Store access of its own.
+################################################################################
+
+resource "aws_iam_role" "task" {
+  name_prefix          = "github-runner-${var.runner_type}-task-"
+  description          = "ECS task role of the Hangar ${var.runner_type} GitHub runners: task scale-in protection while a job runs."
+  assume_role_policy   = data.aws_iam_policy_document.task_assume.json
+  permissions_boundary = var.iam_role_permissions_boundary
+}
+
+data "aws_iam_policy_document" "task" {
+  # The agent turns scale-in protection on for the length of each job through the ECS agent
+  # endpoint ($ECS_AGENT_URI/task-protection/v1/state). The ECS agent makes that call with the
+  # task role's credentials, so the role needs these two actions; only tasks of this cluster.
+  statement {
+    sid       = "ProtectRunningJobs"
+    effect    = "Allow"
+    actions   = ["ecs:GetTaskProtection", "ecs:UpdateTaskProtection"]
+    resources = [local.cluster_task_arn_pattern]
+  }
+}
+
+resource "aws_iam_role_policy" "task" {
+  name   = "task-scale-in-protection"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task.json
+}
+
+# Optional: one-shot JIT configurations (RUNNER_JIT_CONFIG_PARAMETER), which the agent reads and
+# then deletes, under <prefix>/jit/ only.
+data "aws_iam_policy_document" "task_jit" {
+  count = var.enable_jit_config_parameters ? 1 : 0
+
+  statement {
+    sid       = "TakeOneShotJitConfig"
+    effect    = "Allow"
+    actions   = ["ssm:DeleteParameter", "ssm:GetParameter"]
+    resources = [local.jit_parameter_arn_pattern]
+  }
+
+  statement {
+    sid       = "DecryptOneShotJitConfig"
+    effect    = "Allow"
+    actions   = ["kms:Decrypt"]
+    resources = [local.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${var.aws_region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:PARAMETER_ARN"
+      values   = [local.jit_parameter_arn_pattern]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "task_jit" {
+  count = var.enable_jit_config_parameters ? 1 : 0
+
+  name   = "one-shot-jit-config"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task_jit[0].json
+}
+
+# Optional: ECS Exec. These ssmmessages actions support no resource-level permissions, so "*"
+# is the only resource they accept.
+data "aws_iam_policy_document" "task_exec" {
+  count = var.enable_execute_command ? 1 : 0
+
+  statement {
+    sid    = "EcsExecChannels"
+    effect = "Allow"
+    actions = [
+      "ssmmessages:CreateControlChannel",
+      "ssmmessages:CreateDataChannel",
+      "ssmmessages:OpenControlChannel",
+      "ssmmessages:OpenDataChannel",
+    ]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "task_exec" {
+  count = var.enable_execute_command ? 1 : 0
+
+  name   = "ecs-exec"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task_exec[0].json
+}

@@ -1,0 +1,73 @@
+# The whole mode switch lives here, in plain expressions (conditionals, `for` expressions and a
+# few functions, no dynamic blocks): tests/test_module.py evaluates these same parsed expressions
+# to derive the resource addresses of each mode, so keep them this simple.
+
+locals {
+  is_org = var.runner_type == "org"
+
+  # One runner (task definition, service and log group) per key: each repository name in
+  # standalone mode, the single key "org" in org mode. Every per-runner resource uses
+  # `for_each = local.runners`, so the seed's addresses hold:
+  #   aws_ecs_service.github_runner["your-repository-name"] and aws_ecs_service.github_runner["org"].
+  runner_keys = local.is_org ? ["org"] : var.github_repository_name
+
+  runners = {
+    for key in local.runner_keys : key => {
+      # ECS service, task definition family and container name. ECS names allow no '.', which
+      # repository names may contain (variables.tf rejects names that would then collide).
+      name = "github-runner-${var.runner_type}-${replace(key, ".", "-")}"
+      # The seed's log group names: awslogs-github-runner-standalone-<repo>, awslogs-github-runner-org-org.
+      log_group_name = "awslogs-github-runner-${var.runner_type}-${key}"
+      # What this runner registers with (hangar agent's RUNNER_SCOPE and its target).
+      scope_environment = local.is_org ? [
+        { name = "RUNNER_SCOPE", value = "org" },
+        { name = "GITHUB_ORG", value = var.github_organization },
+        ] : [
+        { name = "RUNNER_SCOPE", value = "repo" },
+        { name = "GITHUB_REPOSITORY", value = "${var.github_organization}/${key}" },
+      ]
+    }
+  }
+
+  # Everything else hangar agent reads from the environment, the same for every runner.
+  common_environment = concat(
+    [
+      { name = "RUNNER_LABELS", value = join(",", var.runner_labels) },
+      { name = "RUNNER_NAME_PREFIX", value = var.runner_name_prefix },
+      { name = "HANGAR_LOG_FORMAT", value = "json" },
+      { name = "HANGAR_DRAIN_TIMEOUT", value = "${var.drain_timeout_seconds}s" },
+      { name = "AWS_REGION", value = var.aws_region },
+    ],
+    local.is_org && var.runner_group != null ? [{ name = "RUNNER_GROUP", value = var.runner_group }] : [],
+  )
+
+  # The credentials, injected by ECS from Parameter Store as container `secrets` (never as plain
+  # environment), each from `<prefix>/<parameter>` in the seed's layout.
+  credential_parameters = local.is_org ? [
+    { name = "GITHUB_APP_CLIENT_ID", parameter = "client-id" },
+    { name = "GITHUB_APP_INSTALLATION_ID", parameter = "installation-id" },
+    { name = "GITHUB_APP_PRIVATE_KEY", parameter = "private-key" },
+    ] : [
+    { name = "GITHUB_PAT", parameter = "pat" },
+  ]
+
+  partition  = data.aws_partition.current.partition
+  account_id = data.aws_caller_identity.current.account_id
+
+  # arn:aws:ssm:<region>:<account>:parameter/your-app-name/github-integration (the prefix starts with '/').
+  ssm_parameter_arn_prefix  = "arn:${local.partition}:ssm:${var.aws_region}:${local.account_id}:parameter${var.ssm_parameter_prefix}"
+  credential_parameter_arns = [for credential in local.credential_parameters : "${local.ssm_parameter_arn_prefix}/${credential.parameter}"]
+  container_secrets         = [for credential in local.credential_parameters : { name = credential.name, valueFrom = "${local.ssm_parameter_arn_prefix}/${credential.parameter}" }]
+
+  # One-shot JIT configurations (RUNNER_JIT_CONFIG_PARAMETER) live under <prefix>/jit/.
+  jit_parameter_arn_pattern = "${local.ssm_parameter_arn_prefix}/jit/*"
+
+  # The key of the SecureString parameters: the given one, or the AWS managed alias/aws/ssm key.
+  kms_key_arn = var.kms_key_arn != null ? var.kms_key_arn : one(data.aws_kms_alias.ssm[*].target_key_arn)
+
+  # Tasks of the cluster, for task scale-in protection (task ARNs carry the cluster name).
+  cluster_task_arn_pattern = "arn:${local.partition}:ecs:${var.aws_region}:${local.account_id}:task/${var.ecs_cluster_name}/*"
+
+  # The image's user `runner` (uid 1001); the official runner refuses to run as root.
+  container_user = "1001"
+}

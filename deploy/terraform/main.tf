@@ -1,0 +1,95 @@
+################################################################################
+# One task definition and one service per runner key (see locals.tf):
+# each repository name in standalone mode, "org" in org mode.
+################################################################################
+
+resource "aws_ecs_task_definition" "github_runner" {
+  #checkov:skip=CKV_AWS_336:The official runner writes its registration, _diag and job workspaces under /home/runner/actions-runner and jobs write to $HOME and /tmp; Fargate bind-mount volumes are root-owned unless the image declares a VOLUME there, so the non-root runner (uid 1001) needs a writable root filesystem.
+  for_each = local.runners
+
+  family                   = each.value.name
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = var.task_cpu
+  memory                   = var.task_memory
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = var.cpu_architecture
+  }
+
+  # The image's entrypoint (`tini -- hangar agent`) is kept: no entryPoint or command here.
+  container_definitions = jsonencode([
+    {
+      name      = each.value.name
+      image     = var.runner_image
+      essential = true
+
+      # Non-root: the image's `runner` user.
+      user = local.container_user
+      # Not read-only: the official runner writes its registration (.runner, .credentials),
+      # _diag and the job workspace (_work) under /home/runner/actions-runner, and jobs write to
+      # $HOME and /tmp. Fargate bind-mount volumes are root-owned (0755) unless the image declares
+      # a VOLUME at that path, so uid 1001 could not write to them either.
+      readonlyRootFilesystem = false
+
+      # ECS sends SIGTERM, then SIGKILL after this many seconds: 120 is Fargate's maximum.
+      # hangar agent drains a running job within it (drain_timeout_seconds, then its cancel grace).
+      stopTimeout = 120
+
+      environment = concat(each.value.scope_environment, local.common_environment)
+      secrets     = local.container_secrets
+
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          awslogs-group         = aws_cloudwatch_log_group.github_runner[each.key].name
+          awslogs-region        = var.aws_region
+          awslogs-stream-prefix = "runner"
+          # A CloudWatch hiccup must not block the runner's stdout (and so its jobs).
+          mode            = "non-blocking"
+          max-buffer-size = "25m"
+        }
+      }
+    }
+  ])
+}
+
+resource "aws_ecs_service" "github_runner" {
+  for_each = local.runners
+
+  name             = each.value.name
+  cluster          = data.aws_ecs_cluster.this.arn
+  task_definition  = aws_ecs_task_definition.github_runner[each.key].arn
+  desired_count    = var.desired_count
+  launch_type      = "FARGATE"
+  platform_version = "LATEST"
+
+  network_configuration {
+    subnets          = var.private_subnet_ids
+    security_groups  = var.security_group_ids
+    assign_public_ip = false
+  }
+
+  # Each task registers its own runner (named after its task id), so a deployment may start the
+  # new task before stopping the old one; the old one drains its job on SIGTERM.
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  enable_execute_command  = var.enable_execute_command
+  enable_ecs_managed_tags = true
+  propagate_tags          = "SERVICE"
+
+  # Tasks fetch their secrets and write logs as soon as they start: the permissions first.
+  depends_on = [
+    aws_iam_role_policy.execution,
+    aws_iam_role_policy.task,
+  ]
+}

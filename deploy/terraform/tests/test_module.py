@@ -1,0 +1,707 @@
+"""Offline tests of the Terraform module in deploy/terraform (run by scripts/lint-terraform).
+
+No provider and no AWS account: python-hcl2 parses every .tf file, and hcl_eval.py evaluates the
+parsed expressions the way `terraform plan` would, for a given set of variables. So the
+`for_each = local.runners` of the per-runner resources is computed from locals.tf itself (not
+re-implemented here), and the tests assert, for standalone with the default repository, standalone
+with two repositories, and org:
+
+- the resource addresses that would exist, including the seed's
+  `aws_ecs_service.github_runner["your-repository-name"]` and `...["org"]` for `-replace`;
+- the log group names, the container (image entrypoint kept, non-root, stopTimeout 120, awslogs),
+  credentials as `secrets` only, the network (no public IP, the private subnets);
+- the IAM policies: exactly the mode's parameters under the prefix, kms:Decrypt through SSM only,
+  logs on the runners' own groups, no wildcard action.
+
+Data sources answer from STUBS below, standing in for what a plan would read from AWS. When the
+real `terraform` binary is on PATH, TerraformAgrees also has Terraform itself evaluate the
+variables and locals (data references replaced by the same stubs) and compares, so the mirror is
+checked against the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hcl_eval import Evaluator, Module, Plan, Unknown, to_plain  # noqa: E402
+
+MODULE_DIR = Path(__file__).resolve().parent.parent
+
+ACCOUNT = "123456789012"
+SSM_MANAGED_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/00000000-0000-0000-0000-00000000a55a"
+STUBS = {
+    ("data", "aws_partition", "current"): {"partition": "aws"},
+    ("data", "aws_caller_identity", "current"): {"account_id": ACCOUNT},
+    ("data", "aws_kms_alias", "ssm"): {"target_key_arn": SSM_MANAGED_KEY},
+}
+
+PREFIX = "/your-app-name/github-integration"
+PARAM_ARN = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter{PREFIX}"
+
+# The seed's interface: variable -> default ("required" for none).
+SEED_DEFAULTS = {
+    "runner_type": "required",
+    "github_repository_name": ["your-repository-name"],
+    "github_organization": "your-organization",
+    "ssm_parameter_prefix": PREFIX,
+    "ecs_cluster_name": "your-ecs-cluster-name",
+    "aws_region": "us-east-1",
+    "desired_count": 1,
+    "runner_name_prefix": "aws-github-runner",
+    "runner_labels": ["your-runner-label"],
+}
+# Also part of the interface, with defaults that are placeholders or Hangar's choices.
+OTHER_VARIABLES = {
+    "private_subnet_ids",
+    "security_group_ids",
+    "runner_image",
+    "log_retention_in_days",
+    "drain_timeout_seconds",
+    "kms_key_arn",
+    "enable_execute_command",
+    "enable_jit_config_parameters",
+    "task_cpu",
+    "task_memory",
+}
+
+STANDALONE = {"runner_type": "standalone"}
+TWO_REPOS = {"runner_type": "standalone", "github_repository_name": ["your-repository-name", "another-repo"]}
+ORG = {"runner_type": "org"}
+MODES = {"standalone (default repository)": STANDALONE, "standalone (two repositories)": TWO_REPOS, "org": ORG}
+
+CREDENTIAL_NAMES = {"GITHUB_PAT", "GITHUB_APP_CLIENT_ID", "GITHUB_APP_INSTALLATION_ID", "GITHUB_APP_PRIVATE_KEY"}
+
+
+def load_module() -> Module:
+    return Module.load(MODULE_DIR)
+
+
+MODULE = load_module()
+
+
+def plan(variables: dict) -> Plan:
+    p = Plan(MODULE, variables, STUBS)
+    errors = p.validation_errors()
+    if errors:
+        raise AssertionError(f"validation failed for {variables}: {errors}")
+    return p
+
+
+def expected_keys(variables: dict) -> list:
+    return ["org"] if variables["runner_type"] == "org" else variables.get("github_repository_name", ["your-repository-name"])
+
+
+def resource_addresses(p: Plan) -> set:
+    return set(p.all_instances("resource"))
+
+
+def instance(p: Plan, address: str):
+    instances = {**p.all_instances("resource"), **p.all_instances("data")}
+    if address not in instances:
+        raise AssertionError(f"{address} not in the plan: {sorted(instances)}")
+    return instances[address]
+
+
+def container(p: Plan, key: str) -> dict:
+    definition = instance(p, f'aws_ecs_task_definition.github_runner["{key}"]').evaluate()
+    containers = json.loads(definition["container_definitions"])
+    assert len(containers) == 1, containers
+    return containers[0]
+
+
+def statements(p: Plan, document: str) -> dict:
+    """sid -> evaluated statement of a data.aws_iam_policy_document."""
+    doc = to_plain(instance(p, f"data.aws_iam_policy_document.{document}").evaluate())
+    out = {}
+    for statement in doc.get("statement", []):
+        assert statement.get("sid"), f"{document}: every statement has a sid"
+        out[statement["sid"]] = statement
+    return out
+
+
+def all_policy_documents(p: Plan) -> dict:
+    return {
+        address: to_plain(inst.evaluate())
+        for address, inst in p.all_instances("data").items()
+        if address.startswith("data.aws_iam_policy_document.")
+    }
+
+
+################################################################################
+# Parsing and the variables
+################################################################################
+
+
+class Parsing(unittest.TestCase):
+    def test_every_tf_file_parses_and_declares_something(self):
+        files = sorted(p.name for p in MODULE_DIR.glob("*.tf"))
+        for name in ["versions.tf", "variables.tf", "locals.tf", "data.tf", "main.tf", "outputs.tf"]:
+            self.assertIn(name, files)
+        seen = {b.file for b in MODULE.blocks}
+        self.assertEqual(seen, set(files), "a .tf file with no block")
+
+    def test_versions(self):
+        terraform = MODULE.of_type("terraform")[0]
+        e = Evaluator(Plan(MODULE, STANDALONE, STUBS))
+        self.assertEqual(e.eval(terraform.attrs["required_version"]), ">= 1.5")
+        providers = e.eval_block(terraform.nested("required_providers")[0])
+        self.assertEqual(providers["aws"]["source"], "hashicorp/aws")
+        self.assertRegex(providers["aws"]["version"], r"^>= 5\.")
+
+
+class Variables(unittest.TestCase):
+    def test_seed_variables_and_defaults(self):
+        variables = MODULE.variables
+        for name, default in SEED_DEFAULTS.items():
+            with self.subTest(name):
+                self.assertIn(name, variables)
+                if default == "required":
+                    self.assertNotIn("default", variables[name].attrs, f"{name} is required, as in the seed")
+                else:
+                    self.assertEqual(Plan(MODULE, STANDALONE, STUBS).var_values[name], default)
+        for name in OTHER_VARIABLES:
+            self.assertIn(name, variables)
+
+    def test_placeholder_network_is_three_private_subnets(self):
+        values = Plan(MODULE, STANDALONE, STUBS).var_values
+        self.assertEqual(len(values["private_subnet_ids"]), 3)
+        self.assertGreaterEqual(len(values["security_group_ids"]), 1)
+
+    def test_every_variable_has_description_type_and_validation(self):
+        for name, block in MODULE.variables.items():
+            with self.subTest(name):
+                ev = Plan(MODULE, STANDALONE, STUBS)
+                description = Evaluator(ev).eval(block.attrs["description"]) if "description" in block.attrs else ""
+                self.assertGreater(len(description), 20, "a real description")
+                self.assertIn("type", block.attrs)
+                validations = block.nested("validation")
+                self.assertTrue(validations, "at least one validation")
+                for v in validations:
+                    self.assertIn("condition", v.attrs)
+                    self.assertIn("error_message", v.attrs)
+
+    def test_defaults_pass_validation_in_both_modes(self):
+        for label, variables in MODES.items():
+            with self.subTest(label):
+                self.assertEqual(Plan(MODULE, variables, STUBS).validation_errors(), [])
+
+    def test_bad_values_are_rejected(self):
+        bad = {
+            "runner_type": ["organization", "Standalone", ""],
+            "github_repository_name": [[], ["a", "a"], ["my.repo", "my-repo"], ["owner/repo"], ["x" * 101]],
+            "github_organization": ["-org", "has space", "x" * 40],
+            "ssm_parameter_prefix": ["no-slash", "/trailing/", "/a//b", ""],
+            "aws_region": ["US", "us-east", ""],
+            "ecs_cluster_name": ["arn:aws:ecs:us-east-1:123456789012:cluster/c", ""],
+            "private_subnet_ids": [[], ["subnet-xyz"], ["sg-00000000000000001"]],
+            "security_group_ids": [[], ["sg-1"], ["subnet-00000000000000001"]],
+            "desired_count": [-1, 1.5, 101],
+            "drain_timeout_seconds": [-1, 86, 120],
+            "runner_labels": [["has space"], ["a,b"], [""]],
+            "runner_name_prefix": ["", "x" * 32, "bad name"],
+            "log_retention_in_days": [2, 10],
+            "task_cpu": [100, 3000],
+            "task_memory": [256, 1000.5],
+            "kms_key_arn": ["alias/aws/ssm", "arn:aws:kms:us-east-1:123456789012:alias/x"],
+            "cpu_architecture": ["amd64"],
+            "enable_execute_command": [None],
+        }
+        for name, values in bad.items():
+            for value in values:
+                with self.subTest(f"{name}={value!r}"):
+                    variables = {"runner_type": "standalone", name: value}
+                    errors = Plan(MODULE, variables, STUBS).validation_errors()
+                    self.assertTrue(any(e.startswith(f"{name}:") for e in errors), errors)
+
+    def test_good_overrides_are_accepted(self):
+        good = {
+            "github_repository_name": [["repo.with.dots", "Another_Repo", "x" * 100]],
+            "ssm_parameter_prefix": ["/a", "/team.one/github_integration-2"],
+            "kms_key_arn": [f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"],
+            "drain_timeout_seconds": [0, 85],
+            "desired_count": [0, 3],
+            "aws_region": ["eu-central-1", "us-gov-west-1"],
+        }
+        for name, values in good.items():
+            for value in values:
+                with self.subTest(f"{name}={value!r}"):
+                    variables = {"runner_type": "standalone", name: value}
+                    self.assertEqual(Plan(MODULE, variables, STUBS).validation_errors(), [])
+
+
+################################################################################
+# Addresses of each mode
+################################################################################
+
+
+class Addresses(unittest.TestCase):
+    def expected(self, variables: dict) -> set:
+        out = {
+            "aws_iam_role.execution",
+            "aws_iam_role.task",
+            "aws_iam_role_policy.execution",
+            "aws_iam_role_policy.task",
+        }
+        for key in expected_keys(variables):
+            for rtype in ("aws_cloudwatch_log_group", "aws_ecs_task_definition", "aws_ecs_service"):
+                out.add(f'{rtype}.github_runner["{key}"]')
+        return out
+
+    def test_addresses_per_mode(self):
+        for label, variables in MODES.items():
+            with self.subTest(label):
+                self.assertEqual(resource_addresses(plan(variables)), self.expected(variables))
+
+    def test_seed_replace_addresses_exist(self):
+        self.assertIn('aws_ecs_service.github_runner["your-repository-name"]', resource_addresses(plan(STANDALONE)))
+        self.assertIn('aws_ecs_service.github_runner["org"]', resource_addresses(plan(ORG)))
+        two = resource_addresses(plan(TWO_REPOS))
+        self.assertIn('aws_ecs_service.github_runner["another-repo"]', two)
+
+    def test_org_mode_ignores_repositories(self):
+        variables = {"runner_type": "org", "github_repository_name": ["a", "b"]}
+        self.assertEqual(resource_addresses(plan(variables)), self.expected(ORG))
+
+    def test_optional_policies(self):
+        p = plan({**ORG, "enable_execute_command": True, "enable_jit_config_parameters": True})
+        addresses = resource_addresses(p)
+        self.assertIn("aws_iam_role_policy.task_exec[0]", addresses)
+        self.assertIn("aws_iam_role_policy.task_jit[0]", addresses)
+        self.assertEqual(addresses - self.expected(ORG), {"aws_iam_role_policy.task_exec[0]", "aws_iam_role_policy.task_jit[0]"})
+
+    def test_managed_ssm_key_looked_up_only_without_kms_key_arn(self):
+        self.assertIn("data.aws_kms_alias.ssm[0]", plan(STANDALONE).all_instances("data"))
+        key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        p = plan({**STANDALONE, "kms_key_arn": key})
+        self.assertNotIn("data.aws_kms_alias.ssm[0]", p.all_instances("data"))
+        self.assertEqual(statements(p, "execution")["DecryptRunnerCredentials"]["resources"], [key])
+
+    def test_outputs(self):
+        for name in [
+            "service_names",
+            "service_arns",
+            "task_definition_arns",
+            "log_group_names",
+            "log_group_arns",
+            "task_execution_role_arn",
+            "task_role_arn",
+            "service_replace_arguments",
+        ]:
+            self.assertIn(name, MODULE.outputs)
+        for name, block in MODULE.outputs.items():
+            self.assertIn("description", block.attrs, name)
+        p = plan(TWO_REPOS)
+        self.assertEqual(
+            p.output("service_replace_arguments"),
+            "-replace='aws_ecs_service.github_runner[\"another-repo\"]' "
+            "-replace='aws_ecs_service.github_runner[\"your-repository-name\"]'",
+        )
+        self.assertEqual(
+            p.output("log_group_names"),
+            {
+                "another-repo": "awslogs-github-runner-standalone-another-repo",
+                "your-repository-name": "awslogs-github-runner-standalone-your-repository-name",
+            },
+        )
+        self.assertEqual(p.output("ssm_parameter_names"), [f"{PREFIX}/pat"])
+        self.assertEqual(set(plan(ORG).output("service_arns")), {"org"})
+
+
+################################################################################
+# Log groups, task definitions, services
+################################################################################
+
+
+class LogGroups(unittest.TestCase):
+    def test_names_and_retention(self):
+        cases = {
+            "standalone (default repository)": {"your-repository-name": "awslogs-github-runner-standalone-your-repository-name"},
+            "standalone (two repositories)": {
+                "your-repository-name": "awslogs-github-runner-standalone-your-repository-name",
+                "another-repo": "awslogs-github-runner-standalone-another-repo",
+            },
+            "org": {"org": "awslogs-github-runner-org-org"},
+        }
+        for label, names in cases.items():
+            with self.subTest(label):
+                p = plan(MODES[label])
+                for key, name in names.items():
+                    group = instance(p, f'aws_cloudwatch_log_group.github_runner["{key}"]').evaluate()
+                    self.assertEqual(group["name"], name)
+                    self.assertEqual(group["retention_in_days"], 30)
+                    self.assertIsNone(group["kms_key_id"])
+                    self.assertEqual(container(p, key)["logConfiguration"]["options"]["awslogs-group"], name)
+
+    def test_retention_and_key_follow_variables(self):
+        key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        p = plan({**ORG, "log_retention_in_days": 365, "cloudwatch_log_group_kms_key_id": key})
+        group = instance(p, 'aws_cloudwatch_log_group.github_runner["org"]').evaluate()
+        self.assertEqual((group["retention_in_days"], group["kms_key_id"]), (365, key))
+
+
+class TaskDefinitions(unittest.TestCase):
+    def test_container_per_mode(self):
+        for label, variables in MODES.items():
+            for key in expected_keys(variables):
+                with self.subTest(f"{label}: {key}"):
+                    p = plan(variables)
+                    c = container(p, key)
+                    self.assertEqual(c["image"], p.var_values["runner_image"])
+                    self.assertTrue(c["essential"])
+                    self.assertEqual(c["stopTimeout"], 120)
+                    # Non-root: the image's runner user, by uid.
+                    self.assertEqual(c["user"], "1001")
+                    self.assertNotIn(c["user"].split(":")[0], ("0", "root"))
+                    self.assertIs(c["readonlyRootFilesystem"], False)
+                    # The image's entrypoint (tini -- hangar agent) is not overridden.
+                    for overriding in ("entryPoint", "command"):
+                        self.assertNotIn(overriding, c)
+                    self.assertEqual(c["logConfiguration"]["logDriver"], "awslogs")
+                    self.assertEqual(c["logConfiguration"]["options"]["awslogs-region"], "us-east-1")
+
+    def test_environment_and_secrets(self):
+        expected_scope = {
+            "standalone (default repository)": {
+                "your-repository-name": {"RUNNER_SCOPE": "repo", "GITHUB_REPOSITORY": "your-organization/your-repository-name"}
+            },
+            "standalone (two repositories)": {
+                "your-repository-name": {"RUNNER_SCOPE": "repo", "GITHUB_REPOSITORY": "your-organization/your-repository-name"},
+                "another-repo": {"RUNNER_SCOPE": "repo", "GITHUB_REPOSITORY": "your-organization/another-repo"},
+            },
+            "org": {"org": {"RUNNER_SCOPE": "org", "GITHUB_ORG": "your-organization"}},
+        }
+        expected_secrets = {
+            "standalone": {"GITHUB_PAT": f"{PARAM_ARN}/pat"},
+            "org": {
+                "GITHUB_APP_CLIENT_ID": f"{PARAM_ARN}/client-id",
+                "GITHUB_APP_INSTALLATION_ID": f"{PARAM_ARN}/installation-id",
+                "GITHUB_APP_PRIVATE_KEY": f"{PARAM_ARN}/private-key",
+            },
+        }
+        for label, variables in MODES.items():
+            p = plan(variables)
+            for key, scope in expected_scope[label].items():
+                with self.subTest(f"{label}: {key}"):
+                    c = container(p, key)
+                    env = {e["name"]: e["value"] for e in c["environment"]}
+                    self.assertEqual(len(env), len(c["environment"]), "no duplicate variables")
+                    self.assertEqual(
+                        env,
+                        {
+                            **scope,
+                            "RUNNER_LABELS": "your-runner-label",
+                            "RUNNER_NAME_PREFIX": "aws-github-runner",
+                            "HANGAR_LOG_FORMAT": "json",
+                            "HANGAR_DRAIN_TIMEOUT": "80s",
+                            "AWS_REGION": "us-east-1",
+                        },
+                    )
+                    for value in env.values():
+                        self.assertIsInstance(value, str, "ECS environment values are strings")
+                    secrets = {s["name"]: s["valueFrom"] for s in c["secrets"]}
+                    self.assertEqual(secrets, expected_secrets[variables["runner_type"]])
+                    # Credentials only as secrets, never as plain environment.
+                    self.assertFalse(CREDENTIAL_NAMES & set(env))
+                    self.assertFalse(any(PREFIX in v for v in env.values()))
+
+    def test_environment_follows_variables(self):
+        p = plan(
+            {
+                "runner_type": "org",
+                "github_organization": "acme",
+                "runner_labels": ["linux", "big"],
+                "drain_timeout_seconds": 60,
+                "runner_group": "ci",
+                "ssm_parameter_prefix": "/acme/gh",
+                "aws_region": "eu-west-1",
+            }
+        )
+        c = container(p, "org")
+        env = {e["name"]: e["value"] for e in c["environment"]}
+        self.assertEqual(env["GITHUB_ORG"], "acme")
+        self.assertEqual(env["RUNNER_LABELS"], "linux,big")
+        self.assertEqual(env["HANGAR_DRAIN_TIMEOUT"], "60s")
+        self.assertEqual(env["RUNNER_GROUP"], "ci")
+        self.assertEqual(c["secrets"][0]["valueFrom"], f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter/acme/gh/client-id")
+        standalone = plan({"runner_type": "standalone", "runner_group": "ci"})
+        env = {e["name"] for e in container(standalone, "your-repository-name")["environment"]}
+        self.assertNotIn("RUNNER_GROUP", env, "runner groups are for organization runners")
+
+    def test_fargate_task(self):
+        for label, variables in MODES.items():
+            p = plan(variables)
+            for key in expected_keys(variables):
+                with self.subTest(f"{label}: {key}"):
+                    td = instance(p, f'aws_ecs_task_definition.github_runner["{key}"]').evaluate()
+                    self.assertEqual(td["requires_compatibilities"], ["FARGATE"])
+                    self.assertEqual(td["network_mode"], "awsvpc")
+                    self.assertEqual((td["cpu"], td["memory"]), (1024, 2048))
+                    self.assertEqual(td["execution_role_arn"], Unknown("aws_iam_role.execution.arn"))
+                    self.assertEqual(td["task_role_arn"], Unknown("aws_iam_role.task.arn"))
+                    self.assertEqual(td["family"], json.loads(td["container_definitions"])[0]["name"])
+
+    def test_names_are_valid_ecs_names(self):
+        p = plan({"runner_type": "standalone", "github_repository_name": ["my.repo"]})
+        td = instance(p, 'aws_ecs_task_definition.github_runner["my.repo"]').evaluate()
+        self.assertEqual(td["family"], "github-runner-standalone-my-repo")
+        group = instance(p, 'aws_cloudwatch_log_group.github_runner["my.repo"]').evaluate()
+        self.assertEqual(group["name"], "awslogs-github-runner-standalone-my.repo")
+
+
+class Services(unittest.TestCase):
+    def test_service_per_key(self):
+        for label, variables in MODES.items():
+            p = plan(variables)
+            for key in expected_keys(variables):
+                with self.subTest(f"{label}: {key}"):
+                    s = instance(p, f'aws_ecs_service.github_runner["{key}"]').evaluate()
+                    name = "github-runner-org-org" if key == "org" else f"github-runner-standalone-{key}"
+                    self.assertEqual(s["name"], name)
+                    self.assertEqual(s["task_definition"], Unknown(f'aws_ecs_task_definition.github_runner["{key}"].arn'))
+                    self.assertEqual(s["cluster"], Unknown("data.aws_ecs_cluster.this.arn"))
+                    self.assertEqual(s["launch_type"], "FARGATE")
+                    self.assertEqual(s["desired_count"], 1)
+                    self.assertIs(s["enable_execute_command"], False)
+                    self.assertEqual(s["propagate_tags"], "SERVICE")
+                    (network,) = s["network_configuration"]
+                    self.assertIs(network["assign_public_ip"], False)
+                    self.assertEqual(network["subnets"], p.var_values["private_subnet_ids"])
+                    self.assertEqual(network["security_groups"], p.var_values["security_group_ids"])
+
+    def test_scaling_and_exec_follow_variables(self):
+        p = plan({**ORG, "desired_count": 3, "enable_execute_command": True})
+        s = instance(p, 'aws_ecs_service.github_runner["org"]').evaluate()
+        self.assertEqual((s["desired_count"], s["enable_execute_command"]), (3, True))
+
+
+################################################################################
+# IAM
+################################################################################
+
+
+class Iam(unittest.TestCase):
+    def test_execution_role_reads_exactly_the_modes_parameters(self):
+        leaves = {"standalone": ["pat"], "org": ["client-id", "installation-id", "private-key"]}
+        for label, variables in MODES.items():
+            with self.subTest(label):
+                p = plan(variables)
+                st = statements(p, "execution")
+                self.assertEqual(set(st), {"ReadRunnerCredentials", "DecryptRunnerCredentials", "WriteRunnerLogs"})
+                arns = [f"{PARAM_ARN}/{leaf}" for leaf in leaves[variables["runner_type"]]]
+                read = st["ReadRunnerCredentials"]
+                self.assertEqual(read["actions"], ["ssm:GetParameters"])
+                self.assertEqual(read["resources"], arns)
+                for arn in read["resources"]:
+                    self.assertTrue(arn.startswith(f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter{PREFIX}/"), arn)
+                # The ECS secrets are exactly what the role may read.
+                for key in expected_keys(variables):
+                    self.assertEqual(sorted(s["valueFrom"] for s in container(p, key)["secrets"]), sorted(arns))
+                decrypt = st["DecryptRunnerCredentials"]
+                self.assertEqual(decrypt["actions"], ["kms:Decrypt"])
+                self.assertEqual(decrypt["resources"], [SSM_MANAGED_KEY])
+                conditions = {c["variable"]: (c["test"], c["values"]) for c in decrypt["condition"]}
+                self.assertEqual(conditions["kms:ViaService"], ("StringEquals", ["ssm.us-east-1.amazonaws.com"]))
+                self.assertEqual(conditions["kms:EncryptionContext:PARAMETER_ARN"], ("StringEquals", arns))
+                logs = st["WriteRunnerLogs"]
+                self.assertEqual(logs["actions"], ["logs:CreateLogStream", "logs:PutLogEvents"])
+                self.assertEqual(
+                    logs["resources"],
+                    [f'${{aws_cloudwatch_log_group.github_runner["{k}"].arn}}:*' for k in sorted(expected_keys(variables))],
+                )
+
+    def test_task_role_only_protects_tasks_of_its_cluster(self):
+        for label, variables in MODES.items():
+            with self.subTest(label):
+                st = statements(plan(variables), "task")
+                self.assertEqual(set(st), {"ProtectRunningJobs"})
+                self.assertEqual(st["ProtectRunningJobs"]["actions"], ["ecs:GetTaskProtection", "ecs:UpdateTaskProtection"])
+                self.assertEqual(
+                    st["ProtectRunningJobs"]["resources"],
+                    [f"arn:aws:ecs:us-east-1:{ACCOUNT}:task/your-ecs-cluster-name/*"],
+                )
+
+    def test_jit_parameters_are_under_the_prefix(self):
+        p = plan({**STANDALONE, "enable_jit_config_parameters": True})
+        st = statements(p, "task_jit[0]")
+        self.assertEqual(st["TakeOneShotJitConfig"]["actions"], ["ssm:DeleteParameter", "ssm:GetParameter"])
+        self.assertEqual(st["TakeOneShotJitConfig"]["resources"], [f"{PARAM_ARN}/jit/*"])
+        conditions = {c["variable"]: c["values"] for c in st["DecryptOneShotJitConfig"]["condition"]}
+        self.assertEqual(conditions["kms:EncryptionContext:PARAMETER_ARN"], [f"{PARAM_ARN}/jit/*"])
+        self.assertEqual(conditions["kms:ViaService"], ["ssm.us-east-1.amazonaws.com"])
+
+    def test_no_wildcard_actions_and_star_resources_only_for_ecs_exec(self):
+        everything = {**ORG, "enable_execute_command": True, "enable_jit_config_parameters": True}
+        for label, variables in {**MODES, "org with every option": everything}.items():
+            with self.subTest(label):
+                for address, doc in all_policy_documents(plan(variables)).items():
+                    for statement in doc.get("statement", []):
+                        self.assertEqual(statement["effect"], "Allow")
+                        for action in statement["actions"]:
+                            self.assertRegex(action, r"^[a-z0-9-]+:[A-Za-z]+$", f"{address}: no wildcard action")
+                        if "*" in statement.get("resources", []):
+                            self.assertEqual(address, "data.aws_iam_policy_document.task_exec[0]")
+                            self.assertTrue(all(a.startswith("ssmmessages:") for a in statement["actions"]))
+                        for key in ("not_actions", "not_resources"):
+                            self.assertNotIn(key, statement)
+
+    def test_roles_trust_ecs_tasks(self):
+        p = plan(STANDALONE)
+        for role, document in (("execution", "execution_assume"), ("task", "task_assume")):
+            r = instance(p, f"aws_iam_role.{role}").evaluate()
+            self.assertEqual(r["assume_role_policy"], Unknown(f"data.aws_iam_policy_document.{document}.json"))
+            (statement,) = statements(p, document).values()
+            self.assertEqual(statement["actions"], ["sts:AssumeRole"])
+            self.assertEqual(statement["principals"], [{"type": "Service", "identifiers": ["ecs-tasks.amazonaws.com"]}])
+        (task_trust,) = statements(p, "task_assume").values()
+        conditions = {c["variable"]: c["values"] for c in task_trust["condition"]}
+        self.assertEqual(conditions["aws:SourceAccount"], [ACCOUNT])
+        self.assertEqual(conditions["aws:SourceArn"], [f"arn:aws:ecs:us-east-1:{ACCOUNT}:*"])
+
+    def test_policies_are_attached_to_the_right_roles(self):
+        p = plan({**ORG, "enable_execute_command": True, "enable_jit_config_parameters": True})
+        attached = {
+            "aws_iam_role_policy.execution": ("aws_iam_role.execution.id", "data.aws_iam_policy_document.execution.json"),
+            "aws_iam_role_policy.task": ("aws_iam_role.task.id", "data.aws_iam_policy_document.task.json"),
+            "aws_iam_role_policy.task_jit[0]": ("aws_iam_role.task.id", "data.aws_iam_policy_document.task_jit[0].json"),
+            "aws_iam_role_policy.task_exec[0]": ("aws_iam_role.task.id", "data.aws_iam_policy_document.task_exec[0].json"),
+        }
+        for address, (role, policy) in attached.items():
+            with self.subTest(address):
+                r = instance(p, address).evaluate()
+                self.assertEqual((r["role"], r["policy"]), (Unknown(role), Unknown(policy)))
+
+
+################################################################################
+# checkov skips and the README
+################################################################################
+
+
+class Documentation(unittest.TestCase):
+    def test_every_checkov_skip_has_a_reason(self):
+        skips = []
+        for path in MODULE_DIR.glob("*.tf"):
+            for line in path.read_text().splitlines():
+                if "checkov:skip" in line:
+                    m = re.match(r"^\s*#checkov:skip=(CKV2?_AWS_\d+):(.+)$", line)
+                    self.assertIsNotNone(m, f"{path.name}: malformed skip: {line.strip()}")
+                    self.assertGreater(len(m.group(2).strip()), 60, f"{path.name}: {m.group(1)} needs a real reason")
+                    skips.append(m.group(1))
+        self.assertEqual(len(skips), len(set(skips)), "each check skipped once")
+
+    def test_readme_lists_every_input_and_output(self):
+        readme = (MODULE_DIR / "README.md").read_text()
+        for name in list(MODULE.variables) + list(MODULE.outputs):
+            with self.subTest(name):
+                self.assertRegex(readme, rf"\|\s*`{re.escape(name)}`\s*\|")
+        self.assertIn("""-replace='aws_ecs_service.github_runner["your-repository-name"]'""", readme)
+        self.assertIn("""-replace='aws_ecs_service.github_runner["org"]'""", readme)
+
+
+################################################################################
+# Terraform itself agrees with the mirror on variables and locals
+################################################################################
+
+# What locals.tf reads from data sources, replaced by the stubs for Terraform (no provider here).
+DATA_REFERENCES = {
+    "data.aws_partition.current.partition": json.dumps(STUBS[("data", "aws_partition", "current")]["partition"]),
+    "data.aws_caller_identity.current.account_id": json.dumps(ACCOUNT),
+    "data.aws_kms_alias.ssm[*].target_key_arn": f"(var.kms_key_arn == null ? [{json.dumps(SSM_MANAGED_KEY)}] : [])",
+}
+COMPARED_LOCALS = [
+    "runners",
+    "common_environment",
+    "container_secrets",
+    "credential_parameter_arns",
+    "kms_key_arn",
+    "cluster_task_arn_pattern",
+    "jit_parameter_arn_pattern",
+]
+
+
+@unittest.skipUnless(shutil.which("terraform"), "terraform is not on PATH")
+class TerraformAgrees(unittest.TestCase):
+    """variables.tf and locals.tf, evaluated by Terraform itself, give what the mirror gives."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = Path(tempfile.mkdtemp(prefix="hangar-tf-"))
+        shutil.copy(MODULE_DIR / "variables.tf", cls.dir)
+        text = (MODULE_DIR / "locals.tf").read_text()
+        for ref, replacement in DATA_REFERENCES.items():
+            text = text.replace(ref, replacement)
+        leftover = re.findall(r"\bdata\.[a-z_]+\.[a-z_]+", text)
+        if leftover:
+            raise AssertionError(f"locals.tf reads data sources the test does not stub: {leftover}")
+        (cls.dir / "locals.tf").write_text(text)
+        outputs = "".join(f'output "{n}" {{\n  value = local.{n}\n}}\n' for n in COMPARED_LOCALS)
+        (cls.dir / "outputs.tf").write_text(outputs)
+        cls.env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+        cls.env.update(TF_IN_AUTOMATION="1", TF_DATA_DIR=str(cls.dir / ".terraform"))
+        cls.run_tf(["init", "-input=false", "-backend=false"])
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    @classmethod
+    def run_tf(cls, args, check=True):
+        result = subprocess.run(
+            ["terraform", *args], cwd=cls.dir, env=cls.env, capture_output=True, text=True, timeout=120
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"terraform {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    @classmethod
+    def var_args(cls, variables: dict) -> list:
+        args = []
+        for name, value in variables.items():
+            rendered = value if isinstance(value, str) else json.dumps(value)
+            args.append(f"-var={name}={rendered}")
+        return args
+
+    def terraform_locals(self, variables: dict) -> dict:
+        state = self.dir / f"{abs(hash(json.dumps(variables, sort_keys=True)))}.tfstate"
+        self.run_tf(["apply", "-auto-approve", "-input=false", "-no-color", f"-state={state}", *self.var_args(variables)])
+        out = self.run_tf(["output", f"-state={state}", "-json"]).stdout
+        return {name: o["value"] for name, o in json.loads(out).items()}
+
+    def test_locals_match(self):
+        key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        cases = {**MODES, "org with options": {**ORG, "runner_group": "ci", "kms_key_arn": key, "drain_timeout_seconds": 5}}
+        for label, variables in cases.items():
+            with self.subTest(label):
+                p = plan(variables)
+                mirror = {n: to_plain(p.local(n)) for n in COMPARED_LOCALS}
+                self.assertEqual(self.terraform_locals(variables), mirror)
+
+    def test_validations_match(self):
+        for variables in (
+            {"runner_type": "organization"},
+            {"runner_type": "standalone", "github_repository_name": ["my.repo", "my-repo"]},
+            {"runner_type": "standalone", "ssm_parameter_prefix": "/trailing/"},
+            {"runner_type": "standalone", "drain_timeout_seconds": 86},
+        ):
+            with self.subTest(variables):
+                mirror = Plan(MODULE, variables, STUBS).validation_errors()
+                self.assertTrue(mirror)
+                result = self.run_tf(["plan", "-input=false", "-no-color", *self.var_args(variables)], check=False)
+                self.assertNotEqual(result.returncode, 0)
+                output = re.sub(r"\s+", " ", re.sub(r"[│╷╵]", " ", result.stderr))
+                for error in mirror:
+                    message = error.split(": ", 1)[1]
+                    self.assertIn(re.sub(r"\s+", " ", message), output)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,287 @@
+################################################################################
+# Mode and GitHub scope (the seed's interface)
+################################################################################
+
+variable "runner_type" {
+  description = "Which runners to deploy: `standalone` (one runner per repository in github_repository_name, authenticated with the PAT) or `org` (one organization runner, authenticated as the GitHub App). Required, as in the seed: `terraform apply -var='runner_type=standalone'`."
+  type        = string
+
+  validation {
+    condition     = contains(["standalone", "org"], var.runner_type)
+    error_message = "runner_type must be \"standalone\" or \"org\"."
+  }
+}
+
+variable "github_repository_name" {
+  description = "Standalone mode: the repositories (names only, without the owner) that each get a runner; one task definition, service and log group per name, keyed by the name. Ignored in org mode."
+  type        = list(string)
+  default     = ["your-repository-name"]
+
+  validation {
+    condition     = length(var.github_repository_name) > 0 && alltrue([for repo in var.github_repository_name : can(regex("^[A-Za-z0-9_.-]{1,100}$", repo))])
+    error_message = "github_repository_name must list at least one repository name (1 to 100 letters, digits, '-', '_' or '.', without the owner)."
+  }
+
+  validation {
+    condition     = length(distinct([for repo in var.github_repository_name : lower(replace(repo, ".", "-"))])) == length(var.github_repository_name)
+    error_message = "github_repository_name must name each repository once (ECS names replace '.' with '-', so names differing only in case or in '.' versus '-' would collide)."
+  }
+}
+
+variable "github_organization" {
+  description = "The GitHub organization (or user) that owns the repositories; the organization the org runner registers with."
+  type        = string
+  default     = "your-organization"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9][A-Za-z0-9-]{0,38}$", var.github_organization))
+    error_message = "github_organization must be a GitHub account name: 1 to 39 letters, digits or '-', not starting with '-'."
+  }
+}
+
+variable "runner_labels" {
+  description = "Custom runner labels (RUNNER_LABELS), added to self-hosted, Linux and the architecture. Workflows select the runner with `runs-on: [self-hosted, <label>]`."
+  type        = list(string)
+  default     = ["your-runner-label"]
+
+  validation {
+    condition     = length(var.runner_labels) <= 100 && alltrue([for label in var.runner_labels : can(regex("^[^,\\s]{1,256}$", label))])
+    error_message = "runner_labels: at most 100 labels, each 1 to 256 characters without spaces or commas."
+  }
+}
+
+variable "runner_name_prefix" {
+  description = "Runner name prefix (RUNNER_NAME_PREFIX); hangar agent appends the ECS task id, so a GitHub runner and its ECS task can be matched. At most 31 characters, so the whole task id fits in GitHub's 64."
+  type        = string
+  default     = "aws-github-runner"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]{1,31}$", var.runner_name_prefix))
+    error_message = "runner_name_prefix must be 1 to 31 letters, digits, '-', '_' or '.'."
+  }
+}
+
+variable "runner_group" {
+  description = "Org mode: the runner group to register the runner in (RUNNER_GROUP); null for the organization's default group. Ignored in standalone mode."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.runner_group == null || can(regex("^[^,]{1,100}$", var.runner_group))
+    error_message = "runner_group must be null or a group name of 1 to 100 characters."
+  }
+}
+
+################################################################################
+# Credentials in SSM Parameter Store
+################################################################################
+
+variable "ssm_parameter_prefix" {
+  description = "The Parameter Store path holding the GitHub credentials: `<prefix>/pat` (standalone), `<prefix>/client-id`, `<prefix>/installation-id` and `<prefix>/private-key` (org). The task execution role can read exactly these parameters."
+  type        = string
+  default     = "/your-app-name/github-integration"
+
+  validation {
+    condition     = can(regex("^(/[A-Za-z0-9_.-]+)+$", var.ssm_parameter_prefix))
+    error_message = "ssm_parameter_prefix must be a hierarchical parameter path such as /your-app-name/github-integration: it starts with '/', does not end with '/', and has letters, digits, '_', '.' or '-' between the slashes."
+  }
+}
+
+variable "kms_key_arn" {
+  description = "ARN of the KMS key that encrypts the SecureString parameters; null means the AWS managed key `alias/aws/ssm` (looked up). The roles may decrypt with it only through SSM, and only for the runner's parameters."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.kms_key_arn))
+    error_message = "kms_key_arn must be null or a KMS key ARN (arn:aws:kms:<region>:<account>:key/<key-id>), not an alias."
+  }
+}
+
+variable "enable_jit_config_parameters" {
+  description = "Let the task role read and delete one-shot JIT runner configurations under `<prefix>/jit/` (RUNNER_JIT_CONFIG_PARAMETER, for tasks started with a JIT configuration). Off by default: the services here register with the credentials above."
+  type        = bool
+  default     = false
+
+  validation {
+    condition     = var.enable_jit_config_parameters != null
+    error_message = "enable_jit_config_parameters must be true or false."
+  }
+}
+
+################################################################################
+# AWS placement
+################################################################################
+
+variable "aws_region" {
+  description = "The AWS region of the cluster, the parameters and the log groups."
+  type        = string
+  default     = "us-east-1"
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.aws_region))
+    error_message = "aws_region must be a region name such as us-east-1."
+  }
+}
+
+variable "ecs_cluster_name" {
+  description = "Name of the existing ECS cluster the services run in."
+  type        = string
+  default     = "your-ecs-cluster-name"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,255}$", var.ecs_cluster_name))
+    error_message = "ecs_cluster_name must be a cluster name (1 to 255 letters, digits, '-' or '_'), not an ARN."
+  }
+}
+
+variable "private_subnet_ids" {
+  description = "The private subnets the tasks run in (the seed uses 3). They need a route to GitHub and to the AWS APIs (a NAT gateway or VPC endpoints): tasks get no public IP."
+  type        = list(string)
+  default     = ["subnet-00000000000000001", "subnet-00000000000000002", "subnet-00000000000000003"]
+
+  validation {
+    condition     = length(var.private_subnet_ids) > 0 && length(var.private_subnet_ids) <= 16 && alltrue([for id in var.private_subnet_ids : can(regex("^subnet-[0-9a-f]{8,17}$", id))])
+    error_message = "private_subnet_ids must list 1 to 16 subnet ids (subnet-xxxxxxxx)."
+  }
+}
+
+variable "security_group_ids" {
+  description = "Security groups of the tasks. Runners need outbound HTTPS only (GitHub, ECR, SSM, CloudWatch Logs); no inbound rule is needed."
+  type        = list(string)
+  default     = ["sg-00000000000000001"]
+
+  validation {
+    condition     = length(var.security_group_ids) > 0 && length(var.security_group_ids) <= 5 && alltrue([for id in var.security_group_ids : can(regex("^sg-[0-9a-f]{8,17}$", id))])
+    error_message = "security_group_ids must list 1 to 5 security group ids (sg-xxxxxxxx)."
+  }
+}
+
+################################################################################
+# Tasks and services
+################################################################################
+
+variable "runner_image" {
+  description = "The Hangar runner image (deploy/docker/Dockerfile), whose entrypoint is `tini -- hangar agent`. With a mutable tag, `terraform apply -replace=...` (see README) starts tasks on the newly pushed image."
+  type        = string
+  default     = "XXXXXXXXXXXX.dkr.ecr.us-east-1.amazonaws.com/hangar-runner:latest"
+
+  validation {
+    condition     = can(regex("^[^\\s]+$", var.runner_image))
+    error_message = "runner_image must be an image reference without spaces."
+  }
+}
+
+variable "cpu_architecture" {
+  description = "CPU architecture of the tasks: X86_64 or ARM64 (Graviton); the image must be built for it."
+  type        = string
+  default     = "X86_64"
+
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture must be X86_64 or ARM64."
+  }
+}
+
+variable "task_cpu" {
+  description = "Fargate task CPU units (1024 = 1 vCPU) for each runner task."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.task_cpu)
+    error_message = "task_cpu must be a Fargate CPU size: 256, 512, 1024, 2048, 4096, 8192 or 16384."
+  }
+}
+
+variable "task_memory" {
+  description = "Fargate task memory in MiB for each runner task; must be a valid combination with task_cpu (e.g. 2048 to 8192 for 1024 CPU units)."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = var.task_memory >= 512 && var.task_memory <= 122880 && floor(var.task_memory) == var.task_memory
+    error_message = "task_memory must be a whole number of MiB between 512 and 122880."
+  }
+}
+
+variable "desired_count" {
+  description = "Runner tasks per service (per repository in standalone mode, for the organization in org mode). Each task registers its own runner."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.desired_count >= 0 && var.desired_count <= 100 && floor(var.desired_count) == var.desired_count
+    error_message = "desired_count must be a whole number from 0 to 100."
+  }
+}
+
+variable "drain_timeout_seconds" {
+  description = "HANGAR_DRAIN_TIMEOUT: on SIGTERM, how long a running job may take to finish before it is cancelled. With the agent's 30 s cancel grace and its deregistration it must fit in the container's 120 s stopTimeout (Fargate's maximum), hence at most 85."
+  type        = number
+  default     = 80
+
+  validation {
+    condition     = var.drain_timeout_seconds >= 0 && var.drain_timeout_seconds <= 85 && floor(var.drain_timeout_seconds) == var.drain_timeout_seconds
+    error_message = "drain_timeout_seconds must be a whole number from 0 to 85."
+  }
+}
+
+variable "enable_execute_command" {
+  description = "Allow `aws ecs execute-command` into runner tasks (grants the task role the four ssmmessages actions ECS Exec needs). Off by default."
+  type        = bool
+  default     = false
+
+  validation {
+    condition     = var.enable_execute_command != null
+    error_message = "enable_execute_command must be true or false."
+  }
+}
+
+################################################################################
+# Logs, IAM and tags
+################################################################################
+
+variable "log_retention_in_days" {
+  description = "Retention of the runner log groups (awslogs-github-runner-<type>-<key>), in days; 0 keeps logs forever."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = contains([0, 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_in_days)
+    error_message = "log_retention_in_days must be one of the values CloudWatch Logs accepts: 0, 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653."
+  }
+}
+
+variable "cloudwatch_log_group_kms_key_id" {
+  description = "ARN of a customer managed KMS key to encrypt the log groups with; null keeps CloudWatch Logs' default encryption. The key policy must allow logs.<region>.amazonaws.com to use it."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.cloudwatch_log_group_kms_key_id == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.cloudwatch_log_group_kms_key_id))
+    error_message = "cloudwatch_log_group_kms_key_id must be null or a KMS key ARN (arn:aws:kms:<region>:<account>:key/<key-id>)."
+  }
+}
+
+variable "iam_role_permissions_boundary" {
+  description = "ARN of a permissions boundary policy for the two IAM roles; null for none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.iam_role_permissions_boundary == null || can(regex("^arn:aws[a-z-]*:iam::([0-9]{12}|aws):policy/.+$", var.iam_role_permissions_boundary))
+    error_message = "iam_role_permissions_boundary must be null or an IAM policy ARN."
+  }
+}
+
+variable "tags" {
+  description = "Tags for every resource (provider default_tags); services propagate them to their tasks."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for key, value in var.tags : length(key) > 0 && length(key) <= 128 && length(value) <= 256])
+    error_message = "tags: keys must be 1 to 128 characters and values at most 256."
+  }
+}
