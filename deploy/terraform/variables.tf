@@ -141,7 +141,7 @@ variable "private_subnet_ids" {
   default     = ["subnet-00000000000000001", "subnet-00000000000000002", "subnet-00000000000000003"]
 
   validation {
-    condition     = length(var.private_subnet_ids) > 0 && length(var.private_subnet_ids) <= 16 && alltrue([for id in var.private_subnet_ids : can(regex("^subnet-[0-9a-f]{8,17}$", id))])
+    condition     = length(var.private_subnet_ids) > 0 && length(var.private_subnet_ids) <= 16 && alltrue([for id in var.private_subnet_ids : can(regex("^subnet-[0-9a-f]+$", id))])
     error_message = "private_subnet_ids must list 1 to 16 subnet ids (subnet-xxxxxxxx)."
   }
 }
@@ -152,7 +152,7 @@ variable "security_group_ids" {
   default     = ["sg-00000000000000001"]
 
   validation {
-    condition     = length(var.security_group_ids) > 0 && length(var.security_group_ids) <= 5 && alltrue([for id in var.security_group_ids : can(regex("^sg-[0-9a-f]{8,17}$", id))])
+    condition     = length(var.security_group_ids) > 0 && length(var.security_group_ids) <= 5 && alltrue([for id in var.security_group_ids : can(regex("^sg-[0-9a-f]+$", id))])
     error_message = "security_group_ids must list 1 to 5 security group ids (sg-xxxxxxxx)."
   }
 }

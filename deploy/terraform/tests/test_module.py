@@ -203,8 +203,8 @@ class Variables(unittest.TestCase):
             "ssm_parameter_prefix": ["no-slash", "/trailing/", "/a//b", ""],
             "aws_region": ["US", "us-east", ""],
             "ecs_cluster_name": ["arn:aws:ecs:us-east-1:123456789012:cluster/c", ""],
-            "private_subnet_ids": [[], ["subnet-xyz"], ["sg-00000000000000001"]],
-            "security_group_ids": [[], ["sg-1"], ["subnet-00000000000000001"]],
+            "private_subnet_ids": [[], ["subnet-xyz"], ["sg-00000000000000001"], ["subnet-"]],
+            "security_group_ids": [[], ["sg-"], ["sg-prod"], ["subnet-00000000000000001"]],
             "desired_count": [-1, 1.5, 101],
             "drain_timeout_seconds": [-1, 86, 120],
             "runner_labels": [["has space"], ["a,b"], [""]],
@@ -231,6 +231,9 @@ class Variables(unittest.TestCase):
             "drain_timeout_seconds": [0, 85],
             "desired_count": [0, 3],
             "aws_region": ["eu-central-1", "us-gov-west-1"],
+            # The short placeholders of the top-level README's deploy guide.
+            "private_subnet_ids": [["subnet-aaa", "subnet-bbb", "subnet-ccc"], ["subnet-0123456789abcdef0"]],
+            "security_group_ids": [["sg-123"]],
         }
         for name, values in good.items():
             for value in values:
