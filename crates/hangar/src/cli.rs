@@ -6,6 +6,7 @@
 //! | 0 | success |
 //! | 1 | GitHub or AWS refused or failed (bad credential, missing permission, unreachable API), or `doctor` found a failing check |
 //! | 2 | usage or configuration error: bad flags or URLs, missing or malformed credentials |
+//! | 3 | `agent` only: GitHub no longer knows the runner, or an ephemeral runner got no job in time; replace the task |
 
 use std::process::ExitCode;
 
@@ -32,6 +33,13 @@ Examples:
   # Check everything a runner needs, and say what to fix
   hangar --ssm-prefix /your-app-name/github-integration doctor --org your-organization
 
+  # The runner container's entrypoint (the image runs it; settings from RUNNER_*/GITHUB_* vars)
+  GITHUB_REPOSITORY=your-organization/your-repository-name RUNNER_HOME=/home/runner/actions-runner hangar agent
+
+  # GitHub runners next to their ECS tasks, and the runners' logs
+  hangar --ssm-prefix /your-app-name/github-integration status --cluster your-ecs-cluster-name
+  hangar logs --runner-type standalone --repo your-repository-name --since 30m --follow
+
   # GitHub Enterprise Server
   GITHUB_API_URL=https://ghe.example.com/api/v3 GITHUB_URL=https://ghe.example.com hangar doctor --repo o/r
 
@@ -42,7 +50,8 @@ Credentials (environment, or SSM with --ssm-prefix; the environment wins):
   GITHUB_APP_INSTALLATION_ID     optional; looked up from the organization or repository when unset
   SSM layout: <prefix>/pat, <prefix>/client-id, <prefix>/installation-id, <prefix>/private-key
 
-Exit codes: 0 success; 1 GitHub/AWS failure or a failed doctor check; 2 usage or configuration error.";
+Exit codes: 0 success; 1 GitHub/AWS failure or a failed doctor check; 2 usage or configuration error;
+`agent` also 3: the runner is gone from GitHub or idle too long, replace the task.";
 
 /// Run GitHub Actions self-hosted runners on AWS ECS.
 #[derive(Debug, Parser)]
