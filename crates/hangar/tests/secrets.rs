@@ -235,6 +235,18 @@ async fn secure_strings_from_ssm_stay_out_of_trace_logs() {
             &[],
         )
         .await;
+        // `status` reads both credentials (PAT for the repository, App for the org) and ECS;
+        // the cluster does not exist, so its error path is covered too.
+        run_everywhere(
+            &emu,
+            "SSM status",
+            &env,
+            &["status", "--output", "json"],
+            false,
+            &[],
+        )
+        .await;
+        run_everywhere(&emu, "logs, no groups", &env, &["logs"], false, &[]).await;
     })
     .await
 }
