@@ -766,3 +766,34 @@ async fn bad_configuration_fails_fast_with_the_fix_and_registers_nothing() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_runner_that_keeps_exiting_0_while_registered_is_given_up_on() {
+    within(60, async {
+        let emu = emulator().await;
+        let id = emu.add_runner(&emu_repo(), hangar_emulator::RunnerSpec::idle("fake-runner", &[]));
+        let dir = RunnerDir::new("exits0");
+        // A runner whose `run` ends at once with 0: not ephemeral, and GitHub still lists it.
+        let listener = dir.root.join("bin/Runner.Listener");
+        std::fs::remove_file(&listener).unwrap();
+        std::fs::write(
+            &listener,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in\n  configure) printf '{{\"agentId\": {id}, \"agentName\": \"fake-runner\"}}' > .runner ;;\nesac\nexit 0\n"
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&listener, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut agent = Agent::start(&env(&[
+            base_env(&emu, &dir),
+            pat_env(),
+            with(&[("HANGAR_MAX_RESTARTS", "2")]),
+        ]));
+        assert_eq!(agent.exit_code(30).await, 1, "{}", agent.logs());
+        assert!(agent.logs().contains("exited 0 3 times in a row while still registered"), "{}", agent.logs());
+        assert!(emu.runner(id).is_none(), "deregistered on giving up");
+        assert!(!dir.configured());
+    })
+    .await
+}

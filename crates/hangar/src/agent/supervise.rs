@@ -499,7 +499,14 @@ impl Supervisor {
             if self.phase != StopPhase::Running || self.outcome.is_some() {
                 return self.finish(end).await;
             }
-            let failure = !matches!(end, RunnerEnd::Code(0) | RunnerEnd::Code(6));
+            // Only a refreshed configuration, or an ephemeral runner's normal end, is not a
+            // failure; a persistent runner that exits 0 by itself counts too, so a runner that
+            // keeps doing it is given up on like any other.
+            let failure = match end {
+                RunnerEnd::Code(6) => false,
+                RunnerEnd::Code(0) => !self.identity.ephemeral,
+                _ => true,
+            };
             self.failures =
                 self.config
                     .restart
@@ -531,7 +538,16 @@ impl Supervisor {
                         return self.finish(end).await;
                     }
                     _ => {
-                        self.failures += 1;
+                        if self.failures > self.config.restart.max_failures {
+                            let reason = format!(
+                                "the runner exited 0 {} times in a row while still registered; giving up so the task is replaced",
+                                self.failures
+                            );
+                            tracing::error!("{reason}");
+                            self.deregister_patiently().await;
+                            let _ = self.home.remove_local_config();
+                            return Err(AgentError::Runner(reason));
+                        }
                         let delay = self.config.restart.backoff(self.failures);
                         tracing::warn!(
                             ?delay,
