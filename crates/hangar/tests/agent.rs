@@ -797,3 +797,41 @@ async fn a_runner_that_keeps_exiting_0_while_registered_is_given_up_on() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_job_landing_at_the_idle_timeout_keeps_the_runner() {
+    within(60, async {
+        let emu = emulator().await;
+        let dir = RunnerDir::new("idle-race");
+        let mut agent = Agent::start(&env(&[
+            base_env(&emu, &dir),
+            pat_env(),
+            with(&[
+                ("RUNNER_EPHEMERAL", "true"),
+                ("RUNNER_IDLE_TIMEOUT", "1s"),
+                ("HANGAR_DRAIN_TIMEOUT", "1s"),
+            ]),
+        ]));
+        let id = online_runner(&emu, &emu_repo(), &agent).await;
+        // GitHub now says busy (a job was just assigned): the idle timeout must not stop it.
+        emu.set_runner_busy(id, true);
+        wait_until(10, "the idle timeout to pass", || {
+            agent.logs().contains("landed just in time")
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(
+            emu.runner(id).is_some_and(|r| r.online),
+            "the runner was kept"
+        );
+        assert!(
+            agent.child.try_wait().unwrap().is_none(),
+            "the agent is still running"
+        );
+        emu.set_runner_busy(id, false);
+        agent.signal(Signal::SIGTERM);
+        assert_eq!(agent.exit_code(20).await, 0, "{}", agent.logs());
+        assert!(emu.runners(&emu_repo()).is_empty());
+    })
+    .await
+}

@@ -821,12 +821,38 @@ impl Supervisor {
             idle_timeout_s = timeout.as_secs_f64(),
             "the ephemeral runner got no job in time; removing it"
         );
-        self.deregister_then_stop(child).await;
-        if self.activity == Activity::Idle {
-            self.outcome = Some(AgentExit::Replace(format!(
-                "no job within the idle timeout ({timeout:?})"
-            )));
+        let removal = match &self.github {
+            Some(gh) => gh
+                .delete_runner(&self.config.scope, self.identity.id)
+                .await
+                .map(Some),
+            None => Ok(None),
+        };
+        match removal {
+            // A job landed just in time: this is no longer an idle runner, and there is nothing
+            // to stop. Its started hook is on the way; after the job the runner exits by itself.
+            Ok(Some(RunnerRemoval::Busy)) => {
+                tracing::info!(
+                    "GitHub says the runner is busy: a job landed just in time; keeping it"
+                );
+                self.activity = Activity::Busy;
+                return;
+            }
+            Ok(Some(r)) => {
+                tracing::info!(runner_id = self.identity.id, outcome = ?r, "registration removed");
+                self.registration_removed = true;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove the registration; stopping the runner anyway")
+            }
         }
+        self.outcome = Some(AgentExit::Replace(format!(
+            "no job within the idle timeout ({timeout:?})"
+        )));
+        send_signal(child, nix::sys::signal::Signal::SIGTERM);
+        self.phase = StopPhase::Cancelling;
+        self.deadline = Some(Instant::now() + IDLE_STOP_GRACE);
     }
 
     /// Deletes the registration, waiting out a "busy" answer for a while (a cancelled or
