@@ -715,6 +715,17 @@ async fn as_root_the_runner_runs_as_the_configured_user_or_not_at_all() {
         )
         .await;
         assert_eq!(job.conclusion, Some(Conclusion::Success), "{job:?}");
+        // The hooks, run as that user, still reach the root agent's socket.
+        wait_until(5, "the job's hooks", || {
+            agent.events("job completed").len() == 1
+        })
+        .await;
+        assert!(
+            job.log
+                .iter()
+                .all(|l| !l.text.contains("cannot reach the agent")),
+            "{job:?}"
+        );
         agent.signal(Signal::SIGTERM);
         assert_eq!(agent.exit_code(10).await, 0);
     })
