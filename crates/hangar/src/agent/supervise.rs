@@ -689,16 +689,21 @@ impl Supervisor {
         }
     }
 
-    /// Removes the registration, then stops the runner; if GitHub says the runner is busy, a
-    /// job has just landed and the runner drains instead.
-    async fn deregister_then_stop(&mut self, child: &Child) {
-        let removal = match &self.github {
+    /// Asks GitHub to delete the registration; `None` without GitHub credentials.
+    async fn delete_registration(&self) -> Result<Option<RunnerRemoval>, GitHubError> {
+        match &self.github {
             Some(gh) => gh
                 .delete_runner(&self.config.scope, self.identity.id)
                 .await
                 .map(Some),
             None => Ok(None),
-        };
+        }
+    }
+
+    /// Removes the registration, then stops the runner; if GitHub says the runner is busy, a
+    /// job has just landed and the runner drains instead.
+    async fn deregister_then_stop(&mut self, child: &Child) {
+        let removal = self.delete_registration().await;
         match removal {
             Ok(Some(RunnerRemoval::Busy)) => {
                 // While running, a busy answer means a job has just landed (its started hook
@@ -821,13 +826,7 @@ impl Supervisor {
             idle_timeout_s = timeout.as_secs_f64(),
             "the ephemeral runner got no job in time; removing it"
         );
-        let removal = match &self.github {
-            Some(gh) => gh
-                .delete_runner(&self.config.scope, self.identity.id)
-                .await
-                .map(Some),
-            None => Ok(None),
-        };
+        let removal = self.delete_registration().await;
         match removal {
             // A job landed just in time: this is no longer an idle runner, and there is nothing
             // to stop. Its started hook is on the way; after the job the runner exits by itself.

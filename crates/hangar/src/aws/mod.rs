@@ -59,6 +59,31 @@ pub enum AwsError {
     },
 }
 
+/// The service's error code and message, when AWS answered (rather than the call failing to
+/// reach it).
+pub(crate) fn service_error<E, R>(e: &SdkError<E, R>) -> Option<(String, String)>
+where
+    E: ProvideErrorMetadata,
+{
+    match e {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            Some((
+                err.code().unwrap_or("Unknown").to_string(),
+                err.message().unwrap_or_default().to_string(),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Whether an error code means the caller lacks permission.
+pub(crate) fn is_access_denied(code: &str) -> bool {
+    code.contains("AccessDenied")
+        || code == "UnrecognizedClientException"
+        || code.contains("Unauthorized")
+}
+
 /// Sorts an SDK error into [`AwsError`]; `not_found` maps the service's "does not exist" codes.
 pub(crate) fn classify<E, R>(
     e: SdkError<E, R>,
@@ -70,11 +95,8 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match &e {
-        SdkError::ServiceError(service) => {
-            let err = service.err();
-            let code = err.code().unwrap_or("Unknown").to_string();
-            let message = err.message().unwrap_or_default().to_string();
+    match service_error(&e) {
+        Some((code, message)) => {
             if let Some((what, fix)) = not_found(&code) {
                 return AwsError::NotFound {
                     what,
@@ -82,10 +104,7 @@ where
                     fix,
                 };
             }
-            if code.contains("AccessDenied")
-                || code == "UnrecognizedClientException"
-                || code.contains("Unauthorized")
-            {
+            if is_access_denied(&code) {
                 AwsError::AccessDenied {
                     action,
                     code,
@@ -99,7 +118,7 @@ where
                 }
             }
         }
-        _ => AwsError::Unavailable {
+        None => AwsError::Unavailable {
             action,
             region: region.to_string(),
             cause: DisplayErrorContext(&e).to_string(),

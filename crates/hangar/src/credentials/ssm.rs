@@ -153,15 +153,9 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match &e {
-        SdkError::ServiceError(service) => {
-            let err = service.err();
-            let code = err.code().unwrap_or("Unknown").to_string();
-            let message = err.message().unwrap_or_default().to_string();
-            if code.contains("AccessDenied")
-                || code.contains("KMS")
-                || code == "UnrecognizedClientException"
-            {
+    match crate::aws::service_error(&e) {
+        Some((code, message)) => {
+            if crate::aws::is_access_denied(&code) || code.contains("KMS") {
                 let prefix = names
                     .first()
                     .and_then(|n| n.rsplit_once('/'))
@@ -177,7 +171,7 @@ where
                 SsmError::Service { code, message }
             }
         }
-        _ => SsmError::Unavailable {
+        None => SsmError::Unavailable {
             region: region.to_string(),
             cause: DisplayErrorContext(&e).to_string(),
         },
