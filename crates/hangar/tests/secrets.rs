@@ -77,113 +77,75 @@ async fn run_everywhere(
     }
 }
 
+/// One run of the binary to check: a name, its environment, its arguments, whether stdout is
+/// a deliberately printed token, and secrets the test supplied beyond the usual ones.
+struct Scenario<'a> {
+    what: &'a str,
+    env: Vec<(&'a str, String)>,
+    args: &'a [&'a str],
+    token_on_stdout: bool,
+    extra: Vec<String>,
+}
+
+impl<'a> Scenario<'a> {
+    fn new(what: &'a str, env: &[(&'a str, &str)], args: &'a [&'a str]) -> Self {
+        Scenario {
+            what,
+            env: env.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            args,
+            token_on_stdout: false,
+            extra: Vec::new(),
+        }
+    }
+
+    fn prints_token(mut self) -> Self {
+        self.token_on_stdout = true;
+        self
+    }
+
+    fn secret(mut self, secret: &str) -> Self {
+        self.extra.push(secret.to_string());
+        self
+    }
+
+    async fn check(&self, emu: &Emulator) {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        run_everywhere(
+            emu,
+            self.what,
+            &self.env,
+            self.args,
+            self.token_on_stdout,
+            &extra,
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn no_secret_reaches_logs_errors_or_reports() {
     within(120, async {
         let emu = emulator().await;
         let api = emu.api_url();
-        let pat_env = [("GITHUB_API_URL", api.as_str()), ("GITHUB_PAT", SEED_PAT)];
-        let app_env = [
-            ("GITHUB_API_URL", api.as_str()),
-            ("GITHUB_APP_CLIENT_ID", SEED_CLIENT_ID),
-            ("GITHUB_APP_PRIVATE_KEY", keys::APP_PRIVATE_KEY_PKCS1),
-        ];
-
-        run_everywhere(
-            &emu,
-            "PAT token",
-            &pat_env,
-            &["token", "registration", "--repo", REPO],
-            true,
-            &[],
-        )
-        .await;
-        run_everywhere(
-            &emu,
-            "App token",
-            &app_env,
-            &["token", "registration", "--org", ORG],
-            true,
-            &[],
-        )
-        .await;
-        run_everywhere(
-            &emu,
-            "App jit",
-            &app_env,
-            &["token", "jit", "--org", ORG, "--name", "leak-check"],
-            true,
-            &[],
-        )
-        .await;
-        run_everywhere(
-            &emu,
-            "PAT doctor",
-            &pat_env,
-            &["doctor", "--repo", REPO],
-            false,
-            &[],
-        )
-        .await;
-        run_everywhere(
-            &emu,
-            "App doctor",
-            &app_env,
-            &["doctor", "--org", ORG, "--output", "json"],
-            false,
-            &[],
-        )
-        .await;
-
-        // Retries log their reasons; still nothing secret.
-        emu.fail_next(2, 502);
-        run_everywhere(
-            &emu,
-            "retried",
-            &app_env,
-            &["token", "remove", "--org", ORG],
-            true,
-            &[],
-        )
-        .await;
-
-        // Errors quoting GitHub's refusals.
+        let pat = [("GITHUB_API_URL", api.as_str()), ("GITHUB_PAT", SEED_PAT)];
+        let app_with = |key: &'static str| {
+            [
+                ("GITHUB_API_URL", api.clone()),
+                ("GITHUB_APP_CLIENT_ID", SEED_CLIENT_ID.to_string()),
+                ("GITHUB_APP_PRIVATE_KEY", key.to_string()),
+            ]
+        };
+        let app_owned = app_with(keys::APP_PRIVATE_KEY_PKCS1);
+        let app: Vec<(&str, &str)> = app_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let wrong = "ghp_wrongbutsecret0123456789";
         let bad_pat = [("GITHUB_API_URL", api.as_str()), ("GITHUB_PAT", wrong)];
-        run_everywhere(
-            &emu,
-            "bad PAT",
-            &bad_pat,
-            &["token", "registration", "--repo", REPO],
-            false,
-            &[wrong],
-        )
-        .await;
-        run_everywhere(
-            &emu,
-            "bad PAT doctor",
-            &bad_pat,
-            &["doctor", "--repo", REPO],
-            false,
-            &[wrong],
-        )
-        .await;
-        let bad_key = [
-            ("GITHUB_API_URL", api.as_str()),
-            ("GITHUB_APP_CLIENT_ID", SEED_CLIENT_ID),
-            ("GITHUB_APP_PRIVATE_KEY", keys::OTHER_PRIVATE_KEY_PKCS1),
-        ];
+        let other_key_owned = app_with(keys::OTHER_PRIVATE_KEY_PKCS1);
+        let other_key: Vec<(&str, &str)> = other_key_owned
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
         let other_fragment =
             keys::OTHER_PRIVATE_KEY_PKCS1.lines().nth(2).unwrap()[..40].to_string();
-        run_everywhere(
-            &emu,
-            "wrong key",
-            &bad_key,
-            &["doctor", "--org", ORG],
-            false,
-            &[&other_fragment],
-        )
-        .await;
         let truncated: String = keys::APP_PRIVATE_KEY_PKCS1
             .lines()
             .take(6)
@@ -194,15 +156,58 @@ async fn no_secret_reaches_logs_errors_or_reports() {
             ("GITHUB_APP_CLIENT_ID", SEED_CLIENT_ID),
             ("GITHUB_APP_PRIVATE_KEY", truncated.as_str()),
         ];
-        run_everywhere(
-            &emu,
-            "truncated key",
-            &broken_key,
-            &["token", "registration", "--org", ORG],
-            false,
-            &[],
-        )
-        .await;
+
+        let scenarios = [
+            Scenario::new(
+                "PAT token",
+                &pat,
+                &["token", "registration", "--repo", REPO],
+            )
+            .prints_token(),
+            Scenario::new("App token", &app, &["token", "registration", "--org", ORG])
+                .prints_token(),
+            Scenario::new(
+                "App jit",
+                &app,
+                &["token", "jit", "--org", ORG, "--name", "leak-check"],
+            )
+            .prints_token(),
+            Scenario::new("PAT doctor", &pat, &["doctor", "--repo", REPO]),
+            Scenario::new(
+                "App doctor",
+                &app,
+                &["doctor", "--org", ORG, "--output", "json"],
+            ),
+        ];
+        for scenario in &scenarios {
+            scenario.check(&emu).await;
+        }
+        // Retries log their reasons; still nothing secret.
+        emu.fail_next(2, 502);
+        Scenario::new("retried", &app, &["token", "remove", "--org", ORG])
+            .prints_token()
+            .check(&emu)
+            .await;
+        // Errors quoting GitHub's refusals, and broken keys.
+        let failing = [
+            Scenario::new(
+                "bad PAT",
+                &bad_pat,
+                &["token", "registration", "--repo", REPO],
+            )
+            .secret(wrong),
+            Scenario::new("bad PAT doctor", &bad_pat, &["doctor", "--repo", REPO]).secret(wrong),
+            Scenario::new("wrong key", &other_key, &["doctor", "--org", ORG])
+                .secret(&other_fragment),
+            Scenario::new(
+                "truncated key",
+                &broken_key,
+                &["token", "registration", "--org", ORG],
+            ),
+        ];
+        for scenario in &failing {
+            scenario.check(&emu).await;
+        }
     })
     .await
 }
@@ -217,36 +222,47 @@ async fn secure_strings_from_ssm_stay_out_of_trace_logs() {
         let mut env: Vec<(&str, String)> = moto.env();
         env.push(("GITHUB_API_URL", emu.api_url()));
         env.push(("HANGAR_SSM_PREFIX", prefix.into()));
-        run_everywhere(
-            &emu,
-            "SSM org doctor",
-            &env,
-            &["doctor", "--org", ORG],
-            false,
-            &[],
-        )
-        .await;
-        run_everywhere(
-            &emu,
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Scenario::new("SSM org doctor", &env, &["doctor", "--org", ORG])
+            .check(&emu)
+            .await;
+        Scenario::new(
             "SSM repo token",
             &env,
             &["token", "registration", "--repo", REPO],
-            true,
-            &[],
         )
+        .prints_token()
+        .check(&emu)
         .await;
-        // `status` reads both credentials (PAT for the repository, App for the org) and ECS;
-        // the cluster does not exist, so its error path is covered too.
-        run_everywhere(
-            &emu,
-            "SSM status",
-            &env,
-            &["status", "--output", "json"],
-            false,
-            &[],
-        )
-        .await;
-        run_everywhere(&emu, "logs, no groups", &env, &["logs"], false, &[]).await;
+        // `status` reads both credentials (PAT for the repository, App for the org) and ECS:
+        // first with no cluster (its error path), then with one, so GitHub is read too.
+        Scenario::new("status, no cluster", &env, &["status"])
+            .check(&emu)
+            .await;
+        aws_sdk_ecs::Client::new(&moto.sdk_config())
+            .create_cluster()
+            .cluster_name("your-ecs-cluster-name")
+            .send()
+            .await
+            .unwrap();
+        emu.clear_calls();
+        Scenario::new("SSM status", &env, &["status", "--output", "json"])
+            .check(&emu)
+            .await;
+        let listed: Vec<String> = emu
+            .calls()
+            .into_iter()
+            .filter(|c| c.path.ends_with("/actions/runners") && c.status == 200)
+            .map(|c| c.path)
+            .collect();
+        assert!(
+            listed.iter().any(|p| p.starts_with("/repos/"))
+                && listed.iter().any(|p| p.starts_with("/orgs/")),
+            "status listed runners with both credentials: {listed:?}"
+        );
+        Scenario::new("logs, no groups", &env, &["logs"])
+            .check(&emu)
+            .await;
     })
     .await
 }
