@@ -96,6 +96,9 @@ struct Sample {
     online: Duration,
     github_calls: usize,
     ssm_calls: usize,
+    /// SIGTERM while idle to the agent's exit (deregistration included where it has
+    /// credentials).
+    stop: Duration,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -197,15 +200,18 @@ async fn one_start(mode: Mode, latency: Duration, moto: &Moto) -> Sample {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let sample = Sample {
+    let github_calls = emu.calls().len();
+    let ssm_calls = ssm_calls.load(Ordering::SeqCst) - setup_ssm;
+    let stopping = Instant::now();
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(agent.exit_code(15).await, 0, "{}", agent.logs());
+    Sample {
         registered: registered.unwrap(),
         online,
-        github_calls: emu.calls().len(),
-        ssm_calls: ssm_calls.load(Ordering::SeqCst) - setup_ssm,
-    };
-    agent.signal(nix::sys::signal::Signal::SIGTERM);
-    agent.exit_code(15).await;
-    sample
+        github_calls,
+        ssm_calls,
+        stop: stopping.elapsed(),
+    }
 }
 
 /// Peak RSS (VmHWM) of the agent after registration, one job and the completed hook.
@@ -258,8 +264,8 @@ fn main() {
         println!("## Agent start to runner configured\n");
         for latency_ms in [0u64, 50] {
             println!("simulated GitHub latency per REST request: {latency_ms} ms\n");
-            println!("| mode | GitHub calls | SSM calls | to \"registered\" median ms | p95 ms | to online median ms | p95 ms |");
-            println!("|---|---|---|---|---|---|---|");
+            println!("| mode | GitHub calls | SSM calls | to \"registered\" median ms | p95 ms | to online median ms | p95 ms | idle stop median ms | p95 ms |");
+            println!("|---|---|---|---|---|---|---|---|---|");
             for mode in [Mode::PatEnv, Mode::PatSsm, Mode::AppSsm, Mode::JitSsm] {
                 let mut samples = Vec::new();
                 for _ in 0..runs {
@@ -269,13 +275,16 @@ fn main() {
                 let ssm = samples.iter().map(|s| s.ssm_calls).max().unwrap();
                 let reg: Vec<Duration> = samples.iter().map(|s| s.registered).collect();
                 let onl: Vec<Duration> = samples.iter().map(|s| s.online).collect();
+                let stop: Vec<Duration> = samples.iter().map(|s| s.stop).collect();
                 println!(
-                    "| {} | {gh} | {ssm} | {} | {} | {} | {} |",
+                    "| {} | {gh} | {ssm} | {} | {} | {} | {} | {} | {} |",
                     mode.label(),
                     ms(median(reg.clone())),
                     ms(p95(reg)),
                     ms(median(onl.clone())),
-                    ms(p95(onl))
+                    ms(p95(onl)),
+                    ms(median(stop.clone())),
+                    ms(p95(stop))
                 );
             }
             println!();

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::agent::{self, AgentArgs, hooks::HookKind};
-use crate::commands::{self, Connection, doctor, logs, status, token};
+use crate::commands::{self, ConnectError, Connection, doctor, logs, status, token};
 use crate::credentials::{AuthMode, CredentialError};
 use crate::deployment::DeploymentArgs;
 use crate::github::{self, GitHubConfig, JitRequest, Scope, ScopeError};
@@ -304,7 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status { deployment, output } => {
-            let report = status::run(&connection, &deployment).await?;
+            let report = status::run(&connection, &deployment.resolve()?).await?;
             match output {
                 OutputFormat::Text => print!("{}", status::render_text(&report)),
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -318,7 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             filter,
         } => {
             let request = logs::LogsRequest {
-                deployment,
+                deployment: deployment.resolve()?,
                 since,
                 filter,
                 follow,
@@ -388,13 +388,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// 2 for problems the operator fixes in configuration, 1 for everything else.
 fn exit_code_for(e: &anyhow::Error) -> u8 {
+    // A missing or malformed credential is configuration; SSM refusing to answer is not.
+    let credential =
+        e.downcast_ref::<CredentialError>()
+            .or(match e.downcast_ref::<ConnectError>() {
+                Some(ConnectError::Credentials(c)) => Some(c),
+                _ => None,
+            });
     if e.downcast_ref::<ConfigError>().is_some()
         || e.downcast_ref::<agent::AgentConfigError>().is_some()
         || e.downcast_ref::<ScopeError>().is_some()
-        || matches!(
-            e.downcast_ref::<CredentialError>(),
-            Some(c) if !matches!(c, CredentialError::Ssm(_))
-        )
+        || matches!(credential, Some(c) if !matches!(c, CredentialError::Ssm(_)))
     {
         2
     } else {
@@ -430,5 +434,12 @@ mod tests {
         assert_eq!(exit_code_for(&scope), 2);
         let gh: anyhow::Error = github::GitHubError::NeedsApp.into();
         assert_eq!(exit_code_for(&gh), 1);
+        let missing = CredentialError::Nothing {
+            searched: String::new(),
+            pat_hint: String::new(),
+            app_hint: String::new(),
+        };
+        let through_connect: anyhow::Error = ConnectError::Credentials(missing).into();
+        assert_eq!(exit_code_for(&through_connect), 2);
     }
 }

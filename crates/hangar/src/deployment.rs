@@ -73,9 +73,27 @@ fn pool(runner_type: &'static str, key: &str, scope: Scope) -> Pool {
     }
 }
 
+/// A deployment as the flags name it, validated.
+#[derive(Clone, Debug)]
+pub struct Deployment {
+    pub runner_type: RunnerType,
+    pub cluster: String,
+    pub pools: Vec<Pool>,
+}
+
 impl DeploymentArgs {
+    /// The deployment the flags name; a repository or organization name that is not valid is a
+    /// configuration error.
+    pub fn resolve(&self) -> Result<Deployment, ScopeError> {
+        Ok(Deployment {
+            runner_type: self.runner_type,
+            cluster: self.cluster.clone(),
+            pools: self.pools()?,
+        })
+    }
+
     /// The pools the flags name, validated.
-    pub fn pools(&self) -> Result<Vec<Pool>, ScopeError> {
+    fn pools(&self) -> Result<Vec<Pool>, ScopeError> {
         let mut out = Vec::new();
         if matches!(self.runner_type, RunnerType::Standalone | RunnerType::All) {
             for repo in self

@@ -279,10 +279,7 @@ impl AgentArgs {
                 ephemeral: self.ephemeral,
             },
         };
-        let ephemeral = match &registration {
-            Registration::Configure { ephemeral, .. } => *ephemeral,
-            Registration::Jit(_) => true,
-        };
+        let ephemeral = registration.ephemeral();
         if let Some(bad) = self
             .pass_env
             .iter()
@@ -327,12 +324,19 @@ impl AgentArgs {
     }
 }
 
-impl AgentConfig {
+impl Registration {
+    /// JIT runners are always ephemeral (GitHub issues JIT configurations only for those).
     pub fn ephemeral(&self) -> bool {
-        match &self.registration {
+        match self {
             Registration::Configure { ephemeral, .. } => *ephemeral,
             Registration::Jit(_) => true,
         }
+    }
+}
+
+impl AgentConfig {
+    pub fn ephemeral(&self) -> bool {
+        self.registration.ephemeral()
     }
 }
 

@@ -19,7 +19,7 @@ use super::files::{self, FilesError, RunnerHome, RunnerIdentity};
 use super::hooks::{HookEvent, HookKind, PendingHook};
 use super::policy::{self, Activity, AfterExit, RunnerEnd, StopPhase, StopStep};
 use super::protection::TaskProtection;
-use crate::commands::Connection;
+use crate::commands::{ConnectError, Connection};
 use crate::credentials::{CredentialError, SsmError, SsmParameterStore};
 use crate::github::{GitHub, GitHubError, RunnerRemoval};
 
@@ -229,19 +229,16 @@ async fn connect(
             tracing::info!(mode = %summary.mode, sources = %summary.sources, "GitHub credentials loaded");
             Ok(Some(gh))
         }
-        Err(e) => match (e.downcast::<CredentialError>(), &config.registration) {
-            (Ok(CredentialError::Nothing { .. }), Registration::Jit(_)) => {
-                tracing::info!(
-                    "no GitHub credentials: the JIT runner's launcher owns its registration; the watchdog is off"
-                );
-                Ok(None)
-            }
-            (Ok(c), _) => Err(c.into()),
-            (Err(other), _) => match other.downcast::<GitHubError>() {
-                Ok(g) => Err(g.into()),
-                Err(other) => Err(AgentError::Runner(format!("{other:#}"))),
-            },
-        },
+        Err(ConnectError::Credentials(CredentialError::Nothing { .. }))
+            if matches!(config.registration, Registration::Jit(_)) =>
+        {
+            tracing::info!(
+                "no GitHub credentials: the JIT runner's launcher owns its registration; the watchdog is off"
+            );
+            Ok(None)
+        }
+        Err(ConnectError::Credentials(c)) => Err(c.into()),
+        Err(ConnectError::GitHub(g)) => Err(g.into()),
     }
 }
 

@@ -14,12 +14,12 @@ use chrono::{DateTime, Utc};
 
 use crate::aws::AwsError;
 use crate::aws::logs::{LogEvent, LogsClient};
-use crate::deployment::{DeploymentArgs, LOG_GROUP_PREFIX, RunnerType};
+use crate::deployment::{Deployment, LOG_GROUP_PREFIX, RunnerType};
 
 /// What to read.
 #[derive(Clone, Debug)]
 pub struct LogsRequest {
-    pub deployment: DeploymentArgs,
+    pub deployment: Deployment,
     pub since: Duration,
     pub filter: Option<String>,
     pub follow: bool,
@@ -57,10 +57,7 @@ pub fn format_event(e: &LogEvent) -> String {
 }
 
 /// The groups to read: the named ones (each must exist), or every runner group for `all`.
-async fn groups(
-    client: &LogsClient,
-    deployment: &DeploymentArgs,
-) -> Result<Vec<String>, LogsError> {
+async fn groups(client: &LogsClient, deployment: &Deployment) -> Result<Vec<String>, LogsError> {
     let existing = client.groups_with_prefix(LOG_GROUP_PREFIX).await?;
     if deployment.runner_type == RunnerType::All {
         if existing.is_empty() {
@@ -71,14 +68,9 @@ async fn groups(
         return Ok(existing);
     }
     let wanted: Vec<String> = deployment
-        .pools()
-        .map_err(|e| AwsError::Service {
-            action: "choosing log groups",
-            code: "BadName".into(),
-            message: e.to_string(),
-        })?
-        .into_iter()
-        .map(|p| p.log_group)
+        .pools
+        .iter()
+        .map(|p| p.log_group.clone())
         .collect();
     for group in &wanted {
         if !existing.contains(group) {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use crate::credentials::AuthMode;
 use crate::credentials::{CredentialError, Credentials, Resolved, SsmParameterStore};
-use crate::github::{GitHub, GitHubConfig, Scope};
+use crate::github::{GitHub, GitHubConfig, GitHubError, Scope};
 
 /// Where credential variables (`GITHUB_PAT`, `GITHUB_APP_*`) are read from.
 #[derive(Clone, Default)]
@@ -56,13 +56,64 @@ impl Connection {
     }
 
     /// Credentials resolved for `scope` and a client built on them.
-    pub async fn connect(&self, scope: &Scope) -> anyhow::Result<(GitHub, ResolvedSummary)> {
+    pub async fn connect(&self, scope: &Scope) -> Result<(GitHub, ResolvedSummary), ConnectError> {
         let resolved = self.load_credentials().await?.resolve(scope, self.auth)?;
         let summary = ResolvedSummary::of(&resolved);
         tracing::debug!(mode = %summary.mode, sources = %summary.sources, "credentials resolved");
         let github = GitHub::new(self.github.clone(), resolved.auth)?;
         Ok((github, summary))
     }
+}
+
+/// GitHub clients for several scopes from one reading of the credentials (one SSM call at
+/// most): one client per auth mode, so its connection pool and an App's installation token are
+/// shared by every scope that uses that mode. Errors are kept as text, for reports that go on
+/// with the other scopes.
+pub struct Clients {
+    config: GitHubConfig,
+    forced: Option<AuthMode>,
+    credentials: Result<Credentials, String>,
+    by_mode: HashMap<AuthMode, Result<GitHub, String>>,
+}
+
+impl Clients {
+    pub async fn load(connection: &Connection) -> Clients {
+        Clients {
+            config: connection.github.clone(),
+            forced: connection.auth,
+            credentials: connection
+                .load_credentials()
+                .await
+                .map_err(|e| e.to_string()),
+            by_mode: HashMap::new(),
+        }
+    }
+
+    /// The client for `scope`'s auth mode, built on first use.
+    pub fn for_scope(&mut self, scope: &Scope) -> Result<&GitHub, String> {
+        let credentials = self.credentials.as_ref().map_err(Clone::clone)?;
+        let mode = credentials
+            .choose_mode(scope, self.forced)
+            .map_err(|e| e.to_string())?;
+        let config = &self.config;
+        self.by_mode
+            .entry(mode)
+            .or_insert_with(|| {
+                let resolved = credentials.clone().build(mode).map_err(|e| e.to_string())?;
+                GitHub::new(config.clone(), resolved.auth).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// Why [`Connection::connect`] could not build a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
 }
 
 /// The auth mode and where its values came from (no values).

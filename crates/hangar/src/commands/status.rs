@@ -9,10 +9,10 @@
 
 use serde::Serialize;
 
-use super::Connection;
+use super::{Clients, Connection};
 use crate::aws::AwsError;
 use crate::aws::ecs::{EcsClient, ServiceInfo, TaskInfo};
-use crate::deployment::{DeploymentArgs, Pool};
+use crate::deployment::{Deployment, Pool};
 use crate::github::Runner;
 
 /// Something worth a look.
@@ -158,8 +158,8 @@ pub fn join(runners: &[Runner], tasks: &[TaskInfo]) -> Vec<Row> {
 }
 
 /// Reads GitHub and ECS for every pool the arguments name.
-pub async fn run(connection: &Connection, deployment: &DeploymentArgs) -> anyhow::Result<Status> {
-    let pools = deployment.pools()?;
+pub async fn run(connection: &Connection, deployment: &Deployment) -> anyhow::Result<Status> {
+    let pools = deployment.pools.clone();
     let ecs = EcsClient::from_config(&crate::aws::load_config().await);
     let names: Vec<String> = pools.iter().map(|p| p.service.clone()).collect();
     // A missing cluster or no ECS access is the same answer for every pool: report it once.
@@ -174,14 +174,15 @@ pub async fn run(connection: &Connection, deployment: &DeploymentArgs) -> anyhow
         }
         Err(e) => Err(e.to_string()),
     };
+    let mut clients = Clients::load(connection).await;
     let mut out = Vec::new();
     for pool in pools {
-        let (runners, github_error) = match connection.connect(&pool.scope).await {
-            Ok((gh, _)) => match gh.list_runners(&pool.scope).await {
+        let (runners, github_error) = match clients.for_scope(&pool.scope) {
+            Ok(gh) => match gh.list_runners(&pool.scope).await {
                 Ok(r) => (r, None),
                 Err(e) => (Vec::new(), Some(e.to_string())),
             },
-            Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+            Err(e) => (Vec::new(), Some(e)),
         };
         let service = services
             .as_ref()
@@ -371,8 +372,9 @@ mod tests {
                     repos: vec![],
                     cluster: "c".into(),
                 }
-                .pools()
+                .resolve()
                 .unwrap()
+                .pools
                 .remove(0),
                 service: None,
                 rows: join(

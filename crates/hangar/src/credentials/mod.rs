@@ -48,14 +48,14 @@ impl fmt::Display for Origin {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Sourced<T> {
     pub value: T,
     pub origin: Origin,
 }
 
 /// The two ways Hangar authenticates to GitHub.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum AuthMode {
     /// A personal access token (the seed's standalone mode).
     Pat,
@@ -73,7 +73,7 @@ impl fmt::Display for AuthMode {
 }
 
 /// Everything found, before deciding the mode.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Credentials {
     pub pat: Option<Sourced<SecretString>>,
     pub app_id: Option<Sourced<AppId>>,

@@ -21,7 +21,7 @@ macro_rules! out {
     }};
 }
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -35,7 +35,7 @@ use hangar_emulator::{
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use self::timeline::JobRecord;
+use self::timeline::{JobRecord, Pool};
 use super::{Connection, CredentialEnv, doctor};
 use crate::credentials::{ENV_CLIENT_ID, ENV_PAT, ENV_PRIVATE_KEY_FILE};
 use crate::github::{GitHubConfig, Scope};
@@ -47,25 +47,6 @@ pub struct DevOptions {
     /// Run this many jobs (alternating between the two runners), then stop; `None` runs the
     /// sample workflow once per runner and serves until Ctrl-C.
     pub exit_after_jobs: Option<usize>,
-}
-
-/// The two pools of the seed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Pool {
-    Standalone,
-    Org,
-}
-
-impl Pool {
-    fn name(self) -> &'static str {
-        match self {
-            Pool::Standalone => "standalone",
-            Pool::Org => "org",
-        }
-    }
-    fn label(self) -> &'static str {
-        self.name()
-    }
 }
 
 /// A file tree for the session (runner folders, the App key), removed on drop.
@@ -173,7 +154,7 @@ fn spawn_agent(
 fn sample_workflow(pool: Pool, n: usize) -> JobSpec {
     JobSpec::new(&format!("{SEED_ORG}/{SEED_REPO}"), &format!("ci-{}-{n}", pool.name()))
         .workflow("CI")
-        .labels(["self-hosted", "linux", pool.label()])
+        .labels(["self-hosted", "linux", pool.name()])
         .step(
             "Checkout",
             "mkdir -p src && printf 'fn main() { out!(\"hello\"); }\\n' > src/main.rs && echo \"checked out $GITHUB_REPOSITORY into $GITHUB_WORKSPACE\"",
@@ -246,7 +227,7 @@ impl Show {
                 seq: self.dispatched,
                 run_id: view.as_ref().map(|v| v.run_id).unwrap_or_default(),
                 name: view.map(|v| v.name).unwrap_or_default(),
-                pool: pool.name().into(),
+                pool,
                 ..JobRecord::default()
             },
         );
@@ -338,7 +319,7 @@ impl Show {
             return;
         };
         let live = r.seq <= LIVE_JOBS;
-        let pool = r.pool.clone();
+        let pool = r.pool;
         let say = |line: String| {
             if live {
                 out!("{stamp} {pool:<10} {line}");
@@ -396,11 +377,7 @@ impl Show {
         {
             r.timeline_printed = true;
             self.done += 1;
-            free.push(if r.pool == "org" {
-                Pool::Org
-            } else {
-                Pool::Standalone
-            });
+            free.push(r.pool);
             if r.seq <= LIVE_JOBS {
                 out!(
                     "\nLifecycle of job {} on the {} runner (measured):\n{}",
@@ -570,7 +547,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
     let target_jobs = options.exit_after_jobs.unwrap_or(2).max(1);
     let mut show = Show::new(target_jobs);
-    let mut online: BTreeMap<Pool, (u64, String)> = BTreeMap::new();
+    let mut online: BTreeSet<Pool> = BTreeSet::new();
     let mut stop_reason: Option<String> = None;
     let signals = shutdown_signal();
     tokio::pin!(signals);
@@ -611,7 +588,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                 if let JobEvent::RunnerOnline { runner_id, name, .. } = &event {
                     let org_runner = emu.runners(&hangar_emulator::Scope::org(SEED_ORG)).iter().any(|r| r.id == *runner_id);
                     let pool = if org_runner { Pool::Org } else { Pool::Standalone };
-                    if online.insert(pool, (*runner_id, name.clone())).is_none() {
+                    if online.insert(pool) {
                         out!("{} {:<10} runner {name} (id {runner_id}) is online, polling for jobs", show.stamp(event.at()), pool.name());
                         if online.len() == 2 {
                             out!("\nDispatching the sample workflow \"CI\" (Checkout, Build, Test) to each runner:");

@@ -4,6 +4,29 @@
 
 use chrono::{DateTime, Utc};
 
+/// The seed's two pools, each one runner in `hangar dev`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pool {
+    #[default]
+    Standalone,
+    Org,
+}
+
+impl Pool {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pool::Standalone => "standalone",
+            Pool::Org => "org",
+        }
+    }
+}
+
+impl std::fmt::Display for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
 /// One job's life, as observed.
 #[derive(Clone, Debug, Default)]
 pub struct JobRecord {
@@ -11,13 +34,12 @@ pub struct JobRecord {
     pub seq: usize,
     pub run_id: u64,
     pub name: String,
-    /// `standalone` or `org`.
-    pub pool: String,
+    pub pool: Pool,
     pub queued: Option<DateTime<Utc>>,
     pub claimed: Option<(DateTime<Utc>, String)>,
     /// The agent's started hook (task protection on).
     pub hook_started: Option<DateTime<Utc>>,
-    /// (index, name, started, completed, conclusion)
+    /// In step order.
     pub steps: Vec<StepRecord>,
     /// The agent's completed hook: workspace wiped (entries removed).
     pub cleaned: Option<(DateTime<Utc>, u64)>,
@@ -226,7 +248,7 @@ mod tests {
             seq: 1,
             run_id: 5001,
             name: "build".into(),
-            pool: "standalone".into(),
+            pool: Pool::Standalone,
             queued: Some(t(0)),
             claimed: Some((t(12), "aws-github-runner-x".into())),
             hook_started: Some(t(20)),
