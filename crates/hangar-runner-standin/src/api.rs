@@ -130,7 +130,23 @@ impl Api {
         })
     }
 
-    /// Sends one request, retrying transient failures within the budget; returns the status
+    /// `POST`s `body` with the usual request timeout and the client's retry budget; the body of
+    /// the answer.
+    async fn post(&self, path: &str, auth: Auth<'_>, body: &Value) -> Result<Vec<u8>, ApiError> {
+        let (_, bytes) = self
+            .call(
+                reqwest::Method::POST,
+                path,
+                auth,
+                Some(body),
+                REQUEST_TIMEOUT,
+                self.retry_budget,
+            )
+            .await?;
+        Ok(bytes)
+    }
+
+    /// Sends one request, retrying transient failures within `budget`; returns the status
     /// and body of the first definitive answer (2xx or a non-transient error status).
     async fn call(
         &self,
@@ -139,6 +155,7 @@ impl Api {
         auth: Auth<'_>,
         body: Option<&Value>,
         timeout: Duration,
+        budget: Duration,
     ) -> Result<(u16, Vec<u8>), ApiError> {
         let url = format!("{}{}", self.base, path);
         let mut first_failure: Option<Instant> = None;
@@ -178,7 +195,7 @@ impl Api {
                 Err(e) => describe(&e),
             };
             let started = *first_failure.get_or_insert_with(Instant::now);
-            if started.elapsed() + backoff > self.retry_budget {
+            if started.elapsed() + backoff > budget {
                 return Err(ApiError::Unreachable(cause));
             }
             tokio::time::sleep(backoff).await;
@@ -188,29 +205,19 @@ impl Api {
 
     /// `POST /_runner/register`.
     pub async fn register(&self, token: &str, body: &Value) -> Result<Registered, ApiError> {
-        let (_, bytes) = self
-            .call(
-                reqwest::Method::POST,
-                "/_runner/register",
-                Auth::Remote(token),
-                Some(body),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
-        parse(&bytes)
+        parse(
+            &self
+                .post("/_runner/register", Auth::Remote(token), body)
+                .await?,
+        )
     }
 
     /// `POST /_runner/remove`.
     pub async fn remove(&self, token: &str, runner_id: u64) -> Result<(), ApiError> {
-        self.call(
-            reqwest::Method::POST,
-            "/_runner/remove",
-            Auth::Remote(token),
-            Some(&json!({ "runner_id": runner_id })),
-            REQUEST_TIMEOUT,
-        )
-        .await
-        .map(|_| ())
+        let body = json!({ "runner_id": runner_id });
+        self.post("/_runner/remove", Auth::Remote(token), &body)
+            .await
+            .map(|_| ())
     }
 
     /// `POST /_runner/sessions`; the session id.
@@ -223,16 +230,12 @@ impl Api {
         struct Session {
             session_id: Value,
         }
-        let (_, bytes) = self
-            .call(
-                reqwest::Method::POST,
-                "/_runner/sessions",
-                Auth::Bearer(credential),
-                Some(&json!({ "version": VERSION, "disable_update": disable_update })),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
-        let s: Session = parse(&bytes)?;
+        let body = json!({ "version": VERSION, "disable_update": disable_update });
+        let s: Session = parse(
+            &self
+                .post("/_runner/sessions", Auth::Bearer(credential), &body)
+                .await?,
+        )?;
         // Accept a string or a number, whichever the server uses.
         Ok(match s.session_id {
             Value::String(s) => s,
@@ -247,7 +250,7 @@ impl Api {
         session: &str,
         wait: Duration,
     ) -> Result<Option<Value>, ApiError> {
-        let secs = wait.as_secs().clamp(0, 50);
+        let secs = wait.as_secs().min(50);
         let (status, bytes) = self
             .call(
                 reqwest::Method::GET,
@@ -255,6 +258,7 @@ impl Api {
                 Auth::Bearer(credential),
                 None,
                 Duration::from_secs(secs + 20),
+                self.retry_budget,
             )
             .await?;
         if status == 204 || bytes.is_empty() {
@@ -265,20 +269,16 @@ impl Api {
 
     /// `DELETE /_runner/sessions/{sid}`, with a short budget: it is a courtesy on the way out.
     pub async fn delete_session(&self, credential: &str, session: &str) -> Result<(), ApiError> {
-        let quick = Api {
-            retry_budget: self.retry_budget.min(Duration::from_secs(3)),
-            ..self.clone()
-        };
-        quick
-            .call(
-                reqwest::Method::DELETE,
-                &format!("/_runner/sessions/{session}"),
-                Auth::Bearer(credential),
-                None,
-                Duration::from_secs(5),
-            )
-            .await
-            .map(|_| ())
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/_runner/sessions/{session}"),
+            Auth::Bearer(credential),
+            None,
+            Duration::from_secs(5),
+            self.retry_budget.min(Duration::from_secs(3)),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `POST /_runner/jobs/{id}/events`; whether the server asks for cancellation.
@@ -293,15 +293,8 @@ impl Api {
             #[serde(default)]
             cancel: bool,
         }
-        let (_, bytes) = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/_runner/jobs/{job_id}/events"),
-                Auth::Bearer(credential),
-                Some(event),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
+        let path = format!("/_runner/jobs/{job_id}/events");
+        let bytes = self.post(&path, Auth::Bearer(credential), event).await?;
         if bytes.is_empty() {
             return Ok(false);
         }

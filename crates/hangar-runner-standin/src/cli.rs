@@ -252,22 +252,21 @@ impl Env {
             .filter(|(k, _)| !k.to_string_lossy().starts_with(INPUT_PREFIX))
     }
 
+    /// A whole-number knob, or `default` when unset or unparsable.
+    fn number(&self, key: &str, default: u64) -> u64 {
+        self.get(key)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    }
+
     /// A duration knob in whole seconds, or `default` when unset or unparsable.
     pub fn secs(&self, key: &str, default: u64) -> std::time::Duration {
-        std::time::Duration::from_secs(
-            self.get(key)
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(default),
-        )
+        std::time::Duration::from_secs(self.number(key, default))
     }
 
     /// A duration knob in milliseconds, or `default` when unset or unparsable.
     pub fn millis(&self, key: &str, default: u64) -> std::time::Duration {
-        std::time::Duration::from_millis(
-            self.get(key)
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(default),
-        )
+        std::time::Duration::from_millis(self.number(key, default))
     }
 }
 

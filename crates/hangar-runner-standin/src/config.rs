@@ -16,6 +16,8 @@ pub const RUNNER_FILE: &str = ".runner";
 pub const CREDENTIALS_FILE: &str = ".credentials";
 /// `.credentials_rsaparams`.
 pub const RSA_FILE: &str = ".credentials_rsaparams";
+/// What `.credentials_rsaparams` holds when no key material came with the registration.
+const EMPTY_RSA: &[u8] = b"{}";
 /// The three files, in the order they are removed.
 pub const ALL_FILES: [&str; 3] = [CREDENTIALS_FILE, RSA_FILE, RUNNER_FILE];
 
@@ -122,11 +124,14 @@ pub fn api_base(url: &str) -> Result<String, String> {
     )
 }
 
-/// Reads JSON, tolerating the UTF-8 byte-order mark .NET writes.
+/// Parses JSON, tolerating the UTF-8 byte-order mark .NET writes.
+fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> serde_json::Result<T> {
+    serde_json::from_slice(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
+}
+
+/// Reads a JSON file (see [`parse_json`]).
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<T> {
-    let bytes = std::fs::read(path)?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    serde_json::from_slice(bytes)
+    parse_json(&std::fs::read(path)?)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
@@ -172,14 +177,14 @@ impl LocalConfig {
 
     /// Writes all three files.
     pub fn save(&self, settings: &RunnerSettings, creds: &Credentials) -> std::io::Result<()> {
-        let runner = serde_json::to_string_pretty(settings)?;
-        let creds = serde_json::to_string_pretty(creds)?;
-        write_private(&self.path(RUNNER_FILE), runner.as_bytes())?;
-        write_private(&self.path(CREDENTIALS_FILE), creds.as_bytes())?;
-        write_private(&self.path(RSA_FILE), b"{}")
+        self.save_jit(&[
+            (RUNNER_FILE, serde_json::to_vec_pretty(settings)?),
+            (CREDENTIALS_FILE, serde_json::to_vec_pretty(creds)?),
+            (RSA_FILE, EMPTY_RSA.to_vec()),
+        ])
     }
 
-    /// Writes the files of a decoded JIT config.
+    /// Writes the files of a decoded JIT config (or any of the three files).
     pub fn save_jit(&self, files: &[(&'static str, Vec<u8>)]) -> std::io::Result<()> {
         for (name, content) in files {
             write_private(&self.path(name), content)?;
@@ -221,16 +226,20 @@ pub fn decode_jit(blob: &str) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
             .map_err(|e| format!("The JIT configuration's {name} is not base64: {e}"))?;
         files.push((name, content));
     }
-    let find = |n: &str| files.iter().find(|(f, _)| *f == n).map(|(_, c)| c.clone());
+    let find = |n: &str| {
+        files
+            .iter()
+            .find(|(f, _)| *f == n)
+            .map(|(_, c)| c.as_slice())
+    };
     let runner = find(RUNNER_FILE).ok_or("The JIT configuration has no .runner.")?;
     let creds = find(CREDENTIALS_FILE).ok_or("The JIT configuration has no .credentials.")?;
-    let strip = |b: &[u8]| b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b).to_vec();
-    serde_json::from_slice::<RunnerSettings>(&strip(&runner))
+    parse_json::<RunnerSettings>(runner)
         .map_err(|e| format!("The JIT configuration's .runner is invalid: {e}"))?;
-    serde_json::from_slice::<Credentials>(&strip(&creds))
+    parse_json::<Credentials>(creds)
         .map_err(|e| format!("The JIT configuration's .credentials is invalid: {e}"))?;
     if find(RSA_FILE).is_none() {
-        files.push((RSA_FILE, b"{}".to_vec()));
+        files.push((RSA_FILE, EMPTY_RSA.to_vec()));
     }
     Ok(files)
 }
@@ -241,26 +250,21 @@ mod tests {
 
     #[test]
     fn api_base_rules() {
-        assert_eq!(
-            api_base("https://github.com/o/r").unwrap(),
-            "https://api.github.com"
-        );
-        assert_eq!(
-            api_base("https://GitHub.com/org").unwrap(),
-            "https://api.github.com"
-        );
-        assert_eq!(
-            api_base("https://acme.ghe.com/org").unwrap(),
-            "https://api.acme.ghe.com"
-        );
-        assert_eq!(
-            api_base("https://ghes.example.com/o/r").unwrap(),
-            "https://ghes.example.com/api/v3"
-        );
-        assert_eq!(
-            api_base("http://127.0.0.1:4567/your-organization").unwrap(),
-            "http://127.0.0.1:4567/api/v3"
-        );
+        for (url, base) in [
+            ("https://github.com/o/r", "https://api.github.com"),
+            ("https://GitHub.com/org", "https://api.github.com"),
+            ("https://acme.ghe.com/org", "https://api.acme.ghe.com"),
+            (
+                "https://ghes.example.com/o/r",
+                "https://ghes.example.com/api/v3",
+            ),
+            (
+                "http://127.0.0.1:4567/your-organization",
+                "http://127.0.0.1:4567/api/v3",
+            ),
+        ] {
+            assert_eq!(api_base(url).unwrap(), base, "{url}");
+        }
         for bad in [
             "github.com/o",
             "https://github.com",

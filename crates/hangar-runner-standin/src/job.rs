@@ -70,14 +70,6 @@ impl Conclusion {
     }
 }
 
-/// What the listener needs to know after a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JobOutcome {
-    pub conclusion: Conclusion,
-    /// The job was cancelled because the runner got SIGTERM/SIGINT: the runner must stop.
-    pub by_signal: bool,
-}
-
 /// Cancellation requests for the running job, so a process can tell "cancel" from "cancel,
 /// and hurry".
 #[derive(Clone, Copy, Debug, Default)]
@@ -139,6 +131,12 @@ impl Events {
             ),
         }
     }
+
+    /// A `log` event of `step`.
+    async fn log(&self, step: i64, lines: Vec<String>) {
+        self.post(json!({"event": "log", "step": step, "lines": lines}))
+            .await;
+    }
 }
 
 /// How one child process ended.
@@ -147,8 +145,13 @@ struct ProcOutcome {
     code: i32,
     /// We had to signal it.
     cancelled: bool,
-    /// Its process group still held the output pipes open when we stopped reading.
-    lingering: Option<Pid>,
+}
+
+impl ProcOutcome {
+    /// It exited non-zero on its own.
+    fn failed(&self) -> bool {
+        self.code != 0 && !self.cancelled
+    }
 }
 
 /// The folders of one job.
@@ -209,11 +212,62 @@ fn spawn_reader<R: AsyncRead + Unpin + Send + 'static>(r: R, tx: mpsc::Unbounded
     });
 }
 
+/// Sleeps until `at`; never wakes for `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Where the cancellation of one process group stands: SIGINT, then SIGTERM, then SIGKILL,
+/// each after the grace.
+struct Escalation {
+    pgid: Option<Pid>,
+    grace: Duration,
+    /// The last signal sent, if any.
+    sent: Option<Signal>,
+    /// When the next signal is due.
+    next_at: Option<Instant>,
+}
+
+impl Escalation {
+    fn send(&mut self, sig: Signal) {
+        if let Some(p) = self.pgid {
+            let _ = killpg(p, sig);
+        }
+        self.sent = Some(sig);
+        self.next_at = (sig != Signal::SIGKILL).then(|| Instant::now() + self.grace);
+    }
+
+    /// The grace ran out: the next signal.
+    fn escalate(&mut self) {
+        if self.sent == Some(Signal::SIGINT) {
+            self.send(Signal::SIGTERM);
+        } else {
+            self.send(Signal::SIGKILL);
+        }
+    }
+
+    /// The cancel level is now `level`; only requests above `base` count. The first starts the
+    /// walk; two or more requests go straight to SIGKILL.
+    fn request(&mut self, level: u32, base: u32) {
+        if level <= base {
+            return;
+        }
+        if level >= 2 && self.sent != Some(Signal::SIGKILL) {
+            self.send(Signal::SIGKILL);
+        } else if self.sent.is_none() {
+            self.send(Signal::SIGINT);
+        }
+    }
+}
+
 impl JobRunner<'_> {
     /// Runs `job` to its end and reports it; never fails (problems fail the job instead).
-    pub async fn run(&self, job: &JobSpec) -> JobOutcome {
+    pub async fn run(&self, job: &JobSpec) -> Conclusion {
         // Signals already received count from the start, not from whenever the task below runs.
-        let (cancel_tx, mut cancel_rx) = watch::channel(CancelState {
+        let (cancel_tx, cancel_rx) = watch::channel(CancelState {
             signals: *self.signals.borrow(),
             server: false,
         });
@@ -257,138 +311,33 @@ impl JobRunner<'_> {
 
         let work = self.root.join(&self.settings.work_folder);
         let repo = repo_folder(&job.repository);
+        let repo_dir = work.join(&repo);
         let dirs = Dirs {
-            repo_dir: work.join(&repo),
-            workspace: work.join(&repo).join(&repo),
+            workspace: repo_dir.join(&repo),
+            repo_dir,
             temp: work.join("_temp"),
         };
-        let mut failed = false;
-        let mut lingering = Vec::new();
-        if let Err(e) = std::fs::create_dir_all(&dirs.workspace)
-            .and_then(|_| std::fs::create_dir_all(&dirs.temp))
-        {
-            let line = format!(
-                "##[error]Cannot create the job's folders under {}: {e}",
-                work.display()
-            );
-            self.echo(job, STEP_SETUP, &line);
-            events
-                .post(json!({"event": "log", "step": STEP_SETUP, "lines": [line]}))
-                .await;
-            failed = true;
-        }
-        empty_dir(&dirs.temp);
-        let github_env = self.github_env(job, &dirs);
-
-        if !failed && let Some(hook) = self.hook(HOOK_STARTED) {
-            let cmd = self.command(
-                "bash",
-                [OsString::from("-e"), hook.into()],
-                &dirs,
-                &github_env,
-            );
-            let out = self
-                .run_process(cmd, job, STEP_SETUP, 0, &mut cancel_rx, &events)
-                .await;
-            lingering.extend(out.lingering);
-            if out.code != 0 && !out.cancelled {
-                failed = true;
-            }
-        }
-
-        for (i, step) in job.steps.iter().enumerate() {
-            let i = i as i64;
-            if failed || cancel_rx.borrow().level() > 0 {
-                events
-                    .post(json!({"event": "step_completed", "step": i, "conclusion": "skipped"}))
-                    .await;
-                continue;
-            }
-            events
-                .post(json!({"event": "step_started", "step": i}))
-                .await;
-            let script = dirs.temp.join(format!("step-{}-{i}.sh", job.id));
-            let out = match std::fs::write(&script, &step.run) {
-                Ok(()) => {
-                    let cmd = self.command(
-                        "bash",
-                        [
-                            OsString::from("--noprofile"),
-                            "--norc".into(),
-                            "-eo".into(),
-                            "pipefail".into(),
-                            script.into(),
-                        ],
-                        &dirs,
-                        &github_env,
-                    );
-                    self.run_process(cmd, job, i, 0, &mut cancel_rx, &events)
-                        .await
-                }
-                Err(e) => {
-                    let line = format!("##[error]Cannot write the step's script: {e}");
-                    self.echo(job, i, &line);
-                    events
-                        .post(json!({"event": "log", "step": i, "lines": [line]}))
-                        .await;
-                    ProcOutcome {
-                        code: 1,
-                        cancelled: false,
-                        lingering: None,
-                    }
-                }
-            };
-            lingering.extend(out.lingering);
-            let conclusion = if out.cancelled || cancel_rx.borrow().level() > 0 {
-                "cancelled"
-            } else if out.code == 0 {
-                "success"
-            } else {
-                failed = true;
-                "failure"
-            };
-            events
-                .post(json!({"event": "step_completed", "step": i, "exit_code": out.code, "conclusion": conclusion}))
-                .await;
-        }
-
-        // The completed hook runs whatever happened; only a cancel request arriving while it
-        // runs stops it.
-        if let Some(hook) = self.hook(HOOK_COMPLETED) {
-            let base = cancel_rx.borrow().level();
-            let cmd = self.command(
-                "bash",
-                [OsString::from("-e"), hook.into()],
-                &dirs,
-                &github_env,
-            );
-            let out = self
-                .run_process(cmd, job, STEP_COMPLETION, base, &mut cancel_rx, &events)
-                .await;
-            lingering.extend(out.lingering);
-            if out.code != 0 && !out.cancelled {
-                failed = true;
-            }
-        }
-
-        let state = *cancel_rx.borrow();
-        let conclusion = if state.level() > 0 {
-            Conclusion::Cancelled
-        } else if failed {
-            Conclusion::Failure
-        } else {
-            Conclusion::Success
+        let mut run = JobRun {
+            runner: self,
+            job,
+            github_env: self.github_env(job, &dirs),
+            dirs,
+            events,
+            cancel: cancel_rx,
+            lingering: Vec::new(),
         };
+        let conclusion = run.execute(&work).await;
+
         // Like the real runner, leftover background processes of the job do not survive it.
-        if !lingering.is_empty() {
+        if !run.lingering.is_empty() {
             out_line!("{}: Cleaning up orphan processes", stamp());
         }
-        for pgid in lingering {
-            let _ = killpg(pgid, Signal::SIGKILL);
+        for pgid in &run.lingering {
+            let _ = killpg(*pgid, Signal::SIGKILL);
         }
         // _temp is emptied before the job is reported done, so whoever sees it done sees it clean.
-        empty_dir(&dirs.temp);
-        events
+        empty_dir(&run.dirs.temp);
+        run.events
             .post(json!({"event": "completed", "conclusion": conclusion.wire()}))
             .await;
         renew.abort();
@@ -399,10 +348,7 @@ impl JobRunner<'_> {
             job.name,
             conclusion.display()
         );
-        JobOutcome {
-            conclusion,
-            by_signal: state.signals > 0,
-        }
+        conclusion
     }
 
     /// A hook script named by `var`, if set and non-empty.
@@ -432,22 +378,123 @@ impl JobRunner<'_> {
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
+}
 
-    /// A child in its own process group (so cancellation reaches everything it starts), in the
-    /// workspace, with the runner's environment minus `ACTIONS_RUNNER_INPUT_*`.
-    fn command(
-        &self,
-        program: &str,
-        args: impl IntoIterator<Item = OsString>,
-        dirs: &Dirs,
-        github_env: &[(String, String)],
-    ) -> Command {
-        let mut cmd = Command::new(program);
+/// One job while it runs.
+struct JobRun<'a> {
+    runner: &'a JobRunner<'a>,
+    job: &'a JobSpec,
+    dirs: Dirs,
+    github_env: Vec<(String, String)>,
+    events: Events,
+    cancel: watch::Receiver<CancelState>,
+    /// Process groups that still held output pipes open when their process was done.
+    lingering: Vec<Pid>,
+}
+
+impl JobRun<'_> {
+    /// The started hook, the steps and the completed hook; the job's conclusion.
+    async fn execute(&mut self, work: &Path) -> Conclusion {
+        let mut failed = false;
+        if let Err(e) = std::fs::create_dir_all(&self.dirs.workspace)
+            .and_then(|_| std::fs::create_dir_all(&self.dirs.temp))
+        {
+            self.report(
+                STEP_SETUP,
+                format!(
+                    "##[error]Cannot create the job's folders under {}: {e}",
+                    work.display()
+                ),
+            )
+            .await;
+            failed = true;
+        }
+        empty_dir(&self.dirs.temp);
+
+        if !failed && self.run_hook(HOOK_STARTED, STEP_SETUP, 0).await {
+            failed = true;
+        }
+
+        for (i, step) in self.job.steps.iter().enumerate() {
+            let i = i as i64;
+            if failed || self.cancel.borrow().level() > 0 {
+                self.events
+                    .post(json!({"event": "step_completed", "step": i, "conclusion": "skipped"}))
+                    .await;
+                continue;
+            }
+            self.events
+                .post(json!({"event": "step_started", "step": i}))
+                .await;
+            let script = self.dirs.temp.join(format!("step-{}-{i}.sh", self.job.id));
+            let out = match std::fs::write(&script, &step.run) {
+                Ok(()) => {
+                    let cmd = self.bash([
+                        OsString::from("--noprofile"),
+                        "--norc".into(),
+                        "-eo".into(),
+                        "pipefail".into(),
+                        script.into(),
+                    ]);
+                    self.run_process(cmd, i, 0).await
+                }
+                Err(e) => {
+                    self.report(i, format!("##[error]Cannot write the step's script: {e}"))
+                        .await;
+                    ProcOutcome {
+                        code: 1,
+                        cancelled: false,
+                    }
+                }
+            };
+            let conclusion = if out.cancelled || self.cancel.borrow().level() > 0 {
+                "cancelled"
+            } else if out.code == 0 {
+                "success"
+            } else {
+                failed = true;
+                "failure"
+            };
+            self.events
+                .post(json!({"event": "step_completed", "step": i, "exit_code": out.code, "conclusion": conclusion}))
+                .await;
+        }
+
+        // The completed hook runs whatever happened; only a cancel request arriving while it
+        // runs stops it.
+        let base = self.cancel.borrow().level();
+        if self.run_hook(HOOK_COMPLETED, STEP_COMPLETION, base).await {
+            failed = true;
+        }
+
+        if self.cancel.borrow().level() > 0 {
+            Conclusion::Cancelled
+        } else if failed {
+            Conclusion::Failure
+        } else {
+            Conclusion::Success
+        }
+    }
+
+    /// Runs the hook script named by `var` (if any) as log pseudo-step `step`, cancelled by
+    /// requests above `base`; whether it failed.
+    async fn run_hook(&mut self, var: &str, step: i64, base: u32) -> bool {
+        let Some(hook) = self.runner.hook(var) else {
+            return false;
+        };
+        let cmd = self.bash([OsString::from("-e"), hook.into()]);
+        self.run_process(cmd, step, base).await.failed()
+    }
+
+    /// `bash args...` in its own process group (so cancellation reaches everything it
+    /// starts), in the workspace, with the runner's environment minus `ACTIONS_RUNNER_INPUT_*`.
+    fn bash(&self, args: impl IntoIterator<Item = OsString>) -> Command {
+        let mut cmd = Command::new("bash");
         cmd.args(args)
-            .current_dir(&dirs.workspace)
+            .current_dir(&self.dirs.workspace)
             .env_clear()
-            .envs(self.env.for_children())
-            .envs(github_env.iter().map(|(k, v)| (k, v)))
+            .envs(self.runner.env.for_children())
+            .envs(self.github_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -456,39 +503,32 @@ impl JobRunner<'_> {
     }
 
     /// Echoes one output line to stdout, where the supervisor logs it.
-    fn echo(&self, job: &JobSpec, step: i64, line: &str) {
+    fn echo(&self, step: i64, line: &str) {
         let which = match step {
             STEP_SETUP => "started-hook".to_string(),
             STEP_COMPLETION => "completed-hook".to_string(),
             i => format!("step {i}"),
         };
-        out_line!("[{} {which}] {line}", job.name);
+        out_line!("[{} {which}] {line}", self.job.name);
+    }
+
+    /// A line of the runner's own (an error) as output of `step`: echoed and logged.
+    async fn report(&self, step: i64, line: String) {
+        self.echo(step, &line);
+        self.events.log(step, vec![line]).await;
     }
 
     /// Runs a child to its end, streaming its output as `log` events of `step`. It is
-    /// cancelled when the cancel level rises above `base`: SIGINT, then SIGTERM, then SIGKILL,
-    /// each after the grace; straight to SIGKILL once the level reaches two requests.
-    async fn run_process(
-        &self,
-        mut cmd: Command,
-        job: &JobSpec,
-        step: i64,
-        base: u32,
-        cancel: &mut watch::Receiver<CancelState>,
-        events: &Events,
-    ) -> ProcOutcome {
+    /// cancelled when the cancel level rises above `base` (see [`Escalation`]).
+    async fn run_process(&mut self, mut cmd: Command, step: i64, base: u32) -> ProcOutcome {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let line = format!("##[error]Cannot start the process: {e}");
-                self.echo(job, step, &line);
-                events
-                    .post(json!({"event": "log", "step": step, "lines": [line]}))
+                self.report(step, format!("##[error]Cannot start the process: {e}"))
                     .await;
                 return ProcOutcome {
                     code: 127,
                     cancelled: false,
-                    lingering: None,
                 };
             }
         };
@@ -498,54 +538,35 @@ impl JobRunner<'_> {
             spawn_reader(out, tx.clone());
         }
         if let Some(err) = child.stderr.take() {
-            spawn_reader(err, tx.clone());
+            spawn_reader(err, tx);
         }
-        drop(tx);
 
-        let signal = |sig: Signal| {
-            if let Some(p) = pgid {
-                let _ = killpg(p, sig);
-            }
-        };
-        // 0 nothing sent, 1 SIGINT, 2 SIGTERM, 3 SIGKILL.
-        let mut stage = 0u8;
-        let mut next_at: Option<Instant> = None;
-        let escalate_on_request = |stage: &mut u8, next_at: &mut Option<Instant>, level: u32| {
-            if level <= base {
-                return;
-            }
-            if level >= 2 && *stage < 3 {
-                signal(Signal::SIGKILL);
-                *stage = 3;
-                *next_at = None;
-            } else if *stage == 0 {
-                signal(Signal::SIGINT);
-                *stage = 1;
-                *next_at = Some(Instant::now() + self.grace);
-            }
+        let mut esc = Escalation {
+            pgid,
+            grace: self.runner.grace,
+            sent: None,
+            next_at: None,
         };
         // A request that came before the process started counts too.
-        let level = cancel.borrow_and_update().level();
-        escalate_on_request(&mut stage, &mut next_at, level);
+        esc.request(self.cancel.borrow_and_update().level(), base);
 
-        let far = || Instant::now() + Duration::from_secs(86_400);
-        let mut tick = tokio::time::interval(BATCH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch: Vec<String> = Vec::new();
+        // When the oldest line of the batch is due to be sent.
+        let mut flush_at: Option<Instant> = None;
         let mut status = None;
         let mut drain_until: Option<Instant> = None;
         let mut open = true;
         let mut cancel_alive = true;
-        let mut lingering = None;
         while status.is_none() || open {
             tokio::select! {
                 line = rx.recv(), if open => match line {
                     Some(line) => {
-                        self.echo(job, step, &line);
+                        self.echo(step, &line);
                         batch.push(line);
+                        flush_at.get_or_insert_with(|| Instant::now() + BATCH_EVERY);
                         if batch.len() >= BATCH_LINES {
-                            let lines = std::mem::take(&mut batch);
-                            events.post(json!({"event": "log", "step": step, "lines": lines})).await;
+                            flush_at = None;
+                            self.events.log(step, std::mem::take(&mut batch)).await;
                         }
                     }
                     None => open = false,
@@ -554,41 +575,26 @@ impl JobRunner<'_> {
                     status = Some(st);
                     drain_until = Some(Instant::now() + DRAIN);
                 }
-                _ = tick.tick() => {
-                    if !batch.is_empty() {
-                        let lines = std::mem::take(&mut batch);
-                        events.post(json!({"event": "log", "step": step, "lines": lines})).await;
-                    }
+                _ = sleep_until_some(flush_at) => {
+                    flush_at = None;
+                    self.events.log(step, std::mem::take(&mut batch)).await;
                 }
-                changed = cancel.changed(), if status.is_none() && cancel_alive => {
+                changed = self.cancel.changed(), if status.is_none() && cancel_alive => {
                     if changed.is_err() {
                         cancel_alive = false;
                     } else {
-                        let level = cancel.borrow_and_update().level();
-                        escalate_on_request(&mut stage, &mut next_at, level);
+                        esc.request(self.cancel.borrow_and_update().level(), base);
                     }
                 }
-                _ = tokio::time::sleep_until(next_at.unwrap_or_else(far)), if next_at.is_some() && status.is_none() => {
-                    if stage == 1 {
-                        signal(Signal::SIGTERM);
-                        stage = 2;
-                        next_at = Some(Instant::now() + self.grace);
-                    } else {
-                        signal(Signal::SIGKILL);
-                        stage = 3;
-                        next_at = None;
-                    }
-                }
-                _ = tokio::time::sleep_until(drain_until.unwrap_or_else(far)), if drain_until.is_some() && open => {
-                    lingering = pgid;
+                _ = sleep_until_some(esc.next_at), if status.is_none() => esc.escalate(),
+                _ = sleep_until_some(drain_until), if open => {
+                    self.lingering.extend(pgid);
                     break;
                 }
             }
         }
         if !batch.is_empty() {
-            events
-                .post(json!({"event": "log", "step": step, "lines": batch}))
-                .await;
+            self.events.log(step, batch).await;
         }
         let code = match status {
             Some(Ok(st)) => {
@@ -599,8 +605,7 @@ impl JobRunner<'_> {
         };
         ProcOutcome {
             code,
-            cancelled: stage > 0,
-            lingering,
+            cancelled: esc.sent.is_some(),
         }
     }
 }

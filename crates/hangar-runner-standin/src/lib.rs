@@ -36,6 +36,12 @@ pub(crate) fn write_line(w: &mut dyn Write, args: std::fmt::Arguments<'_>) {
     let _ = w.write_fmt(args).and_then(|()| w.write_all(b"\n"));
 }
 
+/// Prints `e` on stderr; the "terminated, do not retry" exit code.
+pub(crate) fn terminated(e: impl std::fmt::Display) -> i32 {
+    err_line!("{e}");
+    exit::TERMINATED
+}
+
 /// Writes text to stdout as is, ignoring errors.
 fn out_text(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
@@ -174,21 +180,17 @@ Every option can also be given as ACTIONS_RUNNER_INPUT_<NAME> (e.g. ACTIONS_RUNN
 /// Runs the stand-in as `argv0 args...`; returns the process exit code.
 pub fn main_with_args(argv0: &Path, args: Vec<OsString>) -> i32 {
     let Some(root) = root_of(argv0) else {
-        err_line!(
+        return terminated(format_args!(
             "Cannot find the runner's root folder from {}",
             argv0.display()
-        );
-        return exit::TERMINATED;
+        ));
     };
     let mut env = Env::from_process();
     // Like the real runner, the root's .env is part of the runner's environment.
     env.load_dotenv(&root.join(".env"));
     let cli = match Cli::resolve(&args, &env) {
         Ok(c) => c,
-        Err(e) => {
-            err_line!("{e}");
-            return exit::TERMINATED;
-        }
+        Err(e) => return terminated(e),
     };
     if cli.version {
         out_line!("{VERSION}");
@@ -199,8 +201,7 @@ pub fn main_with_args(argv0: &Path, args: Vec<OsString>) -> i32 {
         return exit::SUCCESS;
     }
     if nix::unistd::geteuid().is_root() && env.get(ALLOW_ROOT).is_none_or(|v| v.is_empty()) {
-        err_line!("Must not run with sudo");
-        return exit::TERMINATED;
+        return terminated("Must not run with sudo");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -208,10 +209,7 @@ pub fn main_with_args(argv0: &Path, args: Vec<OsString>) -> i32 {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            err_line!("Cannot start the async runtime: {e}");
-            return exit::TERMINATED;
-        }
+        Err(e) => return terminated(format_args!("Cannot start the async runtime: {e}")),
     };
     let local = LocalConfig::new(root);
     let retry = env.secs(listener::RETRY_SECS, 10);
@@ -219,7 +217,7 @@ pub fn main_with_args(argv0: &Path, args: Vec<OsString>) -> i32 {
         match cli.command {
             Some(Command::Configure) => configure::configure(&local, &cli, retry).await,
             Some(Command::Remove) => configure::remove(&local, &cli, retry).await,
-            Some(Command::Run) | None => listener::run(&local, &cli, &env).await,
+            Some(Command::Run) | None => listener::run(&local, &cli, &env, retry).await,
         }
     });
     // Reader tasks of leftover processes must not hold the exit up.

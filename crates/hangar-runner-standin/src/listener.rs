@@ -3,6 +3,8 @@
 //! deprecated version), and turns SIGTERM/SIGINT into "go offline and exit 0" when idle or
 //! "cancel the job, then exit 0" when busy.
 
+use std::time::Duration;
+
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -10,7 +12,7 @@ use crate::api::{Api, ApiError, Message};
 use crate::cli::{Cli, Env};
 use crate::config::{LocalConfig, decode_jit};
 use crate::job::JobRunner;
-use crate::{VERSION, exit, stamp};
+use crate::{VERSION, exit, stamp, terminated};
 
 /// Long-poll duration in seconds (the real runner holds a poll about 50 s).
 pub const POLL_SECS: &str = "HANGAR_STANDIN_POLL_SECS";
@@ -74,52 +76,41 @@ async fn open_session(api: &Api, credential: &str, disable_update: bool) -> Open
     }
 }
 
-/// `run [--jitconfig BLOB] [--once]`.
-pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
+/// `run [--jitconfig BLOB] [--once]`; transient server failures are retried for `retry`.
+pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env, retry: Duration) -> i32 {
     let jit = cli.jitconfig.is_some();
     if let Some(blob) = &cli.jitconfig {
         let files = match decode_jit(&blob.0) {
             Ok(f) => f,
-            Err(e) => {
-                err_line!("{e}");
-                return exit::TERMINATED;
-            }
+            Err(e) => return terminated(e),
         };
         if let Err(e) = local.save_jit(&files) {
-            err_line!(
+            return terminated(format_args!(
                 "Cannot save the JIT configuration in {}: {e}",
                 local.root.display()
-            );
-            return exit::TERMINATED;
+            ));
         }
     }
     if !local.is_configured() {
-        err_line!("Runner is not configured. Run ./config.sh to configure the runner.");
-        return exit::TERMINATED;
+        return terminated("Runner is not configured. Run ./config.sh to configure the runner.");
     }
     let (settings, creds) = match local.load() {
         Ok(x) => x,
         Err(e) => {
-            err_line!("Runner is not configured: the settings cannot be read ({e}).");
-            return exit::TERMINATED;
+            return terminated(format_args!(
+                "Runner is not configured: the settings cannot be read ({e})."
+            ));
         }
     };
     let ephemeral = settings.ephemeral || jit;
-    let retry = env.secs(RETRY_SECS, 10);
     let poll = env.secs(POLL_SECS, 50);
     let api = match Api::new(&settings.server_url, retry) {
         Ok(a) => a,
-        Err(e) => {
-            err_line!("{e}");
-            return exit::TERMINATED;
-        }
+        Err(e) => return terminated(e),
     };
     let mut signals = match watch_signals() {
         Ok(s) => s,
-        Err(e) => {
-            err_line!("Cannot watch signals: {e}");
-            return exit::TERMINATED;
-        }
+        Err(e) => return terminated(format_args!("Cannot watch signals: {e}")),
     };
     let credential = creds.secret().to_string();
 
@@ -144,19 +135,30 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
         let _ = api.delete_session(&credential, session).await;
         code
     };
+    // Leaves because of SIGTERM/SIGINT.
+    let exiting = async |session: &str| -> i32 {
+        out_line!("Exiting...");
+        leave(session, exit::SUCCESS).await
+    };
+    let runner = JobRunner {
+        api: &api,
+        credential: &credential,
+        root: &local.root,
+        settings: &settings,
+        env,
+        signals: signals.clone(),
+        grace: env.millis(CANCEL_GRACE_MS, 7500),
+        renew_every: env.secs(RENEW_SECS, 30),
+    };
 
     loop {
         // Any signal, whenever it came (even while a job was finishing), means "stop".
         if *signals.borrow_and_update() > 0 {
-            out_line!("Exiting...");
-            return leave(&session, exit::SUCCESS).await;
+            return exiting(&session).await;
         }
         let polled = tokio::select! {
             p = api.poll(&credential, &session, poll) => p,
-            _ = signals.changed() => {
-                out_line!("Exiting...");
-                return leave(&session, exit::SUCCESS).await;
-            }
+            _ = signals.changed() => return exiting(&session).await,
         };
         let value = match polled {
             Ok(None) => continue,
@@ -192,20 +194,11 @@ pub async fn run(local: &LocalConfig, cli: &Cli, env: &Env) -> i32 {
         };
         match message {
             Message::Job { job } => {
-                let runner = JobRunner {
-                    api: &api,
-                    credential: &credential,
-                    root: &local.root,
-                    settings: &settings,
-                    env,
-                    signals: signals.clone(),
-                    grace: env.millis(CANCEL_GRACE_MS, 7500),
-                    renew_every: env.secs(RENEW_SECS, 30),
-                };
-                let outcome = runner.run(&job).await;
-                if outcome.by_signal || *signals.borrow() > 0 {
-                    out_line!("Exiting...");
-                    return leave(&session, exit::SUCCESS).await;
+                runner.run(&job).await;
+                // A signal while the job ran cancelled it; the runner stops now (even an
+                // ephemeral one, which then keeps its files).
+                if *signals.borrow() > 0 {
+                    return exiting(&session).await;
                 }
                 if ephemeral {
                     // GitHub deletes an ephemeral runner after its job; its local files go too.

@@ -52,7 +52,7 @@ async fn configure_run_and_a_successful_job() {
             assert_eq!(s.conclusion, Some(Conclusion::Success));
             assert_eq!(s.exit_code, Some(0));
         }
-        let workspace = root.path(&format!("_work/{0}/{0}", hangar_emulator::SEED_REPO));
+        let workspace = root.workspace();
         assert_eq!(
             log_of(&view, 0),
             vec!["hello".to_string(), workspace.display().to_string()]
@@ -167,7 +167,7 @@ async fn hooks_run_with_the_job_environment_and_a_failing_hook_fails_the_job() {
         root.set("ACTIONS_RUNNER_HOOK_JOB_COMPLETED", &completed);
         let view = run_one_job(&root, &emu, "hooked", "echo step").await;
         assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
-        let workspace = root.path(&format!("_work/{0}/{0}", hangar_emulator::SEED_REPO));
+        let workspace = root.workspace();
         assert_eq!(
             log_of(&view, -1),
             vec![format!(
@@ -501,14 +501,14 @@ async fn an_update_is_ignored_when_updates_are_disabled() {
             .configure_and_listen(&emu, "r-noupd", &["--disableupdate"], &[])
             .await;
         let id = runner_id(&emu, "r-noupd");
-        // The emulator does not deliver an update to a session that disabled updates; either
-        // way the runner must keep running jobs.
-        emu.send_runner_message(
+        // The update is delivered; the runner says it ignores it and keeps running jobs.
+        assert!(emu.send_runner_message(
             id,
             RunnerMessage::Update {
                 target_version: "2.400.0".into(),
             },
-        );
+        ));
+        run.wait_for("Ignoring an update to 2.400.0").await;
         assert_succeeds(&emu, one_step("after-update", "true")).await;
         assert!(run.child.try_wait().unwrap().is_none());
         run.stop().await;
@@ -551,17 +551,15 @@ async fn not_configured_and_already_configured_exit_1() {
     within(async {
         let emu = seed().await;
         let root = Root::new("states");
-        let out = root.output(&["run"]).await;
-        assert_eq!(out.code, 1);
-        assert!(out.stderr.contains("Runner is not configured."), "{out:?}");
+        root.output(&["run"])
+            .await
+            .assert_refused("Runner is not configured.");
         root.configure(&emu, "r-states", &[]).await;
         let token = registration_token(&emu).await;
         let url = repo_url(&emu);
-        let out = root
-            .output(&configure_args(&url, &token, "r-states", &["--replace"]))
-            .await;
-        assert_eq!(out.code, 1);
-        assert!(out.stderr.contains("already configured"), "{out:?}");
+        root.output(&configure_args(&url, &token, "r-states", &["--replace"]))
+            .await
+            .assert_refused("already configured");
     })
     .await;
 }
@@ -579,12 +577,10 @@ async fn configure_refusals_and_replace() {
         let second = Root::new("replace-b");
         let token = registration_token(&emu).await;
         let args = configure_args(&url, &token, "r-same", &[]);
-        let out = second.output(&args).await;
-        assert_eq!(out.code, 1, "{out:?}");
-        assert!(
-            out.stderr.contains("A runner exists with the same name"),
-            "{out:?}"
-        );
+        second
+            .output(&args)
+            .await
+            .assert_refused("A runner exists with the same name");
         assert!(!second.path(".runner").exists());
 
         // With --replace: same id, the old credentials stop working.
@@ -606,22 +602,20 @@ async fn configure_refusals_and_replace() {
         assert_eq!(out.code, 1);
         assert!(!out.stdout.contains("Connected to GitHub"), "{out:?}");
         let token = registration_token(&emu).await;
-        let out = Root::new("badgroup")
+        Root::new("badgroup")
             .output(&configure_args(
                 &url,
                 &token,
                 "y",
                 &["--runnergroup", "nope"],
             ))
-            .await;
-        assert_eq!(out.code, 1);
-        assert!(out.stderr.contains("nope"), "{out:?}");
+            .await
+            .assert_refused("nope");
         // Missing url.
-        let out = Root::new("nourl")
+        Root::new("nourl")
             .output(&["configure", "--unattended", "--token", "T"])
-            .await;
-        assert_eq!(out.code, 1);
-        assert!(out.stderr.contains("url"), "{out:?}");
+            .await
+            .assert_refused("url");
     })
     .await;
 }
@@ -666,9 +660,9 @@ async fn root_is_refused_without_the_override() {
         let mut root = Root::new("sudo");
         root.unset("RUNNER_ALLOW_RUNASROOT");
         for args in [&["run"][..], &["configure", "--unattended"][..]] {
-            let out = root.output(args).await;
-            assert_eq!(out.code, 1, "{out:?}");
-            assert!(out.stderr.contains("Must not run with sudo"), "{out:?}");
+            root.output(args)
+                .await
+                .assert_refused("Must not run with sudo");
         }
         let out = root.output(&["--version"]).await;
         assert_eq!((out.code, out.stdout.trim()), (0, "2.336.0"));

@@ -9,15 +9,16 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hangar_emulator::{
     Conclusion, Emulator, JobSpec, JobView, SEED_ORG, SEED_PAT, SEED_REPO, Scope, World,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hangar-runner-standin");
 
@@ -184,6 +185,14 @@ pub struct Output {
     pub stderr: String,
 }
 
+impl Output {
+    /// Asserts that the command was refused: exit code 1 and `needle` on stderr.
+    pub fn assert_refused(&self, needle: &str) {
+        assert_eq!(self.code, 1, "{self:?}");
+        assert!(self.stderr.contains(needle), "{self:?}");
+    }
+}
+
 impl Root {
     pub fn new(tag: &str) -> Root {
         let dir = std::env::temp_dir().join(format!(
@@ -207,6 +216,11 @@ impl Root {
 
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.join(p)
+    }
+
+    /// The workspace of a job of the seed repository.
+    pub fn workspace(&self) -> PathBuf {
+        self.path(&format!("_work/{0}/{0}", hangar_emulator::SEED_REPO))
     }
 
     /// Sets (or replaces) a variable for every later process.
@@ -295,68 +309,65 @@ impl Root {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        for (pipe, sink) in [
-            (
-                Box::new(child.stdout.take().unwrap())
-                    as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-                lines.clone(),
-            ),
-            (Box::new(child.stderr.take().unwrap()), stderr.clone()),
-        ] {
-            tokio::spawn(async move {
-                let mut r = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = r.next_line().await {
-                    sink.lock().unwrap().push(line);
-                }
-            });
-        }
+        let (lines, out_reader) = collect_lines(child.stdout.take().unwrap());
+        let (stderr, err_reader) = collect_lines(child.stderr.take().unwrap());
         Running {
             child,
             lines,
             stderr,
+            readers: vec![out_reader, err_reader],
         }
     }
+}
+
+/// Collects the lines of `pipe` until EOF.
+fn collect_lines(
+    pipe: impl AsyncRead + Unpin + Send + 'static,
+) -> (watch::Receiver<Vec<String>>, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(Vec::new());
+    let reader = tokio::spawn(async move {
+        let mut r = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = r.next_line().await {
+            tx.send_modify(|lines| lines.push(line));
+        }
+    });
+    (rx, reader)
 }
 
 /// A `run` process.
 pub struct Running {
     pub child: Child,
-    pub lines: Arc<Mutex<Vec<String>>>,
-    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub lines: watch::Receiver<Vec<String>>,
+    pub stderr: watch::Receiver<Vec<String>>,
+    /// The tasks that collect stdout and stderr.
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Waits (up to 30 s) for a stdout line containing `needle`.
+    /// Waits (up to 30 s, and no longer than stdout is open) for a stdout line containing
+    /// `needle`.
     pub async fn wait_for(&self, needle: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(needle))
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no line with {needle:?}; stdout: {:?}; stderr: {:?}",
-                self.lines.lock().unwrap(),
-                self.stderr.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut lines = self.lines.clone();
+        let found = tokio::time::timeout(
+            Duration::from_secs(30),
+            lines.wait_for(|ls| ls.iter().any(|l| l.contains(needle))),
+        )
+        .await
+        .is_ok_and(|seen| seen.is_ok());
+        assert!(
+            found,
+            "no line with {needle:?}; stdout: {:?}; stderr: {:?}",
+            self.lines.borrow(),
+            self.stderr.borrow()
+        );
     }
 
     pub fn stdout(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        self.lines.borrow().join("\n")
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
+        self.stderr.borrow().join("\n")
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -382,8 +393,10 @@ impl Running {
                 )
             })
             .expect("wait");
-        // Let the pipe readers catch the last lines.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The pipe readers catch the last lines (the pipes close with the process).
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
         status.code().unwrap_or(-1)
     }
 }
