@@ -194,16 +194,25 @@ async fn status_says_clearly_what_is_missing() {
         let err = text(&out.stderr);
         assert!(err.contains("ECS cluster \"nope\" was not found") && err.contains("--cluster"), "{err}");
         assert!(!err.contains("panicked"));
-        // A repository with no service, and GitHub credentials missing for the org: each pool
-        // says why, and the command still reports.
-        let mut no_app = env(&moto, &emu);
-        no_app.retain(|(k, _)| !k.starts_with("GITHUB_APP_"));
-        no_app.push(("GITHUB_REPOSITORY_NAMES".into(), "your-repository-name,other-repo".into()));
-        let out = hangar(&["status"], &no_app).await;
+        // A repository with no service and unknown to GitHub: that pool says both, and the
+        // others still report.
+        let mut two_repos = env(&moto, &emu);
+        two_repos.push(("GITHUB_REPOSITORY_NAMES".into(), "your-repository-name,other-repo".into()));
+        let out = hangar(&["status"], &two_repos).await;
         let table = text(&out.stdout);
         assert!(out.status.success(), "{table}\n{}", text(&out.stderr));
         assert!(table.contains("no ECS service github-runner-standalone-other-repo in cluster your-ecs-cluster-name"), "{table}");
-        assert!(table.contains("GitHub: "), "{table}");
+        assert!(table.contains("GitHub: repository your-organization/other-repo was not found"), "{table}");
+        assert!(table.contains("ECS service github-runner-org-org: ACTIVE"), "{table}");
+        // No GitHub credentials at all: every pool says so, and ECS is still shown.
+        let mut no_github = env(&moto, &emu);
+        no_github.retain(|(k, _)| k != "GITHUB_PAT" && !k.starts_with("GITHUB_APP_"));
+        let out = hangar(&["status"], &no_github).await;
+        let table = text(&out.stdout);
+        assert!(out.status.success(), "{table}\n{}", text(&out.stderr));
+        assert_eq!(table.matches("GitHub: no GitHub credentials found").count(), 2, "{table}");
+        assert!(table.contains("ECS service github-runner-standalone-your-repository-name: ACTIVE, desired 2"), "{table}");
+        assert!(table.contains("! task with no runner"), "{table}");
     })
     .await
 }
