@@ -201,10 +201,6 @@ pub(crate) fn resolve(state: &mut State, presented: &Presented) -> Result<Creden
     Err(ApiError::bad_credentials())
 }
 
-fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, message)
-}
-
 /// Verifies an App JWT and returns the App's id.
 fn verify_jwt(state: &mut State, token: &str) -> Result<u64, ApiError> {
     let unverified = insecure_decode::<Value>(token).map_err(|_| ApiError::jwt_not_decoded())?;
@@ -232,20 +228,20 @@ fn verify_jwt(state: &mut State, token: &str) -> Result<u64, ApiError> {
     let exp = match exp {
         Some(exp) if exp > now => exp,
         _ => {
-            return Err(unauthorized(
+            return Err(ApiError::unauthorized(
                 "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires",
             ));
         }
     };
     if exp > now + MAX_JWT_LIFETIME_SECS {
-        return Err(unauthorized(
+        return Err(ApiError::unauthorized(
             "'Expiration time' claim ('exp') is too far in the future",
         ));
     }
     match claims.get("iat").and_then(Value::as_i64) {
         Some(iat) if iat <= now => {}
         _ => {
-            return Err(unauthorized(
+            return Err(ApiError::unauthorized(
                 "'Issued at' claim ('iat') must be an Integer representing a time in the past",
             ));
         }
@@ -263,7 +259,7 @@ fn verify_jwt(state: &mut State, token: &str) -> Result<u64, ApiError> {
         ),
     };
     if state.seen_jwts.contains_key(&(app_id, key.clone())) {
-        return Err(unauthorized(message));
+        return Err(ApiError::unauthorized(message));
     }
     state.seen_jwts.insert((app_id, key), exp);
     Ok(app_id)

@@ -4,7 +4,7 @@
 //! responses and adds the headers every response carries.
 
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// Where GitHub's generic error bodies point.
 pub(crate) const DOCS_URL: &str = "https://docs.github.com/rest";
@@ -54,9 +54,14 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "Requires authentication")
     }
 
+    /// 401 with a specific message (JWT claim checks, runner-protocol credentials).
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
     /// 401 for an unknown, revoked or expired token.
     pub fn bad_credentials() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Bad credentials")
+        Self::unauthorized("Bad credentials")
     }
 
     /// 401 for a JWT that fails verification, or a non-JWT on a JWT-only endpoint (and vice versa).
@@ -151,3 +156,25 @@ impl Reply {
 
 /// What a handler returns.
 pub(crate) type ApiResult = Result<Reply, ApiError>;
+
+/// Status, JSON body and extra headers of a handler's answer, success or error alike.
+pub(crate) fn answer_parts(
+    result: ApiResult,
+) -> (StatusCode, Option<Value>, Vec<(&'static str, String)>) {
+    match result {
+        Ok(reply) => (reply.status, reply.body, reply.headers),
+        Err(err) => (err.status, Some(err.body()), err.headers),
+    }
+}
+
+/// A request body as a JSON object; an empty (or all-blank) body counts as `{}`. Anything else
+/// is 400 `Problems parsing JSON`.
+pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(ApiError::problems_parsing_json()),
+    }
+}

@@ -30,6 +30,16 @@ pub(crate) enum Fault {
 }
 
 impl Fault {
+    /// [`Fault::Fail`] with `status`, for the knob named `knob`.
+    ///
+    /// # Panics
+    /// If `status` is not a valid HTTP status code (100..=999).
+    pub fn fail(knob: &str, status: u16) -> Self {
+        let status = StatusCode::from_u16(status)
+            .unwrap_or_else(|_| panic!("{knob}: {status} is not an HTTP status code"));
+        Fault::Fail(status)
+    }
+
     /// The error response for this fault.
     pub fn error(self) -> ApiError {
         match self {

@@ -26,7 +26,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use axum::http::StatusCode;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -264,9 +263,8 @@ impl Emulator {
     /// # Panics
     /// If `status` is not a valid HTTP status code (100..=999).
     pub fn fail_next(&self, n: usize, status: u16) {
-        let status = StatusCode::from_u16(status)
-            .unwrap_or_else(|_| panic!("fail_next: {status} is not an HTTP status code"));
-        self.state().faults.push(Fault::Fail(status), n);
+        let fault = Fault::fail("fail_next", status);
+        self.state().faults.push(fault, n);
     }
 
     /// The next `n` requests (after queued faults) get 429 with `retry-after: retry_after_secs`.
@@ -388,10 +386,12 @@ impl Emulator {
 
     /// The JIT-created runner whose JIT config carries this `credential` (see [`JitConfig`]).
     pub fn runner_for_jit_credential(&self, credential: &str) -> Option<RunnerView> {
-        self.state()
+        let state = self.state();
+        let id = state.runner_by_credential(credential)?;
+        state
             .runners
-            .values()
-            .find(|r| r.jit && r.credential.as_deref() == Some(credential))
+            .get(&id)
+            .filter(|r| r.jit)
             .map(state::Runner::view)
     }
 
@@ -421,23 +421,19 @@ impl Emulator {
 
     /// The scope of a valid (known, unexpired) registration token.
     pub fn registration_token_scope(&self, token: &str) -> Option<Scope> {
-        let state = self.state();
-        let now = state.now();
-        state
-            .runner_tokens
-            .get(token)
-            .filter(|t| t.kind == RunnerTokenKind::Registration && t.expires_at > now)
-            .map(|t| t.scope.clone())
+        self.state()
+            .runner_token_scope(token, RunnerTokenKind::Registration)
     }
 
     /// How many registration tokens were issued.
     pub fn registration_tokens_issued(&self) -> usize {
-        self.state().registration_tokens_issued
+        self.state()
+            .runner_tokens_issued(RunnerTokenKind::Registration)
     }
 
     /// How many remove tokens were issued.
     pub fn remove_tokens_issued(&self) -> usize {
-        self.state().remove_tokens_issued
+        self.state().runner_tokens_issued(RunnerTokenKind::Remove)
     }
 
     /// How many JIT configs were issued.
@@ -447,7 +443,7 @@ impl Emulator {
 
     /// How many installation tokens were minted.
     pub fn installation_tokens_minted(&self) -> usize {
-        self.state().installation_tokens_minted
+        self.state().installation_tokens.len()
     }
 
     /// Every request so far, in arrival order (including refused and faulted ones).
@@ -475,10 +471,8 @@ impl Emulator {
     /// # Panics
     /// If `status` is not a valid HTTP status code (100..=999).
     pub fn fail_runner_protocol_next(&self, n: usize, status: u16) {
-        let status = StatusCode::from_u16(status).unwrap_or_else(|_| {
-            panic!("fail_runner_protocol_next: {status} is not an HTTP status code")
-        });
-        self.state().runner_faults.push(Fault::Fail(status), n);
+        let fault = Fault::fail("fail_runner_protocol_next", status);
+        self.state().runner_faults.push(fault, n);
     }
 
     /// How long a runner session lives without a poll or a job event (default 90 s). A session

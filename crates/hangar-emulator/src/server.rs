@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::{Body, Bytes, to_bytes};
@@ -19,7 +19,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::auth::{self, Identity, Presented};
-use crate::error::{ApiError, ApiResult, USER_AGENT_MESSAGE};
+use crate::error::{ApiError, ApiResult, USER_AGENT_MESSAGE, answer_parts};
 use crate::faults::Bucket;
 use crate::faults::{Snapshot, rate_limit_exceeded};
 use crate::routes::{self, Ctx, runner_protocol};
@@ -41,24 +41,22 @@ async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    let latency = shared.lock().faults.latency;
-    let protocol = runner_protocol::is_protocol_path(split_prefix(request.uri().path()).1);
-    if !latency.is_zero() && !protocol {
-        tokio::time::sleep(latency).await;
-    }
     let (parts, body) = request.into_parts();
-    let body = to_bytes(body, MAX_BODY).await.unwrap_or_default();
     let (_, path) = split_prefix(parts.uri.path());
     if runner_protocol::is_protocol_path(path) {
         let path = path.to_owned();
+        let body = to_bytes(body, MAX_BODY).await.unwrap_or_default();
         return runner_protocol::handle(shared, parts, body, &path).await;
     }
+    let latency = shared.lock().faults.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let body = to_bytes(body, MAX_BODY).await.unwrap_or_default();
     let mut state = shared.lock();
     state.expire_sessions();
-    let response = process(&mut state, &parts, &body, peer.ip());
-    // A REST call may have deleted a runner whose session a long poll is waiting on.
-    state.wake_pollers();
-    response
+    // A REST call that deletes a runner wakes the long polls itself (`State::delete_runner`).
+    process(&mut state, &parts, &body, peer.ip())
 }
 
 /// Splits a request path into the `/api/v3` prefix (or "") and the API path.
@@ -142,10 +140,7 @@ fn process(state: &mut State, parts: &Parts, body: &Bytes, ip: IpAddr) -> Respon
         }
     };
 
-    let (status, json, extra) = match result {
-        Ok(reply) => (reply.status, reply.body, reply.headers),
-        Err(err) => (err.status, Some(err.body()), err.headers.clone()),
-    };
+    let (status, json, extra) = answer_parts(result);
     state.calls.push(CallRecord {
         method: parts.method.as_str().to_owned(),
         path: path.to_owned(),
@@ -166,20 +161,7 @@ fn process(state: &mut State, parts: &Parts, body: &Bytes, ip: IpAddr) -> Respon
         headers.push(("x-oauth-scopes", scopes.clone()));
     }
     headers.extend(extra);
-    build_response(
-        status,
-        json,
-        &headers,
-        now_to_system(now.timestamp_millis()),
-    )
-}
-
-fn now_to_system(millis: i64) -> SystemTime {
-    if millis >= 0 {
-        UNIX_EPOCH + Duration::from_millis(millis as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_millis(millis.unsigned_abs())
-    }
+    build_response(status, json, &headers, now.into())
 }
 
 pub(crate) fn build_response(

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::faults::{Faults, RateLimiter};
 use crate::jobs::{
-    Conclusion, Job, JobEvent, JobSpec, JobStatus, JobView, RunnerMessage, StepView,
+    Conclusion, Job, JobEvent, JobSpec, JobStatus, JobView, LogLine, RunnerMessage, StepView,
 };
 use crate::webhooks::{Outgoing, Webhook, WebhookAction};
 use crate::world::RunnerSpec;
@@ -162,29 +162,36 @@ pub(crate) struct Session {
     pub disable_update: bool,
 }
 
+impl Session {
+    /// Records a sign of life: expiry counts from now.
+    pub fn touch(&mut self) {
+        self.last_seen = Instant::now();
+    }
+}
+
 impl Runner {
     /// All label names: the read-only defaults (unless registered without them), then the custom
     /// labels.
     pub fn label_names(&self) -> Vec<String> {
-        let defaults: &[&str] = if self.no_default_labels {
-            &[]
-        } else {
-            &DEFAULT_LABELS
-        };
-        defaults
+        self.default_labels()
             .iter()
             .map(|l| (*l).to_owned())
             .chain(self.labels.iter().cloned())
             .collect()
     }
 
+    /// The read-only labels it carries: [`DEFAULT_LABELS`], or none if registered without them.
+    fn default_labels(&self) -> &'static [&'static str] {
+        if self.no_default_labels {
+            &[]
+        } else {
+            &DEFAULT_LABELS
+        }
+    }
+
     /// How many of [`Runner::label_names`] are read-only.
     pub fn read_only_labels(&self) -> usize {
-        if self.no_default_labels {
-            0
-        } else {
-            DEFAULT_LABELS.len()
-        }
+        self.default_labels().len()
     }
 
     pub fn view(&self) -> RunnerView {
@@ -245,9 +252,6 @@ pub(crate) struct State {
     pub installation_token_ttl: Duration,
     pub registration_token_ttl: Duration,
     pub calls: Vec<CallRecord>,
-    pub registration_tokens_issued: usize,
-    pub remove_tokens_issued: usize,
-    pub installation_tokens_minted: usize,
     pub jit_configs_issued: usize,
     pub jobs: BTreeMap<u64, Job>,
     pub next_job_id: u64,
@@ -288,9 +292,6 @@ impl State {
             installation_token_ttl: Duration::from_secs(3600),
             registration_token_ttl: Duration::from_secs(3600),
             calls: Vec::new(),
-            registration_tokens_issued: 0,
-            remove_tokens_issued: 0,
-            installation_tokens_minted: 0,
             jit_configs_issued: 0,
             jobs: BTreeMap::new(),
             next_job_id: 1,
@@ -410,6 +411,29 @@ impl State {
             .find(|i| i.app_id == app_id && i.account.eq_ignore_ascii_case(org))
     }
 
+    /// When something issued now with lifetime `ttl` expires (a `ttl` too large for the clock
+    /// counts as one hour).
+    pub fn expiry(&self, ttl: Duration) -> DateTime<Utc> {
+        self.now() + TimeDelta::from_std(ttl).unwrap_or(TimeDelta::hours(1))
+    }
+
+    /// How many runner tokens of `kind` were issued (tokens are never forgotten).
+    pub fn runner_tokens_issued(&self, kind: RunnerTokenKind) -> usize {
+        self.runner_tokens
+            .values()
+            .filter(|t| t.kind == kind)
+            .count()
+    }
+
+    /// The scope of a known, unexpired runner token of `kind`.
+    pub fn runner_token_scope(&self, token: &str, kind: RunnerTokenKind) -> Option<Scope> {
+        let now = self.now();
+        self.runner_tokens
+            .get(token)
+            .filter(|t| t.kind == kind && t.expires_at > now)
+            .map(|t| t.scope.clone())
+    }
+
     /// The id of a label, allocating one the first time a name (case-insensitive) is seen.
     pub fn label_id(&mut self, name: &str) -> u64 {
         let next = self.label_ids.len() as u64 + 1;
@@ -509,6 +533,14 @@ impl State {
             .map(|r| r.id)
     }
 
+    /// The live session with this id.
+    pub fn session_mut(&mut self, session_id: &str) -> Option<&mut Session> {
+        self.runners
+            .values_mut()
+            .filter_map(|r| r.session.as_mut())
+            .find(|s| s.id == session_id)
+    }
+
     /// Ends the sessions nobody polled or posted an event on for the session timeout.
     pub fn expire_sessions(&mut self) {
         let timeout = self.session_timeout;
@@ -567,6 +599,63 @@ impl State {
         };
         self.emit(event);
         self.wake_pollers();
+    }
+
+    /// Emits [`JobEvent::RunnerListening`] for a runner that polled and found nothing, once per
+    /// idle period (the flag resets when a session starts or a job completes).
+    pub fn announce_listening(&mut self, runner_id: u64) {
+        let now = self.now();
+        let Some(runner) = self.runners.get_mut(&runner_id) else {
+            return;
+        };
+        if runner.job.is_some() || runner.listening_announced {
+            return;
+        }
+        runner.listening_announced = true;
+        let event = JobEvent::RunnerListening {
+            runner_id,
+            name: runner.name.clone(),
+            at: now,
+        };
+        self.emit(event);
+    }
+
+    /// Appends lines to a job's log and publishes each as a [`JobEvent::Log`].
+    pub fn append_log(&mut self, job_id: u64, step: i64, lines: Vec<String>) {
+        let now = self.now();
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.view.log.extend(lines.iter().map(|text| LogLine {
+                at: now,
+                step,
+                text: text.clone(),
+            }));
+        }
+        for text in lines {
+            self.emit(JobEvent::Log {
+                job_id,
+                step,
+                text,
+                at: now,
+            });
+        }
+    }
+
+    /// Fails the job a runner that stays holds, if any, because the process running it is gone
+    /// (the runner was replaced, or its listener restarted) and will never report it, as GitHub
+    /// does when it loses a runner. `note` goes to the job's completion log first. The runner is
+    /// idle afterwards and is not deleted even if ephemeral. ([`State::delete_runner`] fails the
+    /// job of a runner that goes.)
+    pub fn fail_held_job(&mut self, runner_id: u64, note: Option<&str>) {
+        let held = self.runners.get_mut(&runner_id).and_then(|r| {
+            r.busy = false;
+            r.job.take()
+        });
+        if let Some(job_id) = held {
+            if let Some(note) = note {
+                self.append_log(job_id, -2, vec![note.to_owned()]);
+            }
+            self.complete_job(job_id, Conclusion::Failure);
+        }
     }
 
     /// Deletes a runner: its session ends, a job it held fails, its credential dies.
@@ -738,6 +827,26 @@ pub(crate) fn random_string(charset: &[u8], len: usize) -> String {
     (0..len)
         .map(|_| charset[rng.random_range(0..charset.len())] as char)
         .collect()
+}
+
+/// Length of a runner-protocol credential (registered and JIT runners).
+const CREDENTIAL_LEN: usize = 40;
+
+/// A fresh runner-protocol credential.
+pub(crate) fn runner_credential() -> String {
+    random_string(ALNUM, CREDENTIAL_LEN)
+}
+
+/// The only runner group the emulator has by name (id 1).
+pub(crate) const DEFAULT_GROUP: &str = "Default";
+
+/// The name of runner group `id`: [`DEFAULT_GROUP`] for 1, `Group N` otherwise.
+pub(crate) fn pool_name(id: u64) -> String {
+    if id == 1 {
+        DEFAULT_GROUP.to_owned()
+    } else {
+        format!("Group {id}")
+    }
 }
 
 /// Upper-case letters and digits (runner registration tokens).

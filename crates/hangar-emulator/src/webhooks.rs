@@ -154,11 +154,8 @@ impl State {
     fn workflow_job_payload(&self, action: WebhookAction, job: &Job) -> Value {
         let view = &job.view;
         let base = &self.base_url;
-        let repo = self
-            .repos
-            .get(&(job.owner.clone(), job.repo.clone()))
-            .cloned();
-        let (owner_login, repo_name) = match &repo {
+        let repo = self.repo(&job.owner, &job.repo);
+        let (owner_login, repo_name) = match repo {
             Some(r) => (r.owner.clone(), r.name.clone()),
             None => {
                 let (o, r) = view
@@ -168,7 +165,7 @@ impl State {
                 (o.to_owned(), r.to_owned())
             }
         };
-        let org = self.org(&job.owner).cloned();
+        let org = self.org(&job.owner);
         let full_name = format!("{owner_login}/{repo_name}");
         let runner_group = view.runner_id.map(|id| {
             let group = self
@@ -202,7 +199,7 @@ impl State {
             .collect();
         let owner_json = json!({
             "login": owner_login,
-            "id": org.as_ref().map(|o| o.id),
+            "id": org.map(|o| o.id),
             "type": "Organization",
         });
         let mut payload = json!({
@@ -231,7 +228,7 @@ impl State {
                 "steps": steps,
             },
             "repository": {
-                "id": repo.as_ref().map(|r| r.id),
+                "id": repo.map(|r| r.id),
                 "name": repo_name,
                 "full_name": full_name,
                 "private": true,
@@ -241,7 +238,7 @@ impl State {
             },
             "sender": {"login": "octocat", "id": 1, "type": "User"},
         });
-        if let Some(org) = &org {
+        if let Some(org) = org {
             payload["organization"] = json!({"login": org.login, "id": org.id});
             if let Some(inst) = self
                 .installations

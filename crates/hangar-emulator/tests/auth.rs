@@ -12,9 +12,6 @@ use hangar_emulator::{
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-const ORG_RUNNERS: &str = "/orgs/your-organization/actions/runners";
-const REPO_RUNNERS: &str = "/repos/your-organization/your-repository-name/actions/runners";
-
 #[tokio::test]
 async fn missing_user_agent_is_refused() {
     within(async {
@@ -46,7 +43,7 @@ async fn missing_user_agent_is_refused() {
 async fn user_with_pat_and_scopes_header() {
     within(async {
         let emu = seed().await;
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.json["login"], "hangar-dev");
         assert_eq!(r.json["type"], "User");
@@ -75,10 +72,10 @@ async fn user_with_pat_and_scopes_header() {
 async fn api_v3_prefix_serves_the_same_api() {
     within(async {
         let emu = seed().await;
-        let r = call(&emu, Method::GET, "/api/v3/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/api/v3/user").await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.json["login"], "hangar-dev");
-        let r = call(&emu, Method::GET, "/api/v3/app", Some(&app_jwt()), None).await;
+        let r = as_app(&emu, Method::GET, "/api/v3/app").await;
         assert_eq!(r.status, StatusCode::OK);
         let calls = emu.calls();
         assert_eq!(calls[0].path, "/user");
@@ -101,7 +98,7 @@ async fn missing_unknown_and_revoked_credentials() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert_eq!(r.message(), "Bad credentials");
         emu.revoke_pat(SEED_PAT);
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert_eq!(r.message(), "Bad credentials");
         assert!(r.header("x-oauth-scopes").is_none());
@@ -118,7 +115,7 @@ async fn missing_unknown_and_revoked_credentials() {
 async fn app_jwt_is_accepted_with_client_id_or_app_id() {
     within(async {
         let emu = seed().await;
-        let r = call(&emu, Method::GET, "/app", Some(&app_jwt()), None).await;
+        let r = as_app(&emu, Method::GET, "/app").await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
         assert_eq!(r.json["id"], SEED_APP_ID);
         assert_eq!(r.json["client_id"], SEED_CLIENT_ID);
@@ -253,12 +250,12 @@ async fn reused_jwts_are_rejected() {
 async fn jwt_and_tokens_only_where_github_takes_them() {
     within(async {
         let emu = seed().await;
-        let r = call(&emu, Method::GET, ORG_RUNNERS, Some(&app_jwt()), None).await;
+        let r = as_app(&emu, Method::GET, ORG_RUNNERS).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert_eq!(r.message(), "A JSON web token could not be decoded");
-        let r = call(&emu, Method::GET, "/user", Some(&app_jwt()), None).await;
+        let r = as_app(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-        let r = call(&emu, Method::GET, "/app", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/app").await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert_eq!(r.message(), "A JSON web token could not be decoded");
         let token = installation_token(&emu, SEED_INSTALLATION_ID).await;
@@ -301,14 +298,7 @@ fn two_app_world() -> World {
 async fn installation_lookups() {
     within(async {
         let emu = Emulator::start(two_app_world()).await.unwrap();
-        let r = call(
-            &emu,
-            Method::GET,
-            "/orgs/your-organization/installation",
-            Some(&app_jwt()),
-            None,
-        )
-        .await;
+        let r = as_app(&emu, Method::GET, "/orgs/your-organization/installation").await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
         assert_eq!(r.json["id"], SEED_INSTALLATION_ID);
         assert_eq!(r.json["app_id"], SEED_APP_ID);
@@ -323,12 +313,10 @@ async fn installation_lookups() {
         );
         assert!(r.json["suspended_at"].is_null());
 
-        let r = call(
+        let r = as_app(
             &emu,
             Method::GET,
             "/repos/your-organization/your-repository-name/installation",
-            Some(&app_jwt()),
-            None,
         )
         .await;
         assert_eq!(
@@ -343,30 +331,16 @@ async fn installation_lookups() {
             "/repos/other-org/other-repo/installation",
             "/repos/your-organization/nope/installation",
         ] {
-            let r = call(&emu, Method::GET, path, Some(&app_jwt()), None).await;
+            let r = as_app(&emu, Method::GET, path).await;
             assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
             assert_eq!(r.message(), "Not Found");
         }
 
         emu.suspend_installation(SEED_INSTALLATION_ID, true);
-        let r = call(
-            &emu,
-            Method::GET,
-            "/app/installations/100",
-            Some(&app_jwt()),
-            None,
-        )
-        .await;
+        let r = as_app(&emu, Method::GET, "/app/installations/100").await;
         assert_eq!(r.status, StatusCode::OK);
         assert!(r.json["suspended_at"].as_str().unwrap().ends_with('Z'));
-        let r = call(
-            &emu,
-            Method::GET,
-            "/app/installations",
-            Some(&app_jwt()),
-            None,
-        )
-        .await;
+        let r = as_app(&emu, Method::GET, "/app/installations").await;
         assert_eq!(r.json.as_array().unwrap().len(), 1);
     })
     .await
@@ -376,14 +350,7 @@ async fn installation_lookups() {
 async fn minting_installation_tokens() {
     within(async {
         let emu = Emulator::start(two_app_world()).await.unwrap();
-        let r = call(
-            &emu,
-            Method::POST,
-            "/app/installations/100/access_tokens",
-            Some(&app_jwt()),
-            None,
-        )
-        .await;
+        let r = as_app(&emu, Method::POST, "/app/installations/100/access_tokens").await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
         let token = r.json["token"].as_str().unwrap();
         assert!(token.starts_with("ghs_"));
@@ -408,19 +375,12 @@ async fn minting_installation_tokens() {
             "/app/installations/200/access_tokens",
             "/app/installations/999/access_tokens",
         ] {
-            let r = call(&emu, Method::POST, path, Some(&app_jwt()), None).await;
+            let r = as_app(&emu, Method::POST, path).await;
             assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
         }
 
         emu.suspend_installation(SEED_INSTALLATION_ID, true);
-        let r = call(
-            &emu,
-            Method::POST,
-            "/app/installations/100/access_tokens",
-            Some(&app_jwt()),
-            None,
-        )
-        .await;
+        let r = as_app(&emu, Method::POST, "/app/installations/100/access_tokens").await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
         assert_eq!(r.message(), "This installation has been suspended");
         let r = call(&emu, Method::GET, ORG_RUNNERS, Some(token), None).await;
@@ -570,12 +530,10 @@ async fn pat_scopes_are_enforced() {
         )
         .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
-        let r = call(
+        let r = with_pat(
             &emu,
             Method::GET,
             "/repos/your-organization/nope/actions/runners",
-            Some(SEED_PAT),
-            None,
         )
         .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{Resp, UA, call, call_url, seed, within};
+use common::{ORG_RUNNERS, REPO_RUNNERS, Resp, post_with_pat, seed, with_pat, within};
 use hangar_emulator::{
     Conclusion, Emulator, JitConfig, JobEvent, JobSpec, JobStatus, RunnerMessage, SEED_ORG,
-    SEED_PAT, SEED_REPO, WebhookAction, World, webhook_signature,
+    SEED_REPO, WebhookAction, World, webhook_signature,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -20,14 +20,6 @@ use tokio::sync::broadcast::Receiver;
 use tokio::task::JoinHandle;
 
 const REPO: &str = "your-organization/your-repository-name";
-
-fn org_path() -> String {
-    format!("/orgs/{SEED_ORG}/actions/runners")
-}
-
-fn repo_path() -> String {
-    format!("/repos/{SEED_ORG}/{SEED_REPO}/actions/runners")
-}
 
 /// A protocol request with an arbitrary `Authorization` value.
 async fn proto(method: Method, url: &str, auth: Option<String>, body: Option<Value>) -> Resp {
@@ -54,14 +46,7 @@ async fn remote_auth(url: &str, token: &str, body: Value) -> Resp {
 
 /// A token from `…/registration-token` or `…/remove-token` of a REST runners path.
 async fn runner_token(emu: &Emulator, runners_path: &str, kind: &str) -> String {
-    let r = call(
-        emu,
-        Method::POST,
-        &format!("{runners_path}/{kind}"),
-        Some(SEED_PAT),
-        None,
-    )
-    .await;
+    let r = with_pat(emu, Method::POST, &format!("{runners_path}/{kind}")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
     r.json["token"].as_str().unwrap().to_owned()
 }
@@ -209,7 +194,7 @@ async fn register(emu: &Emulator, runners_path: &str, url_path: &str, body: Valu
 
 /// Registers an organization runner with `body` (see [`register`]) and opens its session.
 async fn org_session(emu: &Emulator, body: Value) -> TestRunner {
-    register(emu, &org_path(), SEED_ORG, body)
+    register(emu, ORG_RUNNERS, SEED_ORG, body)
         .await
         .session()
         .await
@@ -222,26 +207,12 @@ async fn org_runner(emu: &Emulator, name: &str, labels: &[&str]) -> TestRunner {
 
 /// The REST view of runner `id` under a REST runners path.
 async fn rest_runner(emu: &Emulator, path: &str, id: u64) -> Resp {
-    call(
-        emu,
-        Method::GET,
-        &format!("{path}/{id}"),
-        Some(SEED_PAT),
-        None,
-    )
-    .await
+    with_pat(emu, Method::GET, &format!("{path}/{id}")).await
 }
 
 /// Deletes organization runner `id` through the REST API.
 async fn delete_org_runner(emu: &Emulator, id: u64) -> Resp {
-    call(
-        emu,
-        Method::DELETE,
-        &format!("{}/{id}", org_path()),
-        Some(SEED_PAT),
-        None,
-    )
-    .await
+    with_pat(emu, Method::DELETE, &format!("{ORG_RUNNERS}/{id}")).await
 }
 
 /// Every event received so far.
@@ -264,7 +235,7 @@ async fn registration_answers_and_refusals() {
         let emu = seed().await;
         let runner = register(
             &emu,
-            &org_path(),
+            ORG_RUNNERS,
             SEED_ORG,
             json!({"name": "r1", "labels": ["gpu", "LINUX"], "version": "2.336.0"}),
         )
@@ -274,7 +245,7 @@ async fn registration_answers_and_refusals() {
         assert!(!view.online && !view.busy && !view.ephemeral);
         assert_eq!(emu.runner_version(runner.id).as_deref(), Some("2.336.0"));
 
-        let token = runner_token(&emu, &org_path(), "registration-token").await;
+        let token = runner_token(&emu, ORG_RUNNERS, "registration-token").await;
         let url = format!("{}/_runner/register", emu.api_url());
         let remote = Some(format!("RemoteAuth {token}"));
         let org_url = format!("{}/{SEED_ORG}", emu.web_url());
@@ -333,12 +304,12 @@ async fn registration_answers_and_refusals() {
         assert_eq!(r.json["labels"], json!(["linux"]));
         assert_eq!(r.json["pool_id"], 1);
         assert_eq!(r.json["pool_name"], "Default");
-        let rest = rest_runner(&emu, &org_path(), r.json["runner_id"].as_u64().unwrap()).await;
+        let rest = rest_runner(&emu, ORG_RUNNERS, r.json["runner_id"].as_u64().unwrap()).await;
         assert_eq!(rest.json["labels"][0]["type"], "custom");
 
         // An expired registration token is refused.
         emu.set_registration_token_ttl(Duration::from_millis(1));
-        let short = runner_token(&emu, &org_path(), "registration-token").await;
+        let short = runner_token(&emu, ORG_RUNNERS, "registration-token").await;
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let r = remote_auth(&url, &short, json!({"url": org_url, "name": "late"})).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -395,7 +366,7 @@ async fn repository_and_organization_scopes() {
             .repo(SEED_ORG, "other-repo")
             .repo("other-org", "tools");
         let emu = Emulator::start(world).await.unwrap();
-        let repo_runner = register(&emu, &repo_path(), REPO, json!({"name": "repo-runner"}))
+        let repo_runner = register(&emu, REPO_RUNNERS, REPO, json!({"name": "repo-runner"}))
             .await
             .session()
             .await;
@@ -416,21 +387,21 @@ async fn repository_and_organization_scopes() {
 async fn one_job_per_runner_fifo_and_rest_view() {
     within(async {
         let emu = seed().await;
-        let runner = register(&emu, &org_path(), SEED_ORG, json!({"name": "solo"})).await;
-        let rest = rest_runner(&emu, &org_path(), runner.id).await;
+        let runner = register(&emu, ORG_RUNNERS, SEED_ORG, json!({"name": "solo"})).await;
+        let rest = rest_runner(&emu, ORG_RUNNERS, runner.id).await;
         assert_eq!(
             (rest.json["status"].clone(), rest.json["busy"].clone()),
             (json!("offline"), json!(false))
         );
         let runner = runner.session().await;
-        let rest = rest_runner(&emu, &org_path(), runner.id).await;
+        let rest = rest_runner(&emu, ORG_RUNNERS, runner.id).await;
         assert_eq!(rest.json["status"], "online");
 
         let first = emu.enqueue_job(JobSpec::new(REPO, "first").step("a", "true"));
         let second = emu.enqueue_job(JobSpec::new(REPO, "second"));
         let job = runner.take_job().await;
         assert_eq!(job["id"], first);
-        let rest = rest_runner(&emu, &org_path(), runner.id).await;
+        let rest = rest_runner(&emu, ORG_RUNNERS, runner.id).await;
         assert_eq!(rest.json["busy"], true);
         assert!(emu.runner(runner.id).unwrap().busy);
 
@@ -508,7 +479,7 @@ async fn ephemeral_runner_is_deleted_after_its_job() {
 async fn one_live_session_per_runner() {
     within(async {
         let emu = seed().await;
-        let mut runner = register(&emu, &org_path(), SEED_ORG, json!({"name": "s"})).await;
+        let mut runner = register(&emu, ORG_RUNNERS, SEED_ORG, json!({"name": "s"})).await;
         assert!(!emu.session_live(runner.id));
         assert_eq!(runner.open_session().await.status, StatusCode::CREATED);
         assert!(emu.session_live(runner.id));
@@ -518,7 +489,7 @@ async fn one_live_session_per_runner() {
         assert_eq!(r.status, StatusCode::CONFLICT);
 
         // Another runner's credential cannot use this session.
-        let other = register(&emu, &org_path(), SEED_ORG, json!({"name": "o"})).await;
+        let other = register(&emu, ORG_RUNNERS, SEED_ORG, json!({"name": "o"})).await;
         let sid = first.session.clone().unwrap();
         let stolen = TestRunner {
             session: Some(sid.clone()),
@@ -547,13 +518,16 @@ async fn one_live_session_per_runner() {
 async fn idle_sessions_expire_but_polling_ones_do_not() {
     within(async {
         let emu = seed().await;
-        emu.set_session_timeout(Duration::from_millis(1500));
         let runner = org_runner(&emu, "sleepy", &[]).await;
-        // A poll longer than the timeout keeps the session alive.
+        // A poll longer than the timeout keeps the session alive. The timeout is shorter than the
+        // pause between the poll's own looks at the state (1 s), which touch the session: only
+        // the rule that a polling session never expires keeps it alive in between.
+        emu.set_session_timeout(Duration::from_millis(400));
         let started = Instant::now();
         assert_eq!(runner.poll(2).await.status, StatusCode::NO_CONTENT);
         assert!(started.elapsed() >= Duration::from_millis(1900));
         assert!(emu.session_live(runner.id));
+        emu.set_session_timeout(Duration::from_millis(1500));
 
         // Then silence: expired, offline, and a new session may be opened.
         let mut events = emu.subscribe();
@@ -563,7 +537,7 @@ async fn idle_sessions_expire_but_polling_ones_do_not() {
             events.try_recv(),
             Ok(JobEvent::RunnerOffline { runner_id, .. }) if runner_id == runner.id
         ));
-        let rest = rest_runner(&emu, &org_path(), runner.id).await;
+        let rest = rest_runner(&emu, ORG_RUNNERS, runner.id).await;
         assert_eq!(rest.json["status"], "offline");
         assert_eq!(runner.poll(0).await.status, StatusCode::NOT_FOUND);
         let mut again = runner.clone();
@@ -611,7 +585,7 @@ async fn replace_keeps_the_id_and_kills_the_old_process() {
     within(async {
         let emu = seed().await;
         let old = org_runner(&emu, "box", &["a"]).await;
-        let token = runner_token(&emu, &org_path(), "registration-token").await;
+        let token = runner_token(&emu, ORG_RUNNERS, "registration-token").await;
         let body = json!({"url": format!("{}/{SEED_ORG}", emu.web_url()), "name": "BOX", "labels": ["b"], "replace": true});
         let r = remote_auth(&format!("{}/_runner/register", emu.api_url()), &token, body).await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
@@ -642,9 +616,9 @@ async fn remove_with_a_remove_token() {
     within(async {
         let emu = seed().await;
         let runner = org_runner(&emu, "gone", &[]).await;
-        let remove = runner_token(&emu, &org_path(), "remove-token").await;
-        let registration = runner_token(&emu, &org_path(), "registration-token").await;
-        let repo_remove = runner_token(&emu, &repo_path(), "remove-token").await;
+        let remove = runner_token(&emu, ORG_RUNNERS, "remove-token").await;
+        let registration = runner_token(&emu, ORG_RUNNERS, "registration-token").await;
+        let repo_remove = runner_token(&emu, REPO_RUNNERS, "remove-token").await;
         let url = format!("{}/_runner/remove", emu.api_url());
         let body = json!({"runner_id": runner.id});
         let send = |token: String, body: Value| {
@@ -754,13 +728,7 @@ async fn messages_knob() {
 async fn jit_runner_in_githubs_shape_runs_one_job() {
     within(async {
         let emu = seed().await;
-        let r = call(
-            &emu,
-            Method::POST,
-            &format!("/api/v3{}/generate-jitconfig", repo_path()),
-            Some(SEED_PAT),
-            Some(json!({"name": "jit-1", "runner_group_id": 1, "labels": ["hangar"], "work_folder": "w"})),
-        )
+        let r = post_with_pat(&emu, &format!("/api/v3{REPO_RUNNERS}/generate-jitconfig"), json!({"name": "jit-1", "runner_group_id": 1, "labels": ["hangar"], "work_folder": "w"}))
         .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
         let encoded = r.json["encoded_jit_config"].as_str().unwrap();
@@ -802,12 +770,12 @@ async fn jit_runner_in_githubs_shape_runs_one_job() {
         }
         .session()
         .await;
-        let rest = rest_runner(&emu, &repo_path(), id).await;
+        let rest = rest_runner(&emu, REPO_RUNNERS, id).await;
         assert_eq!(rest.json["status"], "online");
         emu.enqueue_job(JobSpec::new(REPO, "j").labels(["hangar"]).step("s", "true"));
         runner.run_next("success").await;
         assert_eq!(emu.runner(id), None);
-        let rest = rest_runner(&emu, &repo_path(), id).await;
+        let rest = rest_runner(&emu, REPO_RUNNERS, id).await;
         assert_eq!(rest.status, StatusCode::NOT_FOUND);
     })
     .await
@@ -944,7 +912,7 @@ async fn protocol_faults_are_separate_from_rest_faults() {
         emu.fail_next(1, 500);
         assert_eq!(runner.poll(0).await.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
         let calls = emu.runner_calls();
         assert!(
@@ -1130,15 +1098,8 @@ async fn webhook_to_a_dead_receiver_is_recorded_as_failed() {
         .await;
         assert_eq!(emu.webhook_deliveries()[0].status, None);
         // The client of this test still works with the seed PAT: webhooks touch no REST state.
-        let r = call_url(
-            Method::GET,
-            &format!("{}/user", emu.api_url()),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::OK);
-        let _ = UA;
     })
     .await
 }
@@ -1149,21 +1110,30 @@ async fn an_idle_runner_announces_listening_once_per_idle_period() {
         let emu = seed().await;
         let mut events = emu.subscribe();
         let runner = org_session(&emu, json!({"name": "listener"})).await;
-        let listening = |events: &mut Receiver<JobEvent>| {
+        let listening = |events: &mut Receiver<JobEvent>, id: u64| {
             drain(events)
                 .iter()
-                .filter(|e| matches!(e, JobEvent::RunnerListening { runner_id, .. } if *runner_id == runner.id))
+                .filter(|e| matches!(e, JobEvent::RunnerListening { runner_id, .. } if *runner_id == id))
                 .count()
         };
         assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
         assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
-        assert_eq!(listening(&mut events), 1, "once after the session opens");
+        assert_eq!(listening(&mut events, runner.id), 1, "once after the session opens");
         emu.enqueue_job(JobSpec::new(REPO, "j"));
         runner.run_next("success").await;
-        assert_eq!(listening(&mut events), 0, "not while busy");
+        assert_eq!(listening(&mut events, runner.id), 0, "not while busy");
         assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
         assert_eq!(runner.poll(0).await.status, StatusCode::NO_CONTENT);
-        assert_eq!(listening(&mut events), 1, "once again after the job");
+        assert_eq!(listening(&mut events, runner.id), 1, "once again after the job");
+
+        // A runner whose first poll takes a job has announced nothing yet: polling while busy
+        // must not announce either.
+        let busy = org_session(&emu, json!({"name": "busy", "labels": ["busy"]})).await;
+        emu.enqueue_job(JobSpec::new(REPO, "b").labels(["busy"]));
+        let job = busy.take_job().await;
+        assert_eq!(busy.poll(0).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(listening(&mut events, busy.id), 0, "not while busy");
+        busy.run(&job, "success").await;
     })
     .await
 }

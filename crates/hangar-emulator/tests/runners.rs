@@ -13,9 +13,6 @@ use hangar_emulator::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const ORG_RUNNERS: &str = "/orgs/your-organization/actions/runners";
-const REPO_RUNNERS: &str = "/repos/your-organization/your-repository-name/actions/runners";
-
 fn org() -> Scope {
     Scope::org("your-organization")
 }
@@ -51,7 +48,7 @@ async fn listing_runners_with_labels() {
         let id = emu.add_runner(&org(), RunnerSpec::idle("r-1", &["hangar", "gpu"]));
         assert_eq!(id, 1);
         emu.add_runner(&repo(), RunnerSpec::idle("repo-runner", &[]));
-        let r = call(&emu, Method::GET, ORG_RUNNERS, Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, ORG_RUNNERS).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.json["total_count"], 1);
         assert!(r.header("link").is_none());
@@ -87,18 +84,11 @@ async fn listing_runners_with_labels() {
         .collect();
         assert_eq!(labels, expected);
 
-        let r = call(&emu, Method::GET, REPO_RUNNERS, Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, REPO_RUNNERS).await;
         assert_eq!(r.json["total_count"], 1);
         assert_eq!(r.json["runners"][0]["name"], "repo-runner");
 
-        let r = call(
-            &emu,
-            Method::GET,
-            &format!("{ORG_RUNNERS}/1"),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let r = with_pat(&emu, Method::GET, &format!("{ORG_RUNNERS}/1")).await;
         assert_eq!(
             (r.status, r.json["name"].as_str()),
             (StatusCode::OK, Some("r-1"))
@@ -108,7 +98,7 @@ async fn listing_runners_with_labels() {
             format!("{ORG_RUNNERS}/99"),
             format!("{ORG_RUNNERS}/x"),
         ] {
-            let r = call(&emu, Method::GET, &path, Some(SEED_PAT), None).await;
+            let r = with_pat(&emu, Method::GET, &path).await;
             assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
         }
     })
@@ -123,7 +113,7 @@ async fn pagination_over_250_runners() {
             emu.add_runner(&org(), RunnerSpec::idle(&format!("runner-{i:03}"), &["x"]));
         }
         // Default page size 30.
-        let r = call(&emu, Method::GET, ORG_RUNNERS, Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, ORG_RUNNERS).await;
         assert_eq!(r.json["runners"].as_array().unwrap().len(), 30);
         assert_eq!(r.json["total_count"], 250);
         let header = r.header("link").unwrap();
@@ -132,14 +122,7 @@ async fn pagination_over_250_runners() {
         assert!(link(header, "prev").is_none());
 
         // per_page above 100 is capped.
-        let r = call(
-            &emu,
-            Method::GET,
-            &format!("{ORG_RUNNERS}?per_page=500"),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let r = with_pat(&emu, Method::GET, &format!("{ORG_RUNNERS}?per_page=500")).await;
         assert_eq!(r.json["runners"].as_array().unwrap().len(), 100);
 
         // Walk every page through rel="next".
@@ -175,24 +158,20 @@ async fn pagination_over_250_runners() {
         assert_eq!(ids, (1..=250).collect::<Vec<u64>>());
 
         // Past the end: empty page, total still reported.
-        let r = call(
+        let r = with_pat(
             &emu,
             Method::GET,
             &format!("{ORG_RUNNERS}?per_page=100&page=4"),
-            Some(SEED_PAT),
-            None,
         )
         .await;
         assert_eq!(r.json["runners"].as_array().unwrap().len(), 0);
         assert_eq!(r.json["total_count"], 250);
 
         // Through /api/v3, the links keep the prefix.
-        let r = call(
+        let r = with_pat(
             &emu,
             Method::GET,
             &format!("/api/v3{ORG_RUNNERS}?per_page=100"),
-            Some(SEED_PAT),
-            None,
         )
         .await;
         let next = link(r.header("link").unwrap(), "next").unwrap();
@@ -214,24 +193,10 @@ async fn name_filter() {
         for name in ["alpha", "beta", "alpha-2"] {
             emu.add_runner(&org(), RunnerSpec::idle(name, &[]));
         }
-        let r = call(
-            &emu,
-            Method::GET,
-            &format!("{ORG_RUNNERS}?name=alpha"),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let r = with_pat(&emu, Method::GET, &format!("{ORG_RUNNERS}?name=alpha")).await;
         assert_eq!(r.json["total_count"], 1);
         assert_eq!(r.json["runners"][0]["name"], "alpha");
-        let r = call(
-            &emu,
-            Method::GET,
-            &format!("{ORG_RUNNERS}?name=gamma"),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let r = with_pat(&emu, Method::GET, &format!("{ORG_RUNNERS}?name=gamma")).await;
         assert_eq!(r.json["total_count"], 0);
     })
     .await
@@ -243,14 +208,7 @@ async fn jit_configs() {
         let emu = seed().await;
         let path = format!("{ORG_RUNNERS}/generate-jitconfig");
         let body = json!({"name": "hangar-1", "runner_group_id": 1, "labels": ["hangar", "linux"]});
-        let r = call(
-            &emu,
-            Method::POST,
-            &path,
-            Some(SEED_PAT),
-            Some(body.clone()),
-        )
-        .await;
+        let r = post_with_pat(&emu, &path, body.clone()).await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
         let runner = &r.json["runner"];
         assert_eq!(runner["name"], "hangar-1");
@@ -292,20 +250,13 @@ async fn jit_configs() {
 
         // Same name again: 409 (case-insensitive); the same name in another scope is fine.
         let dup = json!({"name": "HANGAR-1", "runner_group_id": 1, "labels": ["x"]});
-        let r = call(&emu, Method::POST, &path, Some(SEED_PAT), Some(dup.clone())).await;
+        let r = post_with_pat(&emu, &path, dup.clone()).await;
         assert_eq!(r.status, StatusCode::CONFLICT);
         assert_eq!(
             r.message(),
             "Already exists - A runner with the name HANGAR-1 already exists."
         );
-        let r = call(
-            &emu,
-            Method::POST,
-            &format!("{REPO_RUNNERS}/generate-jitconfig"),
-            Some(SEED_PAT),
-            Some(dup),
-        )
-        .await;
+        let r = post_with_pat(&emu, &format!("{REPO_RUNNERS}/generate-jitconfig"), dup).await;
         assert_eq!(r.status, StatusCode::CREATED);
         let config = JitConfig::decode(r.json["encoded_jit_config"].as_str().unwrap()).unwrap();
         assert_eq!(config.scope, repo());
@@ -333,14 +284,7 @@ async fn jit_configs() {
             ),
         ];
         for (body, field) in bad {
-            let r = call(
-                &emu,
-                Method::POST,
-                &path,
-                Some(SEED_PAT),
-                Some(body.clone()),
-            )
-            .await;
+            let r = post_with_pat(&emu, &path, body.clone()).await;
             assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
             assert!(r.message().contains(field), "{body}: {}", r.message());
         }
@@ -369,57 +313,22 @@ async fn deleting_runners() {
                 ..RunnerSpec::idle("busy", &[])
             },
         );
-        let r = call(
-            &emu,
-            Method::DELETE,
-            &format!("{ORG_RUNNERS}/{busy}"),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let r = with_pat(&emu, Method::DELETE, &format!("{ORG_RUNNERS}/{busy}")).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(
             r.message(),
             "Bad request - Runner \"busy\" is still running a job\""
         );
         // Wrong scope: 404.
-        let r = call(
-            &emu,
-            Method::DELETE,
-            &format!("{REPO_RUNNERS}/{idle}"),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let r = with_pat(&emu, Method::DELETE, &format!("{REPO_RUNNERS}/{idle}")).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
-        let r = call(
-            &emu,
-            Method::DELETE,
-            &format!("{ORG_RUNNERS}/{idle}"),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let r = with_pat(&emu, Method::DELETE, &format!("{ORG_RUNNERS}/{idle}")).await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
         assert_eq!(r.json, Value::Null);
-        let r = call(
-            &emu,
-            Method::DELETE,
-            &format!("{ORG_RUNNERS}/{idle}"),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let r = with_pat(&emu, Method::DELETE, &format!("{ORG_RUNNERS}/{idle}")).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         assert!(emu.set_runner_busy(busy, false));
-        let r = call(
-            &emu,
-            Method::DELETE,
-            &format!("{ORG_RUNNERS}/{busy}"),
-            Some(SEED_PAT),
-            None,
-        )
-        .await;
+        let r = with_pat(&emu, Method::DELETE, &format!("{ORG_RUNNERS}/{busy}")).await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
         assert!(emu.runners(&org()).is_empty());
     })
@@ -460,12 +369,10 @@ async fn registration_and_remove_tokens() {
         assert_eq!(emu.remove_tokens_issued(), 1);
 
         emu.set_registration_token_ttl(Duration::from_secs(60));
-        let r = call(
+        let r = with_pat(
             &emu,
             Method::POST,
             &format!("{ORG_RUNNERS}/registration-token"),
-            Some(SEED_PAT),
-            None,
         )
         .await;
         let t = r.json["token"].as_str().unwrap();
@@ -488,7 +395,7 @@ async fn unknown_routes_and_methods_are_404() {
             ),
             (Method::GET, "//user"),
         ] {
-            let r = call(&emu, method.clone(), path, Some(SEED_PAT), None).await;
+            let r = with_pat(&emu, method.clone(), path).await;
             assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {path}");
             assert_eq!(r.message(), "Not Found");
         }
@@ -502,17 +409,17 @@ async fn fail_next_and_rate_limit_next_in_order() {
         let emu = seed().await;
         emu.fail_next(2, 502);
         emu.rate_limit_next(1, 7);
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::BAD_GATEWAY);
         assert_eq!(r.json["status"], "502");
         assert!(r.json["message"].is_string());
         assert!(r.header("x-ratelimit-remaining").is_some());
-        let r = call(&emu, Method::GET, "/app", Some(&app_jwt()), None).await;
+        let r = as_app(&emu, Method::GET, "/app").await;
         assert_eq!(r.status, StatusCode::BAD_GATEWAY);
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.header("retry-after"), Some("7"));
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::OK);
         let calls: Vec<(u16, AuthKind)> = emu.calls().iter().map(|c| (c.status, c.auth)).collect();
         assert_eq!(
@@ -532,12 +439,7 @@ async fn fail_next_and_rate_limit_next_in_order() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-        assert_eq!(
-            call(&emu, Method::GET, "/user", Some(SEED_PAT), None)
-                .await
-                .status,
-            500
-        );
+        assert_eq!(with_pat(&emu, Method::GET, "/user").await.status, 500);
     })
     .await
 }
@@ -548,7 +450,7 @@ async fn exhausted_rate_limit() {
         let emu = seed().await;
         emu.exhaust_rate_limit(Duration::from_secs(120));
         let before = now_secs();
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
         assert!(
             r.message().starts_with("API rate limit exceeded for "),
@@ -561,7 +463,7 @@ async fn exhausted_rate_limit() {
         assert!((reset - before - 120).abs() <= 2, "{reset}");
         // Afterwards: normal again.
         emu.set_clock_offset_secs(125);
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::OK);
     })
     .await
@@ -571,8 +473,8 @@ async fn exhausted_rate_limit() {
 async fn rate_limit_headers_count_down_per_credential() {
     within(async {
         let emu = seed().await;
-        let r1 = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
-        let r2 = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r1 = with_pat(&emu, Method::GET, "/user").await;
+        let r2 = with_pat(&emu, Method::GET, "/user").await;
         let num = |r: &Resp, h: &str| r.header(h).unwrap().parse::<i64>().unwrap();
         assert_eq!(num(&r1, "x-ratelimit-limit"), 5000);
         assert_eq!(num(&r1, "x-ratelimit-remaining"), 4999);
@@ -588,12 +490,12 @@ async fn rate_limit_headers_count_down_per_credential() {
 
         // Running out for real.
         emu.set_rate_limit(3);
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(
             (r.status, num(&r, "x-ratelimit-remaining")),
             (StatusCode::OK, 0)
         );
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
         assert_eq!(r.message(), "API rate limit exceeded for user ID 1.");
         assert_eq!(r.header("x-oauth-scopes"), Some("repo, admin:org"));
@@ -607,7 +509,7 @@ async fn latency_is_added() {
         let emu = seed().await;
         emu.set_latency(Duration::from_millis(300));
         let start = Instant::now();
-        let r = call(&emu, Method::GET, "/user", Some(SEED_PAT), None).await;
+        let r = with_pat(&emu, Method::GET, "/user").await;
         assert_eq!(r.status, StatusCode::OK);
         assert!(start.elapsed() >= Duration::from_millis(300));
     })
@@ -726,15 +628,9 @@ async fn concurrent_requests_share_state() {
             let emu = emu.clone();
             tasks.push(tokio::spawn(async move {
                 let body = json!({"name": format!("c-{i}"), "runner_group_id": 1, "labels": ["x"]});
-                call(
-                    &emu,
-                    Method::POST,
-                    &format!("{ORG_RUNNERS}/generate-jitconfig"),
-                    Some(SEED_PAT),
-                    Some(body),
-                )
-                .await
-                .status
+                post_with_pat(&emu, &format!("{ORG_RUNNERS}/generate-jitconfig"), body)
+                    .await
+                    .status
             }));
         }
         for t in tasks {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::TimeDelta;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -155,7 +155,7 @@ pub(crate) fn create_access_token(cx: &mut Ctx<'_>, id: &str) -> ApiResult {
                 let level = level.as_str().unwrap_or_default();
                 if !matches!(level, "read" | "write") || !inst.allows(name, level) {
                     return Err(ApiError::new(
-                        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                        StatusCode::UNPROCESSABLE_ENTITY,
                         "The permissions requested are not granted to this installation.",
                     ));
                 }
@@ -176,8 +176,7 @@ pub(crate) fn create_access_token(cx: &mut Ctx<'_>, id: &str) -> ApiResult {
     };
     let state = &mut *cx.state;
     let token = format!("ghs_{}", random_string(ALNUM, INSTALLATION_TOKEN_LEN));
-    let ttl = TimeDelta::from_std(state.installation_token_ttl).unwrap_or(TimeDelta::hours(1));
-    let expires_at = state.now() + ttl;
+    let expires_at = state.expiry(state.installation_token_ttl);
     state.installation_tokens.insert(
         token.clone(),
         InstallationToken {
@@ -186,7 +185,6 @@ pub(crate) fn create_access_token(cx: &mut Ctx<'_>, id: &str) -> ApiResult {
             expires_at,
         },
     );
-    state.installation_tokens_minted += 1;
     Ok(Reply::created(json!({
         "token": token,
         "expires_at": timestamp(expires_at),

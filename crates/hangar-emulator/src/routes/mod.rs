@@ -9,7 +9,7 @@ use axum::http::Uri;
 use serde_json::{Map, Value};
 
 use crate::auth::Credential;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{self, ApiError, ApiResult};
 use crate::state::State;
 use crate::world::Scope;
 
@@ -37,13 +37,7 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// The body as a JSON object; an empty body counts as `{}`. Anything else is 400.
     pub fn json_object(&self) -> Result<Map<String, Value>, ApiError> {
-        if self.body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Map::new());
-        }
-        match serde_json::from_slice::<Value>(self.body) {
-            Ok(Value::Object(map)) => Ok(map),
-            _ => Err(ApiError::problems_parsing_json()),
-        }
+        error::json_object(self.body)
     }
 }
 

@@ -18,21 +18,17 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::RunnerCall;
-use crate::error::{ApiError, ApiResult, Reply};
+use crate::error::{ApiError, ApiResult, Reply, answer_parts, json_object};
 use crate::jit::scope_of_url;
-use crate::jobs::{Conclusion, JobEvent, JobStatus, LogLine};
+use crate::jobs::{Conclusion, JobEvent, JobStatus, StepView};
 use crate::server::build_response;
-use crate::state::{ALNUM, RunnerTokenKind, Shared, State, random_string};
+use crate::state::{DEFAULT_GROUP, RunnerTokenKind, Shared, State, pool_name, runner_credential};
 use crate::world::{RunnerSpec, Scope};
 
 /// Longest long poll, whatever `wait_secs` asks.
 const MAX_WAIT_SECS: u64 = 50;
 /// A waiting poll looks at the state at least this often, even without a signal.
 const RECHECK: Duration = Duration::from_secs(1);
-/// Length of a runner credential.
-const CREDENTIAL_LEN: usize = 40;
-/// The only runner group the emulator has.
-const DEFAULT_GROUP: &str = "Default";
 
 /// Whether an API path (prefix already stripped) belongs to this protocol.
 pub(crate) fn is_protocol_path(path: &str) -> bool {
@@ -57,19 +53,12 @@ pub(crate) async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes, path:
                 let wait = wait_secs(parts.uri.query());
                 poll(&shared, sid, &auth, wait).await
             }
-            _ => {
-                let mut state = shared.lock();
-                let result = dispatch(&mut state, method, &segments, &auth, &body);
-                state.wake_pollers();
-                result
-            }
+            // Every state change a waiting poll cares about wakes the pollers itself.
+            _ => dispatch(&mut shared.lock(), method, &segments, &auth, &body),
         },
     };
 
-    let (status, json, headers) = match result {
-        Ok(reply) => (reply.status, reply.body, reply.headers),
-        Err(err) => (err.status, Some(err.body()), err.headers.clone()),
-    };
+    let (status, json, headers) = answer_parts(result);
     let now = {
         let mut state = shared.lock();
         state.runner_calls.push(RunnerCall {
@@ -132,21 +121,6 @@ impl Presented {
     }
 }
 
-/// The body as a JSON object; empty counts as `{}`.
-fn json_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(ApiError::problems_parsing_json()),
-    }
-}
-
-fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, message)
-}
-
 /// The scope of a valid runner token of `kind` presented as RemoteAuth.
 fn runner_token_scope(
     state: &State,
@@ -154,24 +128,22 @@ fn runner_token_scope(
     kind: RunnerTokenKind,
 ) -> Result<Scope, ApiError> {
     let Presented::RemoteAuth(token) = auth else {
-        return Err(unauthorized("Requires RemoteAuth with a runner token"));
+        return Err(ApiError::unauthorized(
+            "Requires RemoteAuth with a runner token",
+        ));
     };
-    let now = state.now();
     state
-        .runner_tokens
-        .get(token)
-        .filter(|t| t.kind == kind && t.expires_at > now)
-        .map(|t| t.scope.clone())
-        .ok_or_else(|| unauthorized("Bad credentials - the token is unknown or expired"))
+        .runner_token_scope(token, kind)
+        .ok_or_else(|| ApiError::unauthorized("Bad credentials - the token is unknown or expired"))
 }
 
 /// The runner a Bearer credential belongs to.
 fn runner_of(state: &State, auth: &Presented) -> Result<u64, ApiError> {
     match auth {
-        Presented::Bearer(credential) => state
-            .runner_by_credential(credential)
-            .ok_or_else(|| unauthorized("Bad credentials - the runner was deleted or replaced")),
-        _ => Err(unauthorized("Requires a runner credential")),
+        Presented::Bearer(credential) => state.runner_by_credential(credential).ok_or_else(|| {
+            ApiError::unauthorized("Bad credentials - the runner was deleted or replaced")
+        }),
+        _ => Err(ApiError::unauthorized("Requires a runner credential")),
     }
 }
 
@@ -260,7 +232,7 @@ fn register(state: &mut State, auth: &Presented, body: &Map<String, Value>) -> A
     let replace = optional_bool(body, "replace")?;
     let ephemeral = optional_bool(body, "ephemeral")?;
     let version = optional_string(body, "version")?;
-    let credential = random_string(ALNUM, CREDENTIAL_LEN);
+    let credential = runner_credential();
 
     let id = match state.runner_named(&token_scope, &name).map(|r| r.id) {
         Some(_) if !replace => {
@@ -271,15 +243,9 @@ fn register(state: &mut State, auth: &Presented, body: &Map<String, Value>) -> A
         }
         Some(id) => {
             // Replacing keeps the id; the old process loses its session and its credential, so
-            // a job it held can never be reported: it fails, as on GitHub when a runner is lost.
+            // a job it held can never be reported.
             state.end_session(id);
-            let held = state.runners.get_mut(&id).and_then(|r| {
-                r.busy = false;
-                r.job.take()
-            });
-            if let Some(job_id) = held {
-                state.complete_job(job_id, Conclusion::Failure);
-            }
+            state.fail_held_job(id, None);
             let custom = state.custom_labels(labels, no_default_labels);
             if let Some(runner) = state.runners.get_mut(&id) {
                 runner.name = name;
@@ -310,7 +276,7 @@ fn register(state: &mut State, auth: &Presented, body: &Map<String, Value>) -> A
         "runner_id": id,
         "runner_name": runner.name,
         "pool_id": runner.runner_group_id,
-        "pool_name": DEFAULT_GROUP,
+        "pool_name": pool_name(runner.runner_group_id),
         "credential": credential,
         "labels": runner.label_names(),
     })))
@@ -353,33 +319,17 @@ fn create_session(state: &mut State, auth: &Presented, body: &Map<String, Value>
     }
     let version = optional_string(body, "version")?;
     let disable_update = optional_bool(body, "disable_update")?;
-    // A new session means a new listener process: a job the runner still held died with the old
-    // one and will never be reported, so it fails (the runner stays, idle).
-    let orphan = state.runners.get_mut(&runner_id).and_then(|runner| {
-        if version.is_some() {
-            runner.version = version;
-        }
-        runner.busy = false;
-        runner.job.take()
-    });
-    if let Some(job_id) = orphan {
-        let now = state.now();
-        let text = "The runner restarted while running this job.".to_owned();
-        if let Some(job) = state.jobs.get_mut(&job_id) {
-            job.view.log.push(LogLine {
-                at: now,
-                step: -2,
-                text: text.clone(),
-            });
-        }
-        state.emit(JobEvent::Log {
-            job_id,
-            step: -2,
-            text,
-            at: now,
-        });
-        state.complete_job(job_id, Conclusion::Failure);
+    if let Some(runner) = state.runners.get_mut(&runner_id)
+        && version.is_some()
+    {
+        runner.version = version;
     }
+    // A new session means a new listener process: a job the runner still held died with the old
+    // one and will never be reported.
+    state.fail_held_job(
+        runner_id,
+        Some("The runner restarted while running this job."),
+    );
     let session_id = state
         .start_session(runner_id, disable_update)
         .ok_or_else(ApiError::not_found)?;
@@ -395,7 +345,7 @@ fn session_runner(state: &State, auth: &Presented, sid: &str) -> Result<u64, Api
         .ok_or_else(ApiError::not_found)?;
     match runner_of(state, auth) {
         Ok(id) if id == runner_id => Ok(runner_id),
-        _ => Err(unauthorized("Bad credentials for this session")),
+        _ => Err(ApiError::unauthorized("Bad credentials for this session")),
     }
 }
 
@@ -433,7 +383,7 @@ fn poll_once(state: &mut State, auth: &Presented, sid: &str) -> Result<Polled, A
         return Err(ApiError::not_found());
     };
     if let Some(session) = runner.session.as_mut() {
-        session.last_seen = std::time::Instant::now();
+        session.touch();
     }
     if let Some(message) = runner.messages.pop_front() {
         return Ok(Polled::Message(message.to_json()));
@@ -444,19 +394,7 @@ fn poll_once(state: &mut State, auth: &Presented, sid: &str) -> Result<Polled, A
             .get(&job_id)
             .map_or(Polled::Nothing, |job| Polled::Message(job.message()))),
         None => {
-            let now = state.now();
-            if let Some(runner) = state.runners.get_mut(&runner_id)
-                && runner.job.is_none()
-                && !runner.listening_announced
-            {
-                runner.listening_announced = true;
-                let event = JobEvent::RunnerListening {
-                    runner_id,
-                    name: runner.name.clone(),
-                    at: now,
-                };
-                state.emit(event);
-            }
+            state.announce_listening(runner_id);
             Ok(Polled::Nothing)
         }
     }
@@ -471,11 +409,7 @@ struct Polling {
 
 impl Polling {
     fn start(shared: &Arc<Shared>, state: &mut State, sid: &str) -> Self {
-        if let Some(session) = state
-            .runner_by_session(sid)
-            .and_then(|id| state.runners.get_mut(&id))
-            .and_then(|r| r.session.as_mut())
-        {
+        if let Some(session) = state.session_mut(sid) {
             session.polls += 1;
         }
         Polling {
@@ -487,14 +421,9 @@ impl Polling {
 
 impl Drop for Polling {
     fn drop(&mut self) {
-        let mut state = self.shared.lock();
-        if let Some(session) = state
-            .runner_by_session(&self.sid)
-            .and_then(|id| state.runners.get_mut(&id))
-            .and_then(|r| r.session.as_mut())
-        {
+        if let Some(session) = self.shared.lock().session_mut(&self.sid) {
             session.polls = session.polls.saturating_sub(1);
-            session.last_seen = std::time::Instant::now();
+            session.touch();
         }
     }
 }
@@ -512,10 +441,7 @@ async fn poll(shared: &Arc<Shared>, sid: &str, auth: &Presented, wait: Duration)
         {
             let mut state = shared.lock();
             match poll_once(&mut state, auth, sid)? {
-                Polled::Message(message) => {
-                    state.wake_pollers();
-                    return Ok(Reply::ok(message));
-                }
+                Polled::Message(message) => return Ok(Reply::ok(message)),
                 Polled::Nothing => {
                     if polling.is_none() {
                         polling = Some(Polling::start(shared, &mut state, sid));
@@ -533,6 +459,15 @@ async fn poll(shared: &Arc<Shared>, sid: &str, auth: &Presented, wait: Duration)
             _ = tokio::time::sleep_until(wake_at) => {}
         }
     }
+}
+
+/// Step `step` (an index checked against the job's steps) of job `job_id`.
+fn step_mut(state: &mut State, job_id: u64, step: i64) -> Result<&mut StepView, ApiError> {
+    state
+        .jobs
+        .get_mut(&job_id)
+        .and_then(|j| j.view.steps.get_mut(usize::try_from(step).ok()?))
+        .ok_or_else(ApiError::not_found)
 }
 
 /// `POST /_runner/jobs/{job_id}/events`.
@@ -557,7 +492,7 @@ fn job_event(
         .get_mut(&runner_id)
         .and_then(|r| r.session.as_mut())
     {
-        session.last_seen = std::time::Instant::now();
+        session.touch();
     }
 
     let event = required_string(body, "event")?;
@@ -576,13 +511,7 @@ fn job_event(
         "started" | "renew" => {}
         "step_started" => {
             let step = step_index(false)?;
-            let Some(s) = state
-                .jobs
-                .get_mut(&job_id)
-                .and_then(|j| j.view.steps.get_mut(step as usize))
-            else {
-                return Err(ApiError::not_found());
-            };
+            let s = step_mut(state, job_id, step)?;
             s.started_at = Some(now);
             let name = s.name.clone();
             state.emit(JobEvent::StepStarted {
@@ -606,21 +535,7 @@ fn job_event(
                     ));
                 }
             };
-            for text in lines {
-                if let Some(job) = state.jobs.get_mut(&job_id) {
-                    job.view.log.push(LogLine {
-                        at: now,
-                        step,
-                        text: text.clone(),
-                    });
-                }
-                state.emit(JobEvent::Log {
-                    job_id,
-                    step,
-                    text,
-                    at: now,
-                });
-            }
+            state.append_log(job_id, step, lines);
         }
         "step_completed" => {
             let step = step_index(false)?;
@@ -629,13 +544,7 @@ fn job_event(
                 ApiError::invalid_request(format!("Unknown step conclusion {conclusion:?}."))
             })?;
             let exit_code = body.get("exit_code").and_then(Value::as_i64);
-            let Some(s) = state
-                .jobs
-                .get_mut(&job_id)
-                .and_then(|j| j.view.steps.get_mut(step as usize))
-            else {
-                return Err(ApiError::not_found());
-            };
+            let s = step_mut(state, job_id, step)?;
             s.conclusion = Some(conclusion);
             s.exit_code = exit_code;
             s.completed_at = Some(now);

@@ -5,7 +5,6 @@
 
 use axum::extract::Query;
 use axum::http::StatusCode;
-use chrono::TimeDelta;
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
@@ -13,7 +12,8 @@ use crate::auth::authorize_runners;
 use crate::error::{ApiError, ApiResult, Reply};
 use crate::jit::JitConfig;
 use crate::state::{
-    ALNUM, Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM, random_string, timestamp,
+    Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM, pool_name, random_string,
+    runner_credential, timestamp,
 };
 use crate::world::{RunnerSpec, Scope};
 
@@ -81,13 +81,19 @@ fn find<'a>(state: &'a State, scope: &Scope, id_text: &str) -> Result<&'a Runner
         .ok_or_else(ApiError::not_found)
 }
 
-/// A positive integer query parameter, or `None` when absent or malformed.
-fn positive(params: &[(String, String)], key: &str) -> Option<usize> {
+/// A query parameter (the last one if repeated).
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params
         .iter()
         .rev()
         .find(|(k, _)| k == key)
-        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .map(|(_, v)| v.as_str())
+}
+
+/// A positive integer query parameter, or `None` when absent or malformed.
+fn positive(params: &[(String, String)], key: &str) -> Option<usize> {
+    param(params, key)
+        .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
 }
 
@@ -123,11 +129,7 @@ fn list(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
         .unwrap_or(DEFAULT_PER_PAGE)
         .min(MAX_PER_PAGE);
     let page = positive(&params, "page").unwrap_or(1);
-    let name = params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "name")
-        .map(|(_, v)| v.as_str());
+    let name = param(&params, "name");
 
     let wanted = scope.normalized();
     let matching: Vec<&Runner> = cx
@@ -198,8 +200,7 @@ fn runner_token(cx: &mut Ctx<'_>, scope: &Scope, kind: RunnerTokenKind) -> ApiRe
     authorize_runners(cx.state, &cx.cred, scope, true)?;
     let state = &mut *cx.state;
     let token = random_string(UPPER_ALNUM, RUNNER_TOKEN_LEN);
-    let ttl = TimeDelta::from_std(state.registration_token_ttl).unwrap_or(TimeDelta::hours(1));
-    let expires_at = state.now() + ttl;
+    let expires_at = state.expiry(state.registration_token_ttl);
     state.runner_tokens.insert(
         token.clone(),
         RunnerToken {
@@ -208,10 +209,6 @@ fn runner_token(cx: &mut Ctx<'_>, scope: &Scope, kind: RunnerTokenKind) -> ApiRe
             expires_at,
         },
     );
-    match kind {
-        RunnerTokenKind::Registration => state.registration_tokens_issued += 1,
-        RunnerTokenKind::Remove => state.remove_tokens_issued += 1,
-    }
     Ok(Reply::created(json!({
         "token": token,
         "expires_at": timestamp(expires_at),
@@ -319,7 +316,7 @@ fn generate_jitconfig(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
             ),
         ));
     }
-    let credential = random_string(ALNUM, 40);
+    let credential = runner_credential();
     let state = &mut *cx.state;
     let spec = RunnerSpec {
         name: request.name,
@@ -338,11 +335,7 @@ fn generate_jitconfig(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
         runner_id: id,
         runner_name: runner.name.clone(),
         pool_id: runner.runner_group_id,
-        pool_name: if runner.runner_group_id == 1 {
-            "Default".to_owned()
-        } else {
-            format!("Group {}", runner.runner_group_id)
-        },
+        pool_name: pool_name(runner.runner_group_id),
         api_url: cx.api_url.clone(),
         scope_url: format!("{}/{}", cx.host_url, scope.path()),
         server_url: cx.host_url.clone(),

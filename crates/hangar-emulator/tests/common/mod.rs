@@ -6,13 +6,18 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hangar_emulator::{Emulator, SEED_CLIENT_ID, World, keys};
+use hangar_emulator::{Emulator, SEED_CLIENT_ID, SEED_PAT, World, keys};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 pub const UA: &str = "hangar-emulator-tests/0.1";
+
+/// The seed organization's runners.
+pub const ORG_RUNNERS: &str = "/orgs/your-organization/actions/runners";
+/// The seed repository's runners.
+pub const REPO_RUNNERS: &str = "/repos/your-organization/your-repository-name/actions/runners";
 
 /// Fails the test if `fut` takes longer than 30 s.
 pub async fn within<F: Future>(fut: F) -> F::Output {
@@ -120,14 +125,27 @@ pub async fn call(
     call_url(method, &format!("{}{path}", emu.api_url()), token, body).await
 }
 
+/// [`call`] without a body, authenticated with the seed PAT.
+pub async fn with_pat(emu: &Emulator, method: Method, path: &str) -> Resp {
+    call(emu, method, path, Some(SEED_PAT), None).await
+}
+
+/// A POST of a JSON `body`, authenticated with the seed PAT.
+pub async fn post_with_pat(emu: &Emulator, path: &str, body: Value) -> Resp {
+    call(emu, Method::POST, path, Some(SEED_PAT), Some(body)).await
+}
+
+/// [`call`] without a body, authenticated with a fresh JWT of the seed App.
+pub async fn as_app(emu: &Emulator, method: Method, path: &str) -> Resp {
+    call(emu, method, path, Some(&app_jwt()), None).await
+}
+
 /// Mints an installation token for the seed installation.
 pub async fn installation_token(emu: &Emulator, id: u64) -> String {
-    let r = call(
+    let r = as_app(
         emu,
         Method::POST,
         &format!("/app/installations/{id}/access_tokens"),
-        Some(&app_jwt()),
-        None,
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
