@@ -510,11 +510,66 @@ async fn the_watchdog_replaces_a_task_whose_runner_github_deleted() {
         let id = online_runner(&emu, &emu_repo(), &agent).await;
         assert!(emu.remove_runner(id));
         assert_eq!(agent.exit_code(20).await, 3, "{}", agent.logs());
+        // The runner notices first here (its session is gone), and the agent asks GitHub.
         assert!(
-            agent.logs().contains("deleted server-side")
-                || agent.logs().contains("no longer lists")
+            agent
+                .logs()
+                .contains("the runner stopped because GitHub deleted its registration"),
+            "{}",
+            agent.logs()
         );
         assert!(!dir.configured());
+    })
+    .await
+}
+
+/// Replaces the stand-in with a script: `configure` writes a `.runner` for runner `id`, and
+/// `run` does `run_body`.
+fn scripted_runner(dir: &RunnerDir, id: u64, run_body: &str) {
+    let listener = dir.root.join("bin/Runner.Listener");
+    std::fs::remove_file(&listener).unwrap();
+    std::fs::write(
+        &listener,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  configure) printf '{{\"agentId\": {id}, \"agentName\": \"fake-runner\"}}' > .runner ;;\n  run) {run_body} ;;\nesac\nexit 0\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&listener, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn the_watchdog_notices_a_deletion_the_runner_does_not() {
+    within(60, async {
+        let emu = emulator().await;
+        let id = emu.add_runner(
+            &emu_repo(),
+            hangar_emulator::RunnerSpec::idle("fake-runner", &[]),
+        );
+        let dir = RunnerDir::new("watchdog-tick");
+        // A runner that never notices anything: only the agent's periodic check can.
+        scripted_runner(&dir, id, "echo listening; exec sleep 600");
+        let mut agent = Agent::start(&env(&[
+            base_env(&emu, &dir),
+            pat_env(),
+            with(&[("HANGAR_WATCHDOG_INTERVAL", "1s")]),
+        ]));
+        wait_until(10, "the runner to start", || {
+            !agent.events("listening").is_empty()
+        })
+        .await;
+        assert!(emu.remove_runner(id));
+        assert_eq!(agent.exit_code(20).await, 3, "{}", agent.logs());
+        let logs = agent.logs();
+        assert!(
+            logs.contains("GitHub no longer lists this runner"),
+            "{logs}"
+        );
+        assert!(
+            logs.contains("runner exited"),
+            "the runner was stopped, not left behind: {logs}"
+        );
     })
     .await
 }
@@ -782,27 +837,26 @@ async fn bad_configuration_fails_fast_with_the_fix_and_registers_nothing() {
 async fn a_runner_that_keeps_exiting_0_while_registered_is_given_up_on() {
     within(60, async {
         let emu = emulator().await;
-        let id = emu.add_runner(&emu_repo(), hangar_emulator::RunnerSpec::idle("fake-runner", &[]));
+        let id = emu.add_runner(
+            &emu_repo(),
+            hangar_emulator::RunnerSpec::idle("fake-runner", &[]),
+        );
         let dir = RunnerDir::new("exits0");
         // A runner whose `run` ends at once with 0: not ephemeral, and GitHub still lists it.
-        let listener = dir.root.join("bin/Runner.Listener");
-        std::fs::remove_file(&listener).unwrap();
-        std::fs::write(
-            &listener,
-            format!(
-                "#!/bin/sh\ncase \"$1\" in\n  configure) printf '{{\"agentId\": {id}, \"agentName\": \"fake-runner\"}}' > .runner ;;\nesac\nexit 0\n"
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&listener, std::fs::Permissions::from_mode(0o755)).unwrap();
+        scripted_runner(&dir, id, "exit 0");
         let mut agent = Agent::start(&env(&[
             base_env(&emu, &dir),
             pat_env(),
             with(&[("HANGAR_MAX_RESTARTS", "2")]),
         ]));
         assert_eq!(agent.exit_code(30).await, 1, "{}", agent.logs());
-        assert!(agent.logs().contains("exited 0 3 times in a row while still registered"), "{}", agent.logs());
+        assert!(
+            agent
+                .logs()
+                .contains("exited 0 3 times in a row while still registered"),
+            "{}",
+            agent.logs()
+        );
         assert!(emu.runner(id).is_none(), "deregistered on giving up");
         assert!(!dir.configured());
     })
