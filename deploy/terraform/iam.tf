@@ -90,7 +90,7 @@ data "aws_iam_policy_document" "execution" {
     sid       = "WriteRunnerLogs"
     effect    = "Allow"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = [for key, group in aws_cloudwatch_log_group.github_runner : "${group.arn}:*"]
+    resources = [for group in aws_cloudwatch_log_group.github_runner : "${group.arn}:*"]
   }
 }
 

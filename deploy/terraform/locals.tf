@@ -55,9 +55,10 @@ locals {
   account_id = data.aws_caller_identity.current.account_id
 
   # arn:aws:ssm:<region>:<account>:parameter/your-app-name/github-integration (the prefix starts with '/').
-  ssm_parameter_arn_prefix  = "arn:${local.partition}:ssm:${var.aws_region}:${local.account_id}:parameter${var.ssm_parameter_prefix}"
-  credential_parameter_arns = [for credential in local.credential_parameters : "${local.ssm_parameter_arn_prefix}/${credential.parameter}"]
-  container_secrets         = [for credential in local.credential_parameters : { name = credential.name, valueFrom = "${local.ssm_parameter_arn_prefix}/${credential.parameter}" }]
+  ssm_parameter_arn_prefix = "arn:${local.partition}:ssm:${var.aws_region}:${local.account_id}:parameter${var.ssm_parameter_prefix}"
+  container_secrets        = [for credential in local.credential_parameters : { name = credential.name, valueFrom = "${local.ssm_parameter_arn_prefix}/${credential.parameter}" }]
+  # What the execution role may read and decrypt: exactly the parameters injected above.
+  credential_parameter_arns = [for secret in local.container_secrets : secret.valueFrom]
 
   # One-shot JIT configurations (RUNNER_JIT_CONFIG_PARAMETER) live under <prefix>/jit/.
   jit_parameter_arn_pattern = "${local.ssm_parameter_arn_prefix}/jit/*"

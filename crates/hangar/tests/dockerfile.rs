@@ -153,6 +153,23 @@ fn exec_form(i: &Instruction) -> Vec<String> {
     })
 }
 
+/// The README's list item that starts with `prefix`, its continuation lines joined.
+fn readme_item(readme: &str, prefix: &str) -> String {
+    let mut lines = readme.lines().skip_while(|l| !l.starts_with(prefix));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("deploy/docker/README.md has no item starting with {prefix:?}"));
+    std::iter::once(first)
+        .chain(lines.take_while(|l| l.starts_with("  ")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `code` spans of a Markdown text.
+fn code_spans(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
 /// The value after `prefix` on the README's line that starts with it.
 fn readme_field(readme: &str, prefix: &str) -> String {
     readme
@@ -191,6 +208,37 @@ fn entrypoint_is_tini_then_hangar_agent_in_exec_form() {
     );
     let readme = read("deploy/docker/README.md");
     assert_eq!(readme_field(&readme, "Entrypoint:"), "tini -- hangar agent");
+}
+
+#[test]
+fn readme_lists_exactly_the_installed_packages() {
+    let df = Dockerfile::load();
+    let install = df
+        .final_stage()
+        .all("RUN")
+        .find(|r| r.args.contains("apt-get install"))
+        .expect("the final stage installs no packages");
+    let mut installed: Vec<&str> = install
+        .args
+        .split_whitespace()
+        .skip_while(|w| *w != "--no-install-recommends")
+        .skip(1)
+        .take_while(|w| *w != "&&")
+        .collect();
+    assert!(
+        !installed.is_empty(),
+        "no packages after --no-install-recommends: {}",
+        install.args
+    );
+    let readme = read("deploy/docker/README.md");
+    let item = readme_item(&readme, "- What the runner needs");
+    let mut listed = code_spans(&item);
+    installed.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(
+        listed, installed,
+        "the README's package list is not the apt-get install list"
+    );
 }
 
 #[test]
@@ -270,6 +318,37 @@ fn runner_version_is_pinned_and_matches_readme_and_label() {
                 && r.args.contains("${RUNNER_VERSION}")),
         "no build-time check of the installed runner's version"
     );
+    // The README's release paragraph names this version's tarballs and release notes.
+    for name in [
+        format!("actions-runner-linux-x64-{pinned}.tar.gz"),
+        format!("actions-runner-linux-arm64-{pinned}.tar.gz"),
+        format!("https://github.com/actions/runner/releases/tag/v{pinned}"),
+    ] {
+        assert!(readme.contains(&name), "the README does not name {name}");
+    }
+}
+
+#[test]
+fn smoke_test_runs_both_binaries_as_runner() {
+    let df = Dockerfile::load();
+    let last = df.final_stage();
+    let smoke = last
+        .all("RUN")
+        .find(|r| r.args.contains("Runner.Listener\" --version"))
+        .expect("no RUN starts the installed runner");
+    assert!(
+        smoke.args.contains("/usr/local/bin/hangar --version"),
+        "the smoke test does not run hangar: {}",
+        smoke.args
+    );
+    let user = last.last("USER").expect("the final stage has no USER");
+    assert!(
+        user.line < smoke.line,
+        "line {}: the smoke test runs before USER {} (line {})",
+        smoke.line,
+        user.args,
+        user.line
+    );
 }
 
 #[test]
@@ -326,6 +405,13 @@ fn base_images_are_pinned_tags_never_latest() {
     }
     assert_eq!(df.stage("builder").image, BUILDER_IMAGE);
     assert_eq!(df.final_stage().image, RUNTIME_IMAGE);
+    let readme = read("deploy/docker/README.md");
+    for image in [BUILDER_IMAGE, RUNTIME_IMAGE] {
+        assert!(
+            readme.contains(&format!("`{image}`")),
+            "the README does not name {image}"
+        );
+    }
     // The builder's Rust is the workspace's rust-version.
     let manifest = read("Cargo.toml");
     let rust_version = manifest
@@ -386,10 +472,13 @@ fn image_version_label_follows_the_crate() {
         Some(env!("CARGO_PKG_VERSION"))
     );
     let labels: String = last.all("LABEL").map(|l| l.args.as_str()).collect();
+    // All the README lists: org.opencontainers.image.{title,description,source,version,licenses}.
     for key in [
+        "org.opencontainers.image.title=",
+        "org.opencontainers.image.description=",
         "org.opencontainers.image.source=",
         "org.opencontainers.image.version=\"${HANGAR_VERSION}\"",
-        "org.opencontainers.image.description=",
+        "org.opencontainers.image.licenses=",
     ] {
         assert!(labels.contains(key), "no label {key}");
     }

@@ -50,10 +50,6 @@ class Unknown:
         return "${" + self.ref + "}"
 
 
-class TfSet(list):
-    """A set of strings (toset): unique, in lexical order as Terraform iterates it."""
-
-
 def _fmt_number(n) -> str:
     if isinstance(n, float) and n.is_integer():
         n = int(n)
@@ -344,11 +340,9 @@ class Plan:
 
     def for_each_collection(self, ref: ResourceRef) -> dict:
         value = Evaluator(self).eval(ref.block.attrs["for_each"])
-        if isinstance(value, TfSet):
-            return {v: v for v in value}
         if isinstance(value, dict):
             return value
-        raise EvalError(f"{ref}: for_each must be a map or a set of strings, not {type(value).__name__}")
+        raise EvalError(f"{ref}: for_each must be a map (this mirror has no sets), not {type(value).__name__}")
 
     def instances(self, ref: ResourceRef) -> dict:
         cache_key = (ref.mode, ref.rtype, ref.name)
@@ -406,12 +400,17 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
-def _truthy(value, what: str) -> bool:
+def _need(value, kind: type, what: str):
+    """value itself, if it is a known `kind` (bool, str or list); else what Terraform would report."""
     if isinstance(value, Unknown):
         raise EvalError(f"{what} depends on a value known only after apply: {value}")
-    if not isinstance(value, bool):
-        raise EvalError(f"{what} must be a bool, not {value!r}")
+    if not isinstance(value, kind):
+        raise EvalError(f"{what} must be a {kind.__name__}, not {value!r}")
     return value
+
+
+def _truthy(value, what: str) -> bool:
+    return _need(value, bool, what)
 
 
 class Evaluator:
@@ -578,8 +577,6 @@ class Evaluator:
             return instances[key]
         if isinstance(value, Unknown):
             return Unknown(f"{value.ref}[{json.dumps(key)}]")
-        if isinstance(value, TfSet):
-            raise EvalError("a set cannot be indexed")
         if isinstance(value, list):
             if not isinstance(key, (int, float)) or isinstance(key, bool) or not 0 <= key < len(value):
                 raise EvalError(f"invalid index {key!r} into a list of {len(value)}")
@@ -603,9 +600,7 @@ class Evaluator:
         base, step = _trees(node)
         return self._apply_step(self.eval(base), step)
 
-    def _index_expr_term(self, node):
-        base, step = _trees(node)
-        return self._apply_step(self.eval(base), step)
+    _index_expr_term = _get_attr_expr_term
 
     def _full_splat_expr_term(self, node):
         base, splat = _trees(node)
@@ -688,8 +683,6 @@ class Evaluator:
                 raise EvalError("cannot iterate over a single resource instance")
         if isinstance(collection, dict):
             pairs = [(k, collection[k]) for k in sorted(collection)]
-        elif isinstance(collection, TfSet):
-            pairs = [(v, v) for v in collection]
         elif isinstance(collection, list):
             pairs = list(enumerate(collection))
         else:
@@ -737,19 +730,13 @@ class Evaluator:
         arg_nodes = _trees(parts[1]) if len(parts) > 1 else []
         if len(parts) > 1 and any(isinstance(c, Token) and c.type == "ELLIPSIS" for c in parts[1].children):
             raise Unsupported("argument expansion (...)")
-        if name in ("can", "try"):
-            results = []
-            for arg in arg_nodes:
-                try:
-                    value = self.eval(arg)
-                    if name == "can":
-                        return True
-                    return value
-                except EvalError as e:
-                    results.append(e)
-            if name == "can":
+        if name == "can":
+            (arg,) = arg_nodes
+            try:
+                self.eval(arg)
+            except EvalError:
                 return False
-            raise EvalError(f"try: no argument could be evaluated: {results}")
+            return True
         fn = FUNCTIONS.get(name)
         if fn is None:
             raise Unsupported(f"function {name}()")
@@ -767,28 +754,14 @@ def _same(a, b) -> bool:
 
 
 def _one(values):
-    values = _need_list(values, "one")
+    values = _need(values, list, "one()")
     if len(values) > 1:
         raise EvalError(f"one(): {len(values)} elements")
     return values[0] if values else None
 
 
-def _need_list(value, fn: str) -> list:
-    if not isinstance(value, list):
-        raise EvalError(f"{fn}() needs a list, not {value!r}")
-    return value
-
-
-def _need_str(value, fn: str) -> str:
-    if isinstance(value, Unknown):
-        raise EvalError(f"{fn}() of a value known only after apply")
-    if not isinstance(value, str):
-        raise EvalError(f"{fn}() needs a string, not {value!r}")
-    return value
-
-
 def _regex(pattern, string):
-    m = re.search(_need_str(pattern, "regex"), _need_str(string, "regex"))
+    m = re.search(_need(pattern, str, "regex()"), _need(string, str, "regex()"))
     if m is None:
         raise EvalError(f"regex: {pattern!r} does not match {string!r}")
     if m.groupdict():
@@ -799,7 +772,7 @@ def _regex(pattern, string):
 
 
 def _replace(string, substring, replacement):
-    string, substring = _need_str(string, "replace"), _need_str(substring, "replace")
+    string, substring = _need(string, str, "replace()"), _need(substring, str, "replace()")
     if len(substring) > 1 and substring.startswith("/") and substring.endswith("/"):
         return re.sub(substring[1:-1], replacement, string)
     return string.replace(substring, replacement)
@@ -812,19 +785,15 @@ def _length(value):
 
 
 def _alltrue(values):
-    return all(_truthy(v, "an alltrue() element") for v in _need_list(values, "alltrue"))
+    return all(_truthy(v, "an alltrue() element") for v in _need(values, list, "alltrue()"))
 
 
 def _distinct(values):
     out = []
-    for v in _need_list(values, "distinct"):
+    for v in _need(values, list, "distinct()"):
         if v not in out:
             out.append(v)
     return out
-
-
-def _toset(values):
-    return TfSet(sorted(set(_need_list(values, "toset"))))
 
 
 def _jsonencode(value):
@@ -840,16 +809,16 @@ def _keys(value):
 def _concat(*lists):
     out = []
     for item in lists:
-        out.extend(_need_list(item, "concat"))
+        out.extend(_need(item, list, "concat()"))
     return out
 
 
 def _join(sep, values):
-    return _need_str(sep, "join").join(to_template_string(v) for v in _need_list(values, "join"))
+    return _need(sep, str, "join()").join(to_template_string(v) for v in _need(values, list, "join()"))
 
 
 def _contains(collection, value):
-    return value in _need_list(collection, "contains")
+    return value in _need(collection, list, "contains()")
 
 
 FUNCTIONS = {
@@ -862,10 +831,8 @@ FUNCTIONS = {
     "jsonencode": _jsonencode,
     "keys": _keys,
     "length": _length,
-    "lower": lambda s: _need_str(s, "lower").lower(),
+    "lower": lambda s: _need(s, str, "lower()").lower(),
     "one": _one,
     "regex": _regex,
     "replace": _replace,
-    "tolist": lambda v: list(_need_list(v, "tolist")),
-    "toset": _toset,
 }

@@ -82,11 +82,7 @@ MODES = {"standalone (default repository)": STANDALONE, "standalone (two reposit
 CREDENTIAL_NAMES = {"GITHUB_PAT", "GITHUB_APP_CLIENT_ID", "GITHUB_APP_INSTALLATION_ID", "GITHUB_APP_PRIVATE_KEY"}
 
 
-def load_module() -> Module:
-    return Module.load(MODULE_DIR)
-
-
-MODULE = load_module()
+MODULE = Module.load(MODULE_DIR)
 
 
 def plan(variables: dict) -> Plan:
@@ -98,7 +94,7 @@ def plan(variables: dict) -> Plan:
 
 
 def expected_keys(variables: dict) -> list:
-    return ["org"] if variables["runner_type"] == "org" else variables.get("github_repository_name", ["your-repository-name"])
+    return ["org"] if variables["runner_type"] == "org" else variables.get("github_repository_name", SEED_DEFAULTS["github_repository_name"])
 
 
 def resource_addresses(p: Plan) -> set:
@@ -178,10 +174,10 @@ class Variables(unittest.TestCase):
         self.assertGreaterEqual(len(values["security_group_ids"]), 1)
 
     def test_every_variable_has_description_type_and_validation(self):
+        ev = Evaluator(Plan(MODULE, STANDALONE, STUBS))
         for name, block in MODULE.variables.items():
             with self.subTest(name):
-                ev = Plan(MODULE, STANDALONE, STUBS)
-                description = Evaluator(ev).eval(block.attrs["description"]) if "description" in block.attrs else ""
+                description = ev.eval(block.attrs["description"]) if "description" in block.attrs else ""
                 self.assertGreater(len(description), 20, "a real description")
                 self.assertIn("type", block.attrs)
                 validations = block.nested("validation")
