@@ -399,10 +399,11 @@ async fn a_crashed_runner_restarts_without_a_ghost_registration() {
         )
         .await;
         assert_eq!(job.conclusion, Some(Conclusion::Success));
+        let logs = agent.logs();
+        assert!(logs.contains("killed by signal 9"), "{logs}");
         assert!(
-            agent.logs().contains("killed by signal 9"),
-            "{}",
-            agent.logs()
+            logs.contains("exit code 5, session conflict"),
+            "the stale session was met: {logs}"
         );
         agent.signal(Signal::SIGTERM);
         assert_eq!(agent.exit_code(10).await, 0);
