@@ -5,6 +5,7 @@ pub mod agent;
 pub mod aws;
 pub mod cli;
 pub mod commands;
+pub mod controller;
 pub mod credentials;
 pub mod deployment;
 pub mod github;

@@ -14,6 +14,7 @@
 pub mod error;
 pub mod jwt;
 pub mod retry;
+pub mod scaleset;
 pub mod scope;
 pub mod types;
 

@@ -1,0 +1,9 @@
+//! `hangar controller`: ephemeral runners on demand. Per pool (a repository with a PAT, or the
+//! organization with the App), a runner scale set tells the controller how many jobs are
+//! assigned; each reconcile pass observes GitHub and the backend, a pure [`plan`] decides, and
+//! an executor acts idempotently. Being written (issue 5).
+
+pub mod backend;
+pub mod config;
+pub mod metrics;
+pub mod webhook;
