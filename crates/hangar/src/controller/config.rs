@@ -1,8 +1,28 @@
-//! TODO (being written): the controller's TOML configuration.
+//! The controller's configuration: one TOML file (`hangar controller --config hangar.toml`)
+//! with controller-wide settings and a list of pools, resolved and validated in one place into a
+//! [`ControllerConfig`] before anything runs, and re-read when the file changes
+//! ([`ConfigWatcher`]). A pool is one scope (a repository, served with the PAT, or the
+//! organization, served with the GitHub App), one runner scale set, its limits and its backend's
+//! launch settings. The seed's set-ups are pools: standalone = one pool per repository, org = one
+//! pool for the organization.
+//!
+//! Invariants:
+//! - No secret is ever read from this file: credentials come from the environment or SSM (as for
+//!   every other command), and the webhook secret from the environment variable the file names.
+//! - A file that does not validate is never applied: at start it is a configuration error (exit
+//!   2) that names the file, the field and the fix; on reload the running configuration stays.
+//! - Every pool name is unique and safe as an SSM path segment, an ECS tag value and a runner-name
+//!   prefix.
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::agent::config::parse_duration;
+use crate::github::Scope;
 
 /// Launch settings of a pool on ECS.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -54,4 +74,987 @@ pub fn default_container() -> String {
 
 pub fn default_handoff_prefix() -> String {
     "/hangar/jit".to_string()
+}
+
+/// Controller-wide settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ControllerSettings {
+    /// A reconcile pass runs at least this often, whatever the events say.
+    #[serde(with = "secs")]
+    pub resync_interval: Duration,
+    /// Where `/metrics`, `/healthz`, `/status` (and `/webhook`) are served; `None` = not served.
+    pub listen: Option<SocketAddr>,
+    pub github_api_url: String,
+    pub github_web_url: String,
+    /// Credentials are read from SSM under this prefix (environment variables win).
+    pub credentials_ssm_prefix: Option<String>,
+    /// The share of each credential's hourly GitHub rate limit the controller may use (0..=1].
+    pub github_budget_share: f64,
+    /// The `ownerName` of scale-set sessions (the host name by default), for "who holds it".
+    pub owner_name: String,
+    /// The environment variable holding the `workflow_job` webhook secret; `None` = no receiver.
+    pub webhook_secret_env: Option<String>,
+    /// How often the file is checked for changes.
+    #[serde(with = "secs")]
+    pub reload_interval: Duration,
+}
+
+/// A pool's limits and reaper timeouts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PoolLimits {
+    /// Idle runners kept ready beyond the assigned jobs.
+    pub min_idle: u32,
+    /// Never more runners than this (busy or not).
+    pub max: u32,
+    /// An idle runner older than this is retired (a busy one is never stopped).
+    #[serde(with = "secs")]
+    pub max_runtime: Duration,
+    /// A task still pending after this is stopped.
+    #[serde(with = "secs")]
+    pub pending_timeout: Duration,
+    /// A task whose runner has not come online after this is stopped and its registration removed.
+    #[serde(with = "secs")]
+    pub registration_timeout: Duration,
+    /// An offline registration with no task is removed after this.
+    #[serde(with = "secs")]
+    pub offline_grace: Duration,
+    /// A one-shot secret still there after this (the task never read it) is deleted.
+    #[serde(with = "secs")]
+    pub handoff_max_age: Duration,
+}
+
+/// Where a pool's runners run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendConfig {
+    Ecs(EcsLaunch),
+    Local(LocalLaunch),
+}
+
+impl BackendConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Ecs(_) => "ecs",
+            BackendConfig::Local(_) => "local",
+        }
+    }
+}
+
+/// One pool, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PoolConfig {
+    pub name: String,
+    #[serde(serialize_with = "scope_text")]
+    pub scope: Scope,
+    /// The runner scale set's name (what workflows put in `runs-on`, with the labels).
+    pub scale_set: String,
+    pub labels: Vec<String>,
+    pub runner_group: String,
+    pub limits: PoolLimits,
+    pub backend: BackendConfig,
+}
+
+impl PoolConfig {
+    /// The prefix of this pool's runner names; the rest is [`RUNNER_SUFFIX_LEN`] random
+    /// characters, so `pool-a` never claims `pool-a-b`'s runners.
+    pub fn runner_prefix(&self) -> String {
+        format!("{}-", self.scale_set)
+    }
+
+    /// Whether a runner name is one this pool's controller would have given.
+    pub fn owns_runner_name(&self, name: &str) -> bool {
+        name.strip_prefix(&self.runner_prefix())
+            .is_some_and(|rest| {
+                rest.len() == RUNNER_SUFFIX_LEN
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+    }
+}
+
+/// Random characters after a pool's runner-name prefix.
+pub const RUNNER_SUFFIX_LEN: usize = 8;
+
+/// The whole file, validated.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ControllerConfig {
+    pub settings: ControllerSettings,
+    pub pools: Vec<PoolConfig>,
+}
+
+/// Why a configuration file cannot be used.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "cannot read the controller configuration {path}: {cause}. Fix: check the path given to --config"
+    )]
+    Read { path: String, cause: String },
+    #[error("{path} is not valid TOML for the controller: {cause}")]
+    Syntax { path: String, cause: String },
+    #[error("{path}: {field}: {problem}. Fix: {fix}")]
+    Invalid {
+        path: String,
+        field: String,
+        problem: String,
+        fix: String,
+    },
+}
+
+// ----- the file as written -----------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    controller: RawController,
+    #[serde(default)]
+    defaults: RawLimits,
+    #[serde(default, rename = "pool")]
+    pools: Vec<RawPool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawController {
+    resync_interval: Option<String>,
+    listen: Option<String>,
+    github_api_url: Option<String>,
+    github_web_url: Option<String>,
+    credentials_ssm_prefix: Option<String>,
+    github_budget_share: Option<f64>,
+    owner_name: Option<String>,
+    webhook_secret_env: Option<String>,
+    reload_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    min_idle: Option<u32>,
+    max: Option<u32>,
+    max_runtime: Option<String>,
+    pending_timeout: Option<String>,
+    registration_timeout: Option<String>,
+    offline_grace: Option<String>,
+    handoff_max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: String,
+    repository: Option<String>,
+    organization: Option<String>,
+    scale_set: Option<String>,
+    #[serde(default)]
+    labels: Vec<String>,
+    runner_group: Option<String>,
+    #[serde(flatten)]
+    limits: RawLimits,
+    ecs: Option<EcsLaunch>,
+    local: Option<LocalLaunch>,
+}
+
+/// Defaults, chosen for ephemeral runners on Fargate.
+pub mod defaults {
+    use std::time::Duration;
+    pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+    pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+    pub const BUDGET_SHARE: f64 = 0.5;
+    pub const MIN_IDLE: u32 = 0;
+    pub const MAX: u32 = 10;
+    /// GitHub's own job timeout is 6 h; an idle runner this old is surely stale.
+    pub const MAX_RUNTIME: Duration = Duration::from_secs(6 * 3600);
+    /// Fargate image pulls of a runner image take a minute or two; ten is generous.
+    pub const PENDING_TIMEOUT: Duration = Duration::from_secs(600);
+    pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(900);
+    pub const OFFLINE_GRACE: Duration = Duration::from_secs(600);
+    pub const HANDOFF_MAX_AGE: Duration = Duration::from_secs(1200);
+}
+
+impl ControllerConfig {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<ControllerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            cause: e.to_string(),
+        })?;
+        ControllerConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Validates the text of a file; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<ControllerConfig, ConfigError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_string(),
+            cause: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        Resolver { origin }.resolve(raw)
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+struct Resolver<'a> {
+    origin: &'a str,
+}
+
+impl Resolver<'_> {
+    fn invalid(
+        &self,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.origin.to_string(),
+            field: field.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    fn duration(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => parse_duration(v).map_err(|e| {
+                self.invalid(
+                    field,
+                    e,
+                    "write a duration such as \"30s\", \"10m\" or \"6h\"",
+                )
+            }),
+        }
+    }
+
+    fn resolve(&self, raw: RawFile) -> Result<ControllerConfig, ConfigError> {
+        let settings = self.settings(raw.controller)?;
+        if raw.pools.is_empty() {
+            return Err(self.invalid("pool", "no pools are defined", "add at least one [[pool]] table with a name, a repository or organization, and an [pool.ecs] or [pool.local] backend"));
+        }
+        let mut names = BTreeSet::new();
+        let mut scale_sets = BTreeSet::new();
+        let mut pools = Vec::new();
+        for (i, pool) in raw.pools.into_iter().enumerate() {
+            let pool = self.pool(i, pool, &raw.defaults)?;
+            if !names.insert(pool.name.clone()) {
+                return Err(self.invalid(
+                    format!("pool[{i}].name"),
+                    format!("the name {:?} is used by two pools", pool.name),
+                    "give every pool its own name",
+                ));
+            }
+            // One scale set per name and runner group within a scope: two pools on one scale set
+            // would fight over its single message session.
+            let key = (
+                scope_key(&pool.scope),
+                pool.runner_group.to_ascii_lowercase(),
+                pool.scale_set.to_ascii_lowercase(),
+            );
+            if !scale_sets.insert(key) {
+                return Err(self.invalid(
+                    format!("pool[{i}].scale_set"),
+                    format!(
+                        "the scale set {:?} of {} is used by another pool",
+                        pool.scale_set,
+                        scope_key(&pool.scope)
+                    ),
+                    "give each pool its own scale_set name (it defaults to the pool name)",
+                ));
+            }
+            pools.push(pool);
+        }
+        Ok(ControllerConfig { settings, pools })
+    }
+
+    fn settings(&self, raw: RawController) -> Result<ControllerSettings, ConfigError> {
+        let listen = match raw.listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                self.invalid(
+                    "controller.listen",
+                    format!("{text:?} is not an address"),
+                    "write an address and port such as \"0.0.0.0:9464\" or \"127.0.0.1:0\"",
+                )
+            })?),
+        };
+        let share = raw.github_budget_share.unwrap_or(defaults::BUDGET_SHARE);
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(self.invalid(
+                "controller.github_budget_share",
+                format!("{share} is outside (0, 1]"),
+                "give the share of the hourly GitHub rate limit the controller may use, e.g. 0.5",
+            ));
+        }
+        let url = |field: &str,
+                   value: Option<String>,
+                   default: &str|
+         -> Result<String, ConfigError> {
+            let v = value.unwrap_or_else(|| default.to_string());
+            let v = v.trim_end_matches('/').to_string();
+            if !(v.starts_with("https://") || v.starts_with("http://")) {
+                return Err(self.invalid(field, format!("{v:?} is not an http(s) URL"), "write the full URL, e.g. https://api.github.com (or https://HOST/api/v3 on GitHub Enterprise Server)"));
+            }
+            Ok(v)
+        };
+        let resync_interval = self.duration(
+            "controller.resync_interval",
+            raw.resync_interval.as_deref(),
+            defaults::RESYNC_INTERVAL,
+        )?;
+        if resync_interval.is_zero() {
+            return Err(self.invalid(
+                "controller.resync_interval",
+                "0 would never resync",
+                "use a duration such as \"30s\": it bounds how long a lost message can delay a job",
+            ));
+        }
+        let reload_interval = self.duration(
+            "controller.reload_interval",
+            raw.reload_interval.as_deref(),
+            defaults::RELOAD_INTERVAL,
+        )?;
+        if let Some(name) = &raw.webhook_secret_env
+            && (name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
+        {
+            return Err(self.invalid("controller.webhook_secret_env", format!("{name:?} is not an environment variable name"), "name the variable that holds the secret, e.g. \"HANGAR_WEBHOOK_SECRET\" (the secret itself never goes in this file)"));
+        }
+        Ok(ControllerSettings {
+            resync_interval,
+            listen,
+            github_api_url: url(
+                "controller.github_api_url",
+                raw.github_api_url,
+                "https://api.github.com",
+            )?,
+            github_web_url: url(
+                "controller.github_web_url",
+                raw.github_web_url,
+                "https://github.com",
+            )?,
+            credentials_ssm_prefix: raw.credentials_ssm_prefix.filter(|p| !p.trim().is_empty()),
+            github_budget_share: share,
+            owner_name: raw
+                .owner_name
+                .filter(|o| !o.trim().is_empty())
+                .unwrap_or_else(default_owner_name),
+            webhook_secret_env: raw.webhook_secret_env,
+            reload_interval,
+        })
+    }
+
+    fn pool(
+        &self,
+        i: usize,
+        raw: RawPool,
+        defaults: &RawLimits,
+    ) -> Result<PoolConfig, ConfigError> {
+        let field = |f: &str| format!("pool[{i}].{f}");
+        let name = raw.name.trim().to_string();
+        if !valid_name(&name) {
+            return Err(self.invalid(field("name"), format!("{name:?} is not a usable pool name"), "use 1 to 32 lowercase letters, digits and '-', starting with a letter or digit (it becomes part of runner names, tags and SSM paths)"));
+        }
+        let at = |f: &str| format!("pool {name:?} ({})", field(f));
+        let scope = match (raw.repository.as_deref(), raw.organization.as_deref()) {
+            (Some(repo), None) => Scope::repo(repo).map_err(|e| self.invalid(at("repository"), e.to_string(), "write OWNER/REPO, e.g. \"your-organization/your-repository-name\""))?,
+            (None, Some(org)) => Scope::org(org).map_err(|e| self.invalid(at("organization"), e.to_string(), "write the organization's login, e.g. \"your-organization\""))?,
+            (Some(_), Some(_)) => return Err(self.invalid(at("repository"), "both repository and organization are set", "set repository = \"OWNER/REPO\" for a standalone pool (PAT), or organization = \"ORG\" for an organization pool (GitHub App), not both")),
+            (None, None) => return Err(self.invalid(at("repository"), "neither repository nor organization is set", "set repository = \"OWNER/REPO\" for a standalone pool (PAT), or organization = \"ORG\" for an organization pool (GitHub App)")),
+        };
+        let scale_set = raw
+            .scale_set
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| name.clone());
+        if scale_set.is_empty()
+            || scale_set.len() > 45
+            || !scale_set
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(self.invalid(
+                at("scale_set"),
+                format!("{scale_set:?} is not a usable scale set name"),
+                "use up to 45 letters, digits, '-', '_' or '.' (workflows name it in runs-on)",
+            ));
+        }
+        let mut labels = Vec::new();
+        for label in raw.labels {
+            let label = label.trim().to_string();
+            if label.is_empty() || label.contains(',') {
+                return Err(self.invalid(
+                    at("labels"),
+                    format!("{label:?} is not a label"),
+                    "give each label as its own non-empty string without commas",
+                ));
+            }
+            if !labels
+                .iter()
+                .any(|l: &String| l.eq_ignore_ascii_case(&label))
+            {
+                labels.push(label);
+            }
+        }
+        let runner_group = raw
+            .runner_group
+            .map(|g| g.trim().to_string())
+            .filter(|g| !g.is_empty())
+            .unwrap_or_else(|| "Default".to_string());
+        if matches!(scope, Scope::Repo { .. }) && !runner_group.eq_ignore_ascii_case("Default") {
+            return Err(self.invalid(at("runner_group"), format!("repository runners cannot join the runner group {runner_group:?}"), "runner groups exist only for organizations: remove runner_group, or make this an organization pool"));
+        }
+        let limits = self.limits(&name, i, &raw.limits, defaults)?;
+        let backend = match (raw.ecs, raw.local) {
+            (Some(ecs), None) => BackendConfig::Ecs(self.ecs(&at("ecs"), ecs)?),
+            (None, Some(local)) => BackendConfig::Local(local),
+            (Some(_), Some(_)) => return Err(self.invalid(at("ecs"), "both [pool.ecs] and [pool.local] are set", "keep one backend per pool")),
+            (None, None) => return Err(self.invalid(at("ecs"), "no backend is set", "add an [pool.ecs] table (cluster, task_definition, subnets, security_groups) or, for local runs, [pool.local] with work_root")),
+        };
+        Ok(PoolConfig {
+            name,
+            scope,
+            scale_set,
+            labels,
+            runner_group,
+            limits,
+            backend,
+        })
+    }
+
+    fn limits(
+        &self,
+        name: &str,
+        i: usize,
+        raw: &RawLimits,
+        defaults: &RawLimits,
+    ) -> Result<PoolLimits, ConfigError> {
+        let at = |f: &str| format!("pool {name:?} (pool[{i}].{f}, or defaults.{f})");
+        let pick =
+            |own: &Option<String>, dflt: &Option<String>| own.clone().or_else(|| dflt.clone());
+        let min_idle = raw
+            .min_idle
+            .or(defaults.min_idle)
+            .unwrap_or(defaults::MIN_IDLE);
+        let max = raw.max.or(defaults.max).unwrap_or(defaults::MAX);
+        if min_idle > max {
+            return Err(self.invalid(
+                at("min_idle"),
+                format!("min_idle {min_idle} is above max {max}"),
+                "lower min_idle or raise max",
+            ));
+        }
+        let limits = PoolLimits {
+            min_idle,
+            max,
+            max_runtime: self.duration(
+                &at("max_runtime"),
+                pick(&raw.max_runtime, &defaults.max_runtime).as_deref(),
+                defaults::MAX_RUNTIME,
+            )?,
+            pending_timeout: self.duration(
+                &at("pending_timeout"),
+                pick(&raw.pending_timeout, &defaults.pending_timeout).as_deref(),
+                defaults::PENDING_TIMEOUT,
+            )?,
+            registration_timeout: self.duration(
+                &at("registration_timeout"),
+                pick(&raw.registration_timeout, &defaults.registration_timeout).as_deref(),
+                defaults::REGISTRATION_TIMEOUT,
+            )?,
+            offline_grace: self.duration(
+                &at("offline_grace"),
+                pick(&raw.offline_grace, &defaults.offline_grace).as_deref(),
+                defaults::OFFLINE_GRACE,
+            )?,
+            handoff_max_age: self.duration(
+                &at("handoff_max_age"),
+                pick(&raw.handoff_max_age, &defaults.handoff_max_age).as_deref(),
+                defaults::HANDOFF_MAX_AGE,
+            )?,
+        };
+        for (f, d) in [
+            ("max_runtime", limits.max_runtime),
+            ("pending_timeout", limits.pending_timeout),
+            ("registration_timeout", limits.registration_timeout),
+            ("offline_grace", limits.offline_grace),
+            ("handoff_max_age", limits.handoff_max_age),
+        ] {
+            if d.is_zero() {
+                return Err(self.invalid(
+                    at(f),
+                    "0 would reap every runner at once",
+                    "use a positive duration",
+                ));
+            }
+        }
+        Ok(limits)
+    }
+
+    fn ecs(&self, at: &str, ecs: EcsLaunch) -> Result<EcsLaunch, ConfigError> {
+        let nonempty = |f: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(self.invalid(format!("{at}.{f}"), "is empty", format!("set {f}")))
+            } else {
+                Ok(())
+            }
+        };
+        nonempty("cluster", &ecs.cluster)?;
+        nonempty("task_definition", &ecs.task_definition)?;
+        nonempty("container_name", &ecs.container_name)?;
+        if ecs.subnets.is_empty() || ecs.subnets.iter().any(|s| s.trim().is_empty()) {
+            return Err(self.invalid(format!("{at}.subnets"), "no subnets", "list the private subnets the runner tasks run in (they need outbound access to GitHub only)"));
+        }
+        if ecs.security_groups.iter().any(|s| s.trim().is_empty()) {
+            return Err(self.invalid(
+                format!("{at}.security_groups"),
+                "an empty security group id",
+                "remove the empty entry",
+            ));
+        }
+        match (&ecs.launch_type, &ecs.capacity_provider) {
+            (Some(_), Some(_)) => return Err(self.invalid(format!("{at}.launch_type"), "both launch_type and capacity_provider are set", "ECS takes one or the other: keep launch_type (FARGATE, EC2, EXTERNAL) or capacity_provider (e.g. FARGATE_SPOT)")),
+            (Some(t), None) if !matches!(t.as_str(), "FARGATE" | "EC2" | "EXTERNAL") => return Err(self.invalid(format!("{at}.launch_type"), format!("{t:?} is not a launch type"), "use FARGATE, EC2 or EXTERNAL")),
+            _ => {}
+        }
+        if !ecs.parameter_prefix.starts_with('/') || ecs.parameter_prefix.ends_with('/') {
+            return Err(self.invalid(
+                format!("{at}.parameter_prefix"),
+                format!("{:?} is not an SSM path prefix", ecs.parameter_prefix),
+                "write an absolute path without a trailing slash, e.g. \"/hangar/jit\"",
+            ));
+        }
+        Ok(ecs)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn scope_key(scope: &Scope) -> String {
+    match scope {
+        Scope::Repo { owner, repo } => format!("{owner}/{repo}").to_ascii_lowercase(),
+        Scope::Org { org } => org.to_ascii_lowercase(),
+    }
+}
+
+fn scope_text<S: serde::Serializer>(scope: &Scope, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&match scope {
+        Scope::Repo { owner, repo } => format!("repository {owner}/{repo}"),
+        Scope::Org { org } => format!("organization {org}"),
+    })
+}
+
+fn default_owner_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hangar-controller".to_string())
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+// ----- reload ------------------------------------------------------------------------------
+
+/// What changed between two configurations, pool by pool.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConfigChange {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Pools whose settings changed (their workers restart with the new settings).
+    pub changed: Vec<String>,
+}
+
+impl ConfigChange {
+    pub fn between(old: &ControllerConfig, new: &ControllerConfig) -> ConfigChange {
+        let old_pools: BTreeMap<&str, &PoolConfig> =
+            old.pools.iter().map(|p| (p.name.as_str(), p)).collect();
+        let new_pools: BTreeMap<&str, &PoolConfig> =
+            new.pools.iter().map(|p| (p.name.as_str(), p)).collect();
+        let mut change = ConfigChange::default();
+        for (name, pool) in &new_pools {
+            match old_pools.get(name) {
+                None => change.added.push(name.to_string()),
+                Some(old) if old != pool => change.changed.push(name.to_string()),
+                Some(_) => {}
+            }
+        }
+        change.removed = old_pools
+            .keys()
+            .filter(|n| !new_pools.contains_key(*n))
+            .map(|n| n.to_string())
+            .collect();
+        change
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// Notices when the file's content changes. Polls (content, not just mtime: editors that write
+/// in place within one second would fool an mtime check), so it needs no platform watcher.
+pub struct ConfigWatcher {
+    path: PathBuf,
+    last: Option<Vec<u8>>,
+}
+
+/// The outcome of one check.
+#[derive(Debug)]
+pub enum Reload {
+    Unchanged,
+    Changed(Box<ControllerConfig>),
+    /// The file changed but does not validate (or cannot be read); the running configuration stays.
+    Rejected(ConfigError),
+}
+
+impl ConfigWatcher {
+    /// Starts watching from the content that produced the running configuration.
+    pub fn new(path: &Path) -> ConfigWatcher {
+        ConfigWatcher {
+            path: path.to_path_buf(),
+            last: std::fs::read(path).ok(),
+        }
+    }
+
+    pub fn check(&mut self) -> Reload {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) => {
+                return if self.last.is_none() {
+                    Reload::Unchanged
+                } else {
+                    self.last = None;
+                    Reload::Rejected(ConfigError::Read {
+                        path: self.path.display().to_string(),
+                        cause: e.to_string(),
+                    })
+                };
+            }
+        };
+        if self.last.as_deref() == Some(&bytes[..]) {
+            return Reload::Unchanged;
+        }
+        self.last = Some(bytes.clone());
+        let text = String::from_utf8_lossy(&bytes);
+        match ControllerConfig::parse(&text, &self.path.display().to_string()) {
+            Ok(config) => Reload::Changed(Box::new(config)),
+            Err(e) => Reload::Rejected(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"
+[controller]
+resync_interval = "20s"
+listen = "127.0.0.1:9464"
+credentials_ssm_prefix = "/your-app-name/github-integration"
+
+[defaults]
+max = 4
+
+[[pool]]
+name = "your-repository-name"
+repository = "your-organization/your-repository-name"
+labels = ["linux", "x64"]
+[pool.ecs]
+cluster = "github-runners"
+task_definition = "hangar-runner"
+subnets = ["subnet-1", "subnet-2", "subnet-3"]
+security_groups = ["sg-1"]
+
+[[pool]]
+name = "org"
+organization = "your-organization"
+min_idle = 1
+max = 8
+runner_group = "ci"
+[pool.ecs]
+cluster = "github-runners"
+task_definition = "hangar-runner:3"
+subnets = ["subnet-1"]
+security_groups = []
+capacity_provider = "FARGATE_SPOT"
+"#;
+
+    fn err(text: &str) -> String {
+        ControllerConfig::parse(text, "hangar.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn with_pool(pool: &str) -> String {
+        format!("[[pool]]\n{pool}\n")
+    }
+
+    const LOCAL: &str = "[pool.local]\nwork_root = \"/tmp/x\"";
+
+    #[test]
+    fn the_seeds_two_set_ups_are_two_pools() {
+        let config = ControllerConfig::parse(SEED, "hangar.toml").unwrap();
+        assert_eq!(config.settings.resync_interval, Duration::from_secs(20));
+        assert_eq!(config.settings.github_api_url, "https://api.github.com");
+        assert_eq!(config.settings.github_budget_share, defaults::BUDGET_SHARE);
+        let repo = config.pool("your-repository-name").unwrap();
+        assert_eq!(
+            repo.scope,
+            Scope::repo("your-organization/your-repository-name").unwrap()
+        );
+        assert_eq!(repo.scale_set, "your-repository-name");
+        assert_eq!(repo.runner_group, "Default");
+        assert_eq!(
+            (repo.limits.min_idle, repo.limits.max),
+            (0, 4),
+            "max from [defaults]"
+        );
+        let BackendConfig::Ecs(ecs) = &repo.backend else {
+            panic!()
+        };
+        assert_eq!(ecs.container_name, "runner");
+        assert_eq!(ecs.parameter_prefix, "/hangar/jit");
+        let org = config.pool("org").unwrap();
+        assert!(org.scope.is_org());
+        assert_eq!((org.limits.min_idle, org.limits.max), (1, 8));
+        assert_eq!(org.runner_group, "ci");
+    }
+
+    #[test]
+    fn mistakes_name_the_field_and_the_fix() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &["no pools", "[[pool]]"]),
+            (
+                "[[pool]]\nname = \"a\"\nrepository = \"o/r\"\nmax = \"3\"\n[pool.local]\nwork_root = \"/x\"",
+                &["invalid type"],
+            ),
+            (
+                &with_pool(&format!("name = \"A b\"\nrepository = \"o/r\"\n{LOCAL}")),
+                &["pool[0].name", "lowercase"],
+            ),
+            (
+                &with_pool(&format!("name = \"a\"\n{LOCAL}")),
+                &[
+                    "neither repository nor organization",
+                    "organization = \"ORG\"",
+                ],
+            ),
+            (
+                &with_pool(&format!(
+                    "name = \"a\"\nrepository = \"o/r\"\norganization = \"o\"\n{LOCAL}"
+                )),
+                &["both repository and organization"],
+            ),
+            (
+                &with_pool(&format!("name = \"a\"\nrepository = \"justrepo\"\n{LOCAL}")),
+                &["pool \"a\"", "OWNER/REPO"],
+            ),
+            (
+                &with_pool("name = \"a\"\nrepository = \"o/r\""),
+                &["no backend", "[pool.ecs]"],
+            ),
+            (
+                &with_pool(&format!(
+                    "name = \"a\"\nrepository = \"o/r\"\nmin_idle = 5\nmax = 2\n{LOCAL}"
+                )),
+                &["min_idle 5 is above max 2"],
+            ),
+            (
+                &with_pool(&format!(
+                    "name = \"a\"\nrepository = \"o/r\"\nmax_runtime = \"5 days\"\n{LOCAL}"
+                )),
+                &["max_runtime", "unit"],
+            ),
+            (
+                &with_pool(&format!(
+                    "name = \"a\"\nrepository = \"o/r\"\nrunner_group = \"ci\"\n{LOCAL}"
+                )),
+                &["runner groups exist only for organizations"],
+            ),
+            (
+                &with_pool(&format!(
+                    "name = \"a\"\nrepository = \"o/r\"\nlabels = [\"a,b\"]\n{LOCAL}"
+                )),
+                &["without commas"],
+            ),
+            (
+                &with_pool(&format!(
+                    "name = \"a\"\nrepository = \"o/r\"\nbogus = 1\n{LOCAL}"
+                )),
+                &["unknown field `bogus`"],
+            ),
+            (
+                &format!(
+                    "{}{}",
+                    with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}")),
+                    with_pool(&format!("name = \"a\"\nrepository = \"o/s\"\n{LOCAL}"))
+                ),
+                &["used by two pools"],
+            ),
+            (
+                &format!(
+                    "{}{}",
+                    with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}")),
+                    with_pool(&format!(
+                        "name = \"b\"\nscale_set = \"a\"\nrepository = \"O/R\"\n{LOCAL}"
+                    ))
+                ),
+                &["used by another pool"],
+            ),
+            (
+                &with_pool(
+                    "name = \"a\"\nrepository = \"o/r\"\n[pool.ecs]\ncluster = \"c\"\ntask_definition = \"t\"\nsubnets = []\nsecurity_groups = []",
+                ),
+                &["no subnets", "private subnets"],
+            ),
+            (
+                &with_pool(
+                    "name = \"a\"\nrepository = \"o/r\"\n[pool.ecs]\ncluster = \"c\"\ntask_definition = \"t\"\nsubnets = [\"s\"]\nsecurity_groups = []\nlaunch_type = \"FARGATE\"\ncapacity_provider = \"FARGATE_SPOT\"",
+                ),
+                &["one or the other"],
+            ),
+            (
+                &with_pool(
+                    "name = \"a\"\nrepository = \"o/r\"\n[pool.ecs]\ncluster = \"c\"\ntask_definition = \"t\"\nsubnets = [\"s\"]\nsecurity_groups = []\nlaunch_type = \"fargate\"",
+                ),
+                &["use FARGATE, EC2 or EXTERNAL"],
+            ),
+            (
+                &with_pool(
+                    "name = \"a\"\nrepository = \"o/r\"\n[pool.ecs]\ncluster = \"c\"\ntask_definition = \"t\"\nsubnets = [\"s\"]\nsecurity_groups = []\nparameter_prefix = \"hangar/\"",
+                ),
+                &["SSM path prefix"],
+            ),
+            (
+                &format!(
+                    "[controller]\ngithub_budget_share = 1.5\n{}",
+                    with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+                ),
+                &["outside (0, 1]"],
+            ),
+            (
+                &format!(
+                    "[controller]\nlisten = \"nowhere\"\n{}",
+                    with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+                ),
+                &["controller.listen", "127.0.0.1:0"],
+            ),
+            (
+                &format!(
+                    "[controller]\nresync_interval = \"0s\"\n{}",
+                    with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+                ),
+                &["never resync"],
+            ),
+            (
+                &format!(
+                    "[controller]\nwebhook_secret_env = \"my secret\"\n{}",
+                    with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+                ),
+                &["never goes in this file"],
+            ),
+        ];
+        for (text, wanted) in cases {
+            let message = err(text);
+            assert!(message.starts_with("hangar.toml"), "{message}");
+            for w in *wanted {
+                assert!(
+                    message.contains(w),
+                    "{text}\n -> {message}\n (wanted {w:?})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn runner_names_belong_to_exactly_one_pool() {
+        let config = ControllerConfig::parse(
+            &format!(
+                "{}{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}")),
+                with_pool(&format!("name = \"a-b\"\nrepository = \"o/r\"\n{LOCAL}"))
+            ),
+            "t",
+        )
+        .unwrap();
+        let (a, ab) = (config.pool("a").unwrap(), config.pool("a-b").unwrap());
+        assert!(a.owns_runner_name("a-x1y2z3w4"));
+        assert!(!a.owns_runner_name("a-b-x1y2z3w4"));
+        assert!(ab.owns_runner_name("a-b-x1y2z3w4"));
+        assert!(!a.owns_runner_name("a-X1Y2Z3W4"));
+        assert!(!a.owns_runner_name("aws-github-runner-1234"));
+    }
+
+    #[test]
+    fn a_reload_applies_valid_changes_and_keeps_the_running_config_otherwise() {
+        let dir = std::env::temp_dir().join(format!("hangar-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hangar.toml");
+        let one = with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"));
+        std::fs::write(&path, &one).unwrap();
+        let first = ControllerConfig::load(&path).unwrap();
+        let mut watcher = ConfigWatcher::new(&path);
+        assert!(matches!(watcher.check(), Reload::Unchanged));
+        let two = format!(
+            "{one}{}",
+            with_pool(&format!("name = \"b\"\norganization = \"o\"\n{LOCAL}"))
+        )
+        .replace("name = \"a\"\n", "name = \"a\"\nmax = 3\n");
+        std::fs::write(&path, &two).unwrap();
+        let Reload::Changed(second) = watcher.check() else {
+            panic!("a valid change applies")
+        };
+        let change = ConfigChange::between(&first, &second);
+        assert_eq!(
+            change,
+            ConfigChange {
+                added: vec!["b".into()],
+                removed: vec![],
+                changed: vec!["a".into()]
+            }
+        );
+        std::fs::write(&path, "[[pool]]\nname = ").unwrap();
+        assert!(matches!(
+            watcher.check(),
+            Reload::Rejected(ConfigError::Syntax { .. })
+        ));
+        assert!(
+            matches!(watcher.check(), Reload::Unchanged),
+            "reported once"
+        );
+        std::fs::write(&path, &one).unwrap();
+        let Reload::Changed(third) = watcher.check() else {
+            panic!()
+        };
+        assert_eq!(
+            ConfigChange::between(&second, &third).removed,
+            vec!["b".to_string()]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -5,5 +5,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod http;
 pub mod metrics;
+pub mod plan;
 pub mod webhook;

@@ -1,0 +1,834 @@
+//! The controller's decisions, as one pure function: [`plan`] takes a pool's limits, what one
+//! reconcile pass observed (scale-set statistics, GitHub registrations, backend tasks, one-shot
+//! secrets), what earlier passes remembered and the time, and returns the actions to take, the
+//! pool's status and the memory for the next pass. The executor performs the actions; nothing
+//! here sleeps, reads a clock or does I/O, so every rule is tested over a table of cases.
+//!
+//! Rules:
+//! - desired = min(max, min_idle + totalAssignedJobs). While the statistics are unknown (no
+//!   session yet) nothing is scaled in and nothing is launched beyond `min_idle`.
+//! - Capacity is the tasks that are pending or running and whose registration still exists; a
+//!   task whose ephemeral registration is gone has finished its job and is on its way out.
+//! - Launches fill the gap to desired, limited by the launch allowance (GitHub budget) and the
+//!   pool's launch back-off.
+//! - Scale-in retires only runners that are online and idle, oldest first. A busy runner, or one
+//!   whose task is still pending, is never chosen. Retiring removes the registration first; the
+//!   executor leaves the runner alone if GitHub answers that a job is running.
+//! - Reaper, each with its reason: tasks pending past `pending_timeout`; runners that have not
+//!   come online within `registration_timeout`; idle runners older than `max_runtime`; offline
+//!   registrations with no task for longer than `offline_grace` (ghosts); running tasks whose
+//!   registration is gone for longer than `offline_grace`; one-shot secrets that no live task
+//!   will read, or that are older than `handoff_max_age`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::backend::{Handoff, Task, TaskState};
+use super::config::PoolLimits;
+
+/// A registration of this pool's, as GitHub lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ObservedRunner {
+    pub id: u64,
+    pub name: String,
+    pub online: bool,
+    pub busy: bool,
+}
+
+/// Everything one pass saw of a pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// `statistics.totalAssignedJobs` of the scale set; `None` while no session is live.
+    pub assigned_jobs: Option<u32>,
+    pub runners: Vec<ObservedRunner>,
+    pub tasks: Vec<Task>,
+    pub handoffs: Vec<Handoff>,
+}
+
+/// What the controller may do this pass, beyond the pool's limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allowance {
+    /// Launches the GitHub budget allows now; `None` = no limit.
+    pub launches: Option<u32>,
+    /// Why launches are limited (shown in status when it bites).
+    pub reason: Option<String>,
+}
+
+impl Allowance {
+    pub fn unlimited() -> Allowance {
+        Allowance {
+            launches: None,
+            reason: None,
+        }
+    }
+}
+
+/// What earlier passes saw that a single observation cannot show.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Registration id -> when it was first seen offline with no live task.
+    pub ghost_since: BTreeMap<u64, DateTime<Utc>>,
+    /// Task id -> when it was first seen running with its registration gone.
+    pub orphan_since: BTreeMap<String, DateTime<Utc>>,
+    /// Registrations seen online at least once (so an offline one did register, and went away).
+    pub seen_online: BTreeSet<u64>,
+    /// Launches are held until then (capacity or throttling back-off), and why.
+    pub launch_blocked: Option<(DateTime<Utc>, String)>,
+}
+
+/// Why a runner or task is removed (a metric label and a log field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    ScaleIn,
+    MaxRuntime,
+    PendingTimeout,
+    NeverRegistered,
+    Ghost,
+    Orphan,
+    Handoff,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ScaleIn => "scale_in",
+            Reason::MaxRuntime => "max_runtime",
+            Reason::PendingTimeout => "pending_timeout",
+            Reason::NeverRegistered => "never_registered",
+            Reason::Ghost => "ghost",
+            Reason::Orphan => "orphan",
+            Reason::Handoff => "handoff",
+        }
+    }
+}
+
+/// One thing to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Start this many runners (each: JIT config, one-shot secret, task).
+    Launch { count: u32 },
+    /// Remove the registration, then stop its task if there is one. When GitHub says a job is
+    /// running on it, do neither.
+    Retire {
+        runner_id: u64,
+        runner_name: String,
+        task_id: Option<String>,
+        reason: Reason,
+    },
+    /// Stop a task that has no registration left to remove.
+    StopTask { task_id: String, reason: Reason },
+    /// Delete a one-shot secret nobody will read.
+    DeleteHandoff { name: String, reason: Reason },
+}
+
+/// The pool as this pass sees it (for status, metrics and the decision log).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PoolStatus {
+    pub assigned_jobs: Option<u32>,
+    pub desired: u32,
+    /// Pending or running tasks whose registration exists.
+    pub capacity: u32,
+    pub pending: u32,
+    pub registered: u32,
+    pub busy: u32,
+    pub idle: u32,
+    /// Why fewer runners are launched than desired, if so.
+    pub launch_held: Option<String>,
+}
+
+/// The result of one decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub status: PoolStatus,
+    pub memory: Memory,
+}
+
+fn older_than(since: DateTime<Utc>, now: DateTime<Utc>, limit: Duration) -> bool {
+    now.signed_duration_since(since)
+        .to_std()
+        .is_ok_and(|age| age > limit)
+}
+
+fn is_live(task: &Task) -> bool {
+    matches!(task.state, TaskState::Pending | TaskState::Running)
+}
+
+/// Decides one pass for one pool.
+pub fn plan(
+    limits: &PoolLimits,
+    observed: &Observed,
+    memory: &Memory,
+    allowance: &Allowance,
+    now: DateTime<Utc>,
+) -> Plan {
+    let mut actions = Vec::new();
+    let mut next = Memory {
+        launch_blocked: memory
+            .launch_blocked
+            .clone()
+            .filter(|(until, _)| *until > now),
+        ..Memory::default()
+    };
+    let runners: BTreeMap<u64, &ObservedRunner> =
+        observed.runners.iter().map(|r| (r.id, r)).collect();
+    let live_tasks: Vec<&Task> = observed.tasks.iter().filter(|t| is_live(t)).collect();
+    let live_runner_ids: BTreeSet<u64> = live_tasks.iter().map(|t| t.tags.runner_id).collect();
+    let mut retired_tasks: BTreeSet<&str> = BTreeSet::new();
+    next.seen_online = observed
+        .runners
+        .iter()
+        .filter(|r| r.online || memory.seen_online.contains(&r.id))
+        .map(|r| r.id)
+        .collect();
+    let offline_past_grace = |id: u64, next: &mut Memory| -> bool {
+        let since = memory.ghost_since.get(&id).copied().unwrap_or(now);
+        if older_than(since, now, limits.offline_grace) {
+            true
+        } else {
+            next.ghost_since.insert(id, since);
+            false
+        }
+    };
+
+    // Reaper, task by task. Oldest first, so the log reads in the order things went wrong.
+    let mut by_age = live_tasks.clone();
+    by_age.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    for task in &by_age {
+        let runner = runners.get(&task.tags.runner_id);
+        let reason = match runner {
+            Some(r) if r.busy => None,
+            _ if task.state == TaskState::Pending
+                && older_than(task.created_at, now, limits.pending_timeout) =>
+            {
+                Some(Reason::PendingTimeout)
+            }
+            Some(r) if !r.online && next.seen_online.contains(&r.id) => {
+                offline_past_grace(r.id, &mut next).then_some(Reason::Ghost)
+            }
+            Some(r)
+                if !r.online && older_than(task.created_at, now, limits.registration_timeout) =>
+            {
+                Some(Reason::NeverRegistered)
+            }
+            Some(r) if r.online && older_than(task.created_at, now, limits.max_runtime) => {
+                Some(Reason::MaxRuntime)
+            }
+            Some(_) => None,
+            None if task.state == TaskState::Running => {
+                let since = memory.orphan_since.get(&task.id).copied().unwrap_or(now);
+                if older_than(since, now, limits.offline_grace) {
+                    Some(Reason::Orphan)
+                } else {
+                    next.orphan_since.insert(task.id.clone(), since);
+                    None
+                }
+            }
+            None => None,
+        };
+        let Some(reason) = reason else { continue };
+        retired_tasks.insert(&task.id);
+        match runner {
+            Some(r) => {
+                actions.push(Action::Retire {
+                    runner_id: r.id,
+                    runner_name: r.name.clone(),
+                    task_id: Some(task.id.clone()),
+                    reason,
+                });
+            }
+            None => actions.push(Action::StopTask {
+                task_id: task.id.clone(),
+                reason,
+            }),
+        }
+    }
+
+    // Ghosts: offline registrations with no live task, past the grace period.
+    for runner in &observed.runners {
+        if live_runner_ids.contains(&runner.id) || runner.online || runner.busy {
+            continue;
+        }
+        if offline_past_grace(runner.id, &mut next) {
+            actions.push(Action::Retire {
+                runner_id: runner.id,
+                runner_name: runner.name.clone(),
+                task_id: None,
+                reason: Reason::Ghost,
+            });
+        }
+    }
+
+    // Capacity: live, not being retired, registration present.
+    let serving: Vec<(&Task, &ObservedRunner)> = live_tasks
+        .iter()
+        .filter(|t| !retired_tasks.contains(t.id.as_str()))
+        .filter_map(|t| runners.get(&t.tags.runner_id).map(|r| (*t, *r)))
+        .collect();
+    let capacity = serving.len() as u32;
+    let desired = match observed.assigned_jobs {
+        Some(assigned) => limits.min_idle.saturating_add(assigned).min(limits.max),
+        None => capacity.max(limits.min_idle).min(limits.max),
+    };
+
+    let mut launch_held = None;
+    if desired > capacity {
+        let mut count = desired - capacity;
+        if let Some((until, why)) = &next.launch_blocked {
+            launch_held = Some(format!(
+                "{why} (retrying after {})",
+                until.format("%H:%M:%S")
+            ));
+            count = 0;
+        }
+        if let Some(limit) = allowance.launches
+            && count > limit
+        {
+            count = limit;
+            launch_held = allowance.reason.clone().or(launch_held);
+        }
+        if count > 0 {
+            actions.push(Action::Launch { count });
+        }
+    } else if desired < capacity && observed.assigned_jobs.is_some() {
+        let mut idle: Vec<&(&Task, &ObservedRunner)> = serving
+            .iter()
+            .filter(|(t, r)| t.state == TaskState::Running && r.online && !r.busy)
+            .collect();
+        idle.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
+        for (task, runner) in idle.into_iter().take((capacity - desired) as usize) {
+            actions.push(Action::Retire {
+                runner_id: runner.id,
+                runner_name: runner.name.clone(),
+                task_id: Some(task.id.clone()),
+                reason: Reason::ScaleIn,
+            });
+        }
+    }
+
+    // One-shot secrets: delete those no live task will read, once past a short grace that
+    // covers a launch between the secret's write and the task's first listing.
+    let live_names: BTreeSet<&str> = live_tasks
+        .iter()
+        .filter(|t| !retired_tasks.contains(t.id.as_str()))
+        .map(|t| t.tags.runner_name.as_str())
+        .collect();
+    for handoff in &observed.handoffs {
+        let unread_for_too_long = older_than(handoff.created_at, now, limits.handoff_max_age);
+        let orphaned = !live_names.contains(handoff.runner_name.as_str())
+            && older_than(handoff.created_at, now, HANDOFF_LAUNCH_GRACE);
+        if unread_for_too_long || orphaned {
+            actions.push(Action::DeleteHandoff {
+                name: handoff.name.clone(),
+                reason: Reason::Handoff,
+            });
+        }
+    }
+
+    let registered = observed.runners.len() as u32;
+    let busy = observed.runners.iter().filter(|r| r.busy).count() as u32;
+    let idle = observed
+        .runners
+        .iter()
+        .filter(|r| r.online && !r.busy)
+        .count() as u32;
+    let pending = live_tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Pending)
+        .count() as u32;
+    Plan {
+        actions,
+        status: PoolStatus {
+            assigned_jobs: observed.assigned_jobs,
+            desired,
+            capacity,
+            pending,
+            registered,
+            busy,
+            idle,
+            launch_held,
+        },
+        memory: next,
+    }
+}
+
+/// How long a one-shot secret may exist before its task shows up in a listing.
+pub const HANDOFF_LAUNCH_GRACE: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::backend::TaskTags;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
+    }
+
+    fn ago(secs: i64) -> DateTime<Utc> {
+        now() - chrono::Duration::seconds(secs)
+    }
+
+    fn limits(min_idle: u32, max: u32) -> PoolLimits {
+        PoolLimits {
+            min_idle,
+            max,
+            max_runtime: Duration::from_secs(6 * 3600),
+            pending_timeout: Duration::from_secs(600),
+            registration_timeout: Duration::from_secs(900),
+            offline_grace: Duration::from_secs(600),
+            handoff_max_age: Duration::from_secs(1200),
+        }
+    }
+
+    fn task(id: u64, state: TaskState, age_secs: i64) -> Task {
+        Task {
+            id: format!("task-{id}"),
+            tags: TaskTags {
+                pool: "p".into(),
+                runner_name: format!("p-runner{id:02}"),
+                runner_id: id,
+            },
+            state,
+            created_at: ago(age_secs),
+            stop_reason: None,
+        }
+    }
+
+    fn runner(id: u64, online: bool, busy: bool) -> ObservedRunner {
+        ObservedRunner {
+            id,
+            name: format!("p-runner{id:02}"),
+            online,
+            busy,
+        }
+    }
+
+    /// A running task with its online runner.
+    fn serving(id: u64, busy: bool, age_secs: i64) -> (Task, ObservedRunner) {
+        (
+            task(id, TaskState::Running, age_secs),
+            runner(id, true, busy),
+        )
+    }
+
+    fn observed(assigned: Option<u32>, pairs: &[(Task, ObservedRunner)]) -> Observed {
+        Observed {
+            assigned_jobs: assigned,
+            runners: pairs.iter().map(|p| p.1.clone()).collect(),
+            tasks: pairs.iter().map(|p| p.0.clone()).collect(),
+            handoffs: vec![],
+        }
+    }
+
+    fn run(limits: &PoolLimits, observed: &Observed) -> Plan {
+        plan(
+            limits,
+            observed,
+            &Memory::default(),
+            &Allowance::unlimited(),
+            now(),
+        )
+    }
+
+    fn launches(plan: &Plan) -> u32 {
+        plan.actions
+            .iter()
+            .map(|a| match a {
+                Action::Launch { count } => *count,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn retired(plan: &Plan) -> Vec<(u64, Reason)> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Retire {
+                    runner_id, reason, ..
+                } => Some((*runner_id, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stopped(plan: &Plan) -> Vec<(String, Reason)> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::StopTask { task_id, reason } => Some((task_id.clone(), *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn desired_follows_assigned_jobs_within_min_idle_and_max() {
+        // (min_idle, max, assigned, running idle runners) -> (desired, launches, scale-ins)
+        let table: &[(u32, u32, Option<u32>, u64, u32, u32, usize)] = &[
+            (0, 10, Some(3), 0, 3, 3, 0), // scale up from zero
+            (0, 5, Some(20), 0, 5, 5, 0), // capped at max
+            (0, 5, Some(20), 2, 5, 3, 0), // capped, counting what runs
+            (2, 10, Some(0), 0, 2, 2, 0), // idle floor
+            (2, 10, Some(3), 0, 5, 5, 0), // floor plus demand
+            (1, 10, None, 0, 1, 1, 0),    // unknown demand: only the floor
+            (0, 10, None, 3, 3, 0, 0),    // unknown demand: never scale in
+            (0, 10, Some(1), 3, 1, 0, 2), // scale in the excess idle
+            (1, 10, Some(0), 3, 1, 0, 2), // down to the floor
+            (0, 0, Some(4), 0, 0, 0, 0),  // a paused pool
+            (3, 3, Some(0), 3, 3, 0, 0),  // at the floor: nothing to do
+        ];
+        for &(min_idle, max, assigned, idle, desired, launch, scale_in) in table {
+            let pairs: Vec<_> = (1..=idle).map(|id| serving(id, false, 60)).collect();
+            let plan = run(&limits(min_idle, max), &observed(assigned, &pairs));
+            let case = format!("min_idle={min_idle} max={max} assigned={assigned:?} idle={idle}");
+            assert_eq!(plan.status.desired, desired, "{case}");
+            assert_eq!(launches(&plan), launch, "{case}");
+            assert_eq!(retired(&plan).len(), scale_in, "{case}");
+        }
+    }
+
+    #[test]
+    fn busy_runners_are_never_chosen_for_scale_in() {
+        // Two busy, one idle, no demand left: only the idle one goes.
+        let pairs = vec![
+            serving(1, true, 300),
+            serving(2, false, 200),
+            serving(3, true, 100),
+        ];
+        let plan = run(&limits(0, 10), &observed(Some(0), &pairs));
+        assert_eq!(retired(&plan), vec![(2, Reason::ScaleIn)]);
+    }
+
+    #[test]
+    fn scale_in_takes_the_oldest_idle_runners_and_never_a_pending_task() {
+        let mut pairs = vec![
+            serving(1, false, 100),
+            serving(2, false, 300),
+            serving(3, false, 200),
+        ];
+        // Registered (JIT) but its task is still pending: about to take a job.
+        pairs.push((task(4, TaskState::Pending, 500), runner(4, false, false)));
+        let plan = run(&limits(0, 10), &observed(Some(2), &pairs));
+        assert_eq!(
+            retired(&plan),
+            vec![(2, Reason::ScaleIn), (3, Reason::ScaleIn)],
+            "capacity 4, desired 2: the two oldest idle online runners go, never the pending one"
+        );
+        let plan = run(&limits(0, 10), &observed(Some(0), &pairs));
+        assert_eq!(retired(&plan).len(), 3, "even with no demand, the pending one stays");
+    }
+
+    #[test]
+    fn a_reassigned_job_shrinks_demand_and_frees_only_an_idle_runner() {
+        // Two jobs were assigned and two runners started; one job was reassigned elsewhere
+        // (JobCompleted canceled), so assigned drops to 1 while one runner already holds a job.
+        let pairs = vec![serving(1, true, 60), serving(2, false, 60)];
+        let plan = run(&limits(0, 10), &observed(Some(1), &pairs));
+        assert_eq!(retired(&plan), vec![(2, Reason::ScaleIn)]);
+        // When it is assigned back, the next pass launches again.
+        let plan = run(&limits(0, 10), &observed(Some(2), &pairs[..1]));
+        assert_eq!(launches(&plan), 1);
+    }
+
+    #[test]
+    fn stuck_pending_tasks_are_stopped_with_their_registration() {
+        let pairs = vec![(task(1, TaskState::Pending, 601), runner(1, false, false))];
+        let plan = run(&limits(0, 10), &observed(Some(1), &pairs));
+        assert_eq!(retired(&plan), vec![(1, Reason::PendingTimeout)]);
+        assert_eq!(launches(&plan), 1, "the job still needs a runner");
+        // Without a registration there is nothing to remove: just the task.
+        let obs = Observed {
+            assigned_jobs: Some(0),
+            tasks: vec![task(7, TaskState::Pending, 601)],
+            ..Observed::default()
+        };
+        assert_eq!(
+            stopped(&run(&limits(0, 10), &obs)),
+            vec![("task-7".to_string(), Reason::PendingTimeout)]
+        );
+        // A young pending task is left alone.
+        let pairs = vec![(task(1, TaskState::Pending, 599), runner(1, false, false))];
+        assert!(
+            run(&limits(0, 10), &observed(Some(1), &pairs))
+                .actions
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn runners_that_never_come_online_are_retired_after_the_registration_timeout() {
+        let young = vec![(task(1, TaskState::Running, 899), runner(1, false, false))];
+        assert!(
+            run(&limits(0, 10), &observed(Some(1), &young))
+                .actions
+                .is_empty()
+        );
+        let old = vec![(task(1, TaskState::Running, 901), runner(1, false, false))];
+        let plan = run(&limits(0, 10), &observed(Some(1), &old));
+        assert_eq!(retired(&plan), vec![(1, Reason::NeverRegistered)]);
+        assert_eq!(launches(&plan), 1);
+    }
+
+    #[test]
+    fn idle_runners_past_max_runtime_are_retired_but_busy_ones_never() {
+        let pairs = vec![
+            serving(1, false, 6 * 3600 + 1),
+            serving(2, true, 6 * 3600 + 1),
+        ];
+        let plan = run(&limits(0, 10), &observed(Some(2), &pairs));
+        assert_eq!(retired(&plan), vec![(1, Reason::MaxRuntime)]);
+        assert_eq!(launches(&plan), 1, "its replacement");
+    }
+
+    #[test]
+    fn ghosts_are_removed_only_after_the_grace_period() {
+        let obs = Observed {
+            assigned_jobs: Some(0),
+            runners: vec![runner(9, false, false), runner(8, false, true)],
+            ..Observed::default()
+        };
+        let limits = limits(0, 10);
+        let first = plan(
+            &limits,
+            &obs,
+            &Memory::default(),
+            &Allowance::unlimited(),
+            now(),
+        );
+        assert!(first.actions.is_empty(), "first sighting starts the clock");
+        assert_eq!(first.memory.ghost_since.get(&9), Some(&now()));
+        let later = now() + chrono::Duration::seconds(601);
+        let second = plan(&limits, &obs, &first.memory, &Allowance::unlimited(), later);
+        assert_eq!(
+            retired(&second),
+            vec![(9, Reason::Ghost)],
+            "never the busy one"
+        );
+        // A ghost that comes back online is forgotten.
+        let back = Observed {
+            runners: vec![runner(9, true, false)],
+            tasks: vec![task(9, TaskState::Running, 60)],
+            ..obs.clone()
+        };
+        let third = plan(
+            &limits,
+            &back,
+            &first.memory,
+            &Allowance::unlimited(),
+            later,
+        );
+        assert!(third.memory.ghost_since.is_empty());
+    }
+
+    #[test]
+    fn a_runner_that_went_offline_with_its_task_running_is_a_ghost_after_grace() {
+        let limits = limits(0, 10);
+        let pairs = vec![serving(1, false, 60)];
+        let seen = plan(
+            &limits,
+            &observed(Some(1), &pairs),
+            &Memory::default(),
+            &Allowance::unlimited(),
+            now(),
+        );
+        let offline = vec![(task(1, TaskState::Running, 60), runner(1, false, false))];
+        let first = plan(
+            &limits,
+            &observed(Some(1), &offline),
+            &seen.memory,
+            &Allowance::unlimited(),
+            now(),
+        );
+        assert!(first.actions.is_empty());
+        let later = now() + chrono::Duration::seconds(601);
+        let second = plan(
+            &limits,
+            &observed(Some(1), &offline),
+            &first.memory,
+            &Allowance::unlimited(),
+            later,
+        );
+        assert_eq!(retired(&second), vec![(1, Reason::Ghost)]);
+    }
+
+    #[test]
+    fn a_task_whose_registration_is_gone_is_not_capacity_and_is_stopped_after_grace() {
+        let limits = limits(0, 10);
+        let obs = Observed {
+            assigned_jobs: Some(1),
+            tasks: vec![task(1, TaskState::Running, 60)],
+            ..Observed::default()
+        };
+        let first = plan(
+            &limits,
+            &obs,
+            &Memory::default(),
+            &Allowance::unlimited(),
+            now(),
+        );
+        assert_eq!(
+            launches(&first),
+            1,
+            "a finished ephemeral runner serves no new job"
+        );
+        assert!(
+            stopped(&first).is_empty(),
+            "it is given time to exit by itself"
+        );
+        let later = now() + chrono::Duration::seconds(601);
+        let second = plan(&limits, &obs, &first.memory, &Allowance::unlimited(), later);
+        assert_eq!(
+            stopped(&second),
+            vec![("task-1".to_string(), Reason::Orphan)]
+        );
+    }
+
+    #[test]
+    fn stopping_and_stopped_tasks_are_not_capacity() {
+        let obs = Observed {
+            assigned_jobs: Some(2),
+            tasks: vec![
+                task(1, TaskState::Stopping, 60),
+                task(2, TaskState::Stopped, 60),
+            ],
+            runners: vec![runner(1, true, true)],
+            handoffs: vec![],
+        };
+        let plan = run(&limits(0, 10), &obs);
+        assert_eq!(launches(&plan), 2);
+        assert!(retired(&plan).is_empty(), "a busy runner is never retired");
+    }
+
+    #[test]
+    fn launches_are_held_by_back_off_and_limited_by_the_budget() {
+        let limits = limits(0, 10);
+        let obs = observed(Some(5), &[]);
+        let blocked = Memory {
+            launch_blocked: Some((now() + chrono::Duration::seconds(30), "no capacity".into())),
+            ..Memory::default()
+        };
+        let plan_ = plan(&limits, &obs, &blocked, &Allowance::unlimited(), now());
+        assert_eq!(launches(&plan_), 0);
+        assert!(plan_.status.launch_held.unwrap().contains("no capacity"));
+        // Once the back-off has passed it is forgotten.
+        let later = now() + chrono::Duration::seconds(31);
+        let plan_ = plan(&limits, &obs, &blocked, &Allowance::unlimited(), later);
+        assert_eq!(launches(&plan_), 5);
+        assert_eq!(plan_.memory.launch_blocked, None);
+        let budget = Allowance {
+            launches: Some(2),
+            reason: Some("GitHub budget".into()),
+        };
+        let plan_ = plan(&limits, &obs, &Memory::default(), &budget, now());
+        assert_eq!(launches(&plan_), 2);
+        assert_eq!(plan_.status.launch_held.as_deref(), Some("GitHub budget"));
+    }
+
+    #[test]
+    fn one_shot_secrets_nobody_will_read_are_deleted() {
+        let handoff = |runner: u64, age: i64| Handoff {
+            name: format!("/hangar/jit/p/p-runner{runner:02}"),
+            pool: "p".into(),
+            runner_name: format!("p-runner{runner:02}"),
+            created_at: ago(age),
+        };
+        let obs = Observed {
+            assigned_jobs: Some(2),
+            tasks: vec![
+                task(1, TaskState::Pending, 30),
+                task(2, TaskState::Pending, 1300),
+            ],
+            runners: vec![runner(1, false, false), runner(2, false, false)],
+            handoffs: vec![
+                handoff(1, 30),   // its task is starting: keep
+                handoff(2, 1300), // unread for too long
+                handoff(3, 121),  // no task will read it
+                handoff(4, 60),   // no task yet, but maybe a launch in progress: keep
+            ],
+        };
+        let mut l = limits(0, 10);
+        l.pending_timeout = Duration::from_secs(3600);
+        l.registration_timeout = Duration::from_secs(3600);
+        let deleted: Vec<String> = run(&l, &obs)
+            .actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::DeleteHandoff { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            deleted,
+            vec!["/hangar/jit/p/p-runner02", "/hangar/jit/p/p-runner03"]
+        );
+    }
+
+    /// Over many random observations: no action ever removes a busy runner or stops its task,
+    /// and launches never take the pool past `max`.
+    #[test]
+    fn no_random_observation_makes_plan_touch_a_busy_runner_or_exceed_max() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..2000 {
+            let max = rng.random_range(0..8);
+            let l = limits(rng.random_range(0..=max), max);
+            let mut obs = Observed {
+                assigned_jobs: rng.random_bool(0.8).then(|| rng.random_range(0..12)),
+                ..Observed::default()
+            };
+            for id in 0..rng.random_range(0..10u64) {
+                let state = [
+                    TaskState::Pending,
+                    TaskState::Running,
+                    TaskState::Stopping,
+                    TaskState::Stopped,
+                ][rng.random_range(0..4)];
+                if rng.random_bool(0.9) {
+                    obs.tasks.push(task(id, state, rng.random_range(0..30_000)));
+                }
+                if rng.random_bool(0.85) {
+                    obs.runners
+                        .push(runner(id, rng.random_bool(0.7), rng.random_bool(0.4)));
+                }
+            }
+            let memory = Memory {
+                ghost_since: obs.runners.iter().map(|r| (r.id, ago(700))).collect(),
+                orphan_since: obs.tasks.iter().map(|t| (t.id.clone(), ago(700))).collect(),
+                seen_online: obs
+                    .runners
+                    .iter()
+                    .map(|r| r.id)
+                    .filter(|_| rng.random_bool(0.5))
+                    .collect(),
+                launch_blocked: None,
+            };
+            let p = plan(&l, &obs, &memory, &Allowance::unlimited(), now());
+            let busy: BTreeSet<u64> = obs
+                .runners
+                .iter()
+                .filter(|r| r.busy)
+                .map(|r| r.id)
+                .collect();
+            for action in &p.actions {
+                match action {
+                    Action::Retire { runner_id, .. } => {
+                        assert!(!busy.contains(runner_id), "{obs:?} -> {action:?}")
+                    }
+                    Action::StopTask { task_id, .. } => {
+                        let t = obs.tasks.iter().find(|t| &t.id == task_id).unwrap();
+                        assert!(!busy.contains(&t.tags.runner_id), "{obs:?} -> {action:?}");
+                    }
+                    _ => {}
+                }
+            }
+            assert!(p.status.capacity + launches(&p) <= l.max.max(p.status.capacity));
+        }
+    }
+}
