@@ -1,0 +1,261 @@
+//! The controller's HTTP surface, served by axum on one listener: `GET /metrics` (Prometheus
+//! text format 0.0.4), `GET /healthz` (200 or 503 with the reasons), `GET /status` (the pools as
+//! JSON, for `hangar status`) and, only when a webhook receiver is configured, `POST /webhook`.
+//!
+//! [`HttpState`] is how the controller plugs in: its [`Metrics`], a health callback, a status
+//! callback and optionally a [`WebhookRoute`] (the receiver plus a nudge callback). Callbacks run
+//! on the request's task, so they must be quick and must not block: read a snapshot, send on a
+//! channel, notify.
+//!
+//! Invariants:
+//! - Nothing here changes the controller's state except through the nudge callback, which only
+//!   asks for a reconcile; no request can launch or stop a runner.
+//! - A webhook body larger than the limit is refused with 413: at once when its
+//!   `Content-Length` says so, otherwise as soon as the bytes read pass the limit; no more than
+//!   the limit is ever buffered, and a body that trickles in is cut off after
+//!   [`BODY_READ_TIMEOUT`].
+//! - The nudge callback runs at most once per delivery id (redeliveries are answered 200 and
+//!   dropped), and never for a delivery whose signature failed.
+//! - On cancel the server stops accepting, finishes the requests in flight and returns.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{Metrics, WebhookOutcome};
+use super::webhook::{Handled, WebhookError, WebhookHeaders, WebhookReceiver};
+
+/// The content type of Prometheus' text exposition format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// How long a webhook body may take to arrive.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The controller's health: healthy when there is no reason to worry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// Why the controller is unhealthy (e.g. "pool org: no live session for 5 minutes").
+    pub reasons: Vec<String>,
+}
+
+impl Health {
+    pub fn ok() -> Self {
+        Health::default()
+    }
+
+    pub fn unhealthy(reasons: Vec<String>) -> Self {
+        Health { reasons }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+/// Reports the controller's health for `/healthz`.
+pub type HealthFn = Arc<dyn Fn() -> Health + Send + Sync>;
+/// Reports the controller's pools for `/status`.
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// Asks for a reconcile of the named pools.
+pub type NudgeFn = Arc<dyn Fn(Vec<String>) + Send + Sync>;
+
+/// `POST /webhook`: the receiver that checks deliveries, and what to call with the pools a new
+/// delivery concerns (never with an empty list).
+#[derive(Clone)]
+pub struct WebhookRoute {
+    pub receiver: Arc<WebhookReceiver>,
+    pub nudge: NudgeFn,
+}
+
+/// Everything the HTTP surface reads or calls.
+#[derive(Clone)]
+pub struct HttpState {
+    pub metrics: Metrics,
+    pub health: HealthFn,
+    pub status: StatusFn,
+    /// `None`: no `/webhook` route (404).
+    pub webhook: Option<WebhookRoute>,
+}
+
+/// The routes for `state`.
+pub fn router(state: HttpState) -> Router {
+    let mut router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/status", get(status));
+    if let Some(route) = &state.webhook {
+        router = router.route(
+            "/webhook",
+            post(webhook).layer(DefaultBodyLimit::max(route.receiver.max_body())),
+        );
+    }
+    router.with_state(state)
+}
+
+/// Serves the routes on `listener` until `cancel` fires, then finishes the requests in flight
+/// and resolves. An error is an I/O error of the listener.
+pub fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    cancel: CancellationToken,
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    let app = router(state);
+    async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(METRICS_CONTENT_TYPE),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(state): State<HttpState>) -> Response {
+    let health = (state.health)();
+    let (code, word) = if health.is_ok() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    };
+    (
+        code,
+        axum::Json(json!({"status": word, "reasons": health.reasons})),
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<HttpState>) -> Response {
+    axum::Json((state.status)()).into_response()
+}
+
+async fn webhook(State(state): State<HttpState>, request: Request) -> Response {
+    let Some(route) = &state.webhook else {
+        // Not routed without a receiver; kept total rather than panicking.
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let receiver = &route.receiver;
+    let headers = request.headers().clone();
+    let delivery = header_str(&headers, "x-github-delivery")
+        .unwrap_or("-")
+        .to_string();
+
+    let declared =
+        header_str(&headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > receiver.max_body() as u64) {
+        return refuse(
+            &state.metrics,
+            &delivery,
+            &WebhookError::TooLarge {
+                max: receiver.max_body(),
+            },
+        );
+    }
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &()))
+        .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let too_large = WebhookError::TooLarge {
+                max: receiver.max_body(),
+            };
+            return refuse(&state.metrics, &delivery, &too_large);
+        }
+        Ok(Err(rejection)) => {
+            tracing::warn!(%delivery, error = %rejection.body_text(), "webhook body unreadable");
+            state.metrics.webhook_delivery(WebhookOutcome::Invalid);
+            return (
+                rejection.status(),
+                axum::Json(json!({"error": rejection.body_text()})),
+            )
+                .into_response();
+        }
+        Err(_) => {
+            tracing::warn!(%delivery, "webhook body did not arrive in time");
+            state.metrics.webhook_delivery(WebhookOutcome::Invalid);
+            let why = format!(
+                "the body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            );
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                axum::Json(json!({"error": why})),
+            )
+                .into_response();
+        }
+    };
+
+    let webhook_headers = WebhookHeaders {
+        event: header_str(&headers, "x-github-event"),
+        delivery: header_str(&headers, "x-github-delivery"),
+        signature: header_str(&headers, "x-hub-signature-256"),
+    };
+    let handled = match receiver.handle(&webhook_headers, &body) {
+        Ok(handled) => handled,
+        Err(error) => return refuse(&state.metrics, &delivery, &error),
+    };
+    state.metrics.webhook_delivery(handled.outcome());
+    let code = StatusCode::from_u16(handled.status()).unwrap_or(StatusCode::OK);
+    match handled {
+        Handled::Nudge { event, pools } => {
+            tracing::info!(
+                %delivery,
+                action = ?event.action,
+                job_id = event.job_id,
+                repository = %event.repository,
+                ?pools,
+                "workflow_job webhook: nudging a reconcile"
+            );
+            if !pools.is_empty() {
+                (route.nudge)(pools.clone());
+            }
+            (
+                code,
+                axum::Json(json!({"outcome": "nudged", "pools": pools})),
+            )
+                .into_response()
+        }
+        Handled::Ping => (code, axum::Json(json!({"outcome": "pong"}))).into_response(),
+        Handled::Duplicate => {
+            tracing::debug!(%delivery, "webhook redelivery ignored");
+            (code, axum::Json(json!({"outcome": "duplicate"}))).into_response()
+        }
+        Handled::Ignored => {
+            tracing::debug!(
+                %delivery,
+                event = webhook_headers.event.unwrap_or_default(),
+                "webhook event ignored"
+            );
+            code.into_response()
+        }
+    }
+}
+
+/// Answers a refused delivery and counts it. The message names the cause, never the secret.
+fn refuse(metrics: &Metrics, delivery: &str, error: &WebhookError) -> Response {
+    tracing::warn!(%delivery, %error, "webhook delivery refused");
+    metrics.webhook_delivery(error.outcome());
+    let code = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (code, axum::Json(json!({"error": error.to_string()}))).into_response()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
