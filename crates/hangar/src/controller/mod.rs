@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod config;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod plan;
 pub mod webhook;

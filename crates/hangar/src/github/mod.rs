@@ -19,6 +19,7 @@ pub mod scope;
 pub mod types;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,33 @@ struct Inner {
     auth: AuthState,
     /// GitHub's clock, from the `Date` header of the latest answer of any status.
     last_server_date: Mutex<Option<DateTime<Utc>>>,
+    /// HTTP requests sent (every attempt), REST and, through [`scaleset`], the Actions service.
+    requests_sent: AtomicU64,
+    /// The REST API's rate-limit headers as of the latest answer that carried them.
+    rate_limit: Mutex<Option<RateLimit>>,
+}
+
+/// GitHub's REST rate limit as its `x-ratelimit-*` headers last reported it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RateLimit {
+    pub limit: u64,
+    pub remaining: u64,
+    pub used: u64,
+    pub reset_at: DateTime<Utc>,
+}
+
+/// A runner group of an organization (`GET /orgs/{org}/actions/runner-groups`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct RunnerGroup {
+    pub id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct RunnerGroupPage {
+    runner_groups: Vec<RunnerGroup>,
 }
 
 /// A GitHub API client bound to one credential. Clones share the connection pool and token cache.
@@ -181,6 +209,8 @@ impl GitHub {
                 config,
                 auth,
                 last_server_date: Mutex::new(None),
+                requests_sent: AtomicU64::new(0),
+                rate_limit: Mutex::new(None),
             }),
         })
     }
@@ -192,6 +222,21 @@ impl GitHub {
     /// GitHub's clock as of the latest answer (even an error), for clock-skew checks.
     pub fn last_server_date(&self) -> Option<DateTime<Utc>> {
         *self.inner.last_server_date.lock().expect("poisoned")
+    }
+
+    /// HTTP requests this client (and every clone) has sent, retries included: REST calls and
+    /// the Actions-service calls of [`scaleset::ActionsService`]s built on it.
+    pub fn calls_made(&self) -> u64 {
+        self.inner.requests_sent.load(Ordering::Relaxed)
+    }
+
+    /// The REST rate limit as the latest answer that carried `x-ratelimit-*` headers reported it.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.inner.rate_limit.lock().expect("poisoned").clone()
+    }
+
+    pub(crate) fn count_request(&self) {
+        self.inner.requests_sent.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `PAT` or `GitHub App`, for messages.
@@ -360,6 +405,44 @@ impl GitHub {
             Err(GitHubError::NotFound { .. }) => Ok(RunnerRemoval::AlreadyGone),
             Err(GitHubError::Rejected { status: 422, .. }) => Ok(RunnerRemoval::Busy),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The runner groups of an organization, following pagination. Repositories have none of
+    /// their own (their runners are in the Default group).
+    pub async fn runner_groups(&self, scope: &Scope) -> Result<Vec<RunnerGroup>, GitHubError> {
+        let mut url = self.url(&format!(
+            "{}/actions/runner-groups?per_page=100",
+            scope.api_path()
+        ));
+        let mut groups = Vec::new();
+        loop {
+            let call = Call {
+                method: Method::GET,
+                url: url.clone(),
+                body: None,
+                cred: Cred::For(scope),
+                action: format!("listing the runner groups of {scope}"),
+                target: Target::Runners(scope.clone()),
+            };
+            let answer = self.execute(&call).await?;
+            let page: RunnerGroupPage = self.parse(&call, &answer)?;
+            groups.extend(page.runner_groups);
+            match next_link(&answer.headers) {
+                Some(next) if next.starts_with(&format!("{}/", self.inner.config.api_url)) => {
+                    url = next;
+                }
+                Some(next) => {
+                    return Err(GitHubError::BadResponse {
+                        action: call.action,
+                        api_url: self.inner.config.api_url.clone(),
+                        cause: format!(
+                            "the next page is at {next}, outside the API base; refusing to send credentials there"
+                        ),
+                    });
+                }
+                None => return Ok(groups),
+            }
         }
     }
 
@@ -554,6 +637,7 @@ impl GitHub {
                 request = request.json(body);
             }
             let sent_at = Instant::now();
+            self.count_request();
             let outcome = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
@@ -588,6 +672,9 @@ impl GitHub {
             if let Ok(answer) = &outcome {
                 if let Some(date) = server_date(&answer.headers) {
                     *self.inner.last_server_date.lock().expect("poisoned") = Some(date);
+                }
+                if let Some(limit) = rate_limit_of(&answer.headers) {
+                    *self.inner.rate_limit.lock().expect("poisoned") = Some(limit);
                 }
                 if answer.status.is_success() {
                     return Ok(outcome.expect("checked"));
@@ -762,6 +849,20 @@ fn response_meta(headers: &HeaderMap) -> ResponseMeta {
     }
 }
 
+/// The rate limit the headers report, when they carry limit, remaining and reset.
+fn rate_limit_of(headers: &HeaderMap) -> Option<RateLimit> {
+    let limit = header_u64(headers, "x-ratelimit-limit")?;
+    let remaining = header_u64(headers, "x-ratelimit-remaining")?;
+    let reset = header_u64(headers, "x-ratelimit-reset")?;
+    Some(RateLimit {
+        limit,
+        remaining,
+        used: header_u64(headers, "x-ratelimit-used")
+            .unwrap_or_else(|| limit.saturating_sub(remaining)),
+        reset_at: DateTime::<Utc>::from_timestamp(i64::try_from(reset).ok()?, 0)?,
+    })
+}
+
 /// The `rel="next"` URL of a `Link` header.
 fn next_link(headers: &HeaderMap) -> Option<String> {
     let link = headers.get("link")?.to_str().ok()?;
@@ -856,6 +957,20 @@ mod tests {
         assert_eq!(m.date.unwrap().to_rfc3339(), "2026-11-28T16:00:00+00:00");
         assert_eq!(m.ratelimit_remaining, Some(4990));
         assert!(response_meta(&HeaderMap::new()).oauth_scopes.is_none());
+    }
+
+    #[test]
+    fn reads_the_rate_limit_only_when_complete() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-limit", HeaderValue::from_static("5000"));
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("4990"));
+        assert_eq!(rate_limit_of(&h), None, "no reset yet");
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("1800000000"));
+        let limit = rate_limit_of(&h).unwrap();
+        assert_eq!((limit.limit, limit.remaining, limit.used), (5000, 4990, 10));
+        assert_eq!(limit.reset_at.timestamp(), 1_800_000_000);
+        h.insert("x-ratelimit-used", HeaderValue::from_static("12"));
+        assert_eq!(rate_limit_of(&h).unwrap().used, 12);
     }
 
     #[test]
