@@ -285,6 +285,92 @@ async fn a_jit_config_from_a_one_shot_ssm_parameter_is_read_then_deleted() {
 }
 
 #[tokio::test]
+async fn a_jit_config_from_a_one_shot_file_is_read_then_deleted() {
+    within(60, async {
+        let emu = emulator().await;
+        let dir = RunnerDir::new("jit-file");
+        let gh = support::pat_client(&emu, hangar_emulator::SEED_PAT);
+        let jit = gh
+            .jit_config(
+                &support::repo(),
+                &hangar::github::JitRequest {
+                    name: "jit-file-1".into(),
+                    runner_group_id: 1,
+                    labels: vec!["self-hosted".into(), "jit-file".into()],
+                    work_folder: "_work".into(),
+                },
+            )
+            .await
+            .unwrap();
+        use secrecy::ExposeSecret;
+        let blob = jit.encoded_jit_config.expose_secret().to_string();
+        let handoff = support::agent::one_shot_file(&dir.root.with_extension("jit"), &blob);
+        let handoff_text = handoff.display().to_string();
+        let file_env = with(&[
+            ("GITHUB_REPOSITORY", REPO),
+            ("RUNNER_JIT_CONFIG_FILE", &handoff_text),
+        ]);
+        let mut agent = Agent::start(&env(&[base_env(&emu, &dir), file_env.clone()]));
+        online_runner(&emu, &emu_repo(), &agent).await;
+        assert!(!handoff.exists(), "the one-shot file is deleted once read");
+        assert_eq!(agent.events("runner registered").len(), 1);
+        let pids = runner_pids(&dir.root);
+        assert_eq!(pids.len(), 1);
+        let environ = std::fs::read(format!("/proc/{}/environ", pids[0])).unwrap();
+        let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
+        for leak in [handoff_text.as_str(), "RUNNER_JIT_CONFIG"] {
+            assert!(
+                !environ.contains(leak),
+                "the runner's environment holds {leak}"
+            );
+        }
+        assert!(
+            environ
+                .lines()
+                .filter(|l| l.contains(&blob))
+                .all(|l| l.starts_with("ACTIONS_RUNNER_INPUT_JITCONFIG=")),
+            "the blob reaches the runner only as its input variable"
+        );
+        let dump = dir.root.join("step-env.txt");
+        let job = run_job(
+            &emu,
+            JobSpec::new(REPO, "file-job")
+                .labels(["jit-file"])
+                .step("dump", &format!("env > {}", dump.display())),
+            &agent,
+        )
+        .await;
+        let step_env = std::fs::read_to_string(&dump).unwrap();
+        for leak in [blob.as_str(), handoff_text.as_str(), "RUNNER_JIT_CONFIG"] {
+            assert!(
+                !step_env.contains(leak),
+                "the job's environment holds {leak}"
+            );
+        }
+        assert_eq!(job.conclusion, Some(Conclusion::Success));
+        assert_eq!(agent.exit_code(15).await, 0, "{}", agent.logs());
+        assert!(
+            !agent.logs().contains(&blob),
+            "the JIT config never reaches the logs"
+        );
+
+        // A second agent given the same, now missing, file refuses with the fix.
+        let dir2 = RunnerDir::new("jit-file-2");
+        let mut again = Agent::start(&env(&[base_env(&emu, &dir2), file_env]));
+        assert_eq!(again.exit_code(15).await, 2, "{}", again.logs());
+        assert!(
+            again.logs().contains("does not exist") && again.logs().contains("launch a new task"),
+            "{}",
+            again.logs()
+        );
+        assert!(again.events("runner registered").is_empty());
+        assert!(runner_pids(&dir2.root).is_empty(), "no runner was started");
+        assert!(emu.runners(&emu_repo()).is_empty(), "nothing is registered");
+    })
+    .await
+}
+
+#[tokio::test]
 async fn sigterm_while_busy_lets_the_job_finish_then_deregisters() {
     within(60, async {
         let emu = emulator().await;

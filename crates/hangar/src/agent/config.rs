@@ -1,7 +1,10 @@
 //! `hangar agent`'s settings: the flags and environment variables of the runner container
 //! (`RUNNER_SCOPE`, `GITHUB_REPOSITORY`, `GITHUB_ORG`, `RUNNER_LABELS`, ...) resolved and
 //! validated in one place into an [`AgentConfig`], before anything runs. A bad value is a
-//! configuration error (exit 2) that names the variable and the fix.
+//! configuration error (exit 2) that names the variable and the fix. A JIT configuration comes
+//! one way only: directly in `RUNNER_JIT_CONFIG`, or by name from a one-shot SSM parameter
+//! (`RUNNER_JIT_CONFIG_PARAMETER`) or a one-shot file (`RUNNER_JIT_CONFIG_FILE`); never as a
+//! flag's value.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +21,10 @@ pub const DEFAULT_NAME_PREFIX: &str = "aws-github-runner";
 pub const DEFAULT_RUNNER_HOME: &str = "/home/runner/actions-runner";
 /// The variable that carries a JIT configuration directly (never a flag: argv is public).
 pub const ENV_JIT_CONFIG: &str = "RUNNER_JIT_CONFIG";
+/// The variable that names a one-shot JIT configuration file (the local backend's handoff).
+pub const ENV_JIT_CONFIG_FILE: &str = "RUNNER_JIT_CONFIG_FILE";
+/// The variable that names a one-shot SSM SecureString holding a JIT configuration.
+pub const ENV_JIT_CONFIG_PARAMETER: &str = "RUNNER_JIT_CONFIG_PARAMETER";
 
 /// Flags of `hangar agent` (each also an environment variable, for ECS task definitions).
 #[derive(Debug, Args, Clone, Default)]
@@ -57,6 +64,10 @@ pub struct AgentArgs {
     /// A JIT configuration can also be given directly in RUNNER_JIT_CONFIG.
     #[arg(long, env = "RUNNER_JIT_CONFIG_PARAMETER")]
     pub jit_config_parameter: Option<String>,
+    /// Take a JIT configuration from this one-shot file (absolute path; read, then deleted:
+    /// the agent refuses to run if it cannot delete it). Only its path is given, never its content.
+    #[arg(long, env = "RUNNER_JIT_CONFIG_FILE")]
+    pub jit_config_file: Option<PathBuf>,
     /// On SIGTERM during a job, how long the job may take to finish before it is cancelled.
     /// The default leaves room for cancellation and clean-up inside ECS's 120 s stop timeout.
     #[arg(long, env = "HANGAR_DRAIN_TIMEOUT", default_value = "80s", value_parser = parse_duration)]
@@ -98,6 +109,8 @@ pub enum JitSource {
     Given(SecretString),
     /// A one-shot SSM SecureString to read and delete.
     SsmParameter(String),
+    /// A one-shot file to read and delete (the local backend's handoff).
+    File(PathBuf),
 }
 
 /// How the runner gets registered.
@@ -256,22 +269,44 @@ impl AgentArgs {
 
         let given_jit = get(ENV_JIT_CONFIG).filter(|v| !v.trim().is_empty());
         let jit_param = nonempty(&self.jit_config_parameter);
-        let registration = match (given_jit, jit_param) {
-            (Some(_), Some(_)) => {
-                return Err(err(format!(
-                    "both {ENV_JIT_CONFIG} and RUNNER_JIT_CONFIG_PARAMETER are set; give the JIT configuration one way"
-                )));
-            }
-            (Some(blob), None) => Registration::Jit(JitSource::Given(SecretString::from(blob))),
-            (None, Some(name)) => {
+        let jit_file = self
+            .jit_config_file
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty());
+        let sources: Vec<&str> = [
+            (given_jit.is_some(), ENV_JIT_CONFIG),
+            (jit_param.is_some(), ENV_JIT_CONFIG_PARAMETER),
+            (jit_file.is_some(), ENV_JIT_CONFIG_FILE),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if sources.len() > 1 {
+            return Err(err(format!(
+                "{} are set together; give the JIT configuration one way only",
+                sources.join(" and ")
+            )));
+        }
+        let registration = match (given_jit, jit_param, jit_file) {
+            (Some(blob), _, _) => Registration::Jit(JitSource::Given(SecretString::from(blob))),
+            (None, Some(name), _) => {
                 if !name.starts_with('/') && name.contains('/') {
                     return Err(err(format!(
-                        "RUNNER_JIT_CONFIG_PARAMETER {name:?}: a hierarchical SSM name starts with '/'"
+                        "{ENV_JIT_CONFIG_PARAMETER} {name:?}: a hierarchical SSM name starts with '/'"
                     )));
                 }
                 Registration::Jit(JitSource::SsmParameter(name))
             }
-            (None, None) => Registration::Configure {
+            (None, None, Some(path)) => {
+                if !path.is_absolute() {
+                    return Err(err(format!(
+                        "{ENV_JIT_CONFIG_FILE} {}: give an absolute path (the agent's working folder is not the launcher's)",
+                        path.display()
+                    )));
+                }
+                Registration::Jit(JitSource::File(path.clone()))
+            }
+            (None, None, None) => Registration::Configure {
                 name,
                 name_prefix: self.name_prefix.clone(),
                 labels,
@@ -432,6 +467,40 @@ mod tests {
                 .0
                 .contains("one way")
         );
+    }
+
+    #[test]
+    fn a_jit_file_is_an_absolute_path_and_excludes_the_other_sources() {
+        let a = args(&["--repo", "o/r", "--jit-config-file", "/run/hangar/r1.jit"]);
+        let c = a.resolve(&|_| None).unwrap();
+        assert!(
+            matches!(c.registration, Registration::Jit(JitSource::File(ref p)) if p == std::path::Path::new("/run/hangar/r1.jit"))
+        );
+        assert!(c.ephemeral());
+        let both = a
+            .resolve(&|n| (n == ENV_JIT_CONFIG).then(|| "blob".to_string()))
+            .unwrap_err()
+            .0;
+        assert!(
+            both.contains(ENV_JIT_CONFIG_FILE) && both.contains("one way"),
+            "{both}"
+        );
+        let with_parameter = resolve(&[
+            "--repo",
+            "o/r",
+            "--jit-config-file",
+            "/run/hangar/r1.jit",
+            "--jit-config-parameter",
+            "/hangar/jit/x",
+        ])
+        .unwrap_err();
+        assert!(
+            with_parameter.contains(ENV_JIT_CONFIG_PARAMETER)
+                && with_parameter.contains(ENV_JIT_CONFIG_FILE),
+            "{with_parameter}"
+        );
+        let relative = resolve(&["--repo", "o/r", "--jit-config-file", "r1.jit"]).unwrap_err();
+        assert!(relative.contains("absolute path"), "{relative}");
     }
 
     #[test]

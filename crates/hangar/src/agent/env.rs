@@ -23,7 +23,9 @@ pub const ALWAYS_PASSED: &[&str] = &[
     "DOCKER_HOST",
 ];
 
-/// Never passed, whatever `--pass-env` says: credentials of the agent, or handles to them.
+/// Never passed, whatever `--pass-env` says: credentials of the agent, or handles to them (the
+/// `RUNNER_JIT_CONFIG` prefix covers the blob itself and the names of its one-shot parameter and
+/// file).
 pub fn is_forbidden(name: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "GITHUB_APP_",
@@ -112,6 +114,8 @@ mod tests {
             "ECS_AGENT_URI",
             "ACTIONS_RUNNER_INPUT_TOKEN",
             "RUNNER_JIT_CONFIG",
+            "RUNNER_JIT_CONFIG_PARAMETER",
+            "RUNNER_JIT_CONFIG_FILE",
             "HANGAR_SSM_PREFIX",
         ] {
             assert!(is_forbidden(name), "{name}");

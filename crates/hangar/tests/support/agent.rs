@@ -189,3 +189,18 @@ pub fn runner_pids(root: &Path) -> Vec<i32> {
     }
     pids
 }
+
+/// Writes `content` to a new file at `path` readable by its owner only (mode 0600, created
+/// exclusively), as a launcher writes a one-shot JIT configuration file.
+pub fn one_shot_file(path: &Path, content: &str) -> PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    file.write_all(content.as_bytes()).unwrap();
+    path.to_path_buf()
+}
