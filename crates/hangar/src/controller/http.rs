@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{Metrics, WebhookOutcome};
-use super::webhook::{Handled, WebhookError, WebhookHeaders, WebhookReceiver};
+use super::webhook::{Handled, MAX_DELIVERY_ID_LEN, WebhookError, WebhookHeaders, WebhookReceiver};
 
 /// The content type of Prometheus' text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -153,9 +153,7 @@ async fn webhook(State(state): State<HttpState>, request: Request) -> Response {
     };
     let receiver = &route.receiver;
     let headers = request.headers().clone();
-    let delivery = header_str(&headers, "x-github-delivery")
-        .unwrap_or("-")
-        .to_string();
+    let delivery = loggable_delivery(header_str(&headers, "x-github-delivery"));
 
     let declared =
         header_str(&headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
@@ -256,6 +254,41 @@ fn refuse(metrics: &Metrics, delivery: &str, error: &WebhookError) -> Response {
     (code, axum::Json(json!({"error": error.to_string()}))).into_response()
 }
 
+/// The delivery id for logs: anyone can send one, so only a plausible id (a GUID's characters,
+/// not too long) is written; anything else could forge log lines or flood them.
+fn loggable_delivery(id: Option<&str>) -> String {
+    match id {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_DELIVERY_ID_LEN
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+        {
+            id.to_string()
+        }
+        Some(_) => "(unprintable)".to_string(),
+        None => "(none)".to_string(),
+    }
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_delivery;
+
+    #[test]
+    fn only_plausible_delivery_ids_reach_the_logs() {
+        let guid = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+        assert_eq!(loggable_delivery(Some(guid)), guid);
+        assert_eq!(loggable_delivery(None), "(none)");
+        for forged in ["", "a\nlevel=ERROR fake", "x y", &"a".repeat(500)] {
+            assert_eq!(
+                loggable_delivery(Some(forged)),
+                "(unprintable)",
+                "{forged:?}"
+            );
+        }
+    }
 }

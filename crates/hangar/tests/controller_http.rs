@@ -1,0 +1,449 @@
+//! The controller's HTTP surface over real sockets on 127.0.0.1: `/metrics`, `/healthz`,
+//! `/status`, and the `workflow_job` webhook receiver (signed, unsigned, oversized, duplicate,
+//! ping, and a delivery from the GitHub emulator), plus graceful shutdown.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hangar::controller::http::{self, Health, HttpState, WebhookRoute};
+use hangar::controller::metrics::{Metrics, PoolGauges};
+use hangar::controller::webhook::{Matcher, WebhookReceiver, WorkflowJobEvent};
+use hangar::github::Scope;
+use hangar_emulator::{JobSpec, webhook_signature};
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use support::{REPO, emulator, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "s3cret";
+
+/// A running HTTP surface and the handles a test drives it with.
+struct Server {
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Arc<Mutex<Health>>,
+    nudges: mpsc::UnboundedReceiver<Vec<String>>,
+    cancel: CancellationToken,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Nudges received so far, without waiting: the receiver calls the nudge before it answers,
+    /// so once a response is in, its nudge (if any) is here.
+    fn nudges_so_far(&mut self) -> Vec<Vec<String>> {
+        let mut got = Vec::new();
+        while let Ok(pools) = self.nudges.try_recv() {
+            got.push(pools);
+        }
+        got
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        let served = within(10, self.served).await.expect("server task");
+        served.expect("server ended cleanly");
+    }
+}
+
+/// Jobs whose labels include `hangar` concern the pool `org`.
+fn matcher() -> Matcher {
+    Arc::new(|event: &WorkflowJobEvent| {
+        if event.labels.iter().any(|l| l == "hangar") {
+            vec!["org".to_string()]
+        } else {
+            Vec::new()
+        }
+    })
+}
+
+async fn start(receiver: Option<WebhookReceiver>) -> Server {
+    let metrics = Metrics::new();
+    metrics.add_pool("org", &Scope::org("your-organization").unwrap());
+    let health = Arc::new(Mutex::new(Health::ok()));
+    let (nudge_tx, nudges) = mpsc::unbounded_channel();
+    let read_health = health.clone();
+    let state = HttpState {
+        metrics: metrics.clone(),
+        health: Arc::new(move || read_health.lock().unwrap().clone()),
+        status: Arc::new(|| json!({"pools": [{"name": "org", "desired": 2}]})),
+        webhook: receiver.map(|receiver| WebhookRoute {
+            receiver: Arc::new(receiver),
+            nudge: Arc::new(move |pools| {
+                let _ = nudge_tx.send(pools);
+            }),
+        }),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = CancellationToken::new();
+    let served = tokio::spawn(http::serve(listener, state, cancel.clone()));
+    Server {
+        addr,
+        metrics,
+        health,
+        nudges,
+        cancel,
+        served,
+    }
+}
+
+fn receiver() -> WebhookReceiver {
+    WebhookReceiver::new(SecretString::from(SECRET.to_string()), matcher())
+}
+
+fn queued_payload(labels: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "action": "queued",
+        "workflow_job": {"id": 7, "run_id": 3, "labels": labels, "status": "queued"},
+        "repository": {"full_name": REPO},
+        "organization": {"login": "your-organization"}
+    }))
+    .unwrap()
+}
+
+/// POSTs a delivery to `/webhook` with the given headers (a `None` is left out).
+async fn deliver(
+    server: &Server,
+    event: Option<&str>,
+    delivery: Option<&str>,
+    signature: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
+    let mut request = reqwest::Client::new()
+        .post(server.url("/webhook"))
+        .header("content-type", "application/json");
+    for (name, value) in [
+        ("x-github-event", event),
+        ("x-github-delivery", delivery),
+        ("x-hub-signature-256", signature),
+    ] {
+        if let Some(value) = value {
+            request = request.header(name, value);
+        }
+    }
+    let response = request.body(body).send().await.expect("webhook request");
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+async fn get(url: &str) -> reqwest::Response {
+    reqwest::get(url).await.expect("GET")
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_the_prometheus_text_format() {
+    within(30, async {
+        let server = start(None).await;
+        server.metrics.set_pool(
+            "org",
+            &PoolGauges {
+                assigned_jobs: 5,
+                ..PoolGauges::default()
+            },
+        );
+        let response = get(&server.url("/metrics")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        let text = response.text().await.unwrap();
+        assert!(text.contains("# TYPE gha_assigned_jobs gauge\n"), "{text}");
+        assert!(
+            text.lines().any(
+                |l| l == "gha_assigned_jobs{name=\"org\",organization=\"your-organization\"} 5"
+            ),
+            "{text}"
+        );
+        server.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn healthz_is_200_when_healthy_and_503_with_the_reasons_when_not() {
+    within(30, async {
+        let server = start(None).await;
+        let ok = get(&server.url("/healthz")).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(
+            ok.json::<Value>().await.unwrap(),
+            json!({"status": "ok", "reasons": []})
+        );
+
+        *server.health.lock().unwrap() =
+            Health::unhealthy(vec!["pool org: no live session".to_string()]);
+        let sick = get(&server.url("/healthz")).await;
+        assert_eq!(sick.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            sick.json::<Value>().await.unwrap(),
+            json!({"status": "unhealthy", "reasons": ["pool org: no live session"]})
+        );
+        server.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn status_serves_the_controllers_json() {
+    within(30, async {
+        let server = start(None).await;
+        let response = get(&server.url("/status")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"pools": [{"name": "org", "desired": 2}]})
+        );
+        server.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn without_a_receiver_there_is_no_webhook_route() {
+    within(30, async {
+        let server = start(None).await;
+        let body = queued_payload(&["hangar"]);
+        let sig = webhook_signature(SECRET, &body);
+        let (status, _) = deliver(&server, Some("workflow_job"), Some("d"), Some(&sig), body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        server.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_signed_delivery_nudges_once_and_its_redelivery_not_again() {
+    within(30, async {
+        let mut server = start(Some(receiver())).await;
+        let body = queued_payload(&["self-hosted", "hangar"]);
+        let sig = webhook_signature(SECRET, &body);
+
+        let (status, text) = deliver(
+            &server,
+            Some("workflow_job"),
+            Some("delivery-1"),
+            Some(&sig),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        assert_eq!(server.nudges_so_far(), vec![vec!["org".to_string()]]);
+
+        let (status, text) = deliver(
+            &server,
+            Some("workflow_job"),
+            Some("delivery-1"),
+            Some(&sig),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert!(text.contains("duplicate"), "{text}");
+        assert!(server.nudges_so_far().is_empty(), "a redelivery nudged");
+
+        // A job no pool runs is accepted but nudges nothing.
+        let other = queued_payload(&["windows"]);
+        let sig = webhook_signature(SECRET, &other);
+        let (status, _) = deliver(
+            &server,
+            Some("workflow_job"),
+            Some("delivery-2"),
+            Some(&sig),
+            other,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert!(server.nudges_so_far().is_empty());
+
+        let text = get(&server.url("/metrics")).await.text().await.unwrap();
+        for line in [
+            "hangar_webhook_deliveries_total{outcome=\"nudged\"} 1",
+            "hangar_webhook_deliveries_total{outcome=\"duplicate\"} 1",
+            "hangar_webhook_deliveries_total{outcome=\"unmatched\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        server.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn unsigned_or_wrongly_signed_deliveries_are_401_and_nudge_nothing() {
+    within(30, async {
+        let mut server = start(Some(receiver())).await;
+        let body = queued_payload(&["hangar"]);
+        let forged = webhook_signature("not-the-secret", &body);
+        for signature in [None, Some(forged.as_str()), Some("sha256=nothex")] {
+            let (status, text) = deliver(
+                &server,
+                Some("workflow_job"),
+                Some("d-1"),
+                signature,
+                body.clone(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{signature:?}: {text}");
+            assert!(!text.contains(SECRET), "{text}");
+        }
+        assert!(server.nudges_so_far().is_empty());
+        // The forgeries did not use up the delivery id.
+        let sig = webhook_signature(SECRET, &body);
+        let (status, _) =
+            deliver(&server, Some("workflow_job"), Some("d-1"), Some(&sig), body).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(server.nudges_so_far().len(), 1);
+        let text = get(&server.url("/metrics")).await.text().await.unwrap();
+        assert!(text.contains("hangar_webhook_deliveries_total{outcome=\"unauthorized\"} 3\n"));
+        server.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn ping_is_200_and_other_events_are_204() {
+    within(30, async {
+        let mut server = start(Some(receiver())).await;
+        let ping = br#"{"zen":"Design for failure.","hook_id":1}"#.to_vec();
+        let sig = webhook_signature(SECRET, &ping);
+        let (status, _) = deliver(&server, Some("ping"), Some("p"), Some(&sig), ping.clone()).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, text) = deliver(&server, Some("push"), Some("q"), Some(&sig), ping).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(text.is_empty());
+        assert!(server.nudges_so_far().is_empty());
+        server.stop().await;
+    })
+    .await
+}
+
+/// Sends `head` and `body` over a raw connection and returns the response's status line; the
+/// server may close the connection before reading everything, which is fine.
+async fn raw_exchange(addr: SocketAddr, head: String, body: Vec<u8>) -> String {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(head.as_bytes()).await;
+        let _ = writer.write_all(&body).await;
+        let _ = writer.flush().await;
+        writer // keep our side open until the response is read
+    });
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+        }
+    }
+    drop(writing);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_body_declared_too_large_is_413_before_it_is_sent() {
+    within(30, async {
+        let mut server = start(Some(receiver())).await;
+        let declared = 2 * 1024 * 1024;
+        let head = format!(
+            "POST /webhook HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+             x-github-event: workflow_job\r\nx-github-delivery: big\r\n\
+             x-hub-signature-256: sha256={}\r\ncontent-length: {declared}\r\n\r\n",
+            server.addr,
+            "00".repeat(32)
+        );
+        // Only 1 KiB of the declared 2 MiB is ever sent: the answer cannot wait for the rest.
+        let status_line = raw_exchange(server.addr, head, vec![b'x'; 1024]).await;
+        assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+        assert!(server.nudges_so_far().is_empty());
+        let text = get(&server.url("/metrics")).await.text().await.unwrap();
+        assert!(text.contains("hangar_webhook_deliveries_total{outcome=\"too_large\"} 1\n"));
+        server.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_413() {
+    within(30, async {
+        let mut server = start(Some(receiver().with_max_body(1024))).await;
+        let head = format!(
+            "POST /webhook HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+             x-github-event: workflow_job\r\nx-github-delivery: chunked\r\n\
+             x-hub-signature-256: sha256={}\r\ntransfer-encoding: chunked\r\n\r\n",
+            server.addr,
+            "00".repeat(32)
+        );
+        let mut body = Vec::new();
+        for _ in 0..8 {
+            body.extend_from_slice(b"200\r\n"); // 512 bytes per chunk, 4 KiB in all
+            body.extend_from_slice(&[b'x'; 512]);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        let status_line = raw_exchange(server.addr, head, body).await;
+        assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+        assert!(server.nudges_so_far().is_empty());
+
+        // A body within the limit still goes through on the same receiver.
+        let small = queued_payload(&["hangar"]);
+        assert!(small.len() < 1024);
+        let sig = webhook_signature(SECRET, &small);
+        let (status, _) =
+            deliver(&server, Some("workflow_job"), Some("ok"), Some(&sig), small).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        server.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_emulators_signed_delivery_nudges_the_matching_pool() {
+    within(60, async {
+        let emu = emulator().await;
+        let mut server = start(Some(receiver())).await;
+        emu.add_webhook(&server.url("/webhook"), SECRET);
+        let job = emu.enqueue_job(JobSpec::new(REPO, "build").labels(["self-hosted", "hangar"]));
+
+        let pools = server.nudges.recv().await.expect("a nudge");
+        assert_eq!(pools, vec!["org".to_string()]);
+        let deliveries = emu.webhook_deliveries();
+        assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+        assert_eq!(deliveries[0].job_id, job);
+        assert!(server.nudges_so_far().is_empty(), "nudged once");
+        server.stop().await;
+        emu.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cancel_stops_the_server() {
+    within(30, async {
+        let server = start(Some(receiver())).await;
+        let addr = server.addr;
+        assert_eq!(get(&server.url("/healthz")).await.status(), StatusCode::OK);
+        server.stop().await;
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "still accepting after cancel"
+        );
+    })
+    .await
+}
