@@ -1,7 +1,9 @@
 //! GitHub-style responses. [`ApiError`] is what every check and handler returns on failure; it
 //! renders as GitHub does: `{"message", "documentation_url", "status"}` with the status code as a
-//! string. [`Reply`] is the success counterpart. The pipeline in `server.rs` turns both into HTTP
-//! responses and adds the headers every response carries.
+//! string, or, for the Actions service (runner scale sets), as that service does:
+//! `{"typeName": "GitHub.DistributedTask.WebApi.<Name>Exception, …", "message", …}`. [`Reply`] is
+//! the success counterpart. The pipelines in `server.rs` and `routes/` turn both into HTTP
+//! responses and add the headers every response carries.
 
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
@@ -19,6 +21,9 @@ pub(crate) struct ApiError {
     pub message: String,
     pub documentation_url: &'static str,
     pub headers: Vec<(&'static str, String)>,
+    /// Set for Actions-service errors: the exception's short type name (e.g.
+    /// `TaskAgentSessionConflictException`); the body then takes that service's shape.
+    pub actions_type: Option<&'static str>,
 }
 
 impl ApiError {
@@ -29,7 +34,19 @@ impl ApiError {
             message: message.into(),
             documentation_url: DOCS_URL,
             headers: Vec::new(),
+            actions_type: None,
         }
+    }
+
+    /// An Actions-service error: `status`, the exception's short type name and a message.
+    pub fn actions(status: StatusCode, type_key: &'static str, message: impl Into<String>) -> Self {
+        Self::new(status, message).with_actions_type(type_key)
+    }
+
+    /// Renders this error in the Actions service's shape with exception type `type_key`.
+    pub fn with_actions_type(mut self, type_key: &'static str) -> Self {
+        self.actions_type = Some(type_key);
+        self
     }
 
     /// Adds a header to the error response.
@@ -101,8 +118,20 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "Problems parsing JSON")
     }
 
-    /// The JSON body GitHub sends with this error.
+    /// The JSON body GitHub (or, with an [`ApiError::actions_type`], the Actions service) sends
+    /// with this error.
     pub fn body(&self) -> Value {
+        if let Some(key) = self.actions_type {
+            return json!({
+                "$id": "1",
+                "innerException": null,
+                "message": self.message,
+                "typeName": format!("GitHub.DistributedTask.WebApi.{key}, GitHub.DistributedTask.WebApi"),
+                "typeKey": key,
+                "errorCode": 0,
+                "eventId": 3000,
+            });
+        }
         json!({
             "message": self.message,
             "documentation_url": self.documentation_url,
@@ -134,6 +163,15 @@ impl Reply {
         Reply {
             status: StatusCode::CREATED,
             body: Some(body),
+            headers: Vec::new(),
+        }
+    }
+
+    /// 202 without a body (a long poll that found nothing).
+    pub fn accepted() -> Self {
+        Reply {
+            status: StatusCode::ACCEPTED,
+            body: None,
             headers: Vec::new(),
         }
     }

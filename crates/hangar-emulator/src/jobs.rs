@@ -1,13 +1,14 @@
 //! Workflow jobs: what a test or `hangar dev` enqueues ([`JobSpec`]), how the emulator holds a
 //! job while runners take and run it ([`Job`]), the read-only view callers get ([`JobView`]), the
 //! live event stream ([`JobEvent`]) and the control messages a runner can be sent
-//! ([`RunnerMessage`]). Matching a job to a runner lives here too, so the rule (labels
-//! case-insensitive, scope covers the repository) has one home.
+//! ([`RunnerMessage`]). Matching a job to a runner, and to a runner scale set, lives here too, so
+//! each rule (labels case-insensitive, scope covers the repository) has one home.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::scaleset::Assignment;
 use crate::world::Scope;
 
 /// A job to enqueue with [`crate::Emulator::enqueue_job`].
@@ -281,6 +282,16 @@ pub enum JobEvent {
         /// When.
         at: DateTime<Utc>,
     },
+    /// A job went back to the queue: the runner it was delivered to lost its session before it
+    /// reported the job started (see `RUNNER_PROTOCOL.md`).
+    Requeued {
+        /// The job.
+        job_id: u64,
+        /// The runner that never started it.
+        runner_id: u64,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// A runner was deleted (REST delete, remove token, or an ephemeral runner after its job).
     RunnerRemoved {
         /// The runner.
@@ -305,6 +316,7 @@ impl JobEvent {
             | JobEvent::RunnerOnline { at, .. }
             | JobEvent::RunnerOffline { at, .. }
             | JobEvent::RunnerListening { at, .. }
+            | JobEvent::Requeued { at, .. }
             | JobEvent::RunnerRemoved { at, .. } => *at,
         }
     }
@@ -351,24 +363,48 @@ pub(crate) struct Job {
     /// Branch and commit the webhook payload names.
     pub head_branch: String,
     pub head_sha: String,
+    /// The runner scale set the job is offered or assigned to, while it is.
+    pub assignment: Option<Assignment>,
+    /// How many times the job was assigned (or offered) to a scale set.
+    pub assignments: u32,
+    /// The runner holding the job reported it (any job event): from then on, losing the runner's
+    /// session no longer sends the job back to the queue.
+    pub started: bool,
 }
 
 impl Job {
     /// Whether a runner in `scope` with `runner_labels` may take this job: every job label is one
     /// of the runner's (case-insensitively) and the scope covers the job's repository.
     pub fn fits(&self, scope: &Scope, runner_labels: &[String]) -> bool {
-        let covered = match scope {
-            Scope::Org(org) => org.eq_ignore_ascii_case(&self.owner),
-            Scope::Repo { owner, repo } => {
-                owner.eq_ignore_ascii_case(&self.owner) && repo.eq_ignore_ascii_case(&self.repo)
-            }
-        };
-        covered
+        self.covered_by(scope)
             && self.view.labels.iter().all(|wanted| {
                 runner_labels
                     .iter()
                     .any(|have| have.eq_ignore_ascii_case(wanted))
             })
+    }
+
+    /// Whether a runner scale set named `name` with `labels` in `scope` may be given this job:
+    /// the scope covers the job's repository and every job label (there is at least one) is,
+    /// case-insensitively, the scale set's name or one of its labels.
+    pub fn fits_scale_set(&self, scope: &Scope, name: &str, labels: &[String]) -> bool {
+        self.covered_by(scope)
+            && !self.view.labels.is_empty()
+            && self.view.labels.iter().all(|wanted| {
+                wanted.eq_ignore_ascii_case(name)
+                    || labels.iter().any(|have| have.eq_ignore_ascii_case(wanted))
+            })
+    }
+
+    /// Whether `scope` covers the job's repository (a repository: that one; an organization:
+    /// any of its repositories).
+    fn covered_by(&self, scope: &Scope) -> bool {
+        match scope {
+            Scope::Org(org) => org.eq_ignore_ascii_case(&self.owner),
+            Scope::Repo { owner, repo } => {
+                owner.eq_ignore_ascii_case(&self.owner) && repo.eq_ignore_ascii_case(&self.repo)
+            }
+        }
     }
 
     /// The protocol's job message.
@@ -423,6 +459,9 @@ mod tests {
             cancel_requested: false,
             head_branch: "main".into(),
             head_sha: String::new(),
+            assignment: None,
+            assignments: 0,
+            started: false,
         }
     }
 
@@ -448,5 +487,20 @@ mod tests {
         assert!(j.fits(&Scope::repo("org", "repo"), &all));
         assert!(!j.fits(&Scope::repo("org", "other"), &all));
         assert!(!j.fits(&Scope::org("other"), &all));
+    }
+
+    #[test]
+    fn scale_sets_match_by_name_or_label_and_scope() {
+        let org = Scope::org("o");
+        let set = labels(&["linux", "GPU"]);
+        assert!(job("o/r", &["Hangar"]).fits_scale_set(&org, "hangar", &set));
+        assert!(job("o/r", &["gpu", "LINUX"]).fits_scale_set(&org, "hangar", &set));
+        assert!(job("o/r", &["hangar", "gpu"]).fits_scale_set(&org, "hangar", &set));
+        // `self-hosted` is not a scale set label unless the scale set says so.
+        assert!(!job("o/r", &["self-hosted", "hangar"]).fits_scale_set(&org, "hangar", &set));
+        assert!(!job("o/r", &[]).fits_scale_set(&org, "hangar", &set));
+        assert!(!job("o/r", &["hangar"]).fits_scale_set(&Scope::repo("o", "x"), "hangar", &set));
+        assert!(job("O/R", &["hangar"]).fits_scale_set(&Scope::repo("o", "r"), "hangar", &set));
+        assert!(!job("p/r", &["hangar"]).fits_scale_set(&org, "hangar", &set));
     }
 }

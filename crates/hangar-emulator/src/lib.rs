@@ -11,6 +11,18 @@
 //! ([`Emulator::subscribe`]), steer runners ([`Emulator::send_runner_message`]) and receive
 //! signed `workflow_job` webhooks ([`Emulator::add_webhook`]).
 //!
+//! And it plays the Actions "runner scale set" service (`SCALESET_PROTOCOL.md`) that autoscalers
+//! speak: `POST /actions/runner-registration` trades a registration token for an admin token and
+//! a service URL, under which clients create scale sets, open a message session, long-poll for
+//! job messages and acknowledge them, acquire jobs and mint JIT configs. Demand comes from the
+//! same job queue: a queued job whose labels match a scale set is assigned to it, only runners
+//! started from that scale set's JIT configs take it, and `JobStarted` / `JobCompleted` follow; a
+//! job nobody takes in time is reassigned. Knobs inject faults, lost messages, server-side
+//! deletions and expired sessions ([`Emulator::fail_scaleset_next`],
+//! [`Emulator::drop_scaleset_messages`], [`Emulator::delete_scale_set`],
+//! [`Emulator::expire_scale_set_sessions`]); views show scale sets, sessions, statistics and
+//! calls by kind ([`Emulator::scale_sets`], [`Emulator::scaleset_call_counts`]).
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use hangar_emulator::{Emulator, World};
@@ -22,6 +34,7 @@
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -36,6 +49,7 @@ mod jit;
 mod jobs;
 pub mod keys;
 mod routes;
+mod scaleset;
 mod server;
 mod state;
 mod webhooks;
@@ -45,6 +59,7 @@ pub use jit::{JitConfig, JitConfigError};
 pub use jobs::{
     Conclusion, JobEvent, JobSpec, JobStatus, JobView, LogLine, RunnerMessage, StepView,
 };
+pub use scaleset::{ScaleSetCallKind, ScaleSetStatistics, ScaleSetView};
 pub use webhooks::{WebhookAction, WebhookDelivery, signature as webhook_signature};
 pub use world::{
     AppSpec, InstallationSpec, PatSpec, RunnerSpec, SEED_APP_ID, SEED_CLIENT_ID,
@@ -67,9 +82,16 @@ pub enum AuthKind {
     InstallationToken,
     /// A credential was presented and refused (unknown, revoked, expired, bad JWT, bad header).
     Invalid,
+    /// A runner registration token, as `RemoteAuth` (`POST /actions/runner-registration`).
+    RunnerToken,
+    /// An Actions-service admin token (from `runner-registration`).
+    ActionsAdminToken,
+    /// A runner scale set message-queue token (from a session).
+    MessageQueueToken,
 }
 
-/// One request the emulator answered.
+/// One request the emulator answered: a REST call, or a runner scale set call (registration and
+/// the Actions service, see [`Emulator::scaleset_call_counts`]).
 ///
 /// For requests answered before authentication (no User-Agent, injected fault, exhausted rate
 /// limit), `auth` is what the credential looks like without verifying it.
@@ -121,6 +143,8 @@ pub struct RunnerView {
     pub labels: Vec<String>,
     /// Ephemeral runner (JIT runners are).
     pub ephemeral: bool,
+    /// The runner scale set whose JIT config made it, if any.
+    pub scale_set_id: Option<u64>,
 }
 
 struct ServerTask {
@@ -162,9 +186,9 @@ impl std::fmt::Debug for Emulator {
     }
 }
 
-/// Ends expired sessions promptly (so `RunnerOffline` events come on time even when nobody asks)
-/// until the emulator's state is gone.
-async fn expire_sessions(shared: std::sync::Weak<Shared>) {
+/// Runs the timers promptly (so `RunnerOffline` events, scale-set session expiry and
+/// reassignments come on time even when nobody asks) until the emulator's state is gone.
+async fn housekeeping(shared: std::sync::Weak<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -172,7 +196,7 @@ async fn expire_sessions(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        shared.lock().expire_sessions();
+        shared.lock().housekeeping();
     }
 }
 
@@ -192,7 +216,7 @@ impl Emulator {
         state.outbox = Some(outbox);
         let shared = Arc::new(Shared::new(state));
         tokio::spawn(webhooks::deliver(Arc::downgrade(&shared), outgoing));
-        tokio::spawn(expire_sessions(Arc::downgrade(&shared)));
+        tokio::spawn(housekeeping(Arc::downgrade(&shared)));
         let app =
             server::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -216,7 +240,7 @@ impl Emulator {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         let mut state = self.inner.shared.lock();
-        state.expire_sessions();
+        state.housekeeping();
         state
     }
 
@@ -606,5 +630,170 @@ impl Emulator {
     /// Every webhook delivery so far, in order; `status` fills in when the receiver answers.
     pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
         self.state().deliveries.clone()
+    }
+
+    // ---- runner groups ------------------------------------------------------------------
+
+    /// Adds a runner group to an organization and returns its id (the existing id if the
+    /// organization already has a group of that name, case-insensitively; 1 for `Default`).
+    ///
+    /// # Panics
+    /// If there is no organization `org`.
+    pub fn add_runner_group(&self, org: &str, name: &str) -> u64 {
+        let mut state = self.state();
+        assert!(
+            state.org(org).is_some(),
+            "add_runner_group: organization {org:?} is not in the world"
+        );
+        state.add_runner_group(org, name)
+    }
+
+    /// An organization's runner groups, `Default` (id 1) first: (id, name).
+    pub fn runner_groups(&self, org: &str) -> Vec<(u64, String)> {
+        self.state().runner_groups_of(org)
+    }
+
+    // ---- runner scale sets --------------------------------------------------------------
+
+    /// Every runner scale set, by id.
+    pub fn scale_sets(&self) -> Vec<ScaleSetView> {
+        let state = self.state();
+        state
+            .scaleset
+            .scale_sets
+            .values()
+            .map(|s| state.scale_set_view(s))
+            .collect()
+    }
+
+    /// A runner scale set by id.
+    pub fn scale_set(&self, id: u64) -> Option<ScaleSetView> {
+        let state = self.state();
+        state
+            .scaleset
+            .scale_sets
+            .get(&id)
+            .map(|s| state.scale_set_view(s))
+    }
+
+    /// Live message sessions of a scale set: 0 or 1 (0 for an unknown scale set).
+    pub fn scale_set_sessions(&self, id: u64) -> usize {
+        self.scale_set(id).map_or(0, |s| s.live_sessions)
+    }
+
+    /// A scale set's `statistics`, as its next message would carry them.
+    pub fn scale_set_statistics(&self, id: u64) -> Option<ScaleSetStatistics> {
+        let state = self.state();
+        state
+            .scaleset
+            .scale_sets
+            .contains_key(&id)
+            .then(|| state.scale_set_statistics(id))
+    }
+
+    /// The scale set a job is offered or assigned to right now, if any.
+    pub fn scale_set_of_job(&self, job_id: u64) -> Option<u64> {
+        self.state()
+            .jobs
+            .get(&job_id)
+            .and_then(|j| j.assignment.as_ref())
+            .map(|a| a.scale_set_id)
+    }
+
+    /// How many times a job was offered or assigned to a scale set (reassignments included).
+    pub fn job_assignments(&self, job_id: u64) -> u32 {
+        self.state().jobs.get(&job_id).map_or(0, |j| j.assignments)
+    }
+
+    /// Deletes a scale set server-side, as an administrator would: its session ends (its polls
+    /// and session calls then answer 404), its messages go, jobs waiting on it are free for
+    /// other scale sets, its idle runners are removed. False if there is no such scale set.
+    pub fn delete_scale_set(&self, id: u64) -> bool {
+        self.state().delete_scale_set(id)
+    }
+
+    /// Ends every scale set's message session, as if each had idled out (a crashed client's
+    /// session); waiting polls answer 404.
+    pub fn expire_scale_set_sessions(&self) {
+        self.state().expire_scale_set_sessions();
+    }
+
+    /// The next `n` runner scale set calls (registration and Actions service) get `status` with
+    /// an error body. REST and runner-protocol faults never touch these calls, nor these faults
+    /// those.
+    ///
+    /// # Panics
+    /// If `status` is not a valid HTTP status code (100..=999).
+    pub fn fail_scaleset_next(&self, n: usize, status: u16) {
+        let fault = Fault::fail("fail_scaleset_next", status);
+        self.state().scaleset.faults.push(fault, n);
+    }
+
+    /// The next `n` runner scale set calls get 429 with `retry-after: retry_after_secs`.
+    pub fn rate_limit_scaleset_next(&self, n: usize, retry_after_secs: u64) {
+        self.state()
+            .scaleset
+            .faults
+            .push(Fault::RateLimited { retry_after_secs }, n);
+    }
+
+    /// The next `n` queue messages are lost: each is made (its id is used, the job messages it
+    /// batches are consumed) but never delivered. Statistics still count the jobs.
+    pub fn drop_scaleset_messages(&self, n: usize) {
+        self.state().scaleset.drop_next += n;
+    }
+
+    /// How many queue messages [`Emulator::drop_scaleset_messages`] has dropped so far.
+    pub fn scaleset_messages_dropped(&self) -> usize {
+        self.state().scaleset.dropped
+    }
+
+    /// Runner scale set calls recorded in [`Emulator::calls`], counted by kind (forgotten with
+    /// the call log by [`Emulator::clear_calls`]).
+    pub fn scaleset_call_counts(&self) -> BTreeMap<ScaleSetCallKind, usize> {
+        let mut counts = BTreeMap::new();
+        for call in &self.state().calls {
+            if let Some(kind) = routes::scaleset::call_kind(&call.method, &call.path) {
+                *counts.entry(kind).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Lifetime of admin tokens issued from now on (default 1 h); an expired one gets 401.
+    pub fn set_scaleset_admin_token_ttl(&self, d: Duration) {
+        self.state().scaleset.admin_token_ttl = d;
+    }
+
+    /// Lifetime of message-queue tokens issued (or refreshed) from now on (default 1 h); an
+    /// expired one gets 401 until the session is refreshed.
+    pub fn set_scaleset_queue_token_ttl(&self, d: Duration) {
+        self.state().scaleset.queue_token_ttl = d;
+    }
+
+    /// How long a scale-set session lives without a poll or another queue call (default 120 s).
+    /// A session with a poll in progress never expires.
+    pub fn set_scaleset_session_idle_timeout(&self, d: Duration) {
+        self.state().scaleset.session_idle_timeout = d;
+    }
+
+    /// How long a message poll waits before answering 202 (default 50 s), for polls started
+    /// from now on.
+    pub fn set_scaleset_poll_timeout(&self, d: Duration) {
+        self.state().scaleset.poll_timeout = d;
+    }
+
+    /// How long an assigned job waits for a runner of its scale set before the assignment is
+    /// cancelled and made again (default 60 s); also how long an offer waits to be acquired
+    /// before it is made again.
+    pub fn set_scaleset_reassign_after(&self, d: Duration) {
+        self.state().scaleset.reassign_after = d;
+    }
+
+    /// When on, jobs are offered with `JobAvailable` and assigned only once the scale set
+    /// acquires them (`POST …/acquirejobs`); when off (the default), they are assigned at once
+    /// with `JobAssigned`. Affects jobs offered or assigned from now on.
+    pub fn set_scaleset_acquire_required(&self, on: bool) {
+        self.state().scaleset.acquire_required = on;
     }
 }

@@ -4,7 +4,8 @@
 //! rate-limit accounting, routing (with or without the `/api/v3` prefix) — then the headers every
 //! response carries (`Date` on the emulator clock, `x-ratelimit-*`, `x-oauth-scopes` for classic
 //! PATs) and the call log entry. Runner-protocol paths (`/_runner/…`) branch off to their own
-//! pipeline in `routes::runner_protocol` before any of this.
+//! pipeline in `routes::runner_protocol`, and runner scale set paths (`/actions/runner-registration`,
+//! `/_services/pipelines/…`) to theirs in `routes::scaleset`, before any of this.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::auth::{self, Identity, Presented};
 use crate::error::{ApiError, ApiResult, USER_AGENT_MESSAGE, answer_parts};
 use crate::faults::Bucket;
 use crate::faults::{Snapshot, rate_limit_exceeded};
-use crate::routes::{self, Ctx, runner_protocol};
+use crate::routes::{self, Ctx, runner_protocol, scaleset};
 use crate::state::{ALNUM, Shared, State, random_string};
 use crate::{AuthKind, CallRecord};
 
@@ -48,13 +49,18 @@ async fn handle(
         let body = to_bytes(body, MAX_BODY).await.unwrap_or_default();
         return runner_protocol::handle(shared, parts, body, &path).await;
     }
+    if scaleset::is_service_path(path) {
+        let path = path.to_owned();
+        let body = to_bytes(body, MAX_BODY).await.unwrap_or_default();
+        return scaleset::handle(shared, parts, body, &path).await;
+    }
     let latency = shared.lock().faults.latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let body = to_bytes(body, MAX_BODY).await.unwrap_or_default();
     let mut state = shared.lock();
-    state.expire_sessions();
+    state.housekeeping();
     // A REST call that deletes a runner wakes the long polls itself (`State::delete_runner`).
     process(&mut state, &parts, &body, peer.ip())
 }
@@ -68,8 +74,17 @@ fn split_prefix(path: &str) -> (&'static str, &str) {
     }
 }
 
-fn header(parts: &Parts, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
+pub(crate) fn header(parts: &Parts, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `http://HOST` from the request's `Host` header (or its URI's authority).
+pub(crate) fn host_url(parts: &Parts) -> String {
+    let host = header(parts, HOST)
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    format!("http://{host}")
 }
 
 /// Runs one request through the pipeline (see the module docs) under the state lock.
@@ -117,11 +132,7 @@ fn process(state: &mut State, parts: &Parts, body: &Bytes, ip: IpAddr) -> Respon
                         (Err(err), identity, snapshot)
                     }
                     Ok(snapshot) => {
-                        let host = header(parts, HOST)
-                            .map(str::to_owned)
-                            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-                            .unwrap_or_else(|| "127.0.0.1".to_owned());
-                        let host_url = format!("http://{host}");
+                        let host_url = host_url(parts);
                         let mut cx = Ctx {
                             state,
                             cred,

@@ -1,12 +1,14 @@
 //! The emulator's mutable state: the world's organizations, repositories, tokens, Apps and
 //! installations, plus everything created at run time (runners and their protocol sessions,
 //! registration tokens, installation tokens, seen JWTs, jobs, webhooks and their deliveries), the
-//! clock, the fault and rate-limit state and the call logs. One [`State`] lives behind a
+//! clock, the fault and rate-limit state, the call logs, runner groups and the runner scale set
+//! service (`scaleset.rs`). One [`State`] lives behind a
 //! `std::sync::Mutex` in [`Shared`]; every request handles itself entirely under that lock (no
 //! `.await` while it is held). Long polls wait outside the lock on [`State::changed`], which every
 //! change a poller might care about signals. The runner and job life-cycle transitions (session
-//! start and end, claim, completion, deletion) live here as `State` methods so that every path
-//! into them (protocol, REST, `Emulator` knobs) emits the same events and webhooks.
+//! start and end, claim, requeue, completion, deletion) live here as `State` methods so that every
+//! path into them (protocol, REST, Actions service, `Emulator` knobs) emits the same events,
+//! webhooks and scale-set messages.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +22,7 @@ use crate::faults::{Faults, RateLimiter};
 use crate::jobs::{
     Conclusion, Job, JobEvent, JobSpec, JobStatus, JobView, LogLine, RunnerMessage, StepView,
 };
+use crate::scaleset::Service;
 use crate::webhooks::{Outgoing, Webhook, WebhookAction};
 use crate::world::RunnerSpec;
 use crate::world::{Scope, World};
@@ -149,6 +152,8 @@ pub(crate) struct Runner {
     pub messages: VecDeque<RunnerMessage>,
     /// Whether [`JobEvent::RunnerListening`] was sent since the runner last became idle.
     pub listening_announced: bool,
+    /// The runner scale set whose JIT config made it: it takes only that scale set's jobs.
+    pub scale_set_id: Option<u64>,
 }
 
 /// A runner's protocol session.
@@ -202,6 +207,7 @@ impl Runner {
             busy: self.busy,
             labels: self.label_names(),
             ephemeral: self.ephemeral,
+            scale_set_id: self.scale_set_id,
         }
     }
 }
@@ -226,6 +232,14 @@ pub(crate) struct InstallationToken {
     /// What the token may do (the installation's permissions, or fewer if narrowed at minting).
     pub permissions: BTreeMap<String, String>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// A runner group beyond `Default` (id 1, which every organization has).
+#[derive(Debug, Clone)]
+pub(crate) struct RunnerGroup {
+    /// Lower-case organization login.
+    pub org: String,
+    pub name: String,
 }
 
 /// Everything the emulator knows. See the module docs.
@@ -269,6 +283,10 @@ pub(crate) struct State {
     /// Faults for the runner protocol only, so a polling runner never eats REST faults.
     pub runner_faults: Faults,
     pub runner_calls: Vec<RunnerCall>,
+    /// Runner groups by id (from 2; 1 is every organization's `Default`).
+    pub runner_groups: BTreeMap<u64, RunnerGroup>,
+    /// The Actions runner scale set service.
+    pub scaleset: Service,
 }
 
 impl State {
@@ -305,6 +323,8 @@ impl State {
             base_url: "http://127.0.0.1".to_owned(),
             runner_faults: Faults::default(),
             runner_calls: Vec::new(),
+            runner_groups: BTreeMap::new(),
+            scaleset: Service::default(),
         };
         for label in DEFAULT_LABELS {
             state.label_id(label);
@@ -376,6 +396,9 @@ impl State {
                 },
             );
         }
+        for (org, name) in world.runner_groups {
+            state.add_runner_group(&org, &name);
+        }
         for (scope, spec) in world.runners {
             state.insert_runner(&scope, spec, 1, false);
         }
@@ -434,6 +457,69 @@ impl State {
             .map(|t| t.scope.clone())
     }
 
+    /// Adds a runner group to an organization and returns its id (the existing id if the
+    /// organization has one by that name, case-insensitively; 1 for `Default`).
+    pub fn add_runner_group(&mut self, org: &str, name: &str) -> u64 {
+        if let Some(id) = self.runner_group_named(org, name) {
+            return id;
+        }
+        let id = self
+            .runner_groups
+            .keys()
+            .next_back()
+            .map_or(2, |last| last + 1);
+        self.runner_groups.insert(
+            id,
+            RunnerGroup {
+                org: org.to_ascii_lowercase(),
+                name: name.to_owned(),
+            },
+        );
+        id
+    }
+
+    /// The id of organization `org`'s runner group `name` (case-insensitive).
+    pub fn runner_group_named(&self, org: &str, name: &str) -> Option<u64> {
+        if name.eq_ignore_ascii_case(DEFAULT_GROUP) {
+            return Some(1);
+        }
+        self.runner_groups
+            .iter()
+            .find(|(_, g)| g.org.eq_ignore_ascii_case(org) && g.name.eq_ignore_ascii_case(name))
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether organization `org` has runner group `id` (1 always).
+    pub fn runner_group_exists(&self, org: &str, id: u64) -> bool {
+        id == 1
+            || self
+                .runner_groups
+                .get(&id)
+                .is_some_and(|g| g.org.eq_ignore_ascii_case(org))
+    }
+
+    /// Organization `org`'s runner groups, `Default` first: (id, name).
+    pub fn runner_groups_of(&self, org: &str) -> Vec<(u64, String)> {
+        std::iter::once((1, DEFAULT_GROUP.to_owned()))
+            .chain(
+                self.runner_groups
+                    .iter()
+                    .filter(|(_, g)| g.org.eq_ignore_ascii_case(org))
+                    .map(|(id, g)| (*id, g.name.clone())),
+            )
+            .collect()
+    }
+
+    /// The name of runner group `id`: [`DEFAULT_GROUP`] for 1, its name, or `Group N` for an id
+    /// the emulator never made.
+    pub fn runner_group_name(&self, id: u64) -> String {
+        match self.runner_groups.get(&id) {
+            _ if id == 1 => DEFAULT_GROUP.to_owned(),
+            Some(group) => group.name.clone(),
+            None => format!("Group {id}"),
+        }
+    }
+
     /// The id of a label, allocating one the first time a name (case-insensitive) is seen.
     pub fn label_id(&mut self, name: &str) -> u64 {
         let next = self.label_ids.len() as u64 + 1;
@@ -482,6 +568,7 @@ impl State {
                 job: None,
                 messages: VecDeque::new(),
                 listening_announced: false,
+                scale_set_id: None,
             },
         );
         id
@@ -541,8 +628,16 @@ impl State {
             .find(|s| s.id == session_id)
     }
 
+    /// Timers that run whenever anyone looks at the state: expired runner sessions end (a job
+    /// delivered on one but never started goes back to the queue), then the scale-set timers
+    /// run (see [`State::scale_set_housekeeping`]).
+    pub fn housekeeping(&mut self) {
+        self.expire_sessions();
+        self.scale_set_housekeeping();
+    }
+
     /// Ends the sessions nobody polled or posted an event on for the session timeout.
-    pub fn expire_sessions(&mut self) {
+    fn expire_sessions(&mut self) {
         let timeout = self.session_timeout;
         let expired: Vec<u64> = self
             .runners
@@ -556,7 +651,43 @@ impl State {
             .collect();
         for id in expired {
             self.end_session(id);
+            self.requeue_unstarted_job(id);
         }
+    }
+
+    /// Sends the job a runner holds back to the queue if the runner never reported it started:
+    /// the runner lost its session before it began, so the job never ran and another runner may
+    /// take it (a scale-set job stays with its scale set, its reassignment timer restarted).
+    pub fn requeue_unstarted_job(&mut self, runner_id: u64) {
+        let now = self.now();
+        let Some(runner) = self.runners.get_mut(&runner_id) else {
+            return;
+        };
+        let Some(job_id) = runner.job else {
+            return;
+        };
+        if self.jobs.get(&job_id).is_none_or(|j| j.started) {
+            return;
+        }
+        runner.job = None;
+        runner.busy = false;
+        runner.listening_announced = false;
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.view.status = JobStatus::Queued;
+            job.view.runner_id = None;
+            job.view.runner_name = None;
+            job.view.started_at = None;
+            if let Some(a) = job.assignment.as_mut() {
+                a.since = Instant::now();
+            }
+        }
+        self.emit(JobEvent::Requeued {
+            job_id,
+            runner_id,
+            at: now,
+        });
+        self.assign_scale_set_jobs();
+        self.wake_pollers();
     }
 
     /// Opens a session for a runner (it is online from now on) and returns its id.
@@ -696,6 +827,9 @@ impl State {
             cancel_requested: false,
             head_branch: "main".to_owned(),
             head_sha: random_string(b"0123456789abcdef", 40),
+            assignment: None,
+            assignments: 0,
+            started: false,
             view: JobView {
                 id,
                 run_id,
@@ -731,12 +865,14 @@ impl State {
             at: now,
         });
         self.queue_webhooks(WebhookAction::Queued, id);
+        self.assign_scale_set_jobs();
         self.wake_pollers();
         id
     }
 
     /// The oldest queued job this runner may take, assigned to it (in progress, runner busy).
-    /// None when the runner is busy or nothing fits.
+    /// None when the runner is busy or nothing fits. A scale-set runner takes only jobs assigned
+    /// to its scale set; any other runner only jobs no scale set holds.
     pub fn claim_job(&mut self, runner_id: u64) -> Option<u64> {
         let runner = self.runners.get(&runner_id)?;
         if runner.busy || runner.job.is_some() {
@@ -746,7 +882,16 @@ impl State {
         let job_id = self
             .jobs
             .values()
-            .find(|j| j.view.status == JobStatus::Queued && j.fits(&runner.scope, &labels))?
+            .find(|j| {
+                j.view.status == JobStatus::Queued
+                    && match (runner.scale_set_id, &j.assignment) {
+                        (Some(own), Some(a)) => {
+                            a.scale_set_id == own && a.stage == crate::scaleset::Stage::Assigned
+                        }
+                        (None, None) => j.fits(&runner.scope, &labels),
+                        _ => false,
+                    }
+            })?
             .view
             .id;
         let now = self.now();
@@ -766,6 +911,7 @@ impl State {
             at: now,
         });
         self.queue_webhooks(WebhookAction::InProgress, job_id);
+        self.scale_set_job_started(job_id);
         Some(job_id)
     }
 
@@ -788,6 +934,7 @@ impl State {
             at: now,
         });
         self.queue_webhooks(WebhookAction::Completed, job_id);
+        self.scale_set_job_completed(job_id, conclusion);
         if let Some(runner) = runner_id.and_then(|id| self.runners.get_mut(&id))
             && runner.job == Some(job_id)
         {
@@ -799,6 +946,8 @@ impl State {
                 self.delete_runner(id);
             }
         }
+        // A finished job frees room under a scale set's max capacity.
+        self.assign_scale_set_jobs();
         self.wake_pollers();
     }
 }
@@ -837,17 +986,8 @@ pub(crate) fn runner_credential() -> String {
     random_string(ALNUM, CREDENTIAL_LEN)
 }
 
-/// The only runner group the emulator has by name (id 1).
+/// The runner group every organization has (id 1).
 pub(crate) const DEFAULT_GROUP: &str = "Default";
-
-/// The name of runner group `id`: [`DEFAULT_GROUP`] for 1, `Group N` otherwise.
-pub(crate) fn pool_name(id: u64) -> String {
-    if id == 1 {
-        DEFAULT_GROUP.to_owned()
-    } else {
-        format!("Group {id}")
-    }
-}
 
 /// Upper-case letters and digits (runner registration tokens).
 pub(crate) const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";

@@ -1,5 +1,5 @@
 //! The world an emulator starts from: organizations, repositories, personal access tokens, GitHub
-//! Apps, their installations and pre-existing runners, described by a small builder ([`World`])
+//! Apps, their installations, runner groups and pre-existing runners, described by a small builder ([`World`])
 //! and the `*Spec` structs. [`World::seed`] is the canonical development world used by `hangar
 //! dev` and most tests. The world is only a description: `state.rs` turns it into the mutable
 //! state the server works on.
@@ -178,6 +178,8 @@ pub struct World {
     pub(crate) apps: Vec<AppSpec>,
     pub(crate) installations: Vec<InstallationSpec>,
     pub(crate) runners: Vec<(Scope, RunnerSpec)>,
+    /// (organization, group name), beyond the `Default` group (id 1) every organization has.
+    pub(crate) runner_groups: Vec<(String, String)>,
 }
 
 impl World {
@@ -237,6 +239,22 @@ impl World {
             Scope::Repo { owner, repo } => self.repo(owner, repo),
         };
         self.runners.push((scope, spec));
+        self
+    }
+
+    /// Adds a runner group named `name` to organization `org` (created if missing). Every
+    /// organization also has the group `Default` (id 1); added groups get ids from 2, in order.
+    /// A name an organization already has (case-insensitively) is not added twice.
+    pub fn runner_group(mut self, org: &str, name: &str) -> Self {
+        self = self.org(org);
+        let known = name.eq_ignore_ascii_case(crate::state::DEFAULT_GROUP)
+            || self
+                .runner_groups
+                .iter()
+                .any(|(o, n)| o.eq_ignore_ascii_case(org) && n.eq_ignore_ascii_case(name));
+        if !known {
+            self.runner_groups.push((org.to_owned(), name.to_owned()));
+        }
         self
     }
 

@@ -451,6 +451,7 @@ async fn ephemeral_runner_is_deleted_after_its_job() {
                 JobEvent::Completed { .. } => "completed",
                 JobEvent::RunnerOffline { .. } => "offline",
                 JobEvent::RunnerListening { .. } => "listening",
+                JobEvent::Requeued { .. } => "requeued",
                 JobEvent::RunnerRemoved { .. } => "removed",
             })
             .collect();
@@ -563,6 +564,10 @@ async fn a_restarted_listener_fails_the_job_it_held() {
         let mut runner = org_runner(&emu, "crashy", &[]).await;
         let lost = emu.enqueue_job(JobSpec::new(REPO, "lost").step("s", "sleep 600"));
         runner.take_job().await;
+        assert_eq!(
+            runner.event(lost, json!({"event": "started"})).await.status,
+            StatusCode::OK
+        );
         // The process dies without a word; its session lapses; a new process opens one.
         emu.set_session_timeout(Duration::from_millis(300));
         tokio::time::sleep(Duration::from_millis(700)).await;

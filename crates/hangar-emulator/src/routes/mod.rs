@@ -2,7 +2,8 @@
 //! path segments (after any `/api/v3` prefix) and hands a [`Ctx`] to the handler; anything
 //! unmatched (including a known path with another method) is `404 Not Found`, as on GitHub.
 //! New endpoint families get their own submodule and one line here. The runner protocol
-//! (`runner_protocol`) is the exception: it has its own pipeline, entered from `server.rs`.
+//! (`runner_protocol`) and the Actions runner scale set service (`scaleset`) are the exceptions:
+//! each has its own pipeline, entered from `server.rs`.
 
 use axum::body::Bytes;
 use axum::http::Uri;
@@ -16,6 +17,7 @@ use crate::world::Scope;
 pub(crate) mod app;
 pub(crate) mod runner_protocol;
 pub(crate) mod runners;
+pub(crate) mod scaleset;
 pub(crate) mod user;
 
 /// Everything a handler may use: the locked state, the verified credential and the request.
@@ -54,6 +56,7 @@ pub(crate) fn dispatch(cx: &mut Ctx<'_>) -> ApiResult {
         ("GET", ["orgs", org, "installation"]) => app::org_installation(cx, org),
         ("GET", ["repos", owner, repo, "installation"]) => app::repo_installation(cx, owner, repo),
         ("GET", ["user"]) => user::get_user(cx),
+        ("GET", ["orgs", org, "actions", "runner-groups"]) => runners::list_groups(cx, org),
         (_, ["orgs", org, "actions", "runners", rest @ ..]) => {
             runners::dispatch(cx, method, Scope::org(org), rest)
         }

@@ -22,7 +22,7 @@ use crate::error::{ApiError, ApiResult, Reply, answer_parts, json_object};
 use crate::jit::scope_of_url;
 use crate::jobs::{Conclusion, JobEvent, JobStatus, StepView};
 use crate::server::build_response;
-use crate::state::{DEFAULT_GROUP, RunnerTokenKind, Shared, State, pool_name, runner_credential};
+use crate::state::{RunnerTokenKind, Shared, State, runner_credential};
 use crate::world::{RunnerSpec, Scope};
 
 /// Longest long poll, whatever `wait_secs` asks.
@@ -43,7 +43,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes, path:
 
     let fault = {
         let mut state = shared.lock();
-        state.expire_sessions();
+        state.housekeeping();
         state.runner_faults.take()
     };
     let result = match fault {
@@ -92,9 +92,9 @@ fn dispatch(
     }
 }
 
-/// The protocol's two credential kinds.
+/// The protocol's two credential kinds (the Actions service uses the same two).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Presented {
+pub(crate) enum Presented {
     /// `RemoteAuth <registration or remove token>`.
     RemoteAuth(String),
     /// `Bearer <runner credential>`.
@@ -103,7 +103,7 @@ enum Presented {
 }
 
 impl Presented {
-    fn from_headers(headers: &HeaderMap) -> Self {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
             return Presented::None;
         };
@@ -221,14 +221,17 @@ fn register(state: &mut State, auth: &Presented, body: &Map<String, Value>) -> A
             "A runner without default labels needs at least one label.",
         ));
     }
-    if let Some(group) = optional_string(body, "runner_group")?
-        && !group.eq_ignore_ascii_case(DEFAULT_GROUP)
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("Could not find any self-hosted runner group named \"{group}\"."),
-        ));
-    }
+    let runner_group_id = match optional_string(body, "runner_group")? {
+        None => 1,
+        Some(group) => state
+            .runner_group_named(token_scope.owner(), &group)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("Could not find any self-hosted runner group named \"{group}\"."),
+                )
+            })?,
+    };
     let replace = optional_bool(body, "replace")?;
     let ephemeral = optional_bool(body, "ephemeral")?;
     let version = optional_string(body, "version")?;
@@ -252,8 +255,9 @@ fn register(state: &mut State, auth: &Presented, body: &Map<String, Value>) -> A
                 runner.labels = custom;
                 runner.no_default_labels = no_default_labels;
                 runner.ephemeral = ephemeral;
-                runner.runner_group_id = 1;
+                runner.runner_group_id = runner_group_id;
                 runner.jit = false;
+                runner.scale_set_id = None;
                 runner.messages.clear();
             }
             id
@@ -266,17 +270,19 @@ fn register(state: &mut State, auth: &Presented, body: &Map<String, Value>) -> A
                 labels,
                 ephemeral,
             };
-            state.insert_runner(&token_scope, spec, 1, no_default_labels)
+            state.insert_runner(&token_scope, spec, runner_group_id, no_default_labels)
         }
     };
     let runner = state.runners.get_mut(&id).ok_or_else(ApiError::not_found)?;
     runner.credential = Some(credential.clone());
     runner.version = version;
+    let pool_name = state.runner_group_name(runner_group_id);
+    let runner = &state.runners[&id];
     Ok(Reply::created(json!({
         "runner_id": id,
         "runner_name": runner.name,
         "pool_id": runner.runner_group_id,
-        "pool_name": pool_name(runner.runner_group_id),
+        "pool_name": pool_name,
         "credential": credential,
         "labels": runner.label_names(),
     })))
@@ -353,6 +359,7 @@ fn session_runner(state: &State, auth: &Presented, sid: &str) -> Result<u64, Api
 fn delete_session(state: &mut State, auth: &Presented, sid: &str) -> ApiResult {
     let runner_id = session_runner(state, auth, sid)?;
     state.end_session(runner_id);
+    state.requeue_unstarted_job(runner_id);
     Ok(Reply::no_content())
 }
 
@@ -486,6 +493,9 @@ fn job_event(
         .ok_or_else(ApiError::not_found)?;
     let steps = job.view.steps.len() as i64;
     let cancel = job.cancel_requested;
+    if let Some(job) = state.jobs.get_mut(&job_id) {
+        job.started = true;
+    }
     let now = state.now();
     if let Some(session) = state
         .runners

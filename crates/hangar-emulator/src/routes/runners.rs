@@ -1,7 +1,8 @@
 //! Self-hosted runner endpoints, for an organization (`/orgs/{org}/actions/runners…`) or a
 //! repository (`/repos/{owner}/{repo}/actions/runners…`): list (paginated, `Link` header, `name=`
 //! filter), get, delete (422 while busy; deleting ends the runner's protocol session), registration
-//! and remove tokens, and JIT configs (in GitHub's shape, see `jit.rs`).
+//! and remove tokens, and JIT configs (in GitHub's shape, see `jit.rs`); and an organization's
+//! runner groups (`/orgs/{org}/actions/runner-groups`).
 
 use axum::extract::Query;
 use axum::http::StatusCode;
@@ -12,8 +13,8 @@ use crate::auth::authorize_runners;
 use crate::error::{ApiError, ApiResult, Reply};
 use crate::jit::JitConfig;
 use crate::state::{
-    Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM, pool_name, random_string,
-    runner_credential, timestamp,
+    Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM, random_string, runner_credential,
+    timestamp,
 };
 use crate::world::{RunnerSpec, Scope};
 
@@ -215,6 +216,44 @@ fn runner_token(cx: &mut Ctx<'_>, scope: &Scope, kind: RunnerTokenKind) -> ApiRe
     })))
 }
 
+/// `GET /orgs/{org}/actions/runner-groups?per_page=&page=`: `Default` (id 1) and the groups
+/// added to the organization, in GitHub's shape.
+pub(crate) fn list_groups(cx: &mut Ctx<'_>, org: &str) -> ApiResult {
+    let scope = Scope::org(org);
+    authorize_runners(cx.state, &cx.cred, &scope, false)?;
+    let params = Query::<Vec<(String, String)>>::try_from_uri(cx.uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let per_page = positive(&params, "per_page")
+        .unwrap_or(DEFAULT_PER_PAGE)
+        .min(MAX_PER_PAGE);
+    let page = positive(&params, "page").unwrap_or(1);
+    let groups = cx.state.runner_groups_of(org);
+    let total = groups.len();
+    let listed: Vec<Value> = groups
+        .into_iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .map(|(id, name)| {
+            json!({
+                "id": id,
+                "name": name,
+                "visibility": "all",
+                "default": id == 1,
+                "runners_url": format!("{}/orgs/{org}/actions/runner-groups/{id}/runners", cx.api_url),
+                "inherited": false,
+                "allows_public_repositories": false,
+                "restricted_to_workflows": false,
+                "selected_workflows": [],
+                "workflow_restrictions_read_only": false,
+            })
+        })
+        .collect();
+    Ok(Reply::ok(
+        json!({ "total_count": total, "runner_groups": listed }),
+    ))
+}
+
 /// The validated body of a JIT config request.
 struct JitRequest {
     name: String,
@@ -335,7 +374,7 @@ fn generate_jitconfig(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
         runner_id: id,
         runner_name: runner.name.clone(),
         pool_id: runner.runner_group_id,
-        pool_name: pool_name(runner.runner_group_id),
+        pool_name: state.runner_group_name(runner.runner_group_id),
         api_url: cx.api_url.clone(),
         scope_url: format!("{}/{}", cx.host_url, scope.path()),
         server_url: cx.host_url.clone(),

@@ -1,0 +1,1163 @@
+//! The Actions runner scale set service, driven over HTTP as an autoscaler drives it (facts §3,
+//! `SCALESET_PROTOCOL.md`): registration, the admin API, sessions, the long-polled message queue,
+//! acquiring, JIT runners that take their scale set's jobs over the runner protocol, agents,
+//! reassignment and the fault knobs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{ORG_RUNNERS, REPO_RUNNERS, Resp, now_secs, seed, with_pat, within};
+use hangar_emulator::{
+    AuthKind, Conclusion, Emulator, JitConfig, JobSpec, JobStatus, SEED_ORG, SEED_REPO,
+    ScaleSetCallKind, Scope,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const REPO: &str = "your-organization/your-repository-name";
+const OTHER_REPO: &str = "your-organization/other";
+const API_VERSION: &str = "api-version=6.0-preview";
+const SCALE_SETS: &str = "/_apis/runtime/runnerscalesets";
+const AGENTS: &str = "/_apis/distributedtask/pools/0/agents";
+
+/// A request with an optional raw `Authorization` value, JSON body and extra headers.
+async fn send(
+    method: Method,
+    url: &str,
+    auth: Option<String>,
+    body: Option<Value>,
+    headers: &[(&str, String)],
+) -> Resp {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    Resp::read(req.send().await.expect("send")).await
+}
+
+/// A registration token of a REST runners path (`ORG_RUNNERS` or `REPO_RUNNERS`).
+async fn registration_token(emu: &Emulator, runners_path: &str) -> String {
+    let r = with_pat(
+        emu,
+        Method::POST,
+        &format!("{runners_path}/registration-token"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
+    r.json["token"].as_str().unwrap().to_owned()
+}
+
+/// `POST /actions/runner-registration` for `scope_path` with `token`.
+async fn register(emu: &Emulator, token: &str, scope_path: &str) -> Resp {
+    send(
+        Method::POST,
+        &format!("{}/actions/runner-registration", emu.api_url()),
+        Some(format!("RemoteAuth {token}")),
+        Some(json!({"url": format!("{}/{scope_path}", emu.web_url()), "runner_event": "register"})),
+        &[],
+    )
+    .await
+}
+
+/// The Actions service as one scope's admin sees it.
+struct Service {
+    url: String,
+    token: String,
+}
+
+async fn service(emu: &Emulator, runners_path: &str, scope_path: &str) -> Service {
+    let token = registration_token(emu, runners_path).await;
+    let r = register(emu, &token, scope_path).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    Service {
+        url: r.json["url"].as_str().unwrap().to_owned(),
+        token: r.json["token"].as_str().unwrap().to_owned(),
+    }
+}
+
+async fn org_service(emu: &Emulator) -> Service {
+    service(emu, ORG_RUNNERS, SEED_ORG).await
+}
+
+async fn repo_service(emu: &Emulator) -> Service {
+    service(emu, REPO_RUNNERS, &format!("{SEED_ORG}/{SEED_REPO}")).await
+}
+
+/// `path` with `api-version` added to its query.
+fn versioned(path: &str) -> String {
+    let joiner = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{joiner}{API_VERSION}")
+}
+
+impl Service {
+    /// An admin call to `path` (relative to the service URL), with the api-version.
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        let url = format!("{}{}", self.url, versioned(path));
+        send(
+            method,
+            &url,
+            Some(format!("Bearer {}", self.token)),
+            body,
+            &[],
+        )
+        .await
+    }
+
+    /// Creates a scale set in the default group and returns it.
+    async fn create(&self, name: &str, labels: &[&str]) -> Value {
+        let labels: Vec<Value> = labels
+            .iter()
+            .map(|l| json!({"name": l, "type": "System"}))
+            .collect();
+        let body = json!({"name": name, "runnerGroupId": 1, "labels": labels,
+            "RunnerSetting": {"disableUpdate": true}});
+        let r = self.admin(Method::POST, SCALE_SETS, Some(body)).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        r.json
+    }
+
+    async fn open_session(&self, id: u64, owner: &str) -> Resp {
+        let body = json!({"sessionId": "00000000-0000-0000-0000-000000000000", "ownerName": owner});
+        self.admin(
+            Method::POST,
+            &format!("{SCALE_SETS}/{id}/sessions"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Opens a session on scale set `id` and returns its queue.
+    async fn session(&self, id: u64) -> Queue {
+        let r = self.open_session(id, "test-controller").await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        Queue::of(&r.json, id)
+    }
+
+    async fn jit(&self, id: u64, name: &str) -> Resp {
+        let body = json!({"name": name, "workFolder": "_work"});
+        self.admin(
+            Method::POST,
+            &format!("{SCALE_SETS}/{id}/generatejitconfig"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// A runner started from a fresh JIT config of scale set `id`, with a protocol session.
+    async fn runner(&self, id: u64, name: &str) -> Runner {
+        let r = self.jit(id, name).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        Runner::start(r.json["encodedJITConfig"].as_str().unwrap()).await
+    }
+}
+
+/// One message from the queue.
+struct Message {
+    id: u64,
+    jobs: Vec<Value>,
+    statistics: Value,
+}
+
+/// A session's message queue.
+#[derive(Clone)]
+struct Queue {
+    url: String,
+    token: String,
+    session_id: String,
+    capacity: Option<u64>,
+}
+
+impl Queue {
+    fn of(session: &Value, _scale_set_id: u64) -> Queue {
+        Queue {
+            url: session["messageQueueUrl"].as_str().unwrap().to_owned(),
+            token: session["messageQueueAccessToken"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            session_id: session["sessionId"].as_str().unwrap().to_owned(),
+            capacity: Some(10),
+        }
+    }
+
+    /// The long poll, as facts §3 item 4 says.
+    async fn poll(&self, last_message_id: u64) -> Resp {
+        let mut url = self.url.clone();
+        if last_message_id > 0 {
+            url = format!("{url}&lastMessageId={last_message_id}");
+        }
+        let mut headers = vec![(
+            "accept",
+            "application/json; api-version=6.0-preview".to_owned(),
+        )];
+        if let Some(capacity) = self.capacity {
+            headers.push(("x-scalesetmaxcapacity", capacity.to_string()));
+        }
+        send(
+            Method::GET,
+            &url,
+            Some(format!("Bearer {}", self.token)),
+            None,
+            &headers,
+        )
+        .await
+    }
+
+    /// Polls and expects a message.
+    async fn message(&self, last_message_id: u64) -> Message {
+        let r = self.poll(last_message_id).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        assert_eq!(r.json["messageType"], "RunnerScaleSetJobMessages");
+        let body = r.json["body"].as_str().expect("body is a JSON string");
+        Message {
+            id: r.json["messageId"].as_u64().unwrap(),
+            jobs: serde_json::from_str(body).expect("body is a JSON array"),
+            statistics: r.json["statistics"].clone(),
+        }
+    }
+
+    /// `DELETE` on the queue URL with `/{id}` added to its path.
+    async fn ack(&self, message_id: u64) -> Resp {
+        let (path, query) = self.url.split_once('?').unwrap();
+        send(
+            Method::DELETE,
+            &format!("{path}/{message_id}?{query}"),
+            Some(format!("Bearer {}", self.token)),
+            None,
+            &[],
+        )
+        .await
+    }
+
+    /// The next message after `last`, acknowledged; `last` moves on.
+    async fn next(&self, last: &mut u64) -> Message {
+        let message = self.message(*last).await;
+        assert_eq!(self.ack(message.id).await.status, StatusCode::NO_CONTENT);
+        *last = message.id;
+        message
+    }
+
+    /// Job messages (acknowledging as it goes) until one of type `kind` for `job_id`; returns
+    /// every job message seen, that one last.
+    async fn until(&self, last: &mut u64, kind: &str, job_id: u64) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let message = self.next(last).await;
+            for job in message.jobs {
+                let done = job["messageType"] == kind && job["jobId"] == job_id.to_string().as_str();
+                seen.push(job);
+                if done {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+/// A runner process speaking the runner protocol with a JIT config's credential.
+struct Runner {
+    api: String,
+    id: u64,
+    name: String,
+    credential: String,
+    session: String,
+}
+
+impl Runner {
+    async fn start(encoded: &str) -> Runner {
+        let config = JitConfig::decode(encoded).expect("a JIT config in GitHub's shape");
+        let r = send(
+            Method::POST,
+            &format!("{}/_runner/sessions", config.api_url),
+            Some(format!("Bearer {}", config.credential)),
+            Some(json!({"version": "2.336.0", "disable_update": true})),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
+        Runner {
+            api: config.api_url,
+            id: config.runner_id,
+            name: config.runner_name,
+            credential: config.credential,
+            session: r.json["session_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn poll(&self, wait_secs: u64) -> Resp {
+        send(
+            Method::GET,
+            &format!(
+                "{}/_runner/sessions/{}/message?wait_secs={wait_secs}",
+                self.api, self.session
+            ),
+            Some(format!("Bearer {}", self.credential)),
+            None,
+            &[],
+        )
+        .await
+    }
+
+    /// Polls (up to 5 s) and expects a job; returns its id.
+    async fn take_job(&self) -> u64 {
+        let r = self.poll(5).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        r.json["job"]["id"].as_u64().expect("a job message")
+    }
+
+    async fn event(&self, job_id: u64, body: Value) -> Resp {
+        send(
+            Method::POST,
+            &format!("{}/_runner/jobs/{job_id}/events", self.api),
+            Some(format!("Bearer {}", self.credential)),
+            Some(body),
+            &[],
+        )
+        .await
+    }
+
+    async fn run(&self, job_id: u64, conclusion: &str) {
+        for event in [
+            json!({"event": "started"}),
+            json!({"event": "completed", "conclusion": conclusion}),
+        ] {
+            let r = self.event(job_id, event).await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        }
+    }
+}
+
+fn id_of(value: &Value) -> u64 {
+    value["id"].as_u64().expect("an id")
+}
+
+/// A job of the seed repository that asks for `labels`.
+fn job(name: &str, labels: &[&str]) -> JobSpec {
+    JobSpec::new(REPO, name).labels(labels.iter().copied())
+}
+
+fn payload(jwt: &str) -> Value {
+    let middle = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(middle).unwrap()).unwrap()
+}
+
+// ---- registration and the admin API ------------------------------------------------------
+
+#[tokio::test]
+async fn registration_trades_a_registration_token_for_an_admin_token() {
+    within(async {
+        let emu = seed().await;
+        let token = registration_token(&emu, REPO_RUNNERS).await;
+        let r = register(&emu, &token, &format!("{SEED_ORG}/{SEED_REPO}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        let url = r.json["url"].as_str().unwrap();
+        assert!(
+            url.starts_with(&format!("{}/_services/pipelines/", emu.api_url())),
+            "{url}"
+        );
+        assert_eq!(r.json["token_schema"], "OAuthAccessToken");
+        let exp = payload(r.json["token"].as_str().unwrap())["exp"]
+            .as_i64()
+            .unwrap();
+        assert!((exp - (now_secs() + 3600)).abs() <= 5, "exp {exp}");
+        // The same scope keeps its service URL; another scope gets its own.
+        let again = register(&emu, &token, &format!("{SEED_ORG}/{SEED_REPO}")).await;
+        assert_eq!(again.json["url"], url);
+        let org = org_service(&emu).await;
+        assert_ne!(org.url, url);
+
+        // Refusals: a token for another scope, an unknown one, none, no runner_event.
+        let org_token = registration_token(&emu, ORG_RUNNERS).await;
+        let wrong = register(&emu, &org_token, &format!("{SEED_ORG}/{SEED_REPO}")).await;
+        assert_eq!(wrong.status, StatusCode::NOT_FOUND);
+        let unknown = register(&emu, "NOTATOKEN", SEED_ORG).await;
+        assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+        let url = format!("{}/api/v3/actions/runner-registration", emu.api_url());
+        let body =
+            json!({"url": format!("{}/{SEED_ORG}", emu.web_url()), "runner_event": "register"});
+        let none = send(Method::POST, &url, None, Some(body), &[]).await;
+        assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+        let no_event = send(
+            Method::POST,
+            &url,
+            Some(format!("RemoteAuth {org_token}")),
+            Some(json!({"url": format!("{}/{SEED_ORG}", emu.web_url())})),
+            &[],
+        )
+        .await;
+        assert_eq!(no_event.status, StatusCode::UNPROCESSABLE_ENTITY);
+        emu.set_registration_token_ttl(Duration::ZERO);
+        let expired = registration_token(&emu, ORG_RUNNERS).await;
+        assert_eq!(
+            register(&emu, &expired, SEED_ORG).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+
+        let registrations: Vec<_> = emu
+            .calls()
+            .into_iter()
+            .filter(|c| c.path == "/actions/runner-registration")
+            .collect();
+        assert_eq!(registrations.len(), 8);
+        assert_eq!(
+            registrations
+                .iter()
+                .filter(|c| c.auth == AuthKind::RunnerToken)
+                .count(),
+            5
+        );
+        assert_eq!(
+            emu.scaleset_call_counts()[&ScaleSetCallKind::Registration],
+            8
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn admin_tokens_expire_and_belong_to_one_service_url() {
+    within(async {
+        let emu = seed().await;
+        let org = org_service(&emu).await;
+        let repo = repo_service(&emu).await;
+        assert_eq!(
+            org.admin(Method::GET, SCALE_SETS, None).await.status,
+            StatusCode::OK
+        );
+        // Another tenant's token is refused.
+        let crossed = Service {
+            url: org.url.clone(),
+            token: repo.token.clone(),
+        };
+        let r = crossed.admin(Method::GET, SCALE_SETS, None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(
+            r.json["typeName"]
+                .as_str()
+                .unwrap()
+                .contains("Unauthorized")
+        );
+        // An admin call without api-version is refused.
+        let r = send(
+            Method::GET,
+            &format!("{}{SCALE_SETS}", org.url),
+            Some(format!("Bearer {}", org.token)),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(
+            r.json["typeName"]
+                .as_str()
+                .unwrap()
+                .contains("VersionNotSpecified")
+        );
+        // The TTL knob: a token issued with no lifetime is expired at once.
+        emu.set_scaleset_admin_token_ttl(Duration::ZERO);
+        let stale = org_service(&emu).await;
+        assert!(payload(&stale.token)["exp"].as_i64().unwrap() <= now_secs());
+        assert_eq!(
+            stale.admin(Method::GET, SCALE_SETS, None).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            org.admin(Method::GET, SCALE_SETS, None).await.status,
+            StatusCode::OK
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn scale_sets_are_created_found_updated_and_deleted() {
+    within(async {
+        let emu = seed().await;
+        let gpu_group = emu.add_runner_group(SEED_ORG, "GPU runners");
+        let org = org_service(&emu).await;
+        let created = org.create("hangar-linux", &["hangar-linux", "linux"]).await;
+        let id = id_of(&created);
+        assert_eq!(created["name"], "hangar-linux");
+        assert_eq!(created["runnerGroupId"], 1);
+        assert_eq!(created["runnerGroupName"], "Default");
+        assert_eq!(
+            created["labels"],
+            json!([{"name": "hangar-linux", "type": "System"}, {"name": "linux", "type": "System"}])
+        );
+        assert_eq!(created["runnerSetting"]["disableUpdate"], true);
+        for field in [
+            "totalAvailableJobs",
+            "totalAcquiredJobs",
+            "totalAssignedJobs",
+            "totalRunningJobs",
+            "totalRegisteredRunners",
+            "totalBusyRunners",
+            "totalIdleRunners",
+        ] {
+            assert_eq!(created["statistics"][field], 0, "{field}");
+        }
+
+        // A second one of that name in that group: 409. In another group: fine.
+        let dup = org
+            .admin(Method::POST, SCALE_SETS, Some(json!({"name": "HANGAR-linux", "runnerGroupId": 1})))
+            .await;
+        assert_eq!(dup.status, StatusCode::CONFLICT);
+        assert!(dup.json["typeName"].as_str().unwrap().contains("Exists"));
+        let other = org
+            .admin(
+                Method::POST,
+                SCALE_SETS,
+                Some(json!({"name": "hangar-linux", "runnerGroupId": gpu_group})),
+            )
+            .await;
+        assert_eq!(other.status, StatusCode::OK, "{:?}", other.json);
+        assert_eq!(other.json["runnerGroupName"], "GPU runners");
+        // Only the name as label when none are given.
+        assert_eq!(other.json["labels"], json!([{"name": "hangar-linux", "type": "System"}]));
+        let nowhere = org
+            .admin(Method::POST, SCALE_SETS, Some(json!({"name": "x", "runnerGroupId": 99})))
+            .await;
+        assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+
+        // Get by name (within a group) and by id.
+        let found = org
+            .admin(Method::GET, &format!("{SCALE_SETS}?runnerGroupId=1&name=hangar-linux"), None)
+            .await;
+        assert_eq!(found.json["count"], 1);
+        assert_eq!(id_of(&found.json["value"][0]), id);
+        let missing = org
+            .admin(Method::GET, &format!("{SCALE_SETS}?runnerGroupId=1&name=nope"), None)
+            .await;
+        assert_eq!(missing.json, json!({"count": 0, "value": []}));
+        let by_id = org.admin(Method::GET, &format!("{SCALE_SETS}/{id}"), None).await;
+        assert_eq!(by_id.json["name"], "hangar-linux");
+
+        // Scale sets belong to the admin token's scope.
+        let repo = repo_service(&emu).await;
+        let hidden = repo.admin(Method::GET, &format!("{SCALE_SETS}/{id}"), None).await;
+        assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            repo.admin(Method::GET, &format!("{SCALE_SETS}?name=hangar-linux"), None)
+                .await
+                .json["count"],
+            0
+        );
+
+        // PATCH replaces what it names; `runnerSetting` is accepted in either case.
+        let patched = org
+            .admin(
+                Method::PATCH,
+                &format!("{SCALE_SETS}/{id}"),
+                Some(json!({"labels": [{"name": "gpu", "type": "System"}], "runnerSetting": {"disableUpdate": false}})),
+            )
+            .await;
+        assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.json);
+        assert_eq!(patched.json["labels"], json!([{"name": "gpu", "type": "System"}]));
+        assert_eq!(patched.json["runnerSetting"]["disableUpdate"], false);
+        assert_eq!(patched.json["name"], "hangar-linux");
+        let view = emu.scale_set(id).unwrap();
+        assert_eq!(view.labels, vec!["gpu"]);
+        assert_eq!(view.scope, Scope::org(SEED_ORG));
+
+        let deleted = org.admin(Method::DELETE, &format!("{SCALE_SETS}/{id}"), None).await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        let gone = org.admin(Method::GET, &format!("{SCALE_SETS}/{id}"), None).await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND);
+        assert!(gone.json["typeName"].as_str().unwrap().contains("NotFound"));
+        assert_eq!(emu.scale_sets().len(), 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn runner_groups_resolve_by_name() {
+    within(async {
+        let emu = seed().await;
+        let id = emu.add_runner_group(SEED_ORG, "ci");
+        assert_eq!(emu.add_runner_group(SEED_ORG, "CI"), id);
+        let r = with_pat(
+            &emu,
+            Method::GET,
+            &format!("/orgs/{SEED_ORG}/actions/runner-groups"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        assert_eq!(r.json["total_count"], 2);
+        assert_eq!(r.json["runner_groups"][0]["name"], "Default");
+        assert_eq!(r.json["runner_groups"][0]["default"], true);
+        assert_eq!(r.json["runner_groups"][1]["id"], id);
+        assert_eq!(r.json["runner_groups"][1]["default"], false);
+        let anonymous = common::call(
+            &emu,
+            Method::GET,
+            &format!("/orgs/{SEED_ORG}/actions/runner-groups"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+        // The Actions service answers the same question.
+        let org = org_service(&emu).await;
+        let r = org
+            .admin(
+                Method::GET,
+                "/_apis/runtime/runnergroups/?groupName=ci",
+                None,
+            )
+            .await;
+        assert_eq!(r.json["count"], 1);
+        assert_eq!(r.json["value"][0]["id"], id);
+        assert_eq!(r.json["value"][0]["isDefaultGroup"], false);
+    })
+    .await
+}
+
+// ---- sessions and the message queue -----------------------------------------------------
+
+#[tokio::test]
+async fn one_live_session_per_scale_set() {
+    within(async {
+        let emu = seed().await;
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let first = org.open_session(id, "controller-a").await;
+        assert_eq!(first.status, StatusCode::OK, "{:?}", first.json);
+        for field in [
+            "sessionId",
+            "ownerName",
+            "messageQueueUrl",
+            "messageQueueAccessToken",
+        ] {
+            assert!(first.json[field].is_string(), "{field}");
+        }
+        assert_eq!(first.json["runnerScaleSet"]["id"], id);
+        assert_eq!(first.json["statistics"]["totalAssignedJobs"], 0);
+        assert!(
+            first.json["messageQueueUrl"]
+                .as_str()
+                .unwrap()
+                .starts_with(&org.url)
+        );
+        let second = org.open_session(id, "controller-b").await;
+        assert_eq!(second.status, StatusCode::CONFLICT);
+        assert!(
+            second.json["typeName"]
+                .as_str()
+                .unwrap()
+                .contains("SessionConflictException")
+        );
+        assert_eq!(emu.scale_set_sessions(id), 1);
+
+        // Refreshing gives a new queue token; the old one is refused.
+        let queue = Queue::of(&first.json, id);
+        let sid = queue.session_id.clone();
+        let refreshed = org
+            .admin(
+                Method::PATCH,
+                &format!("{SCALE_SETS}/{id}/sessions/{sid}"),
+                None,
+            )
+            .await;
+        assert_eq!(refreshed.status, StatusCode::OK);
+        assert_ne!(
+            refreshed.json["messageQueueAccessToken"],
+            first.json["messageQueueAccessToken"]
+        );
+        assert_eq!(refreshed.json["sessionId"], sid);
+        assert_eq!(queue.poll(0).await.status, StatusCode::UNAUTHORIZED);
+
+        // Deleting ends it; then another owner may open one, and the old id is gone.
+        let del = org
+            .admin(
+                Method::DELETE,
+                &format!("{SCALE_SETS}/{id}/sessions/{sid}"),
+                None,
+            )
+            .await;
+        assert_eq!(del.status, StatusCode::NO_CONTENT);
+        assert_eq!(emu.scale_set_sessions(id), 0);
+        let again = org
+            .admin(
+                Method::DELETE,
+                &format!("{SCALE_SETS}/{id}/sessions/{sid}"),
+                None,
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            org.open_session(id, "controller-b").await.status,
+            StatusCode::OK
+        );
+        assert_eq!(emu.scale_set(id).unwrap().sessions_created, 2);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_abandoned_session_expires_but_a_polled_one_does_not() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_session_idle_timeout(Duration::from_millis(600));
+        emu.set_scaleset_poll_timeout(Duration::from_millis(1500));
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let queue = org.session(id).await;
+        // A poll longer than the idle timeout keeps the session alive throughout.
+        let started = Instant::now();
+        assert_eq!(queue.poll(0).await.status, StatusCode::ACCEPTED);
+        assert!(started.elapsed() >= Duration::from_millis(1400));
+        assert_eq!(emu.scale_set_sessions(id), 1);
+        // Silence (a crashed controller): it expires and the scale set is free again.
+        let mut events = emu.subscribe();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while emu.scale_set_sessions(id) == 1 {
+            assert!(Instant::now() < deadline, "the session never expired");
+            let _ = tokio::time::timeout(Duration::from_millis(100), events.recv()).await;
+        }
+        assert_eq!(queue.poll(0).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            org.open_session(id, "restarted").await.status,
+            StatusCode::OK
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn long_poll_answers_202_when_idle_and_200_when_a_job_is_assigned() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_poll_timeout(Duration::from_millis(800));
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &["linux"]).await);
+        let queue = org.session(id).await;
+        let started = Instant::now();
+        let idle = queue.poll(0).await;
+        assert_eq!(idle.status, StatusCode::ACCEPTED);
+        assert!(started.elapsed() >= Duration::from_millis(700));
+
+        // A job arriving during a poll wakes it.
+        emu.set_scaleset_poll_timeout(Duration::from_secs(20));
+        let waiting = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.message(0).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let job_id = emu.enqueue_job(job("build", &["hangar", "Linux"]));
+        let message = waiting.await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(message.jobs.len(), 1);
+        let assigned = &message.jobs[0];
+        assert_eq!(assigned["messageType"], "JobAssigned");
+        assert_eq!(assigned["jobId"], job_id.to_string());
+        assert_eq!(assigned["repositoryName"], SEED_REPO);
+        assert_eq!(assigned["ownerName"], SEED_ORG);
+        assert_eq!(assigned["jobDisplayName"], "build");
+        assert_eq!(assigned["requestLabels"], json!(["hangar", "Linux"]));
+        assert_eq!(assigned["eventName"], "push");
+        assert!(assigned["runnerRequestId"].as_u64().unwrap() > 0);
+        assert!(assigned["workflowRunId"].as_u64().unwrap() > 0);
+        assert!(
+            assigned["jobWorkflowRef"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{REPO}/.github/workflows/"))
+        );
+        assert_eq!(message.statistics["totalAssignedJobs"], 1);
+        assert_eq!(emu.scale_set_of_job(job_id), Some(id));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn unacknowledged_messages_are_redelivered() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_poll_timeout(Duration::from_millis(300));
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let queue = org.session(id).await;
+        emu.enqueue_job(job("one", &["hangar"]));
+        let first = queue.message(0).await;
+        // Not acknowledged: the same message again.
+        assert_eq!(queue.message(0).await.id, first.id);
+        // Past it (lastMessageId), nothing new.
+        assert_eq!(queue.poll(first.id).await.status, StatusCode::ACCEPTED);
+        assert_eq!(queue.ack(first.id).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(queue.poll(0).await.status, StatusCode::ACCEPTED);
+        // Acknowledging again is harmless; a message never sent is 404.
+        assert_eq!(queue.ack(first.id).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(queue.ack(99).await.status, StatusCode::NOT_FOUND);
+
+        // A message a crashed controller never acknowledged reaches the next session.
+        let second_job = emu.enqueue_job(job("two", &["hangar"]));
+        let second = queue.message(first.id).await;
+        assert!(second.id > first.id);
+        assert_eq!(emu.scale_set(id).unwrap().unacknowledged_messages, 1);
+        emu.expire_scale_set_sessions();
+        let next = org.session(id).await;
+        let again = next.message(0).await;
+        assert_eq!(again.id, second.id);
+        assert_eq!(again.jobs[0]["jobId"], second_job.to_string());
+        // A queue call with another session's id is refused.
+        let stale = Queue {
+            session_id: queue.session_id.clone(),
+            url: next.url.replace(&next.session_id, &queue.session_id),
+            ..next.clone()
+        };
+        assert_eq!(stale.ack(again.id).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(next.ack(again.id).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(emu.scale_set(id).unwrap().unacknowledged_messages, 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn expired_queue_tokens_are_refused_until_refreshed() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_poll_timeout(Duration::from_millis(200));
+        emu.set_scaleset_queue_token_ttl(Duration::ZERO);
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let mut queue = org.session(id).await;
+        let r = queue.poll(0).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(
+            r.json["typeName"]
+                .as_str()
+                .unwrap()
+                .contains("Unauthorized")
+        );
+        emu.set_scaleset_queue_token_ttl(Duration::from_secs(3600));
+        let sid = queue.session_id.clone();
+        let refreshed = org
+            .admin(
+                Method::PATCH,
+                &format!("{SCALE_SETS}/{id}/sessions/{sid}"),
+                None,
+            )
+            .await;
+        queue.token = refreshed.json["messageQueueAccessToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(queue.poll(0).await.status, StatusCode::ACCEPTED);
+        let calls = emu.calls();
+        assert!(calls.iter().any(|c| c.auth == AuthKind::MessageQueueToken));
+        assert!(calls.iter().any(|c| c.auth == AuthKind::ActionsAdminToken));
+    })
+    .await
+}
+
+// ---- demand -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn jobs_are_assigned_by_label_and_scope() {
+    within(async {
+        let emu = with_other_repo().await;
+        let org = org_service(&emu).await;
+        let repo = repo_service(&emu).await;
+        let org_set = id_of(&org.create("org-set", &["org-set", "linux"]).await);
+        let repo_set = id_of(&repo.create("repo-set", &["gpu"]).await);
+        let queue = org.session(org_set).await;
+
+        let fits = emu.enqueue_job(job("fits", &["LINUX", "org-set"]));
+        let by_name = emu.enqueue_job(job("by-name", &["org-set"]));
+        let misfit = emu.enqueue_job(job("misfit", &["org-set", "arm64"]));
+        let self_hosted = emu.enqueue_job(job("self-hosted", &["self-hosted", "linux"]));
+        let gpu_here = emu.enqueue_job(job("gpu-here", &["gpu", "repo-set"]));
+        let gpu_elsewhere =
+            emu.enqueue_job(JobSpec::new(OTHER_REPO, "gpu-elsewhere").labels(["gpu"]));
+        let org_elsewhere =
+            emu.enqueue_job(JobSpec::new(OTHER_REPO, "org-elsewhere").labels(["org-set"]));
+
+        assert_eq!(emu.scale_set_of_job(fits), Some(org_set));
+        assert_eq!(emu.scale_set_of_job(by_name), Some(org_set));
+        assert_eq!(emu.scale_set_of_job(misfit), None);
+        assert_eq!(emu.scale_set_of_job(self_hosted), None);
+        assert_eq!(emu.scale_set_of_job(gpu_here), Some(repo_set));
+        assert_eq!(emu.scale_set_of_job(gpu_elsewhere), None);
+        assert_eq!(emu.scale_set_of_job(org_elsewhere), Some(org_set));
+
+        let message = queue.message(0).await;
+        let ids: Vec<String> = message
+            .jobs
+            .iter()
+            .map(|j| j["jobId"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            ids,
+            [fits, by_name, org_elsewhere].map(|j| j.to_string()),
+            "batched, oldest first"
+        );
+        assert_eq!(message.statistics["totalAssignedJobs"], 3);
+        assert_eq!(
+            emu.scale_set_statistics(repo_set)
+                .unwrap()
+                .total_assigned_jobs,
+            1
+        );
+
+        // A scale set created later picks up the jobs waiting for it.
+        let late = id_of(&org.create("arm", &["org-set", "arm64"]).await);
+        assert_eq!(emu.scale_set_of_job(misfit), Some(late));
+    })
+    .await
+}
+
+/// The seed world plus a second repository of the seed organization.
+async fn with_other_repo() -> Emulator {
+    Emulator::start(hangar_emulator::World::seed().repo(SEED_ORG, "other"))
+        .await
+        .expect("start")
+}
+
+#[tokio::test]
+async fn a_jit_runner_takes_only_its_scale_sets_jobs() {
+    within(async {
+        let emu = seed().await;
+        let org = org_service(&emu).await;
+        let linux = id_of(&org.create("linux", &[]).await);
+        let gpu = id_of(&org.create("gpu", &[]).await);
+        let queue = org.session(linux).await;
+
+        let jit = org.jit(linux, "linux-1").await;
+        assert_eq!(jit.status, StatusCode::OK, "{:?}", jit.json);
+        assert_eq!(jit.json["runner"]["name"], "linux-1");
+        assert_eq!(jit.json["runner"]["runnerScaleSetId"], linux);
+        let config = JitConfig::decode(jit.json["encodedJITConfig"].as_str().unwrap()).unwrap();
+        assert_eq!(config.runner_id, id_of(&jit.json["runner"]));
+        assert!(config.ephemeral);
+        assert_eq!(config.pool_id, 1);
+        assert_eq!(config.scope, Scope::org(SEED_ORG));
+        let dup = org.jit(gpu, "LINUX-1").await;
+        assert_eq!(dup.status, StatusCode::CONFLICT);
+        assert!(
+            dup.json["typeName"]
+                .as_str()
+                .unwrap()
+                .contains("AgentExistsException")
+        );
+
+        // The runner is listed by REST, in the scale set, with its labels only.
+        let listed = with_pat(&emu, Method::GET, &format!("{ORG_RUNNERS}?name=linux-1")).await;
+        assert_eq!(listed.json["total_count"], 1);
+        assert_eq!(listed.json["runners"][0]["ephemeral"], true);
+        let view = emu.runner(config.runner_id).unwrap();
+        assert_eq!(view.scale_set_id, Some(linux));
+        assert_eq!(view.labels, vec!["linux"]);
+
+        let linux_runner = Runner::start(jit.json["encodedJITConfig"].as_str().unwrap()).await;
+        let gpu_runner = org.runner(gpu, "gpu-1").await;
+        let mut last = 0;
+        let job_id = emu.enqueue_job(job("build", &["linux"]));
+        queue.until(&mut last, "JobAssigned", job_id).await;
+        // Not the other scale set's runner.
+        assert_eq!(gpu_runner.poll(1).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(linux_runner.take_job().await, job_id);
+        let started = queue.until(&mut last, "JobStarted", job_id).await;
+        let started = started.last().unwrap();
+        assert_eq!(started["runnerId"], linux_runner.id);
+        assert_eq!(started["runnerName"], linux_runner.name);
+        let stats = emu.scale_set_statistics(linux).unwrap();
+        assert_eq!(
+            (
+                stats.total_running_jobs,
+                stats.total_busy_runners,
+                stats.total_idle_runners
+            ),
+            (1, 1, 0)
+        );
+
+        linux_runner.run(job_id, "success").await;
+        let completed = queue.until(&mut last, "JobCompleted", job_id).await;
+        let completed = completed.last().unwrap();
+        assert_eq!(completed["result"], "succeeded");
+        assert_eq!(completed["runnerId"], linux_runner.id);
+        // Ephemeral: gone after its job.
+        assert_eq!(emu.runner(linux_runner.id), None);
+        assert_eq!(
+            emu.job(job_id).unwrap().conclusion,
+            Some(Conclusion::Success)
+        );
+        let stats = emu.scale_set_statistics(linux).unwrap();
+        assert_eq!(
+            (stats.total_assigned_jobs, stats.total_registered_runners),
+            (0, 0)
+        );
+        assert_eq!(emu.scale_set_statistics(gpu).unwrap().total_idle_runners, 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_job_held_by_a_scale_set_is_not_taken_by_other_runners() {
+    within(async {
+        let emu = seed().await;
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &["linux"]).await);
+        // A plain JIT runner (REST) with the same labels.
+        let r = common::post_with_pat(
+            &emu,
+            &format!("{ORG_RUNNERS}/generate-jitconfig"),
+            json!({"name": "plain", "runner_group_id": 1, "labels": ["hangar", "linux"]}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
+        let plain = Runner::start(r.json["encoded_jit_config"].as_str().unwrap()).await;
+        let held = emu.enqueue_job(job("held", &["linux"]));
+        assert_eq!(emu.scale_set_of_job(held), Some(id));
+        assert_eq!(plain.poll(1).await.status, StatusCode::NO_CONTENT);
+        // Its own runner takes it.
+        let own = org.runner(id, "own").await;
+        assert_eq!(own.take_job().await, held);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn acquire_mode_offers_first_and_assigns_on_acquire() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_acquire_required(true);
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let queue = org.session(id).await;
+        let runner = org.runner(id, "r1").await;
+        let job_id = emu.enqueue_job(job("build", &["hangar"]));
+        let mut last = 0;
+        let offered = queue.next(&mut last).await;
+        let available = &offered.jobs[0];
+        assert_eq!(available["messageType"], "JobAvailable");
+        let request_id = available["runnerRequestId"].as_u64().unwrap();
+        assert!(
+            available["acquireJobUrl"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/runnerscalesets/{id}/acquirejobs"))
+        );
+        assert_eq!(offered.statistics["totalAvailableJobs"], 1);
+        assert_eq!(offered.statistics["totalAssignedJobs"], 0);
+        // Not assigned yet: the runner gets nothing.
+        assert_eq!(runner.poll(1).await.status, StatusCode::NO_CONTENT);
+
+        // Acquire with the queue token (the admin token is not it).
+        let url = format!(
+            "{}{}",
+            org.url,
+            versioned(&format!("{SCALE_SETS}/{id}/acquirejobs"))
+        );
+        let with_admin = send(
+            Method::POST,
+            &url,
+            Some(format!("Bearer {}", org.token)),
+            Some(json!([request_id])),
+            &[],
+        )
+        .await;
+        assert_eq!(with_admin.status, StatusCode::UNAUTHORIZED);
+        let acquired = send(
+            Method::POST,
+            &url,
+            Some(format!("Bearer {}", queue.token)),
+            Some(json!([request_id, 424242])),
+            &[],
+        )
+        .await;
+        assert_eq!(acquired.status, StatusCode::OK, "{:?}", acquired.json);
+        assert_eq!(acquired.json, json!({"count": 1, "value": [request_id]}));
+        let assigned = queue.until(&mut last, "JobAssigned", job_id).await;
+        assert_eq!(assigned.last().unwrap()["runnerRequestId"], request_id);
+        let stats = emu.scale_set_statistics(id).unwrap();
+        assert_eq!(
+            (
+                stats.total_available_jobs,
+                stats.total_acquired_jobs,
+                stats.total_assigned_jobs
+            ),
+            (0, 1, 1)
+        );
+        assert_eq!(runner.take_job().await, job_id);
+        let stats = emu.scale_set_statistics(id).unwrap();
+        assert_eq!(
+            (stats.total_acquired_jobs, stats.total_running_jobs),
+            (0, 1)
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn agents_by_id_and_name_and_busy_ones_are_not_removed() {
+    within(async {
+        let emu = seed().await;
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let busy = org.runner(id, "busy-1").await;
+        let idle = org.jit(id, "idle-1").await;
+        let idle_id = id_of(&idle.json["runner"]);
+
+        let got = org
+            .admin(Method::GET, &format!("{AGENTS}/{}", busy.id), None)
+            .await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(got.json["name"], "busy-1");
+        assert_eq!(got.json["runnerScaleSetId"], id);
+        let named = org
+            .admin(Method::GET, &format!("{AGENTS}?agentName=IDLE-1"), None)
+            .await;
+        assert_eq!(named.json["count"], 1);
+        assert_eq!(id_of(&named.json["value"][0]), idle_id);
+        let nobody = org
+            .admin(Method::GET, &format!("{AGENTS}?agentName=nobody"), None)
+            .await;
+        assert_eq!(nobody.json, json!({"count": 0, "value": []}));
+
+        let job_id = emu.enqueue_job(job("long", &["hangar"]));
+        assert_eq!(busy.take_job().await, job_id);
+        let refused = org
+            .admin(Method::DELETE, &format!("{AGENTS}/{}", busy.id), None)
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(
+            refused.json["typeName"]
+                .as_str()
+                .unwrap()
+                .contains("JobStillRunningException")
+        );
+        assert!(emu.runner(busy.id).is_some());
+        assert_eq!(emu.job(job_id).unwrap().status, JobStatus::InProgress);
+
+        let removed = org
+            .admin(Method::DELETE, &format!("{AGENTS}/{idle_id}"), None)
+            .await;
+        assert_eq!(removed.status, StatusCode::NO_CONTENT);
+        assert_eq!(emu.runner(idle_id), None);
+        let unknown = org
+            .admin(Method::DELETE, &format!("{AGENTS}/{idle_id}"), None)
+            .await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        assert!(
+            unknown.json["typeName"]
+                .as_str()
+                .unwrap()
+                .contains("AgentNotFoundException")
+        );
+        let unknown = org
+            .admin(Method::GET, &format!("{AGENTS}/{idle_id}"), None)
+            .await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    })
+    .await
+}
