@@ -53,7 +53,7 @@ pub struct Observed {
 pub struct Allowance {
     /// Launches the GitHub budget allows now; `None` = no limit.
     pub launches: Option<u32>,
-    /// Why launches are limited (shown in status when it bites).
+    /// What limits launches (shown in status when it bites).
     pub reason: Option<String>,
 }
 
@@ -471,7 +471,9 @@ mod tests {
     #[test]
     fn desired_follows_assigned_jobs_within_min_idle_and_max() {
         // (min_idle, max, assigned, running idle runners) -> (desired, launches, scale-ins)
-        let table: &[(u32, u32, Option<u32>, u64, u32, u32, usize)] = &[
+        /// (min_idle, max, assigned, idle runners, desired, launches, scale-ins)
+        type Case = (u32, u32, Option<u32>, u64, u32, u32, usize);
+        let table: &[Case] = &[
             (0, 10, Some(3), 0, 3, 3, 0), // scale up from zero
             (0, 5, Some(20), 0, 5, 5, 0), // capped at max
             (0, 5, Some(20), 2, 5, 3, 0), // capped, counting what runs
@@ -522,7 +524,11 @@ mod tests {
             "capacity 4, desired 2: the two oldest idle online runners go, never the pending one"
         );
         let plan = run(&limits(0, 10), &observed(Some(0), &pairs));
-        assert_eq!(retired(&plan).len(), 3, "even with no demand, the pending one stays");
+        assert_eq!(
+            retired(&plan).len(),
+            3,
+            "even with no demand, the pending one stays"
+        );
     }
 
     #[test]

@@ -1,0 +1,824 @@
+//! One pool's reconcile loop: observe -> [`plan`] -> act, level-triggered. A pass runs when the
+//! scale-set listener or the webhook receiver nudges it, and at least every resync interval
+//! whatever happens, so a lost message or webhook delays a job by one interval at most.
+//!
+//! Observation is all or nothing: if GitHub's runners or the backend's tasks cannot be read, the
+//! pass decides nothing (a partial view would make live runners look like ghosts). Actions are
+//! idempotent: launching names every runner afresh, retiring tolerates a runner that is already
+//! gone, stopping tolerates a stopped task.
+//!
+//! Invariants:
+//! - A runner is retired registration first; when GitHub answers that a job is running on it,
+//!   its task is left alone. So a busy runner is never stopped, even when the plan's view was
+//!   a moment old.
+//! - A launch whose task cannot be started removes the registration it created, so a failed
+//!   launch leaves neither a ghost nor a one-shot secret behind.
+//! - Only this module and the listener call GitHub for a pool, through [`PoolGitHub`]; only this
+//!   module calls the backend.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::backend::{Backend, BackendError, LaunchRequest, TaskTags};
+use super::budget::{self, Costs, RateLimitSnapshot};
+use super::config::{PoolConfig, RUNNER_SUFFIX_LEN};
+use super::plan::{self, Action, Memory, Observed, ObservedRunner, PoolStatus, Reason};
+use crate::github::scaleset::AgentRemoval;
+
+/// What a pool's reconciler needs from GitHub, defined by its caller: the real adapter wraps the
+/// REST client and the scale-set service; tests and the benchmark use a simulation.
+pub trait PoolGitHub: Send + Sync + 'static {
+    /// This pool's registrations (the caller filters by the pool's runner names).
+    fn runners(&self) -> impl Future<Output = Result<Vec<ObservedRunner>, String>> + Send;
+
+    /// Creates a runner registration in the pool's scale set and returns its JIT configuration.
+    fn create_runner(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<NewRunner, CreateError>> + Send;
+
+    /// Removes a registration; `StillRunning` when a job runs on it (it is then left alone).
+    fn remove_runner(&self, id: u64) -> impl Future<Output = Result<AgentRemoval, String>> + Send;
+
+    /// GitHub calls made so far through this pool's clients (REST and Actions service).
+    fn calls_made(&self) -> u64;
+
+    /// The latest rate-limit headers of the pool's credential.
+    fn rate_limit(&self) -> Option<RateLimitSnapshot>;
+}
+
+/// A registration just created for a launch.
+pub struct NewRunner {
+    pub id: u64,
+    pub name: String,
+    pub jit_config: SecretString,
+}
+
+/// Why a registration could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The name is taken (a previous attempt got through): try another.
+    #[error("the runner name {0} is in use")]
+    NameInUse(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Where the pool's demand comes from (the listener publishes it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DemandView {
+    /// `statistics.totalAssignedJobs`; `None` until a session is live.
+    pub assigned_jobs: Option<u32>,
+    /// Whether the pool's message session is live, and if not, why.
+    pub session: String,
+}
+
+/// What one pool reports (for `/status`, `hangar status` and metrics). No secrets.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PoolReport {
+    pub pool: String,
+    pub scope: String,
+    pub scale_set: String,
+    pub backend: String,
+    pub session: String,
+    pub status: PoolStatus,
+    pub passes: u64,
+    pub last_pass_at: Option<DateTime<Utc>>,
+    /// Why the last pass could not observe or act, if it could not.
+    pub last_error: Option<String>,
+    /// Why the last launch failed, with its reason label, until a launch succeeds.
+    pub launch_failure: Option<LaunchFailure>,
+    pub launched_total: u64,
+    pub retired_total: u64,
+    pub github_calls: u64,
+    pub budget_left: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct LaunchFailure {
+    pub reason: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Events the reconciler reports as they happen (metrics and logs hang off them).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PoolEvent {
+    Launched {
+        runner_name: String,
+    },
+    LaunchFailed {
+        reason: &'static str,
+    },
+    Removed {
+        runner_name: Option<String>,
+        reason: Reason,
+    },
+    Pass {
+        status: PoolStatus,
+        took: Duration,
+    },
+}
+
+/// Timing knobs of a reconciler.
+#[derive(Clone, Debug)]
+pub struct LoopSettings {
+    pub resync_interval: Duration,
+    /// Nudges that arrive within this window share one pass.
+    pub debounce: Duration,
+    /// Launches in flight at once (each: one GitHub call, then the backend).
+    pub launch_concurrency: usize,
+    pub budget_share: f64,
+}
+
+impl Default for LoopSettings {
+    fn default() -> Self {
+        LoopSettings {
+            resync_interval: Duration::from_secs(30),
+            debounce: Duration::from_millis(20),
+            launch_concurrency: 8,
+            budget_share: 1.0,
+        }
+    }
+}
+
+/// The first wait after a launch failure, doubled per consecutive failure up to the cap.
+const BACKOFF_START: Duration = Duration::from_secs(2);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// A configuration problem will not fix itself within seconds.
+const CONFIG_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How long to hold launches after `failures` consecutive failures of this kind; `jitter` in
+/// [0, 1) spreads pools that failed together.
+pub fn launch_backoff(error: &BackendError, failures: u32, jitter: f64) -> Duration {
+    let base = match error {
+        BackendError::Config(_) => CONFIG_BACKOFF,
+        _ => BACKOFF_START,
+    };
+    let exp = failures.saturating_sub(1).min(16);
+    let wait = base.saturating_mul(1u32 << exp).min(BACKOFF_CAP);
+    // Up to +50%, so the cap is reached later by some pools than others.
+    wait.mul_f64(1.0 + jitter.clamp(0.0, 1.0) * 0.5)
+}
+
+/// A fresh runner name for a pool: its prefix and random lowercase letters and digits.
+pub fn runner_name(pool: &PoolConfig) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let suffix: String = (0..RUNNER_SUFFIX_LEN)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{}{suffix}", pool.runner_prefix())
+}
+
+/// One pool's reconciler.
+pub struct Reconciler<G: PoolGitHub, B: Backend> {
+    pool: PoolConfig,
+    github: Arc<G>,
+    backend: Arc<B>,
+    settings: LoopSettings,
+    memory: Memory,
+    consecutive_launch_failures: u32,
+    report: PoolReport,
+    calls_at_start: u64,
+    events: Option<tokio::sync::mpsc::UnboundedSender<(String, PoolEvent)>>,
+}
+
+impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
+    pub fn new(pool: PoolConfig, github: Arc<G>, backend: Arc<B>, settings: LoopSettings) -> Self {
+        let report = PoolReport {
+            pool: pool.name.clone(),
+            scope: match &pool.scope {
+                crate::github::Scope::Repo { owner, repo } => format!("{owner}/{repo}"),
+                crate::github::Scope::Org { org } => org.clone(),
+            },
+            scale_set: pool.scale_set.clone(),
+            backend: backend.kind().to_string(),
+            ..PoolReport::default()
+        };
+        let calls_at_start = github.calls_made();
+        Reconciler {
+            pool,
+            github,
+            backend,
+            settings,
+            memory: Memory::default(),
+            consecutive_launch_failures: 0,
+            report,
+            calls_at_start,
+            events: None,
+        }
+    }
+
+    /// Sends every [`PoolEvent`] to `events` (tagged with the pool name).
+    pub fn with_events(
+        mut self,
+        events: tokio::sync::mpsc::UnboundedSender<(String, PoolEvent)>,
+    ) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    pub fn report(&self) -> &PoolReport {
+        &self.report
+    }
+
+    fn emit(&self, event: PoolEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send((self.pool.name.clone(), event));
+        }
+    }
+
+    /// Runs passes until `cancel`: on every nudge (after the debounce) and every resync
+    /// interval. Publishes the report after each pass. Never stops runners on the way out: they
+    /// finish their jobs, and the next controller adopts them by their tags.
+    pub async fn run(
+        mut self,
+        demand: watch::Receiver<DemandView>,
+        nudge: Arc<Notify>,
+        reports: watch::Sender<PoolReport>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let view = demand.borrow().clone();
+            let stretch = self.pass(&view, Utc::now()).await;
+            let _ = reports.send(self.report.clone());
+            let next_wait = stretch.unwrap_or(self.settings.resync_interval).max(
+                // A pass that could not observe tries again sooner than a full interval.
+                if self.report.last_error.is_some() {
+                    Duration::from_secs(1).min(self.settings.resync_interval)
+                } else {
+                    Duration::ZERO
+                },
+            );
+            let woke_by_nudge = tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = nudge.notified() => true,
+                _ = tokio::time::sleep(next_wait) => false,
+            };
+            if woke_by_nudge && !self.settings.debounce.is_zero() {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(self.settings.debounce) => {}
+                }
+            }
+        }
+    }
+
+    /// One pass: observe, decide, act. Returns a stretched resync interval when the GitHub
+    /// budget asks for fewer passes.
+    pub async fn pass(&mut self, demand: &DemandView, now: DateTime<Utc>) -> Option<Duration> {
+        let started = Instant::now();
+        self.report.passes += 1;
+        self.report.last_pass_at = Some(now);
+        self.report.session = demand.session.clone();
+        let observed = match self.observe(demand).await {
+            Ok(observed) => observed,
+            Err(e) => {
+                tracing::warn!(pool = %self.pool.name, error = %e, "observation failed; nothing decided this pass");
+                self.report.last_error = Some(e);
+                return None;
+            }
+        };
+        self.report.last_error = None;
+        let calls = self.github.calls_made().saturating_sub(self.calls_at_start);
+        let costs = Costs {
+            per_launch: if self.report.launched_total == 0 {
+                // Until measured: one JIT call plus the registration's share of a listing.
+                2.0
+            } else {
+                (calls as f64 / self.report.launched_total as f64).clamp(1.0, 20.0)
+            },
+            per_pass: 1.0,
+            resync_interval: self.settings.resync_interval,
+        };
+        let verdict = budget::decide(
+            self.settings.budget_share,
+            self.github.rate_limit().as_ref(),
+            &costs,
+            now,
+        );
+        self.report.budget_left = (verdict.left != u64::MAX).then_some(verdict.left);
+        let plan = plan::plan(
+            &self.pool.limits,
+            &observed,
+            &self.memory,
+            &verdict.allowance,
+            now,
+        );
+        tracing::info!(
+            pool = %self.pool.name,
+            assigned = ?observed.assigned_jobs,
+            registered = plan.status.registered,
+            busy = plan.status.busy,
+            idle = plan.status.idle,
+            pending = plan.status.pending,
+            capacity = plan.status.capacity,
+            desired = plan.status.desired,
+            tasks = observed.tasks.len(),
+            actions = plan.actions.len(),
+            launch_held = plan.status.launch_held.as_deref().unwrap_or(""),
+            "reconcile"
+        );
+        self.memory = plan.memory;
+        self.report.status = plan.status;
+        for action in plan.actions {
+            self.act(action, now).await;
+        }
+        self.report.github_calls = self.github.calls_made();
+        self.emit(PoolEvent::Pass {
+            status: self.report.status.clone(),
+            took: started.elapsed(),
+        });
+        verdict.stretch_pass
+    }
+
+    async fn observe(&self, demand: &DemandView) -> Result<Observed, String> {
+        let (runners, tasks, handoffs) = tokio::join!(
+            self.github.runners(),
+            self.backend.list(&self.pool.name),
+            self.backend.list_handoffs(&self.pool.name),
+        );
+        let runners = runners.map_err(|e| format!("listing the pool's runners on GitHub: {e}"))?;
+        let tasks = tasks.map_err(|e| format!("listing the pool's tasks: {e}"))?;
+        let handoffs = handoffs.map_err(|e| format!("listing one-shot secrets: {e}"))?;
+        Ok(Observed {
+            assigned_jobs: demand.assigned_jobs,
+            runners: runners
+                .into_iter()
+                .filter(|r| self.pool.owns_runner_name(&r.name))
+                .collect(),
+            tasks,
+            handoffs,
+        })
+    }
+
+    async fn act(&mut self, action: Action, now: DateTime<Utc>) {
+        match action {
+            Action::Launch { count } => self.launch(count, now).await,
+            Action::Retire {
+                runner_id,
+                runner_name,
+                task_id,
+                reason,
+            } => match self.github.remove_runner(runner_id).await {
+                Ok(AgentRemoval::StillRunning) => tracing::info!(
+                    pool = %self.pool.name, runner = %runner_name, reason = reason.as_str(),
+                    "left alone: GitHub says a job is running on it"
+                ),
+                Ok(removal) => {
+                    tracing::info!(
+                        pool = %self.pool.name, runner = %runner_name, runner_id,
+                        task = task_id.as_deref().unwrap_or("-"), reason = reason.as_str(),
+                        registration = ?removal, "runner retired"
+                    );
+                    if let Some(task) = &task_id
+                        && let Err(e) = self.backend.stop(task, reason.as_str()).await
+                    {
+                        tracing::warn!(pool = %self.pool.name, task = %task, error = %e, "stopping the task failed; the next pass retries");
+                    }
+                    self.report.retired_total += 1;
+                    self.emit(PoolEvent::Removed {
+                        runner_name: Some(runner_name),
+                        reason,
+                    });
+                }
+                Err(e) => tracing::warn!(
+                    pool = %self.pool.name, runner = %runner_name, reason = reason.as_str(), error = %e,
+                    "removing the registration failed; the task keeps running and the next pass retries"
+                ),
+            },
+            Action::StopTask { task_id, reason } => {
+                match self.backend.stop(&task_id, reason.as_str()).await {
+                    Ok(()) => {
+                        tracing::info!(pool = %self.pool.name, task = %task_id, reason = reason.as_str(), "task stopped");
+                        self.report.retired_total += 1;
+                        self.emit(PoolEvent::Removed {
+                            runner_name: None,
+                            reason,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(pool = %self.pool.name, task = %task_id, error = %e, "stopping the task failed")
+                    }
+                }
+            }
+            Action::DeleteHandoff { name, reason } => {
+                match self.backend.delete_handoff(&name).await {
+                    Ok(()) => {
+                        tracing::info!(pool = %self.pool.name, secret = %name, reason = reason.as_str(), "leftover one-shot secret deleted");
+                        self.emit(PoolEvent::Removed {
+                            runner_name: None,
+                            reason,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(pool = %self.pool.name, secret = %name, error = %e, "deleting a one-shot secret failed")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn launch(&mut self, count: u32, now: DateTime<Utc>) {
+        let mut set = tokio::task::JoinSet::new();
+        let gate = Arc::new(tokio::sync::Semaphore::new(
+            self.settings.launch_concurrency.max(1),
+        ));
+        let stop = CancellationToken::new();
+        for _ in 0..count {
+            let (github, backend, gate, stop) = (
+                self.github.clone(),
+                self.backend.clone(),
+                gate.clone(),
+                stop.clone(),
+            );
+            let pool = self.pool.clone();
+            set.spawn(async move {
+                let _permit = gate.acquire_owned().await.ok()?;
+                // After the backend says no, the launches still waiting do not try.
+                if stop.is_cancelled() {
+                    return None;
+                }
+                let outcome = launch_one(&pool, &*github, &*backend).await;
+                if matches!(outcome, Err(LaunchError::Backend(_))) {
+                    stop.cancel();
+                }
+                Some(outcome)
+            });
+        }
+        let mut first_backend_error = None;
+        let mut succeeded = false;
+        let failure_before = self.report.launch_failure.take();
+        while let Some(joined) = set.join_next().await {
+            let Ok(Some(outcome)) = joined else { continue };
+            match outcome {
+                Ok(name) => {
+                    self.report.launched_total += 1;
+                    succeeded = true;
+                    self.emit(PoolEvent::Launched { runner_name: name });
+                }
+                Err(LaunchError::GitHub(message)) => {
+                    tracing::warn!(pool = %self.pool.name, error = %message, "creating a runner registration failed; the next pass retries");
+                    self.note_launch_failure("github", message, now);
+                }
+                Err(LaunchError::Backend(error)) => {
+                    self.note_launch_failure(error.reason(), error.to_string(), now);
+                    first_backend_error.get_or_insert(error);
+                }
+            }
+        }
+        // A pass with any failure reports it; one where every launch worked clears the last.
+        if self.report.launch_failure.is_none() && !succeeded {
+            self.report.launch_failure = failure_before;
+        }
+        if succeeded && first_backend_error.is_none() {
+            self.consecutive_launch_failures = 0;
+        }
+        if let Some(error) = first_backend_error {
+            self.consecutive_launch_failures += 1;
+            let wait = launch_backoff(
+                &error,
+                self.consecutive_launch_failures,
+                rand::random::<f64>(),
+            );
+            let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
+            tracing::warn!(
+                pool = %self.pool.name, reason = error.reason(), error = %error,
+                retry_in_ms = wait.as_millis() as u64, "the backend cannot launch runners; holding launches"
+            );
+            self.memory.launch_blocked = Some((until, format!("cannot launch: {error}")));
+        }
+    }
+
+    fn note_launch_failure(&mut self, reason: &'static str, message: String, now: DateTime<Utc>) {
+        self.report.launch_failure = Some(LaunchFailure {
+            reason: reason.to_string(),
+            message,
+            at: now,
+        });
+        self.emit(PoolEvent::LaunchFailed { reason });
+    }
+}
+
+enum LaunchError {
+    GitHub(String),
+    Backend(BackendError),
+}
+
+/// One runner: a registration with its JIT configuration, then a task. A task that cannot start
+/// takes its registration with it.
+async fn launch_one<G: PoolGitHub, B: Backend>(
+    pool: &PoolConfig,
+    github: &G,
+    backend: &B,
+) -> Result<String, LaunchError> {
+    let mut attempts = 0;
+    let runner = loop {
+        attempts += 1;
+        match github.create_runner(&runner_name(pool)).await {
+            Ok(runner) => break runner,
+            Err(CreateError::NameInUse(_)) if attempts < 3 => continue,
+            Err(e) => return Err(LaunchError::GitHub(e.to_string())),
+        }
+    };
+    let tags = TaskTags {
+        pool: pool.name.clone(),
+        runner_name: runner.name.clone(),
+        runner_id: runner.id,
+    };
+    match backend
+        .launch(LaunchRequest {
+            tags,
+            jit_config: runner.jit_config,
+        })
+        .await
+    {
+        Ok(task) => {
+            tracing::info!(pool = %pool.name, runner = %runner.name, runner_id = runner.id, task = %task.id, "runner launched");
+            Ok(runner.name)
+        }
+        Err(error) => {
+            if let Err(e) = github.remove_runner(runner.id).await {
+                // The reaper removes it as a ghost after the grace period.
+                tracing::warn!(pool = %pool.name, runner = %runner.name, error = %e, "could not remove the registration of a failed launch");
+            }
+            Err(LaunchError::Backend(error))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_bounded_jitter() {
+        let cap = BackendError::Capacity("x".into());
+        assert_eq!(launch_backoff(&cap, 1, 0.0), Duration::from_secs(2));
+        assert_eq!(launch_backoff(&cap, 2, 0.0), Duration::from_secs(4));
+        assert_eq!(launch_backoff(&cap, 4, 0.0), Duration::from_secs(16));
+        assert_eq!(launch_backoff(&cap, 30, 0.0), BACKOFF_CAP);
+        assert_eq!(
+            launch_backoff(&cap, 1, 0.999),
+            Duration::from_secs(2).mul_f64(1.4995)
+        );
+        let config = BackendError::Config("no such task definition".into());
+        assert_eq!(launch_backoff(&config, 1, 0.0), CONFIG_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod sim_tests {
+    use super::*;
+    use crate::controller::backend::TaskState;
+    use crate::controller::backend::fake::FakeBackend;
+    use crate::controller::config::ControllerConfig;
+    use crate::controller::sim::{SimGitHub, SimWorld};
+
+    fn pool(min_idle: u32, max: u32) -> PoolConfig {
+        let text = format!(
+            "[[pool]]\nname = \"p\"\nrepository = \"o/r\"\nmin_idle = {min_idle}\nmax = {max}\n[pool.local]\nwork_root = \"/unused\"\n"
+        );
+        ControllerConfig::parse(&text, "test")
+            .unwrap()
+            .pools
+            .remove(0)
+    }
+
+    fn reconciler(world: &SimWorld, min_idle: u32, max: u32) -> Reconciler<SimGitHub, FakeBackend> {
+        Reconciler::new(
+            pool(min_idle, max),
+            Arc::new(world.github.clone()),
+            Arc::new(world.backend.clone()),
+            LoopSettings::default(),
+        )
+    }
+
+    fn demand(world: &SimWorld) -> DemandView {
+        DemandView {
+            assigned_jobs: Some(world.github.assigned()),
+            session: "live".into(),
+        }
+    }
+
+    fn live_tasks(world: &SimWorld) -> usize {
+        world
+            .backend
+            .tasks()
+            .iter()
+            .filter(|t| matches!(t.state, TaskState::Pending | TaskState::Running))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_burst_scales_up_runs_every_job_and_scales_back_to_zero() {
+        let world = SimWorld::new();
+        let mut r = reconciler(&world, 0, 10);
+        world.github.queue_jobs(25);
+        let mut passes = 0;
+        while world.github.completed() < 25 {
+            r.pass(&demand(&world), Utc::now()).await;
+            assert!(live_tasks(&world) <= 10, "never more than max");
+            world.step(true);
+            world.backend.tasks(); // state is read by the next pass
+            world.check_no_busy_task_stopped().unwrap();
+            passes += 1;
+            assert!(passes < 20, "25 jobs through 10 runners take 3 rounds");
+        }
+        r.pass(&demand(&world), Utc::now()).await;
+        assert_eq!(live_tasks(&world), 0);
+        assert_eq!(world.github.registrations(), 0, "no ghost");
+        assert!(world.backend.handoffs().is_empty(), "no leftover secret");
+        assert_eq!(r.report().launched_total, 25);
+    }
+
+    #[tokio::test]
+    async fn the_idle_floor_is_kept_and_surplus_idle_runners_are_retired_registration_first() {
+        let world = SimWorld::new();
+        let mut r = reconciler(&world, 2, 10);
+        r.pass(&demand(&world), Utc::now()).await;
+        world.step(false);
+        assert_eq!(live_tasks(&world), 2);
+        // Three jobs arrive: two idle runners take two, one more is launched for the third.
+        world.github.queue_jobs(3);
+        world.step(false);
+        r.pass(&demand(&world), Utc::now()).await;
+        assert_eq!(live_tasks(&world), 5, "min_idle 2 + 3 assigned");
+        world.step(false);
+        world.step(true);
+        // The jobs are done: three runners left, the floor is 2, so 1 idle runner goes, and
+        // it is retired registration first.
+        r.pass(&demand(&world), Utc::now()).await;
+        assert_eq!(live_tasks(&world), 2);
+        assert_eq!(world.github.registrations(), 2);
+        assert!(
+            world
+                .backend
+                .stops()
+                .iter()
+                .all(|(_, why)| why == "scale_in")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_runner_that_takes_a_job_while_being_retired_is_left_alone() {
+        let world = SimWorld::new();
+        let mut r = reconciler(&world, 1, 10);
+        r.pass(&demand(&world), Utc::now()).await;
+        world.step(false);
+        let runner = world.backend.tasks()[0].tags.clone();
+        // The pool shrinks to zero idle, but a job lands on the runner as it is removed.
+        let mut r0 = reconciler(&world, 0, 10);
+        world.github.queue_jobs(1);
+        world.github.busy_on_removal(runner.runner_id);
+        let stale = DemandView {
+            assigned_jobs: Some(0),
+            session: "live".into(),
+        };
+        r0.pass(&stale, Utc::now()).await;
+        assert!(world.backend.stops().is_empty(), "its task was not stopped");
+        assert!(world.github.runner_id(&runner.runner_name).is_some());
+        world.check_no_busy_task_stopped().unwrap();
+        drop(r);
+    }
+
+    #[tokio::test]
+    async fn capacity_errors_hold_launches_and_leave_no_ghost_or_secret() {
+        let world = SimWorld::new();
+        let mut r = reconciler(&world, 0, 10);
+        world.github.queue_jobs(4);
+        world
+            .backend
+            .fail_next_launches([BackendError::Capacity("RESOURCE:FARGATE".into())]);
+        let now = Utc::now();
+        r.pass(&demand(&world), now).await;
+        let failure = r.report().launch_failure.clone().expect("reported");
+        assert_eq!(failure.reason, "capacity");
+        assert!(world.backend.handoffs().is_empty());
+        // The launches that did get through stay; the failed one's registration is gone.
+        assert_eq!(world.github.registrations(), live_tasks(&world));
+        // Held: the next pass (1 s later) launches nothing.
+        let launched = world.backend.launches();
+        r.pass(&demand(&world), now + chrono::Duration::seconds(1))
+            .await;
+        assert_eq!(world.backend.launches(), launched);
+        assert!(r.report().status.launch_held.is_some());
+        // After the back-off, demand is met and nothing was lost.
+        r.pass(&demand(&world), now + chrono::Duration::seconds(10))
+            .await;
+        assert_eq!(live_tasks(&world), 4);
+        assert!(r.report().launch_failure.is_none(), "cleared by a success");
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_cannot_observe_decides_nothing() {
+        let world = SimWorld::new();
+        let mut r = reconciler(&world, 0, 10);
+        world.github.queue_jobs(2);
+        world.github.fail_next_lists(1);
+        r.pass(&demand(&world), Utc::now()).await;
+        assert_eq!(world.backend.launches(), 0);
+        assert!(r.report().last_error.as_deref().unwrap().contains("502"));
+        world
+            .backend
+            .fail_next_lists([BackendError::Unavailable("connection reset".into())]);
+        r.pass(&demand(&world), Utc::now()).await;
+        assert_eq!(world.backend.launches(), 0);
+        r.pass(&demand(&world), Utc::now()).await;
+        assert_eq!(world.backend.launches(), 2);
+        assert!(r.report().last_error.is_none());
+    }
+
+    #[tokio::test]
+    async fn github_failures_to_register_delay_but_lose_nothing() {
+        let world = SimWorld::new();
+        let mut r = reconciler(&world, 0, 10);
+        world.github.queue_jobs(3);
+        world.github.fail_next_creates(2);
+        r.pass(&demand(&world), Utc::now()).await;
+        assert_eq!(live_tasks(&world), 1);
+        assert_eq!(r.report().launch_failure.as_ref().unwrap().reason, "github");
+        r.pass(&demand(&world), Utc::now()).await;
+        assert_eq!(live_tasks(&world), 3);
+    }
+
+    #[tokio::test]
+    async fn the_budget_limits_launches_and_says_so() {
+        let world = SimWorld::new();
+        let mut r = reconciler(&world, 0, 50);
+        world.github.queue_jobs(40);
+        let now = Utc::now();
+        // 100 left of a 5000 share; 60 passes of 1 call reserved; 2 calls per launch -> 20.
+        world.github.set_rate_limit(Some(RateLimitSnapshot {
+            limit: 5000,
+            remaining: 100,
+            reset_at: now + chrono::Duration::seconds(1800),
+        }));
+        r.pass(&demand(&world), now).await;
+        assert_eq!(world.backend.launches(), 20);
+        let held = r.report().status.launch_held.clone().unwrap();
+        assert!(held.contains("GitHub budget"), "{held}");
+    }
+
+    #[tokio::test]
+    async fn run_passes_on_nudges_and_on_the_resync_timer_and_stops_on_cancel() {
+        let world = SimWorld::new();
+        let r = Reconciler::new(
+            pool(0, 10),
+            Arc::new(world.github.clone()),
+            Arc::new(world.backend.clone()),
+            LoopSettings {
+                resync_interval: Duration::from_millis(200),
+                ..LoopSettings::default()
+            },
+        );
+        let (demand_tx, demand_rx) = watch::channel(DemandView::default());
+        let (report_tx, mut report_rx) = watch::channel(PoolReport::default());
+        let nudge = Arc::new(Notify::new());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(r.run(demand_rx, nudge.clone(), report_tx, cancel.clone()));
+        let wait_for = |n: u64| {
+            let mut rx = report_rx.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|r| r.passes >= n))
+                    .await
+                    .expect("a pass within 5 s")
+                    .unwrap()
+                    .clone()
+            }
+        };
+        wait_for(1).await;
+        world.github.queue_jobs(2);
+        demand_tx
+            .send(DemandView {
+                assigned_jobs: Some(2),
+                session: "live".into(),
+            })
+            .unwrap();
+        nudge.notify_one();
+        let report = wait_for(2).await;
+        assert_eq!(report.status.desired, 2);
+        // No nudge: the resync timer alone runs the next pass.
+        wait_for(4).await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops on cancel")
+            .unwrap();
+        assert_eq!(
+            live_tasks(&world),
+            2,
+            "runners are left running on shutdown"
+        );
+        let _ = report_rx.borrow_and_update();
+    }
+}
