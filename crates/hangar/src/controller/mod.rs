@@ -4,9 +4,12 @@
 //! an executor acts idempotently. Being written (issue 5).
 
 pub mod backend;
+pub mod budget;
 pub mod config;
 pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod plan;
+pub mod reconcile;
+pub mod sim;
 pub mod webhook;
