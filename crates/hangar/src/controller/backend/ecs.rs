@@ -1,1 +1,1526 @@
-//! TODO
+//! The ECS backend: one runner is one `RunTask` task. Its JIT configuration is handed over as a
+//! one-shot SSM SecureString `{parameter_prefix}/{pool}/{runner name}` that `hangar agent` reads
+//! and deletes (`RUNNER_JIT_CONFIG_PARAMETER`); tasks are found again by their Hangar tags,
+//! narrowed by a `startedBy` value derived from the pool. Every AWS refusal is sorted into a
+//! [`BackendError`] whose message says what AWS said and, for configuration problems, which
+//! launch setting to fix.
+//!
+//! Invariants:
+//! - The JIT value goes to exactly one place, `ssm:PutParameter`'s value; RunTask overrides carry
+//!   only the parameter's name and the runner's name, and no error or log line holds the value.
+//! - A parameter is never overwritten: an existing one is somebody's handoff (a name clash is an
+//!   error, and that parameter is left alone).
+//! - When RunTask fails after the parameter was written, the parameter is deleted before the
+//!   error is returned (if even that delete fails, the error says so and the reaper's
+//!   [`Backend::list_handoffs`] finds it).
+//! - A launch costs one SSM write (plus one delete when it fails), well inside SSM's default
+//!   40 transactions per second.
+//! - Tasks without all three Hangar tags, or tagged for another pool, are never reported.
+
+use std::collections::HashSet;
+
+use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
+    DesiredStatus, KeyValuePair, LaunchType, NetworkConfiguration, Tag, TaskField, TaskOverride,
+};
+use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier, ParameterType};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{
+    Backend, BackendError, Handoff, LaunchRequest, TAG_POOL, TAG_RUNNER_ID, TAG_RUNNER_NAME, Task,
+    TaskState, TaskTags,
+};
+use crate::controller::config::EcsLaunch;
+
+/// The variable that gives the task its one-shot parameter's name (read by `hangar agent`).
+pub const ENV_JIT_CONFIG_PARAMETER: &str = "RUNNER_JIT_CONFIG_PARAMETER";
+/// The variable that gives the task its runner's name.
+pub const ENV_RUNNER_NAME: &str = "RUNNER_NAME";
+
+/// ECS limits: StopTask's `reason`, RunTask's `startedBy`, DescribeTasks' `tasks`.
+const STOP_REASON_MAX_CHARS: usize = 255;
+const STARTED_BY_MAX_CHARS: usize = 36;
+const DESCRIBE_TASKS_BATCH: usize = 100;
+/// SSM limits: value size per tier, name length (with the ARN), hierarchy depth, page size.
+const STANDARD_TIER_MAX_BYTES: usize = 4096;
+const ADVANCED_TIER_MAX_BYTES: usize = 8192;
+const PARAMETER_NAME_MAX: usize = 1011;
+const PARAMETER_DEPTH_MAX: usize = 15;
+const DESCRIBE_PARAMETERS_PAGE: i32 = 50;
+
+/// Launches, lists and stops one pool's runner tasks on ECS.
+#[derive(Clone, Debug)]
+pub struct EcsBackend {
+    ecs: aws_sdk_ecs::Client,
+    ssm: aws_sdk_ssm::Client,
+    launch: EcsLaunch,
+    region: String,
+}
+
+impl EcsBackend {
+    pub fn new(sdk: &aws_config::SdkConfig, launch: EcsLaunch) -> EcsBackend {
+        EcsBackend::with_clients(
+            aws_sdk_ecs::Client::new(sdk),
+            aws_sdk_ssm::Client::new(sdk),
+            launch,
+        )
+    }
+
+    /// With clients built elsewhere (e.g. with interceptors, or another SSM region).
+    pub fn with_clients(
+        ecs: aws_sdk_ecs::Client,
+        ssm: aws_sdk_ssm::Client,
+        launch: EcsLaunch,
+    ) -> EcsBackend {
+        let region = ecs
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| crate::credentials::ssm::DEFAULT_REGION.to_string());
+        EcsBackend {
+            ecs,
+            ssm,
+            launch,
+            region,
+        }
+    }
+
+    pub fn launch_settings(&self) -> &EcsLaunch {
+        &self.launch
+    }
+
+    /// Checks the launch settings against ECS before any launch: the cluster exists and is
+    /// active, the task definition exists, is active, has the container, fits the launch type
+    /// and the network settings. Two ECS calls; changes nothing.
+    pub async fn check(&self) -> Result<(), BackendError> {
+        let placement = placement(&self.launch)?;
+        handoff_name(&self.launch.parameter_prefix, "pool", "runner")?;
+        let launch = &self.launch;
+
+        let clusters = self
+            .ecs
+            .describe_clusters()
+            .clusters(&launch.cluster)
+            .send()
+            .await
+            .map_err(|e| ecs_error("ecs:DescribeClusters", refusal(&e), launch, &self.region))?;
+        match clusters.clusters().first() {
+            Some(c) if c.status() == Some("ACTIVE") => {}
+            Some(c) => {
+                return Err(BackendError::Config(format!(
+                    "ECS cluster {:?} is {} in region {}. Fix: set `cluster` to an ACTIVE cluster",
+                    launch.cluster,
+                    c.status().unwrap_or("not active"),
+                    self.region
+                )));
+            }
+            None => return Err(cluster_missing(launch, &self.region)),
+        }
+
+        let described = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(&launch.task_definition)
+            .send()
+            .await
+            .map_err(|e| {
+                ecs_error(
+                    "ecs:DescribeTaskDefinition",
+                    refusal(&e),
+                    launch,
+                    &self.region,
+                )
+            })?;
+        let Some(definition) = described.task_definition() else {
+            return Err(task_definition_error(
+                launch,
+                &self.region,
+                "ECS described no task definition",
+            ));
+        };
+        if let Some(status) = definition.status().map(|s| s.as_str())
+            && status != "ACTIVE"
+        {
+            return Err(task_definition_error(
+                launch,
+                &self.region,
+                &format!("the task definition is {status}"),
+            ));
+        }
+        let containers: Vec<&str> = definition
+            .container_definitions()
+            .iter()
+            .filter_map(|c| c.name())
+            .collect();
+        if !containers.contains(&launch.container_name.as_str()) {
+            return Err(BackendError::Config(format!(
+                "task definition {:?} has no container named {:?} (it has {}). Fix: set `container_name` \
+                 to the container that runs `hangar agent`",
+                launch.task_definition,
+                launch.container_name,
+                containers.join(", ")
+            )));
+        }
+        let awsvpc = definition.network_mode().map(|m| m.as_str()) == Some("awsvpc");
+        if awsvpc && launch.subnets.is_empty() {
+            return Err(BackendError::Config(format!(
+                "task definition {:?} uses awsvpc networking but the pool names no subnets. Fix: set \
+                 `subnets` (and `security_groups`)",
+                launch.task_definition
+            )));
+        }
+        if !awsvpc && !launch.subnets.is_empty() {
+            return Err(BackendError::Config(format!(
+                "task definition {:?} does not use awsvpc networking, so ECS refuses subnets. Fix: \
+                 remove `subnets` and `security_groups`, or register the task definition with \
+                 networkMode awsvpc",
+                launch.task_definition
+            )));
+        }
+        let needs = placement.compatibility();
+        let offers: Vec<&str> = definition
+            .compatibilities()
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
+        if let Some(needs) = needs
+            && !offers.is_empty()
+            && !offers.contains(&needs)
+        {
+            return Err(BackendError::Config(format!(
+                "task definition {:?} is compatible with {} but the pool launches on {needs}. Fix: set \
+                 `launch_type`/`capacity_provider` to match, or add {needs} to the task definition's \
+                 requiresCompatibilities",
+                launch.task_definition,
+                offers.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes the one-shot parameter; never overwrites.
+    async fn put_handoff(
+        &self,
+        name: &str,
+        jit_config: &SecretString,
+        tier: ParameterTier,
+        tags: &TaskTags,
+    ) -> Result<(), BackendError> {
+        let answer = self
+            .ssm
+            .put_parameter()
+            .name(name)
+            .value(jit_config.expose_secret())
+            .r#type(ParameterType::SecureString)
+            .tier(tier)
+            .overwrite(false)
+            .description(format!(
+                "hangar: one-shot JIT configuration of runner {} (pool {}), deleted by the task that reads it",
+                tags.runner_name, tags.pool
+            ))
+            .send()
+            .await;
+        let Err(e) = answer else {
+            return Ok(());
+        };
+        let refused = refusal(&e);
+        let error = ssm_error(
+            "ssm:PutParameter",
+            refused.clone(),
+            name,
+            &self.launch,
+            &self.region,
+        );
+        if matches!(refused, Refusal::NoAnswer(_)) {
+            // The write may have landed with its answer lost: the parameter (if any) is ours.
+            return Err(self.discard_handoff(name, error).await);
+        }
+        Err(error)
+    }
+
+    /// Deletes the parameter of a failed launch; `error` says so if even that fails.
+    async fn discard_handoff(&self, name: &str, error: BackendError) -> BackendError {
+        match self.delete_handoff(name).await {
+            Ok(()) => error,
+            Err(delete) => {
+                tracing::warn!(parameter = name, error = %delete, "could not delete the one-shot parameter of a failed launch");
+                with_note(
+                    error,
+                    &format!(
+                        " (the one-shot parameter {name} could not be deleted either: {delete}; \
+                         the reaper deletes it once SSM lets it)"
+                    ),
+                )
+            }
+        }
+    }
+
+    async fn run_task(
+        &self,
+        parameter: &str,
+        tags: &TaskTags,
+        placement: &Placement,
+    ) -> Result<Task, BackendError> {
+        let launch = &self.launch;
+        let environment = [
+            (ENV_JIT_CONFIG_PARAMETER, parameter),
+            (ENV_RUNNER_NAME, tags.runner_name.as_str()),
+        ]
+        .into_iter()
+        .map(|(name, value)| KeyValuePair::builder().name(name).value(value).build())
+        .collect();
+        let overrides = TaskOverride::builder()
+            .container_overrides(
+                ContainerOverride::builder()
+                    .name(&launch.container_name)
+                    .set_environment(Some(environment))
+                    .build(),
+            )
+            .build();
+        let mut request = self
+            .ecs
+            .run_task()
+            .cluster(&launch.cluster)
+            .task_definition(&launch.task_definition)
+            .count(1)
+            .started_by(started_by(&tags.pool))
+            .set_tags(Some(ecs_tags(tags)))
+            .enable_ecs_managed_tags(true)
+            .overrides(overrides);
+        request = match placement {
+            Placement::LaunchType(launch_type) => request.launch_type(launch_type.clone()),
+            Placement::CapacityProvider(provider) => request.capacity_provider_strategy(
+                CapacityProviderStrategyItem::builder()
+                    .capacity_provider(provider)
+                    .weight(1)
+                    .build()
+                    .map_err(|e| BackendError::Config(format!("capacity provider: {e}")))?,
+            ),
+        };
+        if !launch.subnets.is_empty() {
+            let vpc = AwsVpcConfiguration::builder()
+                .set_subnets(Some(launch.subnets.clone()))
+                .set_security_groups(Some(launch.security_groups.clone()))
+                .assign_public_ip(if launch.assign_public_ip {
+                    AssignPublicIp::Enabled
+                } else {
+                    AssignPublicIp::Disabled
+                })
+                .build()
+                .map_err(|e| BackendError::Config(format!("awsvpc settings: {e}")))?;
+            request = request.network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(vpc)
+                    .build(),
+            );
+        }
+        let output = request
+            .send()
+            .await
+            .map_err(|e| ecs_error("ecs:RunTask", refusal(&e), launch, &self.region))?;
+        if let Some(started) = output.tasks().first() {
+            let now = Utc::now();
+            return Ok(Task {
+                id: started.task_arn().unwrap_or_default().to_string(),
+                tags: tags.clone(),
+                state: state_of(started.last_status(), started.desired_status()),
+                created_at: started.created_at().and_then(to_chrono).unwrap_or(now),
+                stop_reason: None,
+            });
+        }
+        if let Some(failure) = output.failures().first() {
+            return Err(failure_error(
+                failure.reason().unwrap_or("(no reason)"),
+                failure.detail(),
+                launch,
+            ));
+        }
+        Err(BackendError::Unavailable(
+            "ecs:RunTask started no task and reported no failure; trying again on the next pass"
+                .to_string(),
+        ))
+    }
+
+    /// The ARNs ECS lists for one desired status, narrowed by `startedBy`.
+    async fn task_arns(
+        &self,
+        desired: DesiredStatus,
+        started_by: &str,
+    ) -> Result<Vec<String>, BackendError> {
+        let mut arns = Vec::new();
+        let mut token = None;
+        let mut narrow = true;
+        loop {
+            let answer = self
+                .ecs
+                .list_tasks()
+                .cluster(&self.launch.cluster)
+                .desired_status(desired.clone())
+                .set_started_by(narrow.then(|| started_by.to_string()))
+                .set_next_token(token.clone())
+                .send()
+                .await;
+            let page = match answer {
+                Ok(page) => page,
+                Err(e) => {
+                    let refused = refusal(&e);
+                    // ECS documents startedBy as a filter to use alone; should it ever refuse the
+                    // pair, the tags still do the filtering.
+                    if narrow
+                        && token.is_none()
+                        && refused.code() == Some("InvalidParameterException")
+                    {
+                        tracing::debug!(
+                            started_by,
+                            "ListTasks refused startedBy with desiredStatus; listing by status only"
+                        );
+                        narrow = false;
+                        continue;
+                    }
+                    return Err(ecs_error(
+                        "ecs:ListTasks",
+                        refused,
+                        &self.launch,
+                        &self.region,
+                    ));
+                }
+            };
+            arns.extend(page.task_arns().iter().cloned());
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(arns);
+            }
+        }
+    }
+
+    /// Whether ECS no longer has the task running: unknown, stopped, or being stopped.
+    async fn stopped_or_unknown(&self, task_id: &str) -> Result<bool, BackendError> {
+        let answer = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.launch.cluster)
+            .tasks(task_id)
+            .send()
+            .await
+            .map_err(|e| ecs_error("ecs:DescribeTasks", refusal(&e), &self.launch, &self.region))?;
+        Ok(match answer.tasks().first() {
+            None => true,
+            Some(t) => t.desired_status() == Some("STOPPED") || t.last_status() == Some("STOPPED"),
+        })
+    }
+}
+
+impl Backend for EcsBackend {
+    fn kind(&self) -> &'static str {
+        "ecs"
+    }
+
+    async fn launch(&self, request: LaunchRequest) -> Result<Task, BackendError> {
+        let LaunchRequest { tags, jit_config } = request;
+        let placement = placement(&self.launch)?;
+        let name = handoff_name(&self.launch.parameter_prefix, &tags.pool, &tags.runner_name)?;
+        let tier = tier_for(jit_config.expose_secret().len())?;
+        self.put_handoff(&name, &jit_config, tier, &tags).await?;
+        drop(jit_config);
+        match self.run_task(&name, &tags, &placement).await {
+            Ok(task) => {
+                tracing::debug!(pool = %tags.pool, runner = %tags.runner_name, task = %task.id, parameter = %name, "runner task started");
+                Ok(task)
+            }
+            Err(error) => Err(self.discard_handoff(&name, error).await),
+        }
+    }
+
+    async fn list(&self, pool: &str) -> Result<Vec<Task>, BackendError> {
+        let narrow_by = started_by(pool);
+        let mut seen = HashSet::new();
+        let mut arns = Vec::new();
+        // ListTasks shows one desired status at a time (RUNNING when unset): pending and running
+        // tasks want RUNNING; stopping and recently stopped ones have STOPPED.
+        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            for arn in self.task_arns(desired, &narrow_by).await? {
+                if seen.insert(arn.clone()) {
+                    arns.push(arn);
+                }
+            }
+        }
+        let now = Utc::now();
+        let mut tasks = Vec::new();
+        for batch in arns.chunks(DESCRIBE_TASKS_BATCH) {
+            let answer = self
+                .ecs
+                .describe_tasks()
+                .cluster(&self.launch.cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .include(TaskField::Tags)
+                .send()
+                .await
+                .map_err(|e| {
+                    ecs_error("ecs:DescribeTasks", refusal(&e), &self.launch, &self.region)
+                })?;
+            // A task listed a moment ago may be gone (a MISSING failure): it is simply absent.
+            tasks.extend(
+                answer
+                    .tasks()
+                    .iter()
+                    .filter_map(|t| task_of(t, now))
+                    .filter(|t| t.tags.pool == pool),
+            );
+        }
+        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(tasks)
+    }
+
+    async fn stop(&self, task_id: &str, reason: &str) -> Result<(), BackendError> {
+        let answer = self
+            .ecs
+            .stop_task()
+            .cluster(&self.launch.cluster)
+            .task(task_id)
+            .reason(truncate_chars(reason, STOP_REASON_MAX_CHARS))
+            .send()
+            .await;
+        let Err(e) = answer else {
+            tracing::debug!(task = task_id, reason, "asked ECS to stop the task");
+            return Ok(());
+        };
+        let refused = refusal(&e);
+        if is_unknown_task(&refused) {
+            return Ok(());
+        }
+        let error = ecs_error("ecs:StopTask", refused, &self.launch, &self.region);
+        if matches!(error, BackendError::Throttled(_)) {
+            return Err(error);
+        }
+        // ECS words "no such task" in more than one way (emulators with a bare 500): look
+        // before calling the stop a failure.
+        match self.stopped_or_unknown(task_id).await {
+            Ok(true) => Ok(()),
+            _ => Err(error),
+        }
+    }
+
+    async fn list_handoffs(&self, pool: &str) -> Result<Vec<Handoff>, BackendError> {
+        let path = handoff_path(&self.launch.parameter_prefix, pool);
+        let filter = ParameterStringFilter::builder()
+            .key("Path")
+            .option("OneLevel")
+            .values(&path)
+            .build()
+            .map_err(|e| BackendError::Config(format!("SSM path filter: {e}")))?;
+        let mut handoffs = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .ssm
+                .describe_parameters()
+                .parameter_filters(filter.clone())
+                .max_results(DESCRIBE_PARAMETERS_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    ssm_error(
+                        "ssm:DescribeParameters",
+                        refusal(&e),
+                        &path,
+                        &self.launch,
+                        &self.region,
+                    )
+                })?;
+            for p in page.parameters() {
+                let Some(name) = p.name() else { continue };
+                let Some(runner_name) = name
+                    .strip_prefix(path.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+                else {
+                    continue;
+                };
+                handoffs.push(Handoff {
+                    name: name.to_string(),
+                    pool: pool.to_string(),
+                    runner_name: runner_name.to_string(),
+                    created_at: p
+                        .last_modified_date()
+                        .and_then(to_chrono)
+                        .unwrap_or_else(Utc::now),
+                });
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        handoffs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(handoffs)
+    }
+
+    async fn delete_handoff(&self, name: &str) -> Result<(), BackendError> {
+        match self.ssm.delete_parameter().name(name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let refused = refusal(&e);
+                if refused.code() == Some("ParameterNotFound") {
+                    return Ok(());
+                }
+                Err(ssm_error(
+                    "ssm:DeleteParameter",
+                    refused,
+                    name,
+                    &self.launch,
+                    &self.region,
+                ))
+            }
+        }
+    }
+}
+
+/// How a task gets its compute: a launch type or a capacity provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Placement {
+    LaunchType(LaunchType),
+    CapacityProvider(String),
+}
+
+impl Placement {
+    /// The task-definition compatibility it needs, where that is known.
+    fn compatibility(&self) -> Option<&'static str> {
+        match self {
+            Placement::LaunchType(LaunchType::Fargate) => Some("FARGATE"),
+            Placement::LaunchType(LaunchType::Ec2) => Some("EC2"),
+            Placement::LaunchType(LaunchType::External) => Some("EXTERNAL"),
+            Placement::CapacityProvider(p) if p == "FARGATE" || p == "FARGATE_SPOT" => {
+                Some("FARGATE")
+            }
+            _ => None,
+        }
+    }
+}
+
+fn placement(launch: &EcsLaunch) -> Result<Placement, BackendError> {
+    match (&launch.launch_type, &launch.capacity_provider) {
+        (Some(_), Some(_)) => Err(BackendError::Config(
+            "both `launch_type` and `capacity_provider` are set; ECS takes one. Fix: remove one of them"
+                .to_string(),
+        )),
+        (None, Some(provider)) if provider.trim().is_empty() => Err(BackendError::Config(
+            "`capacity_provider` is empty. Fix: name a capacity provider (e.g. FARGATE_SPOT) or remove it"
+                .to_string(),
+        )),
+        (None, Some(provider)) => Ok(Placement::CapacityProvider(provider.clone())),
+        (None, None) => Ok(Placement::LaunchType(LaunchType::Fargate)),
+        (Some(kind), None) => match kind.to_ascii_uppercase().as_str() {
+            "FARGATE" => Ok(Placement::LaunchType(LaunchType::Fargate)),
+            "EC2" => Ok(Placement::LaunchType(LaunchType::Ec2)),
+            "EXTERNAL" => Ok(Placement::LaunchType(LaunchType::External)),
+            _ => Err(BackendError::Config(format!(
+                "`launch_type` {kind:?} is not an ECS launch type. Fix: use FARGATE, EC2 or EXTERNAL \
+                 (or `capacity_provider` for FARGATE_SPOT and Auto Scaling groups)"
+            ))),
+        },
+    }
+}
+
+/// ECS's `startedBy` for a pool: `hangar/<pool>` when that fits the 36 allowed characters,
+/// else a prefix of the pool plus a stable hash. It only narrows ListTasks (tags decide), so a
+/// collision costs a larger listing, never a wrong answer.
+pub fn started_by(pool: &str) -> String {
+    const PREFIX: &str = "hangar/";
+    let clean: String = pool
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if clean == pool && PREFIX.len() + clean.len() <= STARTED_BY_MAX_CHARS {
+        return format!("{PREFIX}{clean}");
+    }
+    let hash = format!("{:08x}", fnv1a(pool.as_bytes()) as u32);
+    let room = STARTED_BY_MAX_CHARS - PREFIX.len() - 1 - hash.len();
+    let head: String = clean.chars().take(room).collect();
+    format!("{PREFIX}{head}-{hash}")
+}
+
+/// A stable hash (the same in every process and version, unlike std's).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `{prefix}/{pool}`, the folder a pool's one-shot parameters live in.
+fn handoff_path(prefix: &str, pool: &str) -> String {
+    format!("{}/{pool}", prefix.trim_end_matches('/'))
+}
+
+/// The one-shot parameter's name, checked against SSM's rules so a bad prefix is a
+/// configuration error before anything is written.
+pub fn handoff_name(prefix: &str, pool: &str, runner_name: &str) -> Result<String, BackendError> {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+    if !prefix.starts_with('/')
+        || !prefix.chars().all(|c| name_char(c) || c == '/')
+        || prefix.contains("//")
+    {
+        return Err(BackendError::Config(format!(
+            "`parameter_prefix` {prefix:?} is not an SSM path. Fix: use a path like /hangar/jit \
+             (starts with '/', then letters, digits, '_', '.', '-' and single '/')"
+        )));
+    }
+    let lower = prefix.to_ascii_lowercase();
+    if lower.starts_with("/aws") || lower.starts_with("/ssm") {
+        return Err(BackendError::Config(format!(
+            "`parameter_prefix` {prefix:?} starts with a name AWS reserves (aws, ssm). Fix: use a path \
+             like /hangar/jit"
+        )));
+    }
+    for (what, part) in [("pool", pool), ("runner name", runner_name)] {
+        if part.is_empty() || !part.chars().all(name_char) {
+            return Err(BackendError::Config(format!(
+                "{what} {part:?} cannot be part of an SSM parameter name. Fix: use only letters, \
+                 digits, '_', '.' and '-'"
+            )));
+        }
+    }
+    let name = format!("{}/{runner_name}", handoff_path(prefix, pool));
+    if name.matches('/').count() > PARAMETER_DEPTH_MAX || name.len() > PARAMETER_NAME_MAX {
+        return Err(BackendError::Config(format!(
+            "SSM parameter name {name:?} is too deep or too long (at most {PARAMETER_DEPTH_MAX} levels). \
+             Fix: shorten `parameter_prefix`"
+        )));
+    }
+    Ok(name)
+}
+
+/// The SSM tier that holds a value of `bytes`: Standard up to 4 KB, Advanced up to 8 KB.
+fn tier_for(bytes: usize) -> Result<ParameterTier, BackendError> {
+    if bytes <= STANDARD_TIER_MAX_BYTES {
+        Ok(ParameterTier::Standard)
+    } else if bytes <= ADVANCED_TIER_MAX_BYTES {
+        Ok(ParameterTier::Advanced)
+    } else {
+        Err(BackendError::Config(format!(
+            "the JIT configuration is {bytes} bytes, more than an SSM parameter holds \
+             ({ADVANCED_TIER_MAX_BYTES}). Fix: fewer runner labels"
+        )))
+    }
+}
+
+fn ecs_tags(tags: &TaskTags) -> Vec<Tag> {
+    [
+        (TAG_POOL, tags.pool.clone()),
+        (TAG_RUNNER_NAME, tags.runner_name.clone()),
+        (TAG_RUNNER_ID, tags.runner_id.to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| Tag::builder().key(key).value(value).build())
+    .collect()
+}
+
+/// The Hangar tags of a task, if it has all three.
+fn tags_of(tags: &[Tag]) -> Option<TaskTags> {
+    let get = |key: &str| {
+        tags.iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .filter(|v| !v.is_empty())
+    };
+    Some(TaskTags {
+        pool: get(TAG_POOL)?.to_string(),
+        runner_name: get(TAG_RUNNER_NAME)?.to_string(),
+        runner_id: get(TAG_RUNNER_ID)?.parse().ok()?,
+    })
+}
+
+/// ECS's `lastStatus` (and `desiredStatus`, which turns STOPPED as soon as a stop is asked
+/// for) as a [`TaskState`]. A status ECS adds later counts as pending: not yet running, so
+/// never taken for a live runner.
+fn state_of(last: Option<&str>, desired: Option<&str>) -> TaskState {
+    match last.unwrap_or_default() {
+        "STOPPED" | "DELETED" => TaskState::Stopped,
+        "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" => TaskState::Stopping,
+        _ if desired == Some("STOPPED") => TaskState::Stopping,
+        "RUNNING" => TaskState::Running,
+        _ => TaskState::Pending,
+    }
+}
+
+/// A described ECS task as a [`Task`], or `None` when it lacks Hangar's tags. A task without a
+/// `createdAt` (which ECS always sets) is dated `now`, so no reaper takes it for an old one.
+fn task_of(t: &aws_sdk_ecs::types::Task, now: DateTime<Utc>) -> Option<Task> {
+    Some(Task {
+        id: t.task_arn()?.to_string(),
+        tags: tags_of(t.tags())?,
+        state: state_of(t.last_status(), t.desired_status()),
+        created_at: t.created_at().and_then(to_chrono).unwrap_or(now),
+        stop_reason: t
+            .stopped_reason()
+            .filter(|r| !r.is_empty())
+            .map(str::to_string),
+    })
+}
+
+/// Both SDKs' timestamps are `aws_smithy_types::DateTime`.
+fn to_chrono(d: &aws_sdk_ecs::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(d.secs(), d.subsec_nanos())
+}
+
+fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+/// What AWS answered to a failed call, reduced to what the classification needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// AWS answered with an error code.
+    Service {
+        code: String,
+        message: String,
+        status: u16,
+    },
+    /// No answer: the connection, a timeout, or an unreadable response.
+    NoAnswer(String),
+}
+
+impl Refusal {
+    fn code(&self) -> Option<&str> {
+        match self {
+            Refusal::Service { code, .. } => Some(code),
+            Refusal::NoAnswer(_) => None,
+        }
+    }
+}
+
+fn refusal<E>(e: &SdkError<E, aws_sdk_ecs::config::http::HttpResponse>) -> Refusal
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match crate::aws::service_error(e) {
+        Some((code, message)) => Refusal::Service {
+            code,
+            message,
+            status: e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0),
+        },
+        None => Refusal::NoAnswer(DisplayErrorContext(e).to_string()),
+    }
+}
+
+fn is_throttling(code: &str, message: &str, status: u16) -> bool {
+    matches!(
+        code,
+        "ThrottlingException"
+            | "Throttling"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "TooManyUpdates"
+    ) || status == 429
+        || message.contains("Rate exceeded")
+}
+
+fn is_server_side(code: &str, status: u16) -> bool {
+    matches!(
+        code,
+        "ServerException"
+            | "InternalFailure"
+            | "InternalServerError"
+            | "InternalServerException"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+    ) || status >= 500
+}
+
+/// StopTask's answer for a task ECS does not know (`The referenced task was not found.`).
+fn is_unknown_task(refused: &Refusal) -> bool {
+    matches!(refused, Refusal::Service { code, message, .. }
+        if code == "InvalidParameterException" && message.to_ascii_lowercase().contains("not found"))
+}
+
+fn no_answer(action: &str, service: &str, region: &str, cause: &str) -> BackendError {
+    BackendError::Unavailable(format!(
+        "{action} got no answer from {service} in region {region}: {cause}. Fix: check the network \
+         path to AWS and the AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, or the task role)"
+    ))
+}
+
+/// What to allow for an action that was denied.
+fn permission_for(action: &str, launch: &EcsLaunch, region: &str) -> String {
+    let parameters = format!(
+        "arn:aws:ssm:{region}:ACCOUNT:parameter{}/*",
+        launch.parameter_prefix.trim_end_matches('/')
+    );
+    match action {
+        "ecs:RunTask" => format!(
+            "ecs:RunTask on task definition {:?} and ecs:TagResource (tags on create), plus \
+             iam:PassRole on the task definition's task and execution roles",
+            launch.task_definition
+        ),
+        "ssm:PutParameter" | "ssm:DeleteParameter" => format!(
+            "{action} on {parameters} (and kms:Encrypt/kms:Decrypt on the key, if not the AWS \
+             managed aws/ssm key)"
+        ),
+        "ssm:DescribeParameters" => "ssm:DescribeParameters (resource *)".to_string(),
+        other => format!("{other} on cluster {:?}", launch.cluster),
+    }
+}
+
+/// The launch settings a refusal's message points at, with their values.
+fn settings_named_in(message: &str, launch: &EcsLaunch) -> Vec<String> {
+    let m: String = message
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-'))
+        .collect();
+    let mut named: Vec<String> = Vec::new();
+    let mut add = |setting: &str, value: String| {
+        let entry = format!("`{setting}` ({value})");
+        if !named.contains(&entry) {
+            named.push(entry);
+        }
+    };
+    let list = |v: &[String]| format!("{v:?}");
+    if m.contains("container") && !m.contains("containerinstance") {
+        add("container_name", format!("{:?}", launch.container_name));
+    }
+    if m.contains("taskdefinition") {
+        add("task_definition", format!("{:?}", launch.task_definition));
+    }
+    if m.contains("subnet") || m.contains("networkconfiguration") || m.contains("awsvpc") {
+        add("subnets", list(&launch.subnets));
+    }
+    if m.contains("securitygroup") || m.contains("networkconfiguration") {
+        add("security_groups", list(&launch.security_groups));
+    }
+    if m.contains("publicip") {
+        add("assign_public_ip", launch.assign_public_ip.to_string());
+    }
+    if m.contains("launchtype") || m.contains("platform") {
+        add("launch_type", format!("{:?}", launch.launch_type));
+    }
+    if m.contains("capacityprovider") {
+        add(
+            "capacity_provider",
+            format!("{:?}", launch.capacity_provider),
+        );
+    }
+    if m.contains("cluster") && !m.contains("containerinstance") {
+        add("cluster", format!("{:?}", launch.cluster));
+    }
+    named
+}
+
+fn cluster_missing(launch: &EcsLaunch, region: &str) -> BackendError {
+    BackendError::Config(format!(
+        "ECS cluster {:?} does not exist in region {region}. Fix: set `cluster` to the cluster the \
+         runners run in (or AWS_REGION to its region)",
+        launch.cluster
+    ))
+}
+
+fn task_definition_error(launch: &EcsLaunch, region: &str, said: &str) -> BackendError {
+    BackendError::Config(format!(
+        "task definition {:?} cannot be used in region {region}: {said}. Fix: set `task_definition` \
+         to an ACTIVE family, family:revision or ARN",
+        launch.task_definition
+    ))
+}
+
+/// Sorts an ECS refusal into what the controller does about it.
+fn ecs_error(
+    action: &'static str,
+    refused: Refusal,
+    launch: &EcsLaunch,
+    region: &str,
+) -> BackendError {
+    let (code, message, status) = match refused {
+        Refusal::NoAnswer(cause) => return no_answer(action, "ECS", region, &cause),
+        Refusal::Service {
+            code,
+            message,
+            status,
+        } => (code, message, status),
+    };
+    let said = format!("{action} was refused ({code}: {message})");
+    if is_throttling(&code, &message, status) {
+        return BackendError::Throttled(format!("{said}; backing off"));
+    }
+    if crate::aws::is_access_denied(&code) {
+        return BackendError::Config(format!(
+            "{said}. Fix: allow {} to the identity running hangar",
+            permission_for(action, launch, region)
+        ));
+    }
+    if code == "ClusterNotFoundException" {
+        return cluster_missing(launch, region);
+    }
+    if is_server_side(&code, status) {
+        return BackendError::Unavailable(format!("{said}; trying again on the next pass"));
+    }
+    let settings = settings_named_in(&message, launch);
+    let fix = if settings.is_empty() {
+        format!(
+            "check the pool's ECS launch settings (cluster {:?}, task definition {:?}, region {region})",
+            launch.cluster, launch.task_definition
+        )
+    } else {
+        format!(
+            "check {} in the pool's ECS launch settings",
+            settings.join(", ")
+        )
+    };
+    BackendError::Config(format!("{said}. Fix: {fix}"))
+}
+
+/// Sorts a RunTask `failures` entry (the task was not started) into what the controller does.
+fn failure_error(reason: &str, detail: Option<&str>, launch: &EcsLaunch) -> BackendError {
+    let said = match detail.filter(|d| !d.is_empty()) {
+        Some(detail) => format!("ECS could not start the task: {reason} ({detail})"),
+        None => format!("ECS could not start the task: {reason}"),
+    };
+    let r = reason.to_ascii_uppercase();
+    if r.contains("THROTTL") || r.contains("RATE EXCEEDED") {
+        return BackendError::Throttled(said);
+    }
+    // RESOURCE:CPU|MEMORY|PORTS_TCP|PORTS_UDP|ENI|GPU: no instance has room; AGENT: the instance
+    // picked lost its agent; Fargate's "Capacity is unavailable at this time"; the vCPU quota
+    // and the PROVISIONING-tasks limit free up as tasks end.
+    if r.starts_with("RESOURCE:")
+        || r.starts_with("AGENT")
+        || r.contains("CAPACITY")
+        || r.contains("LIMIT")
+        || r.contains("RESOURCE TEMPORARILY UNAVAILABLE")
+    {
+        return BackendError::Capacity(said);
+    }
+    if r.starts_with("ATTRIBUTE") {
+        return BackendError::Config(format!(
+            "{said}. Fix: no container instance of cluster {:?} has an attribute the task definition \
+             {:?} requires (placement constraints, requiresAttributes): change `task_definition` or the \
+             cluster's instances",
+            launch.cluster, launch.task_definition
+        ));
+    }
+    if r == "MISSING" || r.contains("INACTIVE") {
+        return BackendError::Config(format!(
+            "{said}. Fix: check `cluster` ({:?}) and `task_definition` ({:?})",
+            launch.cluster, launch.task_definition
+        ));
+    }
+    BackendError::Unavailable(format!("{said}; trying again on the next pass"))
+}
+
+/// Sorts an SSM refusal about parameter (or path) `name`.
+fn ssm_error(
+    action: &'static str,
+    refused: Refusal,
+    name: &str,
+    launch: &EcsLaunch,
+    region: &str,
+) -> BackendError {
+    let (code, message, status) = match refused {
+        Refusal::NoAnswer(cause) => return no_answer(action, "SSM", region, &cause),
+        Refusal::Service {
+            code,
+            message,
+            status,
+        } => (code, message, status),
+    };
+    let said = format!("{action} {name} was refused ({code}: {message})");
+    if code == "ParameterAlreadyExists" {
+        return BackendError::Unavailable(format!(
+            "the one-shot parameter {name} already exists, so runner names clashed (or an earlier \
+             launch of this runner left it); it was not overwritten. Fix: launch under a new runner \
+             name; the reaper deletes leftover parameters"
+        ));
+    }
+    if is_throttling(&code, &message, status) {
+        return BackendError::Throttled(format!(
+            "{said}; backing off (SSM allows 40 transactions per second per account and region by \
+             default)"
+        ));
+    }
+    if crate::aws::is_access_denied(&code) || code.contains("KMS") || code == "InvalidKeyId" {
+        return BackendError::Config(format!(
+            "{said}. Fix: allow {} to the identity running hangar",
+            permission_for(action, launch, region)
+        ));
+    }
+    if code == "ParameterLimitExceeded" {
+        return BackendError::Capacity(format!(
+            "{said}: the account holds as many SSM parameters as the region allows. Fix: delete \
+             unused parameters (the reaper deletes leftover one-shot ones)"
+        ));
+    }
+    if is_server_side(&code, status) {
+        return BackendError::Unavailable(format!("{said}; trying again on the next pass"));
+    }
+    BackendError::Config(format!(
+        "{said}. Fix: check `parameter_prefix` ({:?}) in the pool's ECS launch settings",
+        launch.parameter_prefix
+    ))
+}
+
+/// The same error with `note` appended to its message.
+fn with_note(error: BackendError, note: &str) -> BackendError {
+    match error {
+        BackendError::Capacity(m) => BackendError::Capacity(m + note),
+        BackendError::Throttled(m) => BackendError::Throttled(m + note),
+        BackendError::Config(m) => BackendError::Config(m + note),
+        BackendError::Unavailable(m) => BackendError::Unavailable(m + note),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch() -> EcsLaunch {
+        EcsLaunch {
+            cluster: "runners".into(),
+            task_definition: "hangar-runner:3".into(),
+            container_name: "runner".into(),
+            subnets: vec!["subnet-1".into()],
+            security_groups: vec!["sg-1".into()],
+            assign_public_ip: false,
+            launch_type: None,
+            capacity_provider: None,
+            parameter_prefix: "/hangar/jit".into(),
+        }
+    }
+
+    fn service(code: &str, message: &str, status: u16) -> Refusal {
+        Refusal::Service {
+            code: code.into(),
+            message: message.into(),
+            status,
+        }
+    }
+
+    fn tag(key: &str, value: &str) -> Tag {
+        Tag::builder().key(key).value(value).build()
+    }
+
+    #[test]
+    fn run_task_failure_reasons_sort_into_variants() {
+        let l = launch();
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("RESOURCE:MEMORY", None, "capacity"),
+            ("RESOURCE:CPU", Some("arn:aws:ecs:i-1"), "capacity"),
+            ("RESOURCE:ENI", None, "capacity"),
+            ("AGENT", None, "capacity"),
+            (
+                "Capacity is unavailable at this time. Please try again later or in a different availability zone",
+                None,
+                "capacity",
+            ),
+            (
+                "You've reached the limit on the number of vCPUs you can run concurrently",
+                None,
+                "capacity",
+            ),
+            (
+                "Tasks provisioning capacity limit exceeded.",
+                None,
+                "capacity",
+            ),
+            ("ThrottlingException", None, "throttled"),
+            ("ATTRIBUTE", None, "config"),
+            ("MISSING", None, "config"),
+            ("TaskDefinition is inactive", None, "config"),
+            ("something new", None, "unavailable"),
+        ];
+        for (reason, detail, want) in cases {
+            let got = failure_error(reason, *detail, &l);
+            assert_eq!(got.reason(), *want, "{reason}: {got}");
+            assert!(got.to_string().contains(reason), "{got}");
+        }
+        let attribute = failure_error("ATTRIBUTE", None, &l).to_string();
+        assert!(
+            attribute.contains("Fix:") && attribute.contains("`task_definition`"),
+            "{attribute}"
+        );
+    }
+
+    #[test]
+    fn ecs_error_codes_sort_into_variants_and_name_the_setting() {
+        let l = launch();
+        let cases: &[(Refusal, &str, &[&str])] = &[
+            (
+                service("ThrottlingException", "Rate exceeded", 400),
+                "throttled",
+                &[],
+            ),
+            (service("Unknown", "Rate exceeded", 400), "throttled", &[]),
+            (service("Whatever", "slow down", 429), "throttled", &[]),
+            (
+                service("ClusterNotFoundException", "Cluster not found.", 400),
+                "config",
+                &["`cluster`", "\"runners\"", "us-east-1"],
+            ),
+            (
+                service(
+                    "ClientException",
+                    "Unable to describe task definition.",
+                    400,
+                ),
+                "config",
+                &["`task_definition`", "\"hangar-runner:3\""],
+            ),
+            (
+                service(
+                    "InvalidParameterException",
+                    "Error retrieving subnet information for [subnet-1]: The subnet ID 'subnet-1' does not exist",
+                    400,
+                ),
+                "config",
+                &["`subnets`", "subnet-1"],
+            ),
+            (
+                service(
+                    "InvalidSubnetID.NotFound",
+                    "The subnet ID 'subnet-1' does not exist",
+                    400,
+                ),
+                "config",
+                &["`subnets`"],
+            ),
+            (
+                service(
+                    "InvalidParameterException",
+                    "Override for container named runner is not a container in the TaskDefinition.",
+                    400,
+                ),
+                "config",
+                &["`container_name`"],
+            ),
+            (
+                service(
+                    "InvalidParameterException",
+                    "Security group sg-1 does not exist",
+                    400,
+                ),
+                "config",
+                &["`security_groups`"],
+            ),
+            (
+                service(
+                    "InvalidParameterException",
+                    "Task definition does not support launch_type FARGATE.",
+                    400,
+                ),
+                "config",
+                &["`launch_type`", "`task_definition`"],
+            ),
+            (
+                service(
+                    "InvalidParameterException",
+                    "The specified capacity provider was not found",
+                    400,
+                ),
+                "config",
+                &["`capacity_provider`"],
+            ),
+            (
+                service(
+                    "PlatformTaskDefinitionIncompatibilityException",
+                    "The specified platform does not satisfy the task definition's required capabilities.",
+                    400,
+                ),
+                "config",
+                &["`launch_type`", "`task_definition`"],
+            ),
+            (
+                service(
+                    "AccessDeniedException",
+                    "User is not authorized to perform ecs:RunTask",
+                    400,
+                ),
+                "config",
+                &["Fix: allow ecs:RunTask", "iam:PassRole", "ecs:TagResource"],
+            ),
+            (
+                service("ServerException", "Service unavailable", 500),
+                "unavailable",
+                &[],
+            ),
+            (
+                service("Exception", "Could not find task", 500),
+                "unavailable",
+                &[],
+            ),
+            (
+                Refusal::NoAnswer("dispatch failure: connection refused".into()),
+                "unavailable",
+                &["connection refused", "AWS_PROFILE"],
+            ),
+            (
+                service("SomethingNew", "odd", 400),
+                "config",
+                &["\"runners\"", "\"hangar-runner:3\""],
+            ),
+        ];
+        for (refused, want, mentions) in cases {
+            let got = ecs_error("ecs:RunTask", refused.clone(), &l, "us-east-1");
+            assert_eq!(got.reason(), *want, "{refused:?}: {got}");
+            let text = got.to_string();
+            for m in *mentions {
+                assert!(text.contains(m), "{refused:?}: {text} lacks {m}");
+            }
+            if *want == "config" {
+                assert!(text.contains("Fix:"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn ssm_error_codes_sort_into_variants() {
+        let l = launch();
+        let name = "/hangar/jit/p/r";
+        let cases: &[(Refusal, &str, &str)] = &[
+            (
+                service("ParameterAlreadyExists", "exists", 400),
+                "unavailable",
+                "already exists",
+            ),
+            (
+                service("TooManyUpdates", "too many", 400),
+                "throttled",
+                "40 transactions",
+            ),
+            (
+                service("ThrottlingException", "Rate exceeded", 400),
+                "throttled",
+                "backing off",
+            ),
+            (
+                service("AccessDeniedException", "not authorized", 400),
+                "config",
+                "ssm:PutParameter on arn:aws:ssm:us-east-1:ACCOUNT:parameter/hangar/jit/*",
+            ),
+            (
+                service("KMSAccessDeniedException", "kms", 400),
+                "config",
+                "kms:",
+            ),
+            (
+                service("ParameterLimitExceeded", "limit", 400),
+                "capacity",
+                "delete",
+            ),
+            (
+                service("HierarchyLevelLimitExceededException", "deep", 400),
+                "config",
+                "`parameter_prefix`",
+            ),
+            (
+                service("ValidationException", "bad name", 400),
+                "config",
+                "`parameter_prefix`",
+            ),
+            (
+                service("InternalServerError", "oops", 500),
+                "unavailable",
+                "next pass",
+            ),
+            (
+                Refusal::NoAnswer("timeout".into()),
+                "unavailable",
+                "timeout",
+            ),
+        ];
+        for (refused, want, mention) in cases {
+            let got = ssm_error("ssm:PutParameter", refused.clone(), name, &l, "us-east-1");
+            assert_eq!(got.reason(), *want, "{refused:?}: {got}");
+            assert!(got.to_string().contains(mention), "{got} lacks {mention}");
+        }
+    }
+
+    #[test]
+    fn unknown_task_answers_are_recognised() {
+        assert!(is_unknown_task(&service(
+            "InvalidParameterException",
+            "The referenced task was not found.",
+            400
+        )));
+        assert!(!is_unknown_task(&service(
+            "InvalidParameterException",
+            "reason too long",
+            400
+        )));
+        assert!(!is_unknown_task(&service(
+            "ServerException",
+            "not found",
+            500
+        )));
+    }
+
+    #[test]
+    fn placement_follows_the_settings() {
+        let mut l = launch();
+        assert_eq!(
+            placement(&l),
+            Ok(Placement::LaunchType(LaunchType::Fargate))
+        );
+        l.launch_type = Some("ec2".into());
+        assert_eq!(placement(&l), Ok(Placement::LaunchType(LaunchType::Ec2)));
+        l.launch_type = Some("LAMBDA".into());
+        let err = placement(&l).unwrap_err();
+        assert!(err.to_string().contains("`launch_type`"), "{err}");
+        l.launch_type = Some("FARGATE".into());
+        l.capacity_provider = Some("FARGATE_SPOT".into());
+        assert_eq!(placement(&l).unwrap_err().reason(), "config");
+        l.launch_type = None;
+        let spot = placement(&l).unwrap();
+        assert_eq!(spot, Placement::CapacityProvider("FARGATE_SPOT".into()));
+        assert_eq!(spot.compatibility(), Some("FARGATE"));
+        assert_eq!(
+            Placement::CapacityProvider("my-asg".into()).compatibility(),
+            None
+        );
+    }
+
+    #[test]
+    fn started_by_fits_ecs_and_tells_pools_apart() {
+        assert_eq!(started_by("standalone"), "hangar/standalone");
+        let allowed = |s: &str| {
+            s.len() <= STARTED_BY_MAX_CHARS
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
+        };
+        let long_a = "your-organization-your-repository-name-a";
+        let long_b = "your-organization-your-repository-name-b";
+        for pool in [long_a, long_b, "org.pool", "päöl", "x"] {
+            let s = started_by(pool);
+            assert!(allowed(&s), "{pool} -> {s}");
+            assert!(s.starts_with("hangar/"), "{s}");
+            assert_eq!(s, started_by(pool), "stable");
+        }
+        assert_ne!(started_by(long_a), started_by(long_b));
+        assert_ne!(started_by("org.pool"), started_by("org-pool"));
+    }
+
+    #[test]
+    fn handoff_names_follow_ssm_rules() {
+        assert_eq!(
+            handoff_name("/hangar/jit", "org", "hangar-org-7").unwrap(),
+            "/hangar/jit/org/hangar-org-7"
+        );
+        assert_eq!(
+            handoff_name("/hangar/jit/", "org", "r").unwrap(),
+            "/hangar/jit/org/r"
+        );
+        for bad in ["hangar/jit", "/hangar jit", "/aws/jit", "/SSM/x", "/a//b"] {
+            let err = handoff_name(bad, "org", "r").unwrap_err();
+            assert!(
+                err.to_string().contains("`parameter_prefix`"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(handoff_name("/h", "a/b", "r").is_err());
+        assert!(handoff_name("/h", "org", "").is_err());
+        let deep = "/a/b/c/d/e/f/g/h/i/j/k/l/m/n";
+        assert!(handoff_name(deep, "p", "r").is_err());
+        assert_eq!(handoff_path("/hangar/jit/", "org"), "/hangar/jit/org");
+    }
+
+    #[test]
+    fn tier_grows_with_the_value() {
+        assert_eq!(tier_for(4096).unwrap(), ParameterTier::Standard);
+        assert_eq!(tier_for(4097).unwrap(), ParameterTier::Advanced);
+        assert_eq!(tier_for(8192).unwrap(), ParameterTier::Advanced);
+        assert_eq!(tier_for(8193).unwrap_err().reason(), "config");
+    }
+
+    #[test]
+    fn states_map_from_ecs_statuses() {
+        let cases = [
+            (Some("PROVISIONING"), Some("RUNNING"), TaskState::Pending),
+            (Some("PENDING"), Some("RUNNING"), TaskState::Pending),
+            (Some("ACTIVATING"), Some("RUNNING"), TaskState::Pending),
+            (Some("RUNNING"), Some("RUNNING"), TaskState::Running),
+            (Some("RUNNING"), Some("STOPPED"), TaskState::Stopping),
+            (Some("PENDING"), Some("STOPPED"), TaskState::Stopping),
+            (Some("DEACTIVATING"), Some("STOPPED"), TaskState::Stopping),
+            (Some("STOPPING"), Some("STOPPED"), TaskState::Stopping),
+            (Some("DEPROVISIONING"), Some("STOPPED"), TaskState::Stopping),
+            (Some("STOPPED"), Some("STOPPED"), TaskState::Stopped),
+            (Some("DELETED"), None, TaskState::Stopped),
+            (Some("SOMETHING_NEW"), Some("RUNNING"), TaskState::Pending),
+            (None, None, TaskState::Pending),
+        ];
+        for (last, desired, want) in cases {
+            assert_eq!(state_of(last, desired), want, "{last:?}/{desired:?}");
+        }
+    }
+
+    #[test]
+    fn tasks_need_all_three_tags() {
+        let full = vec![
+            tag(TAG_POOL, "org"),
+            tag(TAG_RUNNER_NAME, "hangar-org-1"),
+            tag(TAG_RUNNER_ID, "42"),
+            tag("aws:ecs:clusterName", "runners"),
+        ];
+        assert_eq!(
+            tags_of(&full),
+            Some(TaskTags {
+                pool: "org".into(),
+                runner_name: "hangar-org-1".into(),
+                runner_id: 42
+            })
+        );
+        for drop in 0..3 {
+            let mut partial = full.clone();
+            partial.remove(drop);
+            assert_eq!(tags_of(&partial), None, "without tag {drop}");
+        }
+        let mut bad_id = full.clone();
+        bad_id[2] = tag(TAG_RUNNER_ID, "forty-two");
+        assert_eq!(tags_of(&bad_id), None);
+
+        let created = aws_sdk_ecs::primitives::DateTime::from_secs(1_700_000_000);
+        let ecs_task = aws_sdk_ecs::types::Task::builder()
+            .task_arn("arn:aws:ecs:us-east-1:1:task/runners/abc")
+            .last_status("STOPPED")
+            .desired_status("STOPPED")
+            .created_at(created)
+            .stopped_reason("Essential container in task exited")
+            .set_tags(Some(full))
+            .build();
+        let now = Utc::now();
+        let task = task_of(&ecs_task, now).unwrap();
+        assert_eq!(task.id, "arn:aws:ecs:us-east-1:1:task/runners/abc");
+        assert_eq!(task.state, TaskState::Stopped);
+        assert_eq!(task.created_at.timestamp(), 1_700_000_000);
+        assert_eq!(
+            task.stop_reason.as_deref(),
+            Some("Essential container in task exited")
+        );
+        let untagged = aws_sdk_ecs::types::Task::builder()
+            .task_arn("arn:aws:ecs:us-east-1:1:task/runners/def")
+            .build();
+        assert_eq!(task_of(&untagged, now), None);
+    }
+
+    #[test]
+    fn stop_reasons_are_cut_at_ecs_limit_on_a_char_boundary() {
+        let long = "é".repeat(300);
+        let cut = truncate_chars(&long, STOP_REASON_MAX_CHARS);
+        assert_eq!(cut.chars().count(), 255);
+        assert_eq!(truncate_chars("short", 255), "short");
+    }
+
+    #[test]
+    fn a_note_keeps_the_variant() {
+        let e = with_note(BackendError::Capacity("full".into()), "; and more");
+        assert_eq!(e, BackendError::Capacity("full; and more".into()));
+    }
+}

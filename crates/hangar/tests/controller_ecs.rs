@@ -1,0 +1,682 @@
+//! The controller's ECS backend against moto: RunTask with Hangar's tags and the one-shot SSM
+//! handoff (taken by the agent's own code), listing and stopping by tag, configuration errors
+//! that leave nothing behind, name clashes, leftover parameters, and how many AWS calls each
+//! operation makes (counted by an SDK interceptor on the backend's own clients).
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_ecs::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_ecs::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_ecs::error::BoxError;
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType,
+    NetworkConfiguration, NetworkMode, Tag, TaskField,
+};
+use hangar::controller::backend::ecs::{ENV_JIT_CONFIG_PARAMETER, ENV_RUNNER_NAME, EcsBackend};
+use hangar::controller::backend::{
+    Backend, BackendError, LaunchRequest, TAG_POOL, TAG_RUNNER_ID, TAG_RUNNER_NAME, TaskState,
+    TaskTags,
+};
+use hangar::controller::config::EcsLaunch;
+use hangar::credentials::SsmParameterStore;
+use secrecy::{ExposeSecret, SecretString};
+use support::moto::Moto;
+use support::within;
+
+const CLUSTER: &str = "hangar-runners";
+const TASK_DEFINITION: &str = "hangar-runner";
+const PREFIX: &str = "/hangar/jit";
+
+/// The AWS operations a client sent, with their JSON bodies, in order.
+#[derive(Clone, Debug, Default)]
+struct Calls(Arc<Mutex<Vec<(String, serde_json::Value)>>>);
+
+impl Intercept for Calls {
+    fn name(&self) -> &'static str {
+        "count calls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let operation = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("?")
+            .to_string();
+        let body = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        self.0.lock().unwrap().push((operation, body));
+        Ok(())
+    }
+}
+
+impl Calls {
+    fn names(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn bodies(&self, operation: &str) -> Vec<serde_json::Value> {
+        let calls = self.0.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(n, _)| n == operation)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+/// A backend whose ECS and SSM calls are recorded.
+struct Rig {
+    backend: EcsBackend,
+    ecs_calls: Calls,
+    ssm_calls: Calls,
+}
+
+fn rig(moto: &Moto, launch: EcsLaunch) -> Rig {
+    let sdk = moto.sdk_config();
+    let (ecs_calls, ssm_calls) = (Calls::default(), Calls::default());
+    let ecs = aws_sdk_ecs::Client::from_conf(
+        aws_sdk_ecs::config::Builder::from(&sdk)
+            .interceptor(ecs_calls.clone())
+            .build(),
+    );
+    let ssm = aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::config::Builder::from(&sdk)
+            .interceptor(ssm_calls.clone())
+            .build(),
+    );
+    Rig {
+        backend: EcsBackend::with_clients(ecs, ssm, launch),
+        ecs_calls,
+        ssm_calls,
+    }
+}
+
+/// A cluster and an awsvpc Fargate task definition whose container is `runner`; tasks hold
+/// their state. Returns launch settings for them.
+async fn deploy(moto: &Moto) -> EcsLaunch {
+    moto.hold_task_states().await;
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
+    ecs.create_cluster()
+        .cluster_name(CLUSTER)
+        .send()
+        .await
+        .unwrap();
+    ecs.register_task_definition()
+        .family(TASK_DEFINITION)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("runner")
+                .image("hangar-runner:test")
+                .memory(512)
+                .essential(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (subnet, security_group) = moto.default_network().await;
+    EcsLaunch {
+        cluster: CLUSTER.into(),
+        task_definition: TASK_DEFINITION.into(),
+        container_name: "runner".into(),
+        subnets: vec![subnet],
+        security_groups: vec![security_group],
+        assign_public_ip: false,
+        launch_type: None,
+        capacity_provider: None,
+        parameter_prefix: PREFIX.into(),
+    }
+}
+
+fn tags(pool: &str, runner: u64) -> TaskTags {
+    TaskTags {
+        pool: pool.into(),
+        runner_name: format!("hangar-{pool}-{runner}"),
+        runner_id: runner,
+    }
+}
+
+fn jit_for(tags: &TaskTags) -> String {
+    format!("eyJKSVQiOiJzZWNyZXQtb2Yt{}In0=", tags.runner_name)
+}
+
+fn request(tags: &TaskTags) -> LaunchRequest {
+    LaunchRequest {
+        tags: tags.clone(),
+        jit_config: SecretString::from(jit_for(tags)),
+    }
+}
+
+async fn parameter_exists(moto: &Moto, name: &str) -> bool {
+    let ssm = aws_sdk_ssm::Client::new(&moto.sdk_config());
+    let answer = ssm
+        .get_parameters()
+        .names(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap();
+    !answer.parameters().is_empty()
+}
+
+#[tokio::test]
+async fn launch_hands_over_the_jit_config_as_a_one_shot_secure_string() {
+    within(60, async {
+        let moto = Moto::start();
+        let launch = deploy(&moto).await;
+        let rig = rig(&moto, launch);
+        rig.backend.check().await.expect("the settings are right");
+        rig.ecs_calls.clear();
+
+        let runner = tags("standalone", 7);
+        let jit = jit_for(&runner);
+        let task = rig.backend.launch(request(&runner)).await.unwrap();
+        assert_eq!(task.tags, runner);
+        assert!(task.id.starts_with("arn:aws:ecs:"), "{}", task.id);
+        assert!(matches!(
+            task.state,
+            TaskState::Pending | TaskState::Running
+        ));
+        // One SSM write and one ECS call per launch.
+        assert_eq!(rig.ssm_calls.names(), ["PutParameter"]);
+        assert_eq!(rig.ecs_calls.names(), ["RunTask"]);
+        let run = &rig.ecs_calls.bodies("RunTask")[0];
+        assert_eq!(run["startedBy"], "hangar/standalone");
+        assert_eq!(run["count"], 1);
+        assert_eq!(run["enableECSManagedTags"], true);
+        assert_eq!(run["launchType"], "FARGATE");
+        assert_eq!(
+            run["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"],
+            "DISABLED"
+        );
+        assert!(!run.to_string().contains(&jit), "the JIT value went to ECS");
+
+        // What ECS holds: the tags and the parameter's name, never the value.
+        let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
+        let described = ecs
+            .describe_tasks()
+            .cluster(CLUSTER)
+            .tasks(&task.id)
+            .include(TaskField::Tags)
+            .send()
+            .await
+            .unwrap();
+        assert!(!format!("{described:?}").contains(&jit));
+        let ecs_task = &described.tasks()[0];
+        let tag = |key: &str| {
+            ecs_task
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value())
+                .map(str::to_string)
+        };
+        assert_eq!(tag(TAG_POOL).as_deref(), Some("standalone"));
+        assert_eq!(tag(TAG_RUNNER_NAME).as_deref(), Some("hangar-standalone-7"));
+        assert_eq!(tag(TAG_RUNNER_ID).as_deref(), Some("7"));
+        let overrides = ecs_task.overrides().unwrap().container_overrides();
+        assert_eq!(overrides.len(), 1);
+        assert_eq!(overrides[0].name(), Some("runner"));
+        let env: Vec<(&str, &str)> = overrides[0]
+            .environment()
+            .iter()
+            .map(|kv| (kv.name().unwrap(), kv.value().unwrap()))
+            .collect();
+        let parameter = "/hangar/jit/standalone/hangar-standalone-7";
+        assert_eq!(
+            env,
+            [
+                (ENV_JIT_CONFIG_PARAMETER, parameter),
+                (ENV_RUNNER_NAME, "hangar-standalone-7")
+            ]
+        );
+
+        // The parameter is a SecureString holding the JIT config, listed as a handoff.
+        let ssm = aws_sdk_ssm::Client::new(&moto.sdk_config());
+        let stored = ssm
+            .get_parameter()
+            .name(parameter)
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap();
+        let stored = stored.parameter().unwrap();
+        assert_eq!(stored.value(), Some(jit.as_str()));
+        assert_eq!(
+            stored.r#type(),
+            Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+        );
+        let handoffs = rig.backend.list_handoffs("standalone").await.unwrap();
+        assert_eq!(handoffs.len(), 1);
+        assert_eq!(handoffs[0].name, parameter);
+        assert_eq!(handoffs[0].runner_name, "hangar-standalone-7");
+        let age = chrono::Utc::now() - handoffs[0].created_at;
+        assert!(age.num_seconds().abs() < 60, "created {age} ago");
+
+        // The agent's side takes it: read, then deleted.
+        let agent = SsmParameterStore::from_config(&moto.sdk_config());
+        let taken = agent.take_parameter(parameter).await.unwrap();
+        assert_eq!(taken.expose_secret(), jit);
+        assert!(!parameter_exists(&moto, parameter).await);
+        assert!(
+            rig.backend
+                .list_handoffs("standalone")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn list_sees_only_its_pool_and_stop_works_by_id() {
+    within(60, async {
+        let moto = Moto::start();
+        let launch = deploy(&moto).await;
+        let rig = rig(&moto, launch.clone());
+        let a1 = rig.backend.launch(request(&tags("a", 1))).await.unwrap();
+        let a2 = rig.backend.launch(request(&tags("a", 2))).await.unwrap();
+        let b1 = rig.backend.launch(request(&tags("b", 3))).await.unwrap();
+        // A task nobody tagged, and one whose tags are incomplete: neither is Hangar's.
+        let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
+        for tags in [vec![], vec![("hangar:pool", "a")]] {
+            ecs.run_task()
+                .cluster(CLUSTER)
+                .task_definition(TASK_DEFINITION)
+                .launch_type(LaunchType::Fargate)
+                .started_by("hangar/a")
+                .set_tags(Some(
+                    tags.iter()
+                        .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                        .collect(),
+                ))
+                .network_configuration(network(&launch))
+                .send()
+                .await
+                .unwrap();
+        }
+
+        let listed = rig.backend.list("a").await.unwrap();
+        let ids: Vec<&str> = listed.iter().map(|t| t.id.as_str()).collect();
+        let mut want = vec![a1.id.as_str(), a2.id.as_str()];
+        want.sort();
+        let mut got = ids.clone();
+        got.sort();
+        assert_eq!(got, want);
+        assert!(listed.iter().all(|t| t.tags.pool == "a"));
+        assert!(listed.iter().all(|t| t.state == TaskState::Running));
+        let a1_listed = listed.iter().find(|t| t.id == a1.id).unwrap();
+        assert_eq!(a1_listed.tags, tags("a", 1));
+        // moto's tasks have no createdAt, so the backend dates them when it sees them.
+        let age = chrono::Utc::now() - a1_listed.created_at;
+        assert!(age.num_seconds().abs() < 60, "created {age} ago");
+        let b = rig.backend.list("b").await.unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].id, b1.id);
+        assert!(rig.backend.list("c").await.unwrap().is_empty());
+        // ListTasks is narrowed by startedBy, once per desired status.
+        let lists = rig.ecs_calls.bodies("ListTasks");
+        assert!(
+            lists
+                .iter()
+                .all(|b| b["startedBy"].as_str().unwrap().starts_with("hangar/"))
+        );
+        let statuses: Vec<&str> = lists[..2]
+            .iter()
+            .map(|b| b["desiredStatus"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["RUNNING", "STOPPED"]);
+
+        // Stop by id, with a reason longer than ECS takes.
+        let reason = format!("idle runner scaled in: {}", "x".repeat(400));
+        rig.backend.stop(&a1.id, &reason).await.unwrap();
+        let stop = &rig.ecs_calls.bodies("StopTask")[0];
+        assert_eq!(stop["reason"].as_str().unwrap().chars().count(), 255);
+        let listed = rig.backend.list("a").await.unwrap();
+        let stopped = listed.iter().find(|t| t.id == a1.id).unwrap();
+        assert_eq!(stopped.state, TaskState::Stopped);
+        assert_eq!(
+            stopped.stop_reason.as_deref(),
+            Some(&reason[..reason.char_indices().nth(255).unwrap().0])
+        );
+        let other = listed.iter().find(|t| t.id == a2.id).unwrap();
+        assert_eq!(other.state, TaskState::Running);
+
+        // Stopping again, or a task ECS never had, succeeds.
+        rig.backend.stop(&a1.id, "again").await.unwrap();
+        let unknown = a1.id.rsplit_once('/').unwrap().0.to_string() + "/0123456789abcdef";
+        rig.backend.stop(&unknown, "gone").await.unwrap();
+    })
+    .await
+}
+
+fn network(launch: &EcsLaunch) -> NetworkConfiguration {
+    NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .set_subnets(Some(launch.subnets.clone()))
+                .set_security_groups(Some(launch.security_groups.clone()))
+                .assign_public_ip(AssignPublicIp::Disabled)
+                .build()
+                .unwrap(),
+        )
+        .build()
+}
+
+#[tokio::test]
+async fn bad_settings_are_config_errors_that_leave_no_parameter() {
+    within(60, async {
+        let moto = Moto::start();
+        let good = deploy(&moto).await;
+        let cases: Vec<(EcsLaunch, &str)> = vec![
+            (
+                EcsLaunch {
+                    task_definition: "no-such-family".into(),
+                    ..good.clone()
+                },
+                "`task_definition`",
+            ),
+            (
+                EcsLaunch {
+                    subnets: vec!["subnet-00000000000000000".into()],
+                    ..good.clone()
+                },
+                "`subnets`",
+            ),
+            (
+                EcsLaunch {
+                    cluster: "no-such-cluster".into(),
+                    ..good.clone()
+                },
+                "`cluster`",
+            ),
+        ];
+        for (launch, setting) in cases {
+            let rig = rig(&moto, launch);
+            let runner = tags("p", 1);
+            let err = rig.backend.launch(request(&runner)).await.unwrap_err();
+            let BackendError::Config(message) = &err else {
+                panic!("{setting}: not a configuration error: {err:?}");
+            };
+            assert!(message.contains(setting), "{message}");
+            assert!(message.contains("Fix:"), "{message}");
+            assert!(!format!("{err:?}").contains(&jit_for(&runner)));
+            // Written, then deleted: nothing is left for anyone to read.
+            assert_eq!(rig.ssm_calls.names(), ["PutParameter", "DeleteParameter"]);
+            assert!(!parameter_exists(&moto, "/hangar/jit/p/hangar-p-1").await);
+            assert!(rig.backend.list_handoffs("p").await.unwrap().is_empty());
+        }
+        assert!(
+            rig(&moto, good.clone())
+                .backend
+                .list("p")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // A wrong setting that ECS would refuse before writing anything: rejected locally.
+        let both = EcsLaunch {
+            launch_type: Some("FARGATE".into()),
+            capacity_provider: Some("FARGATE_SPOT".into()),
+            ..good.clone()
+        };
+        let rig_both = rig(&moto, both);
+        let err = rig_both
+            .backend
+            .launch(request(&tags("p", 2)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "config");
+        assert!(rig_both.ssm_calls.names().is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn check_names_the_setting_to_fix() {
+    within(60, async {
+        let moto = Moto::start();
+        let good = deploy(&moto).await;
+        rig(&moto, good.clone()).backend.check().await.unwrap();
+        let cases: Vec<(EcsLaunch, &str)> = vec![
+            (
+                EcsLaunch {
+                    cluster: "no-such-cluster".into(),
+                    ..good.clone()
+                },
+                "`cluster`",
+            ),
+            (
+                EcsLaunch {
+                    task_definition: "no-such-family".into(),
+                    ..good.clone()
+                },
+                "`task_definition`",
+            ),
+            (
+                EcsLaunch {
+                    container_name: "agent".into(),
+                    ..good.clone()
+                },
+                "`container_name`",
+            ),
+            (
+                EcsLaunch {
+                    subnets: vec![],
+                    ..good.clone()
+                },
+                "`subnets`",
+            ),
+            (
+                EcsLaunch {
+                    parameter_prefix: "hangar/jit".into(),
+                    ..good.clone()
+                },
+                "`parameter_prefix`",
+            ),
+            (
+                EcsLaunch {
+                    launch_type: Some("EXTERNAL".into()),
+                    ..good.clone()
+                },
+                "`launch_type`",
+            ),
+        ];
+        for (launch, setting) in cases {
+            let err = rig(&moto, launch).backend.check().await.unwrap_err();
+            let BackendError::Config(message) = &err else {
+                panic!("{setting}: {err:?}");
+            };
+            assert!(message.contains(setting), "{setting}: {message}");
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_name_clash_is_refused_and_leaves_the_existing_parameter_alone() {
+    within(60, async {
+        let moto = Moto::start();
+        let launch = deploy(&moto).await;
+        let rig = rig(&moto, launch);
+        let runner = tags("org", 5);
+        let name = "/hangar/jit/org/hangar-org-5";
+        moto.put(name, "somebody else's handoff", true).await;
+
+        let err = rig.backend.launch(request(&runner)).await.unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert!(err.to_string().contains(name), "{err}");
+        assert_eq!(rig.ssm_calls.names(), ["PutParameter"]);
+        assert!(rig.ecs_calls.names().is_empty(), "no task was started");
+        let ssm = aws_sdk_ssm::Client::new(&moto.sdk_config());
+        let kept = ssm
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            kept.parameter().unwrap().value(),
+            Some("somebody else's handoff")
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn handoffs_are_listed_per_pool_across_pages_and_deleted() {
+    within(60, async {
+        let moto = Moto::start();
+        let launch = deploy(&moto).await;
+        let rig = rig(&moto, launch);
+        for i in 0..23 {
+            moto.put(&format!("{PREFIX}/a/runner-{i:02}"), "jit", true)
+                .await;
+        }
+        for name in [
+            format!("{PREFIX}/b/runner-x"),
+            format!("{PREFIX}/a/deeper/runner-y"),
+            format!("{PREFIX}x/a/runner-z"),
+            "/elsewhere/a/runner-w".to_string(),
+        ] {
+            moto.put(&name, "jit", true).await;
+        }
+
+        let listed = rig.backend.list_handoffs("a").await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|h| h.runner_name.as_str()).collect();
+        let want: Vec<String> = (0..23).map(|i| format!("runner-{i:02}")).collect();
+        assert_eq!(names, want);
+        assert!(listed.iter().all(|h| h.pool == "a"));
+        assert!(
+            listed
+                .iter()
+                .all(|h| h.name == format!("{PREFIX}/a/{}", h.runner_name))
+        );
+        // moto pages DescribeParameters by 10: three pages, each asked for.
+        assert_eq!(rig.ssm_calls.bodies("DescribeParameters").len(), 3);
+        let b = rig.backend.list_handoffs("b").await.unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].runner_name, "runner-x");
+
+        rig.backend.delete_handoff(&listed[0].name).await.unwrap();
+        assert!(!parameter_exists(&moto, &listed[0].name).await);
+        assert_eq!(rig.backend.list_handoffs("a").await.unwrap().len(), 22);
+        // A missing parameter is already deleted.
+        rig.backend.delete_handoff(&listed[0].name).await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn list_describes_tasks_in_batches_of_one_hundred() {
+    within(90, async {
+        let moto = Moto::start();
+        let launch = deploy(&moto).await;
+        let rig = rig(&moto, launch.clone());
+        let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
+        let mut started = 0;
+        while started < 105 {
+            let id = started + 1;
+            let run = ecs
+                .run_task()
+                .cluster(CLUSTER)
+                .task_definition(TASK_DEFINITION)
+                .launch_type(LaunchType::Fargate)
+                .count(1)
+                .started_by("hangar/big")
+                .tags(Tag::builder().key(TAG_POOL).value("big").build())
+                .tags(
+                    Tag::builder()
+                        .key(TAG_RUNNER_NAME)
+                        .value(format!("r-{id}"))
+                        .build(),
+                )
+                .tags(
+                    Tag::builder()
+                        .key(TAG_RUNNER_ID)
+                        .value(id.to_string())
+                        .build(),
+                )
+                .network_configuration(network(&launch))
+                .send()
+                .await
+                .unwrap();
+            started += run.tasks().len();
+        }
+
+        let listed = rig.backend.list("big").await.unwrap();
+        assert_eq!(listed.len(), 105);
+        let mut ids: Vec<u64> = listed.iter().map(|t| t.tags.runner_id).collect();
+        ids.sort();
+        assert_eq!(ids, (1..=105).collect::<Vec<u64>>());
+        let batches: Vec<usize> = rig
+            .ecs_calls
+            .bodies("DescribeTasks")
+            .iter()
+            .map(|b| b["tasks"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(batches, [100, 5]);
+        assert!(
+            rig.ecs_calls
+                .bodies("DescribeTasks")
+                .iter()
+                .all(|b| b["include"] == serde_json::json!(["TAGS"]))
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_capacity_provider_replaces_the_launch_type() {
+    within(60, async {
+        let moto = Moto::start();
+        let launch = EcsLaunch {
+            capacity_provider: Some("FARGATE_SPOT".into()),
+            assign_public_ip: true,
+            ..deploy(&moto).await
+        };
+        let rig = rig(&moto, launch);
+        rig.backend.check().await.unwrap();
+        rig.backend.launch(request(&tags("spot", 1))).await.unwrap();
+        let run = &rig.ecs_calls.bodies("RunTask")[0];
+        assert_eq!(run.get("launchType"), None);
+        let strategy = run["capacityProviderStrategy"].as_array().unwrap();
+        assert_eq!(strategy.len(), 1);
+        assert_eq!(strategy[0]["capacityProvider"], "FARGATE_SPOT");
+        assert_eq!(strategy[0]["weight"], 1);
+        assert_eq!(
+            run["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"],
+            "ENABLED"
+        );
+        assert_eq!(rig.backend.list("spot").await.unwrap().len(), 1);
+    })
+    .await
+}
