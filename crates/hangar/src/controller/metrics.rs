@@ -105,46 +105,9 @@ impl LaunchFailure {
     }
 }
 
-/// Why the controller stopped a runner (`hangar_runners_stopped_total{reason}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// An idle runner above the desired count.
-    ScaleIn,
-    /// A runner older than the pool's `max_runtime`.
-    MaxRuntime,
-    /// A task pending longer than the limit.
-    PendingTimeout,
-    /// A task whose runner never registered.
-    NeverRegistered,
-    /// A registration with no task behind it.
-    Ghost,
-    /// A leftover one-shot JIT parameter.
-    Handoff,
-}
-
-impl StopReason {
-    pub const ALL: [StopReason; 6] = [
-        StopReason::ScaleIn,
-        StopReason::MaxRuntime,
-        StopReason::PendingTimeout,
-        StopReason::NeverRegistered,
-        StopReason::Ghost,
-        StopReason::Handoff,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::ScaleIn => "scale_in",
-            StopReason::MaxRuntime => "max_runtime",
-            StopReason::PendingTimeout => "pending_timeout",
-            StopReason::NeverRegistered => "never_registered",
-            StopReason::Ghost => "ghost",
-            StopReason::Handoff => "handoff",
-        }
-    }
-}
+/// Why the controller stopped a runner or deleted a secret
+/// (`hangar_runners_stopped_total{reason}`): the plan's own reasons.
+pub use super::plan::Reason as StopReason;
 
 /// A completed job's result (ARC's `job_result` label), folded into a fixed set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -309,7 +272,7 @@ struct PoolSeries {
     completed: [Option<(u64, Histogram)>; 6],
     launches: u64,
     launch_failures: [u64; 5],
-    stopped: [u64; 6],
+    stopped: [u64; StopReason::ALL.len()],
 }
 
 impl PoolSeries {
@@ -325,7 +288,7 @@ impl PoolSeries {
             completed: Default::default(),
             launches: 0,
             launch_failures: [0; 5],
-            stopped: [0; 6],
+            stopped: [0; StopReason::ALL.len()],
         }
     }
 }
@@ -1116,7 +1079,7 @@ mod tests {
         );
         assert_eq!(
             lines_starting(&text, "hangar_runners_stopped_total").len(),
-            6
+            StopReason::ALL.len()
         );
         for line in [
             format!("hangar_launches_total{{{labels}}} 2"),

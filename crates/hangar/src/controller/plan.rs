@@ -93,6 +93,17 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::ScaleIn,
+        Reason::MaxRuntime,
+        Reason::PendingTimeout,
+        Reason::NeverRegistered,
+        Reason::Ghost,
+        Reason::Orphan,
+        Reason::Handoff,
+    ];
+
+    /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::ScaleIn => "scale_in",
