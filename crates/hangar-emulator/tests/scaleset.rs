@@ -139,7 +139,7 @@ impl Service {
     async fn session(&self, id: u64) -> Queue {
         let r = self.open_session(id, "test-controller").await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
-        Queue::of(&r.json, id)
+        Queue::of(&r.json)
     }
 
     async fn jit(&self, id: u64, name: &str) -> Resp {
@@ -177,7 +177,7 @@ struct Queue {
 }
 
 impl Queue {
-    fn of(session: &Value, _scale_set_id: u64) -> Queue {
+    fn of(session: &Value) -> Queue {
         Queue {
             url: session["messageQueueUrl"].as_str().unwrap().to_owned(),
             token: session["messageQueueAccessToken"]
@@ -253,7 +253,8 @@ impl Queue {
         loop {
             let message = self.next(last).await;
             for job in message.jobs {
-                let done = job["messageType"] == kind && job["jobId"] == job_id.to_string().as_str();
+                let done =
+                    job["messageType"] == kind && job["jobId"] == job_id.to_string().as_str();
                 seen.push(job);
                 if done {
                     return seen;
@@ -658,7 +659,7 @@ async fn one_live_session_per_scale_set() {
         assert_eq!(emu.scale_set_sessions(id), 1);
 
         // Refreshing gives a new queue token; the old one is refused.
-        let queue = Queue::of(&first.json, id);
+        let queue = Queue::of(&first.json);
         let sid = queue.session_id.clone();
         let refreshed = org
             .admin(
@@ -1158,6 +1159,387 @@ async fn agents_by_id_and_name_and_busy_ones_are_not_removed() {
             .admin(Method::GET, &format!("{AGENTS}/{idle_id}"), None)
             .await;
         assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    })
+    .await
+}
+
+// ---- reassignment and lost runners ------------------------------------------------------
+
+#[tokio::test]
+async fn a_job_nobody_takes_is_reassigned_three_times_then_fails() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_reassign_after(Duration::from_millis(250));
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let queue = org.session(id).await;
+        let job_id = emu.enqueue_job(job("orphan", &["hangar"]));
+        let mut last = 0;
+        let mut seen = Vec::new();
+        while !seen
+            .iter()
+            .any(|m: &Value| m["messageType"] == "JobCompleted" && m["result"] == "failed")
+        {
+            seen.extend(queue.next(&mut last).await.jobs);
+        }
+        let story: Vec<String> = seen
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {}",
+                    m["messageType"].as_str().unwrap(),
+                    m["result"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        let cycle = ["JobAssigned ", "JobCompleted canceled"];
+        let mut expected: Vec<&str> = cycle.repeat(3);
+        expected.extend(["JobAssigned ", "JobCompleted failed"]);
+        assert_eq!(story, expected);
+        assert!(
+            seen.iter()
+                .all(|m| m["jobId"] == job_id.to_string().as_str())
+        );
+        // Every assignment is a new request.
+        let mut requests: Vec<u64> = seen
+            .iter()
+            .filter(|m| m["messageType"] == "JobAssigned")
+            .map(|m| m["runnerRequestId"].as_u64().unwrap())
+            .collect();
+        requests.dedup();
+        assert_eq!(requests.len(), 4);
+        assert_eq!(emu.job_assignments(job_id), 4);
+        let done = emu.job(job_id).unwrap();
+        assert_eq!(done.conclusion, Some(Conclusion::Failure));
+        assert!(done.log.last().unwrap().text.contains("not acquired"));
+        assert_eq!(emu.scale_set_statistics(id).unwrap().total_assigned_jobs, 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_reassigned_job_is_taken_by_a_late_runner_and_a_taken_one_stays() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_reassign_after(Duration::from_millis(300));
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let queue = org.session(id).await;
+        let job_id = emu.enqueue_job(job("late", &["hangar"]));
+        let mut last = 0;
+        let seen = queue.until(&mut last, "JobCompleted", job_id).await;
+        assert_eq!(seen.last().unwrap()["result"], "canceled");
+        let reassigned = queue.until(&mut last, "JobAssigned", job_id).await;
+        let request = reassigned.last().unwrap()["runnerRequestId"].clone();
+        let runner = org.runner(id, "late-runner").await;
+        assert_eq!(runner.take_job().await, job_id);
+        let started = queue.until(&mut last, "JobStarted", job_id).await;
+        assert_eq!(started.last().unwrap()["runnerRequestId"], request);
+        // Taken: the timer no longer runs (three periods of nothing).
+        let assignments = emu.job_assignments(job_id);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(emu.job_assignments(job_id), assignments);
+        assert_eq!(emu.job(job_id).unwrap().status, JobStatus::InProgress);
+        runner.run(job_id, "failure").await;
+        let completed = queue.until(&mut last, "JobCompleted", job_id).await;
+        assert_eq!(completed.last().unwrap()["result"], "failed");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_job_whose_runner_loses_its_session_before_starting_goes_back() {
+    within(async {
+        let emu = seed().await;
+        let mut events = emu.subscribe();
+        // A plain runner takes a job, then its session expires before any job event.
+        let r = common::post_with_pat(
+            &emu,
+            &format!("{ORG_RUNNERS}/generate-jitconfig"),
+            json!({"name": "flaky", "runner_group_id": 1, "labels": ["linux"]}),
+        )
+        .await;
+        let flaky = Runner::start(r.json["encoded_jit_config"].as_str().unwrap()).await;
+        let job_id = emu.enqueue_job(job("fragile", &["self-hosted", "linux"]));
+        assert_eq!(flaky.take_job().await, job_id);
+        emu.set_session_timeout(Duration::from_millis(200));
+        loop {
+            let event = events.recv().await.unwrap();
+            if let hangar_emulator::JobEvent::Requeued {
+                job_id: requeued,
+                runner_id,
+                ..
+            } = event
+            {
+                assert_eq!((requeued, runner_id), (job_id, flaky.id));
+                break;
+            }
+        }
+        let back = emu.job(job_id).unwrap();
+        assert_eq!(back.status, JobStatus::Queued);
+        assert_eq!(back.runner_id, None);
+        assert!(!emu.runner(flaky.id).unwrap().busy);
+        assert_eq!(
+            flaky
+                .event(job_id, json!({"event": "started"}))
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        emu.set_session_timeout(Duration::from_secs(90));
+
+        // A runner that closes its session before starting gives the job back too.
+        let r = common::post_with_pat(
+            &emu,
+            &format!("{ORG_RUNNERS}/generate-jitconfig"),
+            json!({"name": "quitter", "runner_group_id": 1, "labels": ["linux"]}),
+        )
+        .await;
+        let quitter = Runner::start(r.json["encoded_jit_config"].as_str().unwrap()).await;
+        assert_eq!(quitter.take_job().await, job_id);
+        let closed = send(
+            Method::DELETE,
+            &format!("{}/_runner/sessions/{}", quitter.api, quitter.session),
+            Some(format!("Bearer {}", quitter.credential)),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(closed.status, StatusCode::NO_CONTENT);
+        assert_eq!(emu.job(job_id).unwrap().status, JobStatus::Queued);
+
+        // A scale-set job stays with its scale set and waits for another of its runners.
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let held = emu.enqueue_job(job("held", &["hangar"]));
+        let first = org.runner(id, "first").await;
+        assert_eq!(first.take_job().await, held);
+        assert_eq!(emu.scale_set_statistics(id).unwrap().total_running_jobs, 1);
+        let closed = send(
+            Method::DELETE,
+            &format!("{}/_runner/sessions/{}", first.api, first.session),
+            Some(format!("Bearer {}", first.credential)),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(closed.status, StatusCode::NO_CONTENT);
+        assert_eq!(emu.scale_set_of_job(held), Some(id));
+        let stats = emu.scale_set_statistics(id).unwrap();
+        assert_eq!(
+            (stats.total_running_jobs, stats.total_assigned_jobs),
+            (0, 1)
+        );
+        let second = org.runner(id, "second").await;
+        assert_eq!(second.take_job().await, held);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn max_capacity_bounds_what_is_assigned() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_poll_timeout(Duration::from_millis(300));
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let mut queue = org.session(id).await;
+        queue.capacity = Some(1);
+        assert_eq!(queue.poll(0).await.status, StatusCode::ACCEPTED);
+        assert_eq!(emu.scale_set(id).unwrap().max_capacity, Some(1));
+        let first = emu.enqueue_job(job("first", &["hangar"]));
+        let second = emu.enqueue_job(job("second", &["hangar"]));
+        assert_eq!(emu.scale_set_of_job(first), Some(id));
+        assert_eq!(emu.scale_set_of_job(second), None);
+        let mut last = 0;
+        let message = queue.next(&mut last).await;
+        assert_eq!(message.statistics["totalAssignedJobs"], 1);
+        // Room again once the first is done; a larger capacity makes room too.
+        emu.cancel_job(first);
+        let seen = queue.until(&mut last, "JobAssigned", second).await;
+        assert!(seen.iter().any(|m| m["messageType"] == "JobCompleted"
+            && m["result"] == "canceled"
+            && m["jobId"] == first.to_string().as_str()));
+        let third = emu.enqueue_job(job("third", &["hangar"]));
+        assert_eq!(emu.scale_set_of_job(third), None);
+        queue.capacity = Some(2);
+        queue.until(&mut last, "JobAssigned", third).await;
+    })
+    .await
+}
+
+// ---- fault knobs and views --------------------------------------------------------------
+
+#[tokio::test]
+async fn injected_failures_hit_scale_set_calls_only() {
+    within(async {
+        let emu = seed().await;
+        let org = org_service(&emu).await;
+        emu.fail_scaleset_next(2, 503);
+        let first = org.admin(Method::GET, SCALE_SETS, None).await;
+        assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(first.json["typeName"].is_string());
+        // REST and the runner protocol do not eat these faults.
+        assert_eq!(
+            with_pat(&emu, Method::GET, ORG_RUNNERS).await.status,
+            StatusCode::OK
+        );
+        let token = registration_token(&emu, ORG_RUNNERS).await;
+        let second = register(&emu, &token, SEED_ORG).await;
+        assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            second.json["message"].is_string(),
+            "registration errors are GitHub's"
+        );
+        assert_eq!(
+            org.admin(Method::GET, SCALE_SETS, None).await.status,
+            StatusCode::OK
+        );
+
+        emu.rate_limit_scaleset_next(1, 7);
+        let limited = org.admin(Method::GET, SCALE_SETS, None).await;
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.header("retry-after"), Some("7"));
+        assert!(
+            limited.json["typeName"]
+                .as_str()
+                .unwrap()
+                .contains("TooManyRequests")
+        );
+        assert_eq!(
+            org.admin(Method::GET, SCALE_SETS, None).await.status,
+            StatusCode::OK
+        );
+
+        // REST faults leave the service alone.
+        emu.fail_next(1, 500);
+        assert_eq!(
+            org.admin(Method::GET, SCALE_SETS, None).await.status,
+            StatusCode::OK
+        );
+        let counts = emu.scaleset_call_counts();
+        assert_eq!(counts[&ScaleSetCallKind::FindScaleSets], 5);
+        assert_eq!(counts[&ScaleSetCallKind::Registration], 2);
+        let faulted: Vec<u16> = emu
+            .calls()
+            .iter()
+            .filter(|c| c.path.ends_with("/runnerscalesets"))
+            .map(|c| c.status)
+            .collect();
+        assert_eq!(faulted, [503u16, 200, 429, 200, 200]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_dropped_message_is_lost_but_counted() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_poll_timeout(Duration::from_millis(400));
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let queue = org.session(id).await;
+        emu.drop_scaleset_messages(1);
+        let lost = emu.enqueue_job(job("lost", &["hangar"]));
+        assert_eq!(queue.poll(0).await.status, StatusCode::ACCEPTED);
+        assert_eq!(emu.scaleset_messages_dropped(), 1);
+        assert_eq!(emu.scale_set_of_job(lost), Some(id));
+        // The statistics of the next message still count the lost job.
+        let found = emu.enqueue_job(job("found", &["hangar"]));
+        let message = queue.message(0).await;
+        assert!(message.id > 1, "the lost message used its id");
+        assert_eq!(message.jobs.len(), 1);
+        assert_eq!(message.jobs[0]["jobId"], found.to_string());
+        assert_eq!(message.statistics["totalAssignedJobs"], 2);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_scale_set_deleted_server_side_answers_404_until_recreated() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_poll_timeout(Duration::from_secs(20));
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let queue = org.session(id).await;
+        let taker = org.runner(id, "taker").await;
+        let spare = org.runner(id, "spare").await;
+        let running = emu.enqueue_job(job("running", &["hangar"]));
+        let mut last = 0;
+        queue.until(&mut last, "JobAssigned", running).await;
+        assert_eq!(taker.take_job().await, running);
+        let waiting = emu.enqueue_job(job("waiting", &["hangar"]));
+        queue.until(&mut last, "JobAssigned", waiting).await;
+
+        let polling = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.poll(last).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(emu.delete_scale_set(id));
+        assert_eq!(polling.await.unwrap().status, StatusCode::NOT_FOUND);
+        assert!(!emu.delete_scale_set(id));
+        let sid = queue.session_id.clone();
+        for (method, path) in [
+            (Method::GET, format!("{SCALE_SETS}/{id}")),
+            (Method::PATCH, format!("{SCALE_SETS}/{id}/sessions/{sid}")),
+            (Method::POST, format!("{SCALE_SETS}/{id}/sessions")),
+        ] {
+            let r = org.admin(method, &path, Some(json!({}))).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        }
+        assert_eq!(org.jit(id, "late").await.status, StatusCode::NOT_FOUND);
+        // The idle runner went; the busy one finishes its job.
+        assert_eq!(emu.runner(spare.id), None);
+        assert!(emu.runner(taker.id).unwrap().busy);
+        assert_eq!(emu.scale_set_of_job(waiting), None);
+
+        // Re-created: the waiting job is assigned to the new scale set.
+        let again = id_of(&org.create("hangar", &[]).await);
+        assert_ne!(again, id);
+        let queue = org.session(again).await;
+        let mut last = 0;
+        queue.until(&mut last, "JobAssigned", waiting).await;
+        taker.run(running, "success").await;
+        assert_eq!(
+            emu.job(running).unwrap().conclusion,
+            Some(Conclusion::Success)
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn expiring_sessions_frees_every_scale_set() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_poll_timeout(Duration::from_secs(20));
+        let org = org_service(&emu).await;
+        let a = id_of(&org.create("a", &[]).await);
+        let b = id_of(&org.create("b", &[]).await);
+        let queue_a = org.session(a).await;
+        let _queue_b = org.session(b).await;
+        let polling = tokio::spawn(async move { queue_a.poll(0).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        emu.expire_scale_set_sessions();
+        assert_eq!(polling.await.unwrap().status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            (emu.scale_set_sessions(a), emu.scale_set_sessions(b)),
+            (0, 0)
+        );
+        assert_eq!(org.open_session(a, "again").await.status, StatusCode::OK);
+        let views = emu.scale_sets();
+        assert_eq!(
+            views.iter().map(|v| v.live_sessions).collect::<Vec<_>>(),
+            [1, 0]
+        );
+        let counts = emu.scaleset_call_counts();
+        assert_eq!(counts[&ScaleSetCallKind::CreateSession], 3);
+        assert_eq!(counts[&ScaleSetCallKind::GetMessage], 1);
+        assert_eq!(counts[&ScaleSetCallKind::CreateScaleSet], 2);
+        emu.clear_calls();
+        assert!(emu.scaleset_call_counts().is_empty());
     })
     .await
 }
