@@ -107,6 +107,7 @@ pub struct Demand {
     pub statistics: Option<Statistics>,
     pub session: SessionState,
     pub last_message_at: Option<DateTime<Utc>>,
+    /// The latest failure, kept after recovery (the session state says whether it is current).
     pub last_error: Option<String>,
 }
 

@@ -33,7 +33,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::retry::{GiveUp, Observed, RetryPolicy, Verdict};
-use super::{Answer, GitHub, GitHubError, Scope, describe_transport_error, observe};
+use super::{Answer, GitHub, GitHubError, RunnerGroup, Scope, describe_transport_error, observe};
 
 /// The `api-version` every Actions-service call carries.
 pub const API_VERSION: &str = "6.0-preview";
@@ -341,14 +341,19 @@ impl ScaleSetSpec {
     }
 
     /// Whether `existing` already has this spec's labels (as a set, case-insensitively, as
-    /// GitHub matches them) and settings.
+    /// GitHub matches them) and settings. No labels means the scale set's name is its label, as
+    /// the service makes it.
     pub fn matches(&self, existing: &ScaleSet) -> bool {
         let normalise = |labels: &mut Vec<String>| {
             labels.iter_mut().for_each(|l| *l = l.trim().to_lowercase());
             labels.sort();
             labels.dedup();
         };
-        let mut wanted = self.labels.clone();
+        let mut wanted = if self.labels.is_empty() {
+            vec![self.name.clone()]
+        } else {
+            self.labels.clone()
+        };
         let mut have: Vec<String> = existing.labels.iter().map(|l| l.name.clone()).collect();
         normalise(&mut wanted);
         normalise(&mut have);
@@ -2064,6 +2069,16 @@ mod tests {
             statistics: None,
         };
         assert!(spec.matches(&existing));
+        let unlabelled = ScaleSetSpec {
+            labels: vec![],
+            ..spec.clone()
+        };
+        assert!(!unlabelled.matches(&existing));
+        let named = ScaleSet {
+            labels: vec![label("POOL")],
+            ..existing.clone()
+        };
+        assert!(unlabelled.matches(&named), "the name is the default label");
         existing.runner_setting.disable_update = false;
         assert!(!spec.matches(&existing));
         existing.runner_setting.disable_update = true;
