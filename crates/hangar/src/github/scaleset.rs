@@ -33,7 +33,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::retry::{GiveUp, Observed, RetryPolicy, Verdict};
-use super::{Answer, GitHub, GitHubError, RunnerGroup, Scope, describe_transport_error, observe};
+use super::{Answer, GitHub, GitHubError, Scope, describe_transport_error, observe};
 
 /// The `api-version` every Actions-service call carries.
 pub const API_VERSION: &str = "6.0-preview";
