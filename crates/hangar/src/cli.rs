@@ -6,6 +6,7 @@
 //! | 0 | success |
 //! | 1 | GitHub or AWS refused or failed (bad credential, missing permission, unreachable API), or `doctor` found a failing check |
 //! | 2 | usage or configuration error: bad flags or URLs, missing or malformed credentials |
+//! | 2 | `controller`: the pool file does not validate, or a pool's credentials or backend cannot be set up |
 //! | 3 | `agent` only: GitHub no longer knows the runner, or an ephemeral runner got no job in time; replace the task |
 
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::agent::{self, AgentArgs, hooks::HookKind};
 use crate::commands::{self, ConnectError, Connection, doctor, logs, status, token};
+use crate::controller;
 use crate::credentials::{AuthMode, CredentialError};
 use crate::deployment::DeploymentArgs;
 use crate::github::{self, GitHubConfig, JitRequest, Scope, ScopeError};
@@ -112,6 +114,23 @@ enum Command {
         #[command(flatten)]
         args: Box<AgentArgs>,
     },
+    /// The autoscaler: per pool of the config file, a runner scale set's demand starts one
+    /// ephemeral runner per job (ECS tasks, or local processes) and retires idle ones, never a
+    /// busy one. Serves /metrics, /healthz and /status. Reloads the file when it changes.
+    #[command(args_conflicts_with_subcommands = true)]
+    Controller {
+        #[command(subcommand)]
+        action: Option<ControllerAction>,
+        /// The pool file (TOML).
+        #[arg(
+            long,
+            short,
+            env = "HANGAR_CONFIG",
+            default_value = "hangar.toml",
+            global = true
+        )]
+        config: std::path::PathBuf,
+    },
     /// GitHub runners and ECS services side by side, per repository or for the org; flags
     /// offline registrations and tasks with no runner.
     Status {
@@ -160,6 +179,13 @@ enum AgentAction {
         #[arg(long)]
         socket: std::path::PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ControllerAction {
+    /// Validate the pool file and print what the controller would do with it (no GitHub or
+    /// AWS calls).
+    CheckConfig,
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,6 +329,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Controller {
+            action: Some(ControllerAction::CheckConfig),
+            config,
+        } => {
+            let config = controller::config::ControllerConfig::load(&config)?;
+            print!("{}", controller::check::describe(&config));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Controller {
+            action: None,
+            config,
+        } => {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let on_signal = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_stop_signal().await;
+                tracing::info!("stopping: deleting the sessions, leaving runners to finish");
+                on_signal.cancel();
+            });
+            controller::runtime::run(controller::runtime::RunOptions::new(config, shutdown))
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { deployment, output } => {
             let report = status::run(&connection, &deployment.resolve()?).await?;
             match output {
@@ -386,6 +435,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// SIGTERM (ECS, systemd) or SIGINT (Ctrl-C).
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// 2 for problems the operator fixes in configuration, 1 for everything else.
 fn exit_code_for(e: &anyhow::Error) -> u8 {
     // A missing or malformed credential is configuration; SSM refusing to answer is not.
@@ -395,7 +460,18 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
                 Some(ConnectError::Credentials(c)) => Some(c),
                 _ => None,
             });
-    if e.downcast_ref::<ConfigError>().is_some()
+    let controller_config = matches!(
+        e.downcast_ref::<controller::runtime::ControllerError>(),
+        Some(
+            controller::runtime::ControllerError::Config(_)
+                | controller::runtime::ControllerError::Pool { .. }
+                | controller::runtime::ControllerError::WebhookSecret { .. }
+        )
+    ) || e
+        .downcast_ref::<controller::config::ConfigError>()
+        .is_some();
+    if controller_config
+        || e.downcast_ref::<ConfigError>().is_some()
         || e.downcast_ref::<agent::AgentConfigError>().is_some()
         || e.downcast_ref::<ScopeError>().is_some()
         || matches!(credential, Some(c) if !matches!(c, CredentialError::Ssm(_)))

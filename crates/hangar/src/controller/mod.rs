@@ -3,13 +3,16 @@
 //! assigned; each reconcile pass observes GitHub and the backend, a pure [`plan`] decides, and
 //! an executor acts idempotently. Being written (issue 5).
 
+pub mod adapter;
 pub mod backend;
 pub mod budget;
+pub mod check;
 pub mod config;
 pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+pub mod runtime;
 pub mod sim;
 pub mod webhook;

@@ -1,0 +1,688 @@
+//! `hangar controller` put together: for every pool of the configuration, a listener (the
+//! scale-set session that yields demand) and a reconciler (observe -> plan -> act), joined by a
+//! watch channel and a nudge; one HTTP surface (`/metrics`, `/healthz`, `/status`, optional
+//! `/webhook`); a reload loop that applies a changed file pool by pool; and one shutdown path:
+//! the caller's token -> every pool's token -> a bounded wait in which listeners delete their
+//! sessions.
+//!
+//! Invariants:
+//! - One listener per pool: a pool's worker is stopped (and its session deleted) before a
+//!   changed configuration starts its replacement.
+//! - Shutting down stops no runner: busy ones finish their jobs, and a restarted controller
+//!   adopts every task by its tags.
+//! - Credentials are read once, at start; a pool whose credentials or backend cannot be set up
+//!   stops the start with an error that names the pool and the fix (exit 2), so nothing runs
+//!   half-configured. On reload the same failure leaves that pool out and says why.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde_json::json;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::adapter::LivePoolGitHub;
+use super::backend::Backend;
+use super::backend::ecs::EcsBackend;
+use super::backend::local::LocalBackend;
+use super::config::{
+    BackendConfig, ConfigChange, ConfigError, ConfigWatcher, ControllerConfig, ControllerSettings,
+    PoolConfig, Reload,
+};
+use super::http::{self, Health, HttpState, WebhookRoute};
+use super::listener::{self, Demand, ListenerSpec, ListenerTiming, SessionState};
+use super::metrics::{self, JobResult, Metrics, PoolGauges};
+use super::reconcile::{DemandView, LoopSettings, PoolEvent, PoolReport, Reconciler};
+use super::webhook::{Matcher, WebhookReceiver, WorkflowJobEvent};
+use crate::commands::{Clients, Connection, CredentialEnv};
+use crate::credentials::AuthMode;
+use crate::github::scaleset::{ActionsService, JobMessage};
+use crate::github::{GitHubConfig, Scope};
+
+/// What `run` needs besides the file.
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    /// Where `GITHUB_PAT` / `GITHUB_APP_*` (and the webhook secret) are read from.
+    pub credential_env: CredentialEnv,
+    /// Cancel to stop the controller.
+    pub shutdown: CancellationToken,
+    /// Told the address the HTTP surface is bound to (useful with port 0).
+    pub on_listening: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    /// The listener's waits (tests shorten them).
+    pub listener_timing: ListenerTiming,
+    /// Nudges within this window share one reconcile pass.
+    pub debounce: Duration,
+    /// Called with every local backend the controller creates, with its pool's name (tests
+    /// inject launch failures through it).
+    pub on_local_backend: Option<LocalBackendHook>,
+}
+
+pub type LocalBackendHook = Arc<dyn Fn(&str, &LocalBackend) + Send + Sync>;
+
+impl RunOptions {
+    pub fn new(config_path: PathBuf, shutdown: CancellationToken) -> RunOptions {
+        RunOptions {
+            config_path,
+            credential_env: CredentialEnv::Process,
+            shutdown,
+            on_listening: None,
+            listener_timing: ListenerTiming::default(),
+            debounce: LoopSettings::default().debounce,
+            on_local_backend: None,
+        }
+    }
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("pool {pool:?}: {message}")]
+    Pool { pool: String, message: String },
+    #[error(
+        "cannot serve metrics on {addr}: {cause}. Fix: choose a free address in controller.listen"
+    )]
+    Listen { addr: SocketAddr, cause: String },
+    #[error(
+        "the webhook secret variable {name} is not set. Fix: export {name} with the secret configured on the GitHub webhook, or remove controller.webhook_secret_env"
+    )]
+    WebhookSecret { name: String },
+}
+
+/// A running pool.
+struct PoolWorker {
+    config: PoolConfig,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    nudge: Arc<Notify>,
+    demand: watch::Receiver<Demand>,
+    report: watch::Receiver<PoolReport>,
+}
+
+struct Shared {
+    settings: ControllerSettings,
+    clients: tokio::sync::Mutex<Clients>,
+    aws: tokio::sync::OnceCell<aws_config::SdkConfig>,
+    metrics: Metrics,
+    workers: Mutex<BTreeMap<String, PoolWorker>>,
+    listener_timing: ListenerTiming,
+    debounce: Duration,
+    on_local_backend: Option<LocalBackendHook>,
+    started_at: DateTime<Utc>,
+    reload_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PoolWorker>> {
+        self.workers.lock().expect("workers poisoned")
+    }
+}
+
+/// Runs the controller until `options.shutdown` is cancelled.
+pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
+    let config = ControllerConfig::load(&options.config_path)?;
+    let settings = config.settings.clone();
+    let connection = Connection {
+        github: GitHubConfig::new(&settings.github_api_url, &settings.github_web_url),
+        ssm_prefix: settings.credentials_ssm_prefix.clone(),
+        auth: None,
+        credential_env: options.credential_env.clone(),
+    };
+    let webhook_secret = match &settings.webhook_secret_env {
+        None => None,
+        Some(name) => Some(
+            read_env(&options.credential_env, name)
+                .filter(|v| !v.is_empty())
+                .map(SecretString::from)
+                .ok_or_else(|| ControllerError::WebhookSecret { name: name.clone() })?,
+        ),
+    };
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        clients: tokio::sync::Mutex::new(Clients::load(&connection).await),
+        aws: tokio::sync::OnceCell::new(),
+        metrics: Metrics::new(),
+        workers: Mutex::new(BTreeMap::new()),
+        listener_timing: options.listener_timing.clone(),
+        debounce: options.debounce,
+        on_local_backend: options.on_local_backend.clone(),
+        started_at: Utc::now(),
+        reload_error: Mutex::new(None),
+    });
+    let root = options.shutdown.child_token();
+    for pool in &config.pools {
+        match start_pool(&shared, pool.clone(), &root).await {
+            Ok(worker) => {
+                shared.lock().insert(pool.name.clone(), worker);
+            }
+            Err(message) => {
+                stop_all(&shared, &root).await;
+                return Err(ControllerError::Pool {
+                    pool: pool.name.clone(),
+                    message,
+                });
+            }
+        }
+    }
+    tracing::info!(
+        pools = config.pools.len(),
+        config = %options.config_path.display(),
+        "controller started"
+    );
+
+    let mut http_task = None;
+    if let Some(addr) = settings.listen {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                stop_all(&shared, &root).await;
+                return Err(ControllerError::Listen {
+                    addr,
+                    cause: e.to_string(),
+                });
+            }
+        };
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(addr = %bound, "serving /metrics, /healthz and /status");
+        if let Some(tx) = options.on_listening.take() {
+            let _ = tx.send(bound);
+        }
+        let state = http_state(&shared, webhook_secret);
+        let cancel = root.clone();
+        http_task = Some(tokio::spawn(async move {
+            if let Err(e) = http::serve(listener, state, cancel).await {
+                tracing::error!(error = %e, "the HTTP surface stopped");
+            }
+        }));
+    }
+
+    let mut watcher = ConfigWatcher::new(&options.config_path);
+    let mut running = config;
+    loop {
+        tokio::select! {
+            _ = root.cancelled() => break,
+            _ = tokio::time::sleep(settings.reload_interval) => {}
+        }
+        match watcher.check() {
+            Reload::Unchanged => {}
+            Reload::Rejected(e) => {
+                tracing::error!(error = %e, "the changed configuration was not applied; the running one stays");
+                shared.metrics.config_reload_failed();
+                *shared.reload_error.lock().expect("poisoned") = Some(e.to_string());
+            }
+            Reload::Changed(new) => {
+                *shared.reload_error.lock().expect("poisoned") = None;
+                if new.settings != running.settings {
+                    tracing::warn!(
+                        "controller settings changed; they apply at the next restart (pools apply now)"
+                    );
+                }
+                apply(&shared, &root, &running, &new).await;
+                running = *new;
+            }
+        }
+    }
+    stop_all(&shared, &root).await;
+    if let Some(task) = http_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    tracing::info!("controller stopped; runners were left to finish their jobs");
+    Ok(())
+}
+
+fn read_env(env: &CredentialEnv, name: &str) -> Option<String> {
+    match env {
+        CredentialEnv::Process => std::env::var(name).ok(),
+        CredentialEnv::Given(map) => map.get(name).cloned(),
+    }
+}
+
+/// Applies a changed configuration pool by pool.
+async fn apply(
+    shared: &Arc<Shared>,
+    root: &CancellationToken,
+    old: &ControllerConfig,
+    new: &ControllerConfig,
+) {
+    let change = ConfigChange::between(old, new);
+    if change.is_empty() {
+        return;
+    }
+    tracing::info!(added = ?change.added, removed = ?change.removed, changed = ?change.changed, "applying the changed configuration");
+    for name in change.removed.iter().chain(&change.changed) {
+        let worker = shared.lock().remove(name);
+        if let Some(worker) = worker {
+            stop_worker(worker).await;
+        }
+        if change.removed.contains(name) {
+            shared.metrics.remove_pool(name);
+        }
+    }
+    for name in change.added.iter().chain(&change.changed) {
+        let pool = new.pool(name).expect("listed").clone();
+        match start_pool(shared, pool, root).await {
+            Ok(worker) => {
+                shared.lock().insert(name.clone(), worker);
+            }
+            Err(message) => {
+                tracing::error!(pool = %name, error = %message, "the pool could not be started; it is left out until the file changes");
+                shared.metrics.config_reload_failed();
+                *shared.reload_error.lock().expect("poisoned") =
+                    Some(format!("pool {name:?}: {message}"));
+            }
+        }
+    }
+}
+
+async fn stop_worker(worker: PoolWorker) {
+    worker.cancel.cancel();
+    for task in worker.tasks {
+        // The listener deletes its session within its own bound; this is the outer one.
+        let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    }
+}
+
+async fn stop_all(shared: &Arc<Shared>, root: &CancellationToken) {
+    root.cancel();
+    let workers: Vec<PoolWorker> = std::mem::take(&mut *shared.lock()).into_values().collect();
+    let stops: Vec<_> = workers.into_iter().map(stop_worker).collect();
+    for stop in stops {
+        stop.await;
+    }
+}
+
+async fn start_pool(
+    shared: &Arc<Shared>,
+    pool: PoolConfig,
+    root: &CancellationToken,
+) -> Result<PoolWorker, String> {
+    let github = shared.clients.lock().await.for_scope(&pool.scope)?.clone();
+    let service = ActionsService::new(github, pool.scope.clone());
+    let cancel = root.child_token();
+    match &pool.backend {
+        BackendConfig::Ecs(launch) => {
+            let sdk = shared.aws.get_or_init(crate::aws::load_config).await;
+            let backend = EcsBackend::new(sdk, launch.clone());
+            Ok(spawn_pool(shared, pool, service, backend, cancel))
+        }
+        BackendConfig::Local(launch) => {
+            let backend =
+                LocalBackend::new(pool.scope.clone(), launch).map_err(|e| e.to_string())?;
+            if let Some(hook) = &shared.on_local_backend {
+                hook(&pool.name, &backend);
+            }
+            Ok(spawn_pool(shared, pool, service, backend, cancel))
+        }
+    }
+}
+
+fn spawn_pool<B: Backend>(
+    shared: &Arc<Shared>,
+    pool: PoolConfig,
+    service: ActionsService,
+    backend: B,
+    cancel: CancellationToken,
+) -> PoolWorker {
+    let metrics = shared.metrics.clone();
+    metrics.add_pool(&pool.name, &pool.scope);
+    let (demand_tx, demand_rx) = watch::channel(Demand::default());
+    let nudge = Arc::new(Notify::new());
+    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+    let spec = ListenerSpec {
+        pool: pool.name.clone(),
+        scope: pool.scope.clone(),
+        scale_set_name: pool.scale_set.clone(),
+        runner_group: pool.runner_group.clone(),
+        labels: pool.labels.clone(),
+        max_runners: pool.limits.max,
+        owner_name: shared.settings.owner_name.clone(),
+        timing: shared.listener_timing.clone(),
+    };
+    let mut tasks = vec![tokio::spawn(listener::run(
+        service.clone(),
+        spec,
+        demand_tx,
+        nudge.clone(),
+        jobs_tx,
+        cancel.clone(),
+    ))];
+
+    // Demand as the reconciler sees it: assigned jobs only while the session is live.
+    let (view_tx, view_rx) = watch::channel(DemandView::default());
+    tasks.push(tokio::spawn(bridge_demand(
+        pool.name.clone(),
+        demand_rx.clone(),
+        view_tx,
+        metrics.clone(),
+        cancel.clone(),
+    )));
+    tasks.push(tokio::spawn(job_metrics(
+        pool.name.clone(),
+        jobs_rx,
+        metrics.clone(),
+    )));
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (report_tx, report_rx) = watch::channel(PoolReport::default());
+    let github = Arc::new(LivePoolGitHub::new(service.clone(), demand_rx.clone()));
+    let reconciler = Reconciler::new(
+        pool.clone(),
+        github,
+        Arc::new(backend),
+        LoopSettings {
+            resync_interval: shared.settings.resync_interval,
+            debounce: shared.debounce,
+            budget_share: shared.settings.github_budget_share,
+            ..LoopSettings::default()
+        },
+    )
+    .with_events(events_tx);
+    tasks.push(tokio::spawn(reconciler.run(
+        view_rx,
+        nudge.clone(),
+        report_tx,
+        cancel.clone(),
+    )));
+    tasks.push(tokio::spawn(pool_metrics(
+        pool.clone(),
+        events_rx,
+        demand_rx.clone(),
+        service,
+        metrics,
+    )));
+    PoolWorker {
+        config: pool,
+        cancel,
+        tasks,
+        nudge,
+        demand: demand_rx,
+        report: report_rx,
+    }
+}
+
+fn session_text(session: &SessionState) -> String {
+    match session {
+        SessionState::Connecting => "connecting".into(),
+        SessionState::Live => "live".into(),
+        SessionState::Waiting { reason } => format!("waiting: {reason}"),
+        SessionState::Failed { error } => format!("failed: {error}"),
+    }
+}
+
+async fn bridge_demand(
+    pool: String,
+    mut demand: watch::Receiver<Demand>,
+    view: watch::Sender<DemandView>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) {
+    loop {
+        let current = demand.borrow_and_update().clone();
+        let live = current.session == SessionState::Live;
+        metrics.session(&pool, live);
+        let _ = view.send(DemandView {
+            assigned_jobs: current
+                .statistics
+                .as_ref()
+                .filter(|_| live)
+                .map(|s| s.total_assigned_jobs.min(u32::MAX as u64) as u32),
+            session: session_text(&current.session),
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = demand.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Job messages -> ARC's job metrics. Startup is measured from the scale set's assignment to
+/// the runner's, execution from the runner's assignment to the finish, using the service's
+/// own timestamps; when a message lacks them, from when this controller saw each message.
+async fn job_metrics(
+    pool: String,
+    mut jobs: mpsc::UnboundedReceiver<JobMessage>,
+    metrics: Metrics,
+) {
+    // Bounded: a job whose completion never arrives is forgotten after this many newer ones.
+    const REMEMBERED: usize = 10_000;
+    let mut assigned_at: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut started_at: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut seen_started = std::collections::HashSet::new();
+    let mut seen_completed = std::collections::HashSet::new();
+    let secs = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        to.signed_duration_since(from)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    };
+    while let Some(message) = jobs.recv().await {
+        let now = Utc::now();
+        if assigned_at.len() > REMEMBERED {
+            assigned_at.clear();
+            started_at.clear();
+            seen_started.clear();
+            seen_completed.clear();
+        }
+        match message {
+            JobMessage::JobAssigned { job } | JobMessage::JobAvailable { job, .. } => {
+                assigned_at
+                    .entry(job.job_id.clone())
+                    .or_insert(job.scale_set_assign_time.unwrap_or(now));
+            }
+            JobMessage::JobStarted { job, .. } => {
+                // Messages arrive at least once: count each job once.
+                if !seen_started.insert(job.job_id.clone()) {
+                    continue;
+                }
+                let from = job
+                    .scale_set_assign_time
+                    .or_else(|| assigned_at.get(&job.job_id).copied())
+                    .or(job.queue_time)
+                    .unwrap_or(now);
+                let to = job.runner_assign_time.unwrap_or(now);
+                started_at.insert(job.job_id.clone(), to);
+                metrics.job_started(&pool, secs(from, to));
+            }
+            JobMessage::JobCompleted { job, result, .. } => {
+                if !seen_completed.insert(job.job_id.clone()) {
+                    continue;
+                }
+                let from = job
+                    .runner_assign_time
+                    .or_else(|| started_at.get(&job.job_id).copied())
+                    .unwrap_or(now);
+                let to = job.finish_time.unwrap_or(now);
+                metrics.job_completed(&pool, JobResult::parse(&result), secs(from, to));
+                assigned_at.remove(&job.job_id);
+                started_at.remove(&job.job_id);
+            }
+            JobMessage::Other { .. } => {}
+        }
+    }
+}
+
+/// Reconciler events and statistics -> the pool's gauges and counters.
+async fn pool_metrics(
+    pool: PoolConfig,
+    mut events: mpsc::UnboundedReceiver<(String, PoolEvent)>,
+    demand: watch::Receiver<Demand>,
+    service: ActionsService,
+    metrics: Metrics,
+) {
+    let credential = if pool.scope.is_org() {
+        AuthMode::App
+    } else {
+        AuthMode::Pat
+    };
+    let mut last_calls = service.github().calls_made();
+    while let Some((name, event)) = events.recv().await {
+        match event {
+            PoolEvent::Launched { .. } => metrics.launch(&name),
+            PoolEvent::LaunchFailed { reason } => {
+                let reason = match reason {
+                    "capacity" => metrics::LaunchFailure::Capacity,
+                    "throttled" => metrics::LaunchFailure::Throttled,
+                    "config" => metrics::LaunchFailure::Config,
+                    _ => metrics::LaunchFailure::Unavailable,
+                };
+                metrics.launch_failed(&name, reason);
+            }
+            PoolEvent::Removed { reason, .. } => metrics.runner_stopped(&name, reason),
+            PoolEvent::Pass { status, took } => {
+                metrics.reconcile(took);
+                let stats = demand.borrow().statistics.unwrap_or_default();
+                metrics.set_pool(
+                    &name,
+                    &PoolGauges {
+                        assigned_jobs: stats.total_assigned_jobs,
+                        running_jobs: stats.total_running_jobs,
+                        registered_runners: stats.total_registered_runners,
+                        busy_runners: stats.total_busy_runners,
+                        idle_runners: stats.total_idle_runners,
+                        min_runners: pool.limits.min_idle as u64,
+                        max_runners: pool.limits.max as u64,
+                        desired_runners: status.desired as u64,
+                        pending_runners: status.pending as u64,
+                        running_runners: status.capacity.saturating_sub(status.pending) as u64,
+                    },
+                );
+                let calls = service.github().calls_made();
+                metrics.github_calls(calls.saturating_sub(last_calls));
+                last_calls = calls;
+                if let Some(rl) = service.github().rate_limit() {
+                    metrics.rate_limit(credential, rl.remaining, rl.limit);
+                }
+            }
+        }
+    }
+}
+
+fn http_state(shared: &Arc<Shared>, webhook_secret: Option<SecretString>) -> HttpState {
+    let status_shared = shared.clone();
+    let health_shared = shared.clone();
+    let webhook = webhook_secret.map(|secret| {
+        let match_shared = shared.clone();
+        let matcher: Matcher = Arc::new(move |event: &WorkflowJobEvent| {
+            match_shared
+                .lock()
+                .values()
+                .filter(|w| job_matches_pool(event, &w.config))
+                .map(|w| w.config.name.clone())
+                .collect()
+        });
+        let nudge_shared = shared.clone();
+        WebhookRoute {
+            receiver: Arc::new(WebhookReceiver::new(secret, matcher)),
+            nudge: Arc::new(move |pools: Vec<String>| {
+                let workers = nudge_shared.lock();
+                for pool in pools {
+                    if let Some(w) = workers.get(&pool) {
+                        w.nudge.notify_one();
+                    }
+                }
+            }),
+        }
+    });
+    HttpState {
+        metrics: shared.metrics.clone(),
+        health: Arc::new(move || health(&health_shared)),
+        status: Arc::new(move || status_json(&status_shared)),
+        webhook,
+    }
+}
+
+/// Whether a `workflow_job` event concerns a pool: same repository or organization, and every
+/// `runs-on` label is the scale set's name or one of its labels (case-insensitively).
+pub fn job_matches_pool(event: &WorkflowJobEvent, pool: &PoolConfig) -> bool {
+    let in_scope = match &pool.scope {
+        Scope::Repo { owner, repo } => event
+            .repository
+            .eq_ignore_ascii_case(&format!("{owner}/{repo}")),
+        Scope::Org { org } => {
+            event
+                .organization
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case(org))
+                || event
+                    .repository
+                    .split('/')
+                    .next()
+                    .is_some_and(|owner| owner.eq_ignore_ascii_case(org))
+        }
+    };
+    in_scope
+        && !event.labels.is_empty()
+        && event.labels.iter().all(|label| {
+            label.eq_ignore_ascii_case(&pool.scale_set)
+                || pool.labels.iter().any(|l| l.eq_ignore_ascii_case(label))
+        })
+}
+
+fn health(shared: &Shared) -> Health {
+    let limit = shared.settings.resync_interval * 3 + Duration::from_secs(30);
+    let now = Utc::now();
+    let mut reasons = Vec::new();
+    for (name, worker) in shared.lock().iter() {
+        let report = worker.report.borrow();
+        let last = report.last_pass_at.unwrap_or(shared.started_at);
+        let age = now.signed_duration_since(last).to_std().unwrap_or_default();
+        if age > limit {
+            reasons.push(format!(
+                "pool {name:?} has not reconciled for {} s (limit {} s)",
+                age.as_secs(),
+                limit.as_secs()
+            ));
+        }
+    }
+    if reasons.is_empty() {
+        Health::ok()
+    } else {
+        Health::unhealthy(reasons)
+    }
+}
+
+/// `/status`: every pool's configuration summary, session, counts and last errors.
+fn status_json(shared: &Shared) -> serde_json::Value {
+    let started = Instant::now();
+    let pools: Vec<serde_json::Value> = shared
+        .lock()
+        .values()
+        .map(|w| {
+            let report = w.report.borrow().clone();
+            let demand = w.demand.borrow().clone();
+            json!({
+                "name": w.config.name,
+                "scope": report.scope,
+                "scale_set": w.config.scale_set,
+                "scale_set_id": demand.scale_set_id,
+                "labels": w.config.labels,
+                "runner_group": w.config.runner_group,
+                "backend": w.config.backend.kind(),
+                "min_idle": w.config.limits.min_idle,
+                "max": w.config.limits.max,
+                "session": session_text(&demand.session),
+                "statistics": demand.statistics,
+                "last_message_at": demand.last_message_at,
+                "listener_error": demand.last_error,
+                "report": report,
+            })
+        })
+        .collect();
+    let reload_error = shared.reload_error.lock().expect("poisoned").clone();
+    tracing::trace!(us = started.elapsed().as_micros() as u64, "status rendered");
+    json!({
+        "controller": {
+            "started_at": shared.started_at,
+            "resync_interval_secs": shared.settings.resync_interval.as_secs_f64(),
+            "owner_name": shared.settings.owner_name,
+            "reload_error": reload_error,
+        },
+        "pools": pools,
+    })
+}

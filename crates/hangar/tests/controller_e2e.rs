@@ -1,0 +1,499 @@
+//! `hangar controller` end to end on one machine: the GitHub emulator's scale-set service and
+//! job queue, the real controller (listener, reconciler, HTTP surface) and the local process
+//! backend, whose runners are real `hangar agent` processes supervising the stand-in runner.
+//! The seed's two set-ups are the two pools: the repository with the PAT, the organization
+//! with the GitHub App. Every test owns its emulator, work roots and controllers.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hangar::commands::CredentialEnv;
+use hangar::controller::backend::local::LocalBackend;
+use hangar::controller::backend::{Backend, TaskState};
+use hangar::controller::config::LocalLaunch;
+use hangar::controller::listener::ListenerTiming;
+use hangar::controller::runtime::{self, RunOptions};
+use hangar_emulator::{Conclusion, Emulator, JobSpec, JobStatus, SEED_CLIENT_ID, SEED_PAT, keys};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use support::{ORG, REPO, emulator, within};
+
+const REPO_POOL: &str = "standalone";
+const ORG_POOL: &str = "org";
+
+/// A controller running in this process, with its own work root.
+struct Controller {
+    cancel: CancellationToken,
+    task: Option<JoinHandle<Result<(), runtime::ControllerError>>>,
+    addr: SocketAddr,
+    work_root: PathBuf,
+    config_path: PathBuf,
+}
+
+struct Pools {
+    repo_max: u32,
+    org_max: u32,
+    resync: &'static str,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools {
+            repo_max: 10,
+            org_max: 10,
+            resync: "2s",
+        }
+    }
+}
+
+fn toml(emu: &Emulator, work_root: &std::path::Path, pools: &Pools) -> String {
+    let binary = env!("CARGO_BIN_EXE_hangar");
+    let env = r#"env = { HANGAR_STANDIN_POLL_SECS = "1", HANGAR_STANDIN_RETRY_SECS = "1", RUNNER_PASS_ENV = "HANGAR_STANDIN_POLL_SECS,HANGAR_STANDIN_RETRY_SECS" }"#;
+    format!(
+        r#"
+[controller]
+resync_interval = "{resync}"
+listen = "127.0.0.1:0"
+github_api_url = "{api}"
+github_web_url = "{web}"
+owner_name = "e2e"
+reload_interval = "200ms"
+
+[defaults]
+pending_timeout = "2m"
+registration_timeout = "2m"
+
+[[pool]]
+name = "{REPO_POOL}"
+repository = "{REPO}"
+max = {repo_max}
+[pool.local]
+hangar_binary = "{binary}"
+work_root = "{root}/{REPO_POOL}"
+{env}
+
+[[pool]]
+name = "{ORG_POOL}"
+organization = "{ORG}"
+max = {org_max}
+[pool.local]
+hangar_binary = "{binary}"
+work_root = "{root}/{ORG_POOL}"
+{env}
+"#,
+        resync = pools.resync,
+        api = emu.api_url(),
+        web = emu.web_url(),
+        repo_max = pools.repo_max,
+        org_max = pools.org_max,
+        root = work_root.display(),
+    )
+}
+
+fn credentials() -> CredentialEnv {
+    CredentialEnv::Given(HashMap::from([
+        ("GITHUB_PAT".to_string(), SEED_PAT.to_string()),
+        (
+            "GITHUB_APP_CLIENT_ID".to_string(),
+            SEED_CLIENT_ID.to_string(),
+        ),
+        (
+            "GITHUB_APP_PRIVATE_KEY".to_string(),
+            keys::APP_PRIVATE_KEY_PKCS1.to_string(),
+        ),
+    ]))
+}
+
+impl Controller {
+    async fn start(emu: &Emulator, tag: &str, pools: &Pools) -> Controller {
+        let work_root = std::env::temp_dir().join(format!(
+            "hangar-e2e-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&work_root).unwrap();
+        let config_path = work_root.join("hangar.toml");
+        std::fs::write(&config_path, toml(emu, &work_root, pools)).unwrap();
+        Controller::start_with(config_path, work_root).await
+    }
+
+    async fn start_with(config_path: PathBuf, work_root: PathBuf) -> Controller {
+        let cancel = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut options = RunOptions::new(config_path.clone(), cancel.clone());
+        options.credential_env = credentials();
+        options.on_listening = Some(tx);
+        options.listener_timing = ListenerTiming::fast();
+        let task = tokio::spawn(runtime::run(options));
+        let addr = within(30, rx).await.expect("the controller serves");
+        Controller {
+            cancel,
+            task: Some(task),
+            addr,
+            work_root,
+            config_path,
+        }
+    }
+
+    async fn status(&self) -> serde_json::Value {
+        reqwest::get(format!("http://{}/status", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn pool_status(&self, pool: &str) -> serde_json::Value {
+        let status = self.status().await;
+        status["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == pool)
+            .cloned()
+            .unwrap_or_else(|| panic!("pool {pool} in {status}"))
+    }
+
+    async fn wait_for_session(&self, pool: &str, state: &str) {
+        within(30, async {
+            loop {
+                if self.pool_status(pool).await["session"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(state)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
+
+    async fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            within(30, task).await.unwrap().unwrap();
+        }
+    }
+
+    /// Gives the configuration and work root to the next controller (this one must be
+    /// stopped); dropping this one then removes nothing.
+    fn hand_over(&mut self) -> (PathBuf, PathBuf) {
+        (
+            std::mem::take(&mut self.config_path),
+            std::mem::take(&mut self.work_root),
+        )
+    }
+
+    /// The backend's view of a pool, through a second backend on the same work root (what a
+    /// restarted controller would see).
+    async fn tasks(&self, pool: &str) -> Vec<hangar::controller::backend::Task> {
+        local_backend(&self.work_root, pool)
+            .list(pool)
+            .await
+            .unwrap()
+    }
+}
+
+fn local_backend(work_root: &std::path::Path, pool: &str) -> LocalBackend {
+    let scope = if pool == ORG_POOL {
+        support::org()
+    } else {
+        support::repo()
+    };
+    LocalBackend::new(
+        scope,
+        &LocalLaunch {
+            hangar_binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_hangar"))),
+            work_root: work_root.join(pool),
+            env: Default::default(),
+        },
+    )
+    .unwrap()
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if self.work_root.as_os_str().is_empty() {
+            return;
+        }
+        for pool in [REPO_POOL, ORG_POOL] {
+            if self.work_root.join(pool).exists() {
+                local_backend(&self.work_root, pool).kill_all();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.work_root);
+    }
+}
+
+fn job(pool: &str, n: usize) -> JobSpec {
+    let repo = if pool == ORG_POOL {
+        format!("{ORG}/another-repository")
+    } else {
+        REPO.to_string()
+    };
+    JobSpec::new(&repo, &format!("job-{pool}-{n}"))
+        .labels([pool])
+        .step("work", "echo working; sleep 0.2")
+}
+
+async fn wait_all_done(emu: &Emulator, ids: &[u64], secs: u64) -> Vec<hangar_emulator::JobView> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut done = Vec::new();
+    for id in ids {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let view = emu
+            .wait_for_job(*id, left)
+            .await
+            .unwrap_or_else(|| panic!("job {id} did not finish: {:?}", emu.job(*id)));
+        done.push(view);
+    }
+    done
+}
+
+async fn live_tasks(c: &Controller, pool: &str) -> usize {
+    c.tasks(pool)
+        .await
+        .iter()
+        .filter(|t| matches!(t.state, TaskState::Pending | TaskState::Running))
+        .count()
+}
+
+async fn wait_until_zero(c: &Controller, emu: &Emulator) {
+    within(60, async {
+        loop {
+            let tasks = live_tasks(c, REPO_POOL).await + live_tasks(c, ORG_POOL).await;
+            let runners = emu
+                .runners(&hangar_emulator::Scope::repo(
+                    "your-organization",
+                    "your-repository-name",
+                ))
+                .len()
+                + emu
+                    .runners(&hangar_emulator::Scope::org("your-organization"))
+                    .len();
+            if tasks == 0 && runners == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_jobs_across_both_pools_complete_and_the_pools_return_to_zero() {
+    let emu = emulator().await;
+    let mut controller = Controller::start(&emu, "fifty", &Pools::default()).await;
+    controller.wait_for_session(REPO_POOL, "live").await;
+    controller.wait_for_session(ORG_POOL, "live").await;
+    assert_eq!(
+        live_tasks(&controller, REPO_POOL).await,
+        0,
+        "pools start at zero"
+    );
+    let mut ids = Vec::new();
+    for n in 0..25 {
+        ids.push(emu.enqueue_job(job(REPO_POOL, n)));
+        ids.push(emu.enqueue_job(job(ORG_POOL, n)));
+    }
+    let done = wait_all_done(&emu, &ids, 240).await;
+    for view in &done {
+        assert_eq!(view.status, JobStatus::Completed, "{view:?}");
+        // A runner stopped while it held the job would have ended it cancelled or failed.
+        assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
+    }
+    wait_until_zero(&controller, &emu).await;
+    let metrics = controller.metrics().await;
+    assert!(metrics.contains("gha_completed_jobs_total{"), "{metrics}");
+    let launched: u64 = [REPO_POOL, ORG_POOL]
+        .iter()
+        .map(|p| {
+            metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("hangar_launches_total{") && l.contains(&format!("name=\"{p}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        launched >= 50,
+        "one ephemeral runner per job at least: {launched}"
+    );
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_controller_waits_for_the_session_instead_of_stealing_it() {
+    let emu = emulator().await;
+    let mut first = Controller::start(&emu, "first", &Pools::default()).await;
+    first.wait_for_session(REPO_POOL, "live").await;
+    first.wait_for_session(ORG_POOL, "live").await;
+    let mut second = Controller::start(&emu, "second", &Pools::default()).await;
+    second.wait_for_session(REPO_POOL, "waiting").await;
+    second.wait_for_session(ORG_POOL, "waiting").await;
+    // The first keeps serving while the second waits.
+    let id = emu.enqueue_job(job(REPO_POOL, 0));
+    let done = wait_all_done(&emu, &[id], 60).await;
+    assert_eq!(done[0].conclusion, Some(Conclusion::Success));
+    assert_eq!(
+        second.tasks(REPO_POOL).await.len(),
+        0,
+        "the waiting controller launched nothing"
+    );
+    for set in emu.scale_sets() {
+        assert_eq!(emu.scale_set_sessions(set.id), 1, "never two sessions");
+    }
+    // The first stops (deleting its sessions); the second takes over and serves.
+    first.stop().await;
+    second.wait_for_session(REPO_POOL, "live").await;
+    let id = emu.enqueue_job(job(REPO_POOL, 1));
+    let done = wait_all_done(&emu, &[id], 60).await;
+    assert_eq!(done[0].conclusion, Some(Conclusion::Success));
+    assert!(!second.tasks(REPO_POOL).await.is_empty());
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_controller_restart_mid_burst_loses_no_job_and_leaves_no_ghost() {
+    let emu = emulator().await;
+    let pools = Pools {
+        repo_max: 4,
+        ..Pools::default()
+    };
+    let mut first = Controller::start(&emu, "restart", &pools).await;
+    first.wait_for_session(REPO_POOL, "live").await;
+    let ids: Vec<u64> = (0..16)
+        .map(|n| {
+            emu.enqueue_job(
+                JobSpec::new(REPO, &format!("slow-{n}"))
+                    .labels([REPO_POOL])
+                    .step("work", "sleep 1"),
+            )
+        })
+        .collect();
+    // Stop while runners are busy and jobs still wait.
+    within(60, async {
+        while emu
+            .jobs()
+            .iter()
+            .filter(|j| j.status == JobStatus::Completed)
+            .count()
+            < 4
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    first.stop().await;
+    let running_at_stop = live_tasks(&first, REPO_POOL).await;
+    assert!(
+        running_at_stop > 0,
+        "runners keep running across the restart"
+    );
+    // The same configuration and work root: the new controller adopts the tasks by their tags.
+    let (config_path, work_root) = first.hand_over();
+    let mut second = Controller::start_with(config_path, work_root).await;
+    let done = wait_all_done(&emu, &ids, 180).await;
+    for view in &done {
+        assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
+    }
+    wait_until_zero(&second, &emu).await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn injected_faults_delay_jobs_but_lose_none() {
+    use hangar::controller::backend::BackendError;
+    let emu = emulator().await;
+    let work_root = std::env::temp_dir().join(format!(
+        "hangar-e2e-faults-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&work_root).unwrap();
+    let config_path = work_root.join("hangar.toml");
+    std::fs::write(&config_path, toml(&emu, &work_root, &Pools::default())).unwrap();
+    // Three capacity errors from the backend ("RunTask" has no room) on the repository pool.
+    let hook: runtime::LocalBackendHook = std::sync::Arc::new(|pool, backend| {
+        if pool == REPO_POOL {
+            backend.fail_next_launches(
+                3,
+                BackendError::Capacity("RESOURCE:FARGATE (injected)".into()),
+            );
+        }
+    });
+    let cancel = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut options = RunOptions::new(config_path.clone(), cancel.clone());
+    options.credential_env = credentials();
+    options.on_listening = Some(tx);
+    options.listener_timing = ListenerTiming::fast();
+    options.on_local_backend = Some(hook);
+    let task = tokio::spawn(runtime::run(options));
+    let addr = within(30, rx).await.unwrap();
+    let mut controller = Controller {
+        cancel,
+        task: Some(task),
+        addr,
+        work_root,
+        config_path,
+    };
+    controller.wait_for_session(REPO_POOL, "live").await;
+    controller.wait_for_session(ORG_POOL, "live").await;
+    // GitHub misbehaves too: 5xx and 429 from the Actions service, 502 from the REST API.
+    emu.fail_scaleset_next(3, 503);
+    emu.rate_limit_scaleset_next(2, 1);
+    emu.fail_next(2, 502);
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(emu.enqueue_job(job(REPO_POOL, n)));
+        ids.push(emu.enqueue_job(job(ORG_POOL, n)));
+    }
+    let done = wait_all_done(&emu, &ids, 180).await;
+    for view in &done {
+        assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
+    }
+    let metrics = controller.metrics().await;
+    let capacity_failures = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("hangar_launch_failures_total{")
+                && l.contains(&format!("name=\"{REPO_POOL}\""))
+                && l.contains("reason=\"capacity\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(capacity_failures >= 1, "{metrics}");
+    wait_until_zero(&controller, &emu).await;
+    assert!(
+        local_backend(&controller.work_root, REPO_POOL)
+            .list_handoffs(REPO_POOL)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no JIT file outlives a failed launch"
+    );
+    controller.stop().await;
+}
