@@ -161,8 +161,11 @@ fn tags(pool: &str, runner: u64) -> TaskTags {
     }
 }
 
+/// How every JIT value of these tests starts (base64 of `{"JIT":"secret-of-`).
+const JIT_MARK: &str = "eyJKSVQiOiJzZWNyZXQtb2Yt";
+
 fn jit_for(tags: &TaskTags) -> String {
-    format!("eyJKSVQiOiJzZWNyZXQtb2Yt{}In0=", tags.runner_name)
+    format!("{JIT_MARK}{}In0=", tags.runner_name)
 }
 
 fn request(tags: &TaskTags) -> LaunchRequest {
@@ -677,6 +680,131 @@ async fn a_capacity_provider_replaces_the_launch_type() {
             "ENABLED"
         );
         assert_eq!(rig.backend.list("spot").await.unwrap().len(), 1);
+    })
+    .await
+}
+
+/// Everything logged, at trace level for every crate (the AWS SDK's included).
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn the_jit_value_stays_out_of_trace_logs() {
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    // Global: with a thread-local one (`set_default`), SDK events went missing while the other
+    // tests of this binary ran in parallel. Their events land here too, which widens the search:
+    // every JIT value of these tests starts with JIT_MARK.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    within(60, async {
+        let moto = Moto::start();
+        let launch = deploy(&moto).await;
+        let good = EcsBackend::new(&moto.sdk_config(), launch.clone());
+        let bad = EcsBackend::new(
+            &moto.sdk_config(),
+            EcsLaunch {
+                task_definition: "no-such-family".into(),
+                ..launch
+            },
+        );
+        let started = tags("logged", 1);
+        let failed = tags("logged", 2);
+        good.launch(request(&started)).await.unwrap();
+        bad.launch(request(&failed)).await.unwrap_err();
+        good.list("logged").await.unwrap();
+        good.list_handoffs("logged").await.unwrap();
+
+        let text = logs.text();
+        assert!(text.len() > 1000, "trace logging is on: {text}");
+        assert!(
+            text.contains("RunTask"),
+            "the SDK's events are captured: {text}"
+        );
+        assert!(jit_for(&started).starts_with(JIT_MARK));
+        assert!(!text.contains(JIT_MARK), "a JIT value was logged");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn no_answer_from_aws_is_unavailable_and_names_what_to_check() {
+    within(30, async {
+        // A loopback port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .credentials_provider(aws_sdk_ssm::config::SharedCredentialsProvider::new(
+                aws_sdk_ssm::config::Credentials::new("testing", "testing", None, None, "static"),
+            ))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build();
+        let backend = EcsBackend::new(
+            &sdk,
+            EcsLaunch {
+                cluster: CLUSTER.into(),
+                task_definition: TASK_DEFINITION.into(),
+                container_name: "runner".into(),
+                subnets: vec![],
+                security_groups: vec![],
+                assign_public_ip: false,
+                launch_type: None,
+                capacity_provider: None,
+                parameter_prefix: PREFIX.into(),
+            },
+        );
+        let runner = tags("p", 1);
+        let err = backend.launch(request(&runner)).await.unwrap_err();
+        let BackendError::Unavailable(message) = &err else {
+            panic!("{err:?}");
+        };
+        assert!(message.contains("ssm:PutParameter"), "{message}");
+        assert!(message.contains("AWS_PROFILE"), "{message}");
+        // The write may have landed with its answer lost, so its delete was tried too.
+        assert!(message.contains("could not be deleted either"), "{message}");
+        assert!(!format!("{err:?}").contains(&jit_for(&runner)));
+        for result in [
+            backend.list("p").await.map(|_| ()),
+            backend.stop("arn:aws:ecs:us-east-1:1:task/c/0", "r").await,
+            backend.list_handoffs("p").await.map(|_| ()),
+            backend.delete_handoff("/hangar/jit/p/x").await,
+        ] {
+            assert_eq!(result.unwrap_err().reason(), "unavailable");
+        }
     })
     .await
 }
