@@ -397,18 +397,36 @@ async fn shutdown_terminates_idle_agents_and_kills_a_busy_one_after_the_grace() 
         };
         assert!(step_running());
 
+        // Stopping the busy one lets its job run on: the agent drains, the task is Stopping.
+        backend.stop(&busy.id, "scale-in").await.unwrap();
+        let busy_log = || agent_log(&backend, &busy.tags.runner_name);
+        wait_until(10, "the busy agent to start draining", || {
+            busy_log().contains("a job is running: letting it finish")
+        })
+        .await;
+        assert_eq!(
+            task(&backend, &busy.id).await.unwrap().state,
+            TaskState::Stopping
+        );
+        assert!(step_running(), "the job runs on while draining");
+
         let report = backend.shutdown_all(Duration::from_secs(2)).await;
         assert_eq!(report.stopped, vec![idle.id.clone()], "{report:?}");
         assert_eq!(report.killed, vec![busy.id.clone()], "{report:?}");
         let killed = task(&backend, &busy.id).await.unwrap();
         assert_eq!(killed.state, TaskState::Stopped);
-        assert!(
-            killed
-                .stop_reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("killed by signal 9 (SIGKILL)")),
-            "{killed:?}"
+        assert_eq!(
+            killed.stop_reason.as_deref(),
+            Some("killed by signal 9 (SIGKILL) (stopped: scale-in)")
         );
+        // The shutdown sent it no second SIGTERM (which would have cancelled the job).
+        assert_eq!(
+            busy_log().matches("\"stop requested\"").count(),
+            1,
+            "{}",
+            busy_log()
+        );
+        assert!(!busy_log().contains("cancelling the running job"));
         let ended = task(&backend, &idle.id).await.unwrap();
         assert_eq!(
             ended.stop_reason.as_deref(),
@@ -496,6 +514,36 @@ async fn failed_launches_leave_nothing_behind_and_stopped_tasks_are_cleaned_up()
             "{err}"
         );
         assert!(!err.to_string().contains(hangar_emulator::SEED_PAT));
+
+        // A task left pending by a controller that died mid-launch: listed Pending; a stop
+        // ends it before it ever starts and removes its one-shot file.
+        let half = backend.task_folder("half-launched");
+        std::fs::create_dir_all(&half).unwrap();
+        std::fs::write(
+            half.join("task.json"),
+            r#"{"id":"local-half-launched","pool":"local-pool","runner_name":"half-launched","runner_id":9,"created_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let stale = handoff_path(&backend, "half-launched");
+        support::agent::one_shot_file(&stale, "blob");
+        let pending = task(&backend, "local-half-launched").await.unwrap();
+        assert_eq!((pending.state, pending.tags.runner_id), (TaskState::Pending, 9));
+        backend
+            .stop("local-half-launched", "stuck pending")
+            .await
+            .unwrap();
+        let ended = task(&backend, "local-half-launched").await.unwrap();
+        assert_eq!(ended.state, TaskState::Stopped);
+        assert!(
+            ended
+                .stop_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("never started")),
+            "{ended:?}"
+        );
+        assert!(!stale.exists());
+        assert!(backend.list(POOL).await.unwrap().is_empty());
+        assert!(!half.exists(), "cleaned up once reported stopped");
 
         // Leftover one-shot files are listed and deleted; nothing else can be.
         let leftover = handoff_path(&backend, "never-started");

@@ -1271,6 +1271,57 @@ mod tests {
     }
 
     #[test]
+    fn a_launch_writes_its_one_shot_file_for_the_owner_only_and_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let work_root = std::env::temp_dir().join(format!(
+            "hangar-local-prepare-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let backend = LocalBackend::new(
+            Scope::repo("o/r").unwrap(),
+            &LocalLaunch {
+                hangar_binary: None,
+                work_root: work_root.clone(),
+                env: Default::default(),
+            },
+        )
+        .unwrap();
+        let record = TaskRecord {
+            id: "local-r1".into(),
+            pool: "p".into(),
+            runner_name: "r1".into(),
+            runner_id: 1,
+            created_at: Utc::now(),
+            pid: None,
+            pid_started: None,
+            stop: None,
+            exit: None,
+        };
+        backend.inner.prepare(&record, "the-blob").unwrap();
+        let handoff = work_root.join("r1.jit");
+        assert_eq!(std::fs::read_to_string(&handoff).unwrap(), "the-blob");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&handoff), 0o600);
+        assert_eq!(mode(&work_root), 0o700);
+        assert_eq!(
+            std::fs::read_link(work_root.join("r1/bin/Runner.Listener")).unwrap(),
+            backend.inner.binary
+        );
+        assert_eq!(read_record(&work_root.join("r1")), Some(record.clone()));
+        assert!(
+            !std::fs::read_to_string(work_root.join("r1/task.json"))
+                .unwrap()
+                .contains("the-blob")
+        );
+        assert!(
+            backend.inner.prepare(&record, "again").is_err(),
+            "a folder is never written twice"
+        );
+        let _ = std::fs::remove_dir_all(&work_root);
+    }
+
+    #[test]
     fn task_records_survive_a_round_trip_and_old_files_lacking_fields() {
         let dir = std::env::temp_dir().join(format!(
             "hangar-local-record-{}-{}",
