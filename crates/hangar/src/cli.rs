@@ -136,6 +136,10 @@ enum Command {
     Status {
         #[command(flatten)]
         deployment: DeploymentArgs,
+        /// Show the pools of a running `hangar controller` instead (its /status endpoint), e.g.
+        /// http://10.0.1.5:9464. Needs no GitHub or AWS credentials.
+        #[arg(long, env = "HANGAR_CONTROLLER_URL")]
+        controller: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
@@ -352,7 +356,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { deployment, output } => {
+        Command::Status {
+            controller: Some(url),
+            output,
+            ..
+        } => {
+            let status = commands::pools::fetch(&url).await?;
+            match output {
+                OutputFormat::Text => print!("{}", commands::pools::render_text(&status)),
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            deployment,
+            output,
+            controller: None,
+        } => {
             let report = status::run(&connection, &deployment.resolve()?).await?;
             match output {
                 OutputFormat::Text => print!("{}", status::render_text(&report)),

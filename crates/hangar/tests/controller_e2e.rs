@@ -352,6 +352,29 @@ async fn a_second_controller_waits_for_the_session_instead_of_stealing_it() {
     let mut second = Controller::start(&emu, "second", &Pools::default()).await;
     second.wait_for_session(REPO_POOL, "waiting").await;
     second.wait_for_session(ORG_POOL, "waiting").await;
+    // What an operator sees: `hangar status --controller URL` (no credentials needed).
+    let out = support::hangar::<&str, &str>(
+        &["status", "--controller", &format!("http://{}", second.addr)],
+        &[],
+    )
+    .await;
+    let text = support::text(&out.stdout);
+    assert!(out.status.success(), "{text}{}", support::text(&out.stderr));
+    for pool in [REPO_POOL, ORG_POOL] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(pool))
+            .unwrap_or_else(|| panic!("{pool} row in:\n{text}"));
+        assert!(row.contains("waiting"), "{row}");
+    }
+    assert!(
+        text.contains("another controller holds the session"),
+        "{text}"
+    );
+    let out =
+        support::hangar::<&str, &str>(&["status", "--controller", "http://127.0.0.1:9"], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(support::text(&out.stderr).contains("cannot reach the controller"));
     // The first keeps serving while the second waits.
     let id = emu.enqueue_job(job(REPO_POOL, 0));
     let done = wait_all_done(&emu, &[id], 60).await;

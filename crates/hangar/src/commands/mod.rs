@@ -4,6 +4,7 @@
 pub mod dev;
 pub mod doctor;
 pub mod logs;
+pub mod pools;
 pub mod status;
 pub mod token;
 

@@ -1,0 +1,206 @@
+//! `hangar status --controller URL`: the pools of a running `hangar controller`, read from its
+//! `/status` endpoint: per pool the scope, backend, scale-set session, assigned jobs, desired
+//! and actual runners, what was launched and retired, and why launches are held or failing.
+//!
+//! Invariant: this reads the controller only; it needs no GitHub or AWS credentials.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why the controller's status could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolsError {
+    #[error(
+        "cannot reach the controller at {url}: {cause}. Fix: check the address (controller.listen in its config) and that it runs"
+    )]
+    Unreachable { url: String, cause: String },
+    #[error("{url} did not answer like a hangar controller ({cause})")]
+    NotAController { url: String, cause: String },
+}
+
+/// Fetches `/status` from a controller's base URL (e.g. `http://10.0.1.5:9464`).
+pub async fn fetch(base: &str) -> Result<Value, PoolsError> {
+    let url = format!("{}/status", base.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| PoolsError::Unreachable {
+            url: url.clone(),
+            cause: e.to_string(),
+        })?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| PoolsError::Unreachable {
+            url: url.clone(),
+            cause: e.to_string(),
+        })?;
+    if !response.status().is_success() {
+        return Err(PoolsError::NotAController {
+            url,
+            cause: format!("HTTP {}", response.status().as_u16()),
+        });
+    }
+    let value: Value = response
+        .json()
+        .await
+        .map_err(|e| PoolsError::NotAController {
+            url: url.clone(),
+            cause: e.to_string(),
+        })?;
+    if !value["pools"].is_array() {
+        return Err(PoolsError::NotAController {
+            url,
+            cause: "no pools in the answer".into(),
+        });
+    }
+    Ok(value)
+}
+
+fn num(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The text table.
+pub fn render_text(status: &Value) -> String {
+    let mut out = String::new();
+    let controller = &status["controller"];
+    let _ = writeln!(
+        out,
+        "controller {} (started {}, resync every {} s)",
+        controller["owner_name"].as_str().unwrap_or("?"),
+        controller["started_at"].as_str().unwrap_or("?"),
+        num(&controller["resync_interval_secs"]),
+    );
+    if let Some(e) = controller["reload_error"].as_str() {
+        let _ = writeln!(out, "  ! the changed configuration was not applied: {e}");
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:<36} {:<7} {:<10} {:>8} {:>7} {:>8} {:>7} {:>4} {:>4} {:>8} {:>7}",
+        "POOL",
+        "SCOPE",
+        "BACKEND",
+        "SESSION",
+        "ASSIGNED",
+        "DESIRED",
+        "RUNNERS",
+        "PENDING",
+        "BUSY",
+        "IDLE",
+        "LAUNCHED",
+        "RETIRED"
+    );
+    let mut notes = Vec::new();
+    for pool in status["pools"].as_array().into_iter().flatten() {
+        let report = &pool["report"];
+        let st = &report["status"];
+        let name = pool["name"].as_str().unwrap_or("?");
+        let session = pool["session"].as_str().unwrap_or("?");
+        let short_session = session.split(':').next().unwrap_or(session);
+        let _ = writeln!(
+            out,
+            "{:<20} {:<36} {:<7} {:<10} {:>8} {:>7} {:>8} {:>7} {:>4} {:>4} {:>8} {:>7}",
+            name,
+            pool["scope"].as_str().unwrap_or("?"),
+            pool["backend"].as_str().unwrap_or("?"),
+            short_session,
+            num(&st["assigned_jobs"]),
+            num(&st["desired"]),
+            num(&st["capacity"]),
+            num(&st["pending"]),
+            num(&st["busy"]),
+            num(&st["idle"]),
+            num(&report["launched_total"]),
+            num(&report["retired_total"]),
+        );
+        if short_session != "live" {
+            notes.push(format!("{name}: session {session}"));
+        }
+        if let Some(held) = st["launch_held"].as_str() {
+            notes.push(format!("{name}: launches held: {held}"));
+        }
+        if let Some(failure) = report["launch_failure"].as_object() {
+            notes.push(format!(
+                "{name}: last launch failed ({}): {}",
+                failure.get("reason").and_then(Value::as_str).unwrap_or("?"),
+                failure
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+            ));
+        }
+        if let Some(e) = report["last_error"].as_str() {
+            notes.push(format!("{name}: last pass could not observe: {e}"));
+        }
+        if let Some(e) = pool["listener_error"].as_str() {
+            notes.push(format!("{name}: listener: {e}"));
+        }
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for note in notes {
+            let _ = writeln!(out, "  ! {note}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_each_pool_and_says_what_is_wrong() {
+        let status = json!({
+            "controller": {"owner_name": "ctl-1", "started_at": "2026-11-28T12:00:00Z", "resync_interval_secs": 30.0, "reload_error": null},
+            "pools": [
+                {"name": "standalone", "scope": "o/r", "backend": "ecs", "session": "live",
+                 "report": {"status": {"assigned_jobs": 3, "desired": 3, "capacity": 2, "pending": 1, "busy": 1, "idle": 0, "launch_held": null},
+                            "launched_total": 7, "retired_total": 4, "launch_failure": {"reason": "capacity", "message": "no capacity to launch a runner: RESOURCE:FARGATE"}, "last_error": null}},
+                {"name": "org", "scope": "o", "backend": "ecs", "session": "waiting: another controller holds the session",
+                 "report": {"status": {"assigned_jobs": null, "desired": 0, "capacity": 0, "pending": 0, "busy": 0, "idle": 0, "launch_held": null},
+                            "launched_total": 0, "retired_total": 0, "launch_failure": null, "last_error": null}}
+            ]
+        });
+        let text = render_text(&status);
+        assert!(text.contains("controller ctl-1"), "{text}");
+        let standalone = text.lines().find(|l| l.starts_with("standalone")).unwrap();
+        let cells: Vec<&str> = standalone.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "standalone",
+                "o/r",
+                "ecs",
+                "live",
+                "3",
+                "3",
+                "2",
+                "1",
+                "1",
+                "0",
+                "7",
+                "4"
+            ]
+        );
+        assert!(
+            text.contains("standalone: last launch failed (capacity): no capacity"),
+            "{text}"
+        );
+        assert!(
+            text.contains("org: session waiting: another controller holds the session"),
+            "{text}"
+        );
+        let org = text.lines().find(|l| l.starts_with("org ")).unwrap();
+        assert!(org.contains(" - "), "unknown assigned shows as -: {org}");
+    }
+}
