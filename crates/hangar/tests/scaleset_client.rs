@@ -837,3 +837,31 @@ async fn listener_recreates_a_deleted_scale_set_and_reopens_an_ended_session() {
     })
     .await
 }
+
+#[tokio::test]
+async fn listener_says_why_it_cannot_start_and_recovers() {
+    within(30, async {
+        let emu = scaleset_emulator().await;
+        let svc = service(pat_client(&emu, SEED_PAT), repo());
+        // Final (non-retried) refusals of the first calls: registration answers 400 twice.
+        emu.fail_scaleset_next(2, 400);
+        let mut spec = listener_spec("hangar-recover", &[]);
+        // Long enough for the failed state to be seen before the next attempt.
+        spec.timing.error_base = Duration::from_millis(400);
+        spec.timing.error_max = Duration::from_secs(1);
+        let mut running = start_listener(&svc, spec);
+        let failed = running
+            .until(|d| matches!(d.session, SessionState::Failed { .. }))
+            .await;
+        let SessionState::Failed { error } = &failed.session else {
+            unreachable!()
+        };
+        assert!(error.contains("400"), "{error}");
+        assert_eq!(failed.last_error.as_ref(), Some(error));
+        let demand = running.until(live).await;
+        assert!(demand.scale_set_id.is_some());
+        assert_eq!(registrations(&emu), 3);
+        running.stop().await;
+    })
+    .await
+}

@@ -235,8 +235,11 @@ enum Opened {
 
 enum Ended {
     Cancelled,
-    /// Open a new session (after ensuring the scale set again).
-    Reopen,
+    /// Open a new session (after ensuring the scale set again). `productive` when the session
+    /// answered at least one poll, so a session that fails at once is retried with backoff.
+    Reopen {
+        productive: bool,
+    },
 }
 
 enum Handled {
@@ -282,10 +285,15 @@ impl Listener {
                     continue;
                 }
             };
-            failures = 0;
             match self.listen(session).await {
                 Ended::Cancelled => return,
-                Ended::Reopen => continue,
+                Ended::Reopen { productive: true } => failures = 0,
+                Ended::Reopen { productive: false } => {
+                    failures += 1;
+                    if !self.wait_error_backoff(failures).await {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -373,6 +381,7 @@ impl Listener {
         self.nudge.notify_one();
         let mut last_message_id = 0u64;
         let mut failures = 0u32;
+        let mut productive = false;
         loop {
             let polled = self.cancellable(self.service.get_message(
                 &mut session,
@@ -386,10 +395,12 @@ impl Listener {
             let failure = match result {
                 Ok(None) => {
                     failures = 0;
+                    productive = true;
                     self.live();
                     continue;
                 }
                 Ok(Some(message)) => {
+                    productive = true;
                     let handled = self.cancellable(self.handle(&mut session, &message));
                     match handled.await {
                         None => {
@@ -438,13 +449,13 @@ impl Listener {
                 AfterPollError::Recreate => {
                     tracing::warn!(pool = %self.spec.pool, scale_set_id, error = %failure, "the scale set was deleted; creating it again");
                     self.failed(failure.to_string());
-                    return Ended::Reopen;
+                    return Ended::Reopen { productive };
                 }
                 AfterPollError::Reopen => {
                     tracing::warn!(pool = %self.spec.pool, scale_set_id, error = %failure, "the session is no longer usable; opening a new one");
                     self.failed(failure.to_string());
                     self.close(&session).await;
-                    return Ended::Reopen;
+                    return Ended::Reopen { productive };
                 }
             }
         }

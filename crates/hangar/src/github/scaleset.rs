@@ -665,11 +665,12 @@ fn parse_job_message(value: serde_json::Value) -> JobMessage {
             runner_id: extras.runner_id.unwrap_or_default(),
             runner_name: extras.runner_name.unwrap_or_default(),
         },
+        // A job no runner held says so with 0 and "" (or nulls).
         "JobCompleted" => JobMessage::JobCompleted {
             job,
             result: extras.result.unwrap_or_default(),
-            runner_id: extras.runner_id,
-            runner_name: extras.runner_name,
+            runner_id: extras.runner_id.filter(|id| *id != 0),
+            runner_name: extras.runner_name.filter(|name| !name.is_empty()),
         },
         _ => JobMessage::Other { message_type },
     }
@@ -1775,6 +1776,8 @@ mod tests {
             {"messageType": "JobCompleted", "runnerRequestId": 11, "jobId": "b2c1", "runnerId": 42,
              "runnerName": "hangar-1", "result": "succeeded", "finishTime": "2026-03-01T10:01:00Z"},
             {"messageType": "JobCompleted", "runnerRequestId": 12, "jobId": "c3", "result": "canceled",
+             "runnerId": 0, "runnerName": ""},
+            {"messageType": "JobCompleted", "runnerRequestId": 13, "jobId": "c4", "result": "canceled",
              "runnerId": null, "runnerName": null},
             {"messageType": "SomethingNew", "whatever": true},
         ])
@@ -1808,6 +1811,7 @@ mod tests {
                 "JobStarted",
                 "JobCompleted",
                 "JobCompleted",
+                "JobCompleted",
                 "SomethingNew"
             ]
         );
@@ -1838,10 +1842,15 @@ mod tests {
             JobMessage::JobCompleted { result, runner_id: Some(42), job, .. } if result == "succeeded"
                 && job.finish_time.is_some()
         ));
-        assert!(matches!(
-            &message.jobs[4],
-            JobMessage::JobCompleted { result, runner_id: None, runner_name: None, .. } if result == "canceled"
-        ));
+        for unheld in &message.jobs[4..6] {
+            assert!(
+                matches!(
+                    unheld,
+                    JobMessage::JobCompleted { result, runner_id: None, runner_name: None, .. } if result == "canceled"
+                ),
+                "{unheld:?}"
+            );
+        }
     }
 
     #[test]
