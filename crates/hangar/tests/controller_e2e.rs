@@ -520,3 +520,26 @@ async fn injected_faults_delay_jobs_but_lose_none() {
     );
     controller.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_messages_are_recovered_by_the_resync() {
+    let emu = emulator().await;
+    let mut controller = Controller::start(&emu, "lost", &Pools::default()).await;
+    controller.wait_for_session(REPO_POOL, "live").await;
+    controller.wait_for_session(ORG_POOL, "live").await;
+    // The JobAssigned messages of both jobs never arrive; only the statistics know of them.
+    emu.drop_scaleset_messages(2);
+    let ids = [
+        emu.enqueue_job(job(REPO_POOL, 0)),
+        emu.enqueue_job(job(ORG_POOL, 0)),
+    ];
+    let done = wait_all_done(&emu, &ids, 60).await;
+    for view in &done {
+        assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
+    }
+    assert!(
+        emu.scaleset_messages_dropped() >= 2,
+        "the messages were really lost"
+    );
+    controller.stop().await;
+}

@@ -58,6 +58,10 @@ pub struct ListenerTiming {
     pub error_max: Duration,
     /// Limit on deleting the session when cancelled.
     pub delete_session_timeout: Duration,
+    /// Statistics are re-read (by refreshing the session) at least this often, even when no
+    /// message comes: a message lost on the way would otherwise leave its job uncounted until
+    /// the next one. The controller sets it to its resync interval.
+    pub statistics_refresh: Duration,
 }
 
 impl Default for ListenerTiming {
@@ -68,6 +72,7 @@ impl Default for ListenerTiming {
             error_base: Duration::from_secs(1),
             error_max: Duration::from_secs(60),
             delete_session_timeout: Duration::from_secs(10),
+            statistics_refresh: Duration::from_secs(30),
         }
     }
 }
@@ -81,6 +86,7 @@ impl ListenerTiming {
             error_base: Duration::from_millis(10),
             error_max: Duration::from_millis(100),
             delete_session_timeout: Duration::from_secs(5),
+            statistics_refresh: Duration::from_millis(500),
         }
     }
 }
@@ -382,15 +388,49 @@ impl Listener {
         let mut last_message_id = 0u64;
         let mut failures = 0u32;
         let mut productive = false;
+        let refresh_every = self
+            .spec
+            .timing
+            .statistics_refresh
+            .max(Duration::from_millis(10));
+        let mut next_refresh = tokio::time::Instant::now() + refresh_every;
         loop {
-            let polled = self.cancellable(self.service.get_message(
-                &mut session,
-                last_message_id,
-                self.spec.max_runners,
-            ));
-            let Some(result) = polled.await else {
-                self.close(&session).await;
-                return Ended::Cancelled;
+            let polled = {
+                let poll = self.cancellable(self.service.get_message(
+                    &mut session,
+                    last_message_id,
+                    self.spec.max_runners,
+                ));
+                tokio::select! {
+                    result = poll => Some(result),
+                    _ = tokio::time::sleep_until(next_refresh) => None,
+                }
+            };
+            let result = match polled {
+                // The long poll is abandoned (a message it was about to carry stays
+                // unacknowledged and comes again) to re-read the statistics.
+                None => {
+                    next_refresh = tokio::time::Instant::now() + refresh_every;
+                    match self
+                        .cancellable(self.service.refresh_session(&mut session))
+                        .await
+                    {
+                        None => {
+                            self.close(&session).await;
+                            return Ended::Cancelled;
+                        }
+                        Some(Ok(())) => self.publish_statistics(session.statistics),
+                        Some(Err(e)) => {
+                            tracing::debug!(pool = %self.spec.pool, error = %e, "refreshing the session's statistics failed; the poll will tell");
+                        }
+                    }
+                    continue;
+                }
+                Some(None) => {
+                    self.close(&session).await;
+                    return Ended::Cancelled;
+                }
+                Some(Some(result)) => result,
             };
             let failure = match result {
                 Ok(None) => {
@@ -458,6 +498,23 @@ impl Listener {
                     return Ended::Reopen { productive };
                 }
             }
+        }
+    }
+
+    /// Publishes re-read statistics; a change nudges a reconcile.
+    fn publish_statistics(&self, statistics: Option<Statistics>) {
+        let Some(statistics) = statistics else { return };
+        let mut changed = false;
+        self.demand.send_modify(|d| {
+            changed = d.statistics != Some(statistics);
+            d.statistics = Some(statistics);
+        });
+        if changed {
+            tracing::info!(
+                pool = %self.spec.pool, assigned = statistics.total_assigned_jobs,
+                "statistics changed without a message (a lost message?)"
+            );
+            self.nudge.notify_one();
         }
     }
 

@@ -343,7 +343,14 @@ fn spawn_pool<B: Backend>(
         labels: pool.labels.clone(),
         max_runners: pool.limits.max,
         owner_name: shared.settings.owner_name.clone(),
-        timing: shared.listener_timing.clone(),
+        timing: ListenerTiming {
+            // A lost message then delays a job by one resync interval at most.
+            statistics_refresh: shared
+                .listener_timing
+                .statistics_refresh
+                .min(shared.settings.resync_interval),
+            ..shared.listener_timing.clone()
+        },
     };
     let mut tasks = vec![tokio::spawn(listener::run(
         service.clone(),
