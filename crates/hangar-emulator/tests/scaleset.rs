@@ -972,13 +972,15 @@ async fn a_jit_runner_takes_only_its_scale_sets_jobs() {
         assert_eq!(started["runnerId"], linux_runner.id);
         assert_eq!(started["runnerName"], linux_runner.name);
         let stats = emu.scale_set_statistics(linux).unwrap();
+        // A running job is still assigned: controllers scale on totalAssignedJobs.
         assert_eq!(
             (
+                stats.total_assigned_jobs,
                 stats.total_running_jobs,
                 stats.total_busy_runners,
                 stats.total_idle_runners
             ),
-            (1, 1, 0)
+            (1, 1, 1, 0)
         );
 
         linux_runner.run(job_id, "success").await;
@@ -1094,6 +1096,32 @@ async fn acquire_mode_offers_first_and_assigns_on_acquire() {
         assert_eq!(
             (stats.total_acquired_jobs, stats.total_running_jobs),
             (0, 1)
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_offer_lost_with_its_message_is_made_again() {
+    within(async {
+        let emu = seed().await;
+        emu.set_scaleset_acquire_required(true);
+        emu.set_scaleset_reassign_after(Duration::from_millis(300));
+        emu.set_scaleset_poll_timeout(Duration::from_secs(5));
+        let org = org_service(&emu).await;
+        let id = id_of(&org.create("hangar", &[]).await);
+        let queue = org.session(id).await;
+        emu.drop_scaleset_messages(1);
+        let job_id = emu.enqueue_job(job("offered", &["hangar"]));
+        let mut last = 0;
+        let again = queue.until(&mut last, "JobAvailable", job_id).await;
+        assert_eq!(emu.scaleset_messages_dropped(), 1);
+        assert_eq!(again.len(), 1);
+        // The same offer, not a new assignment.
+        assert_eq!(emu.job_assignments(job_id), 1);
+        assert_eq!(
+            emu.scale_set_statistics(id).unwrap().total_available_jobs,
+            1
         );
     })
     .await
