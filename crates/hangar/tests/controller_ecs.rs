@@ -106,7 +106,7 @@ fn rig(moto: &Moto, launch: EcsLaunch) -> Rig {
             .build(),
     );
     Rig {
-        backend: EcsBackend::with_clients(ecs, ssm, launch),
+        backend: EcsBackend::with_clients(ecs, ssm, launch).with_scope(support::repo()),
         ecs_calls,
         ssm_calls,
     }
@@ -255,7 +255,10 @@ async fn launch_hands_over_the_jit_config_as_a_one_shot_secure_string() {
             env,
             [
                 (ENV_JIT_CONFIG_PARAMETER, parameter),
-                (ENV_RUNNER_NAME, "hangar-standalone-7")
+                (ENV_RUNNER_NAME, "hangar-standalone-7"),
+                // The agent's scope, so one task definition serves every pool.
+                ("RUNNER_SCOPE", "repo"),
+                ("GITHUB_REPOSITORY", support::REPO),
             ]
         );
 

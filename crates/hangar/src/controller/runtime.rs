@@ -309,7 +309,7 @@ async fn start_pool(
     match &pool.backend {
         BackendConfig::Ecs(launch) => {
             let sdk = shared.aws.get_or_init(crate::aws::load_config).await;
-            let backend = EcsBackend::new(sdk, launch.clone());
+            let backend = EcsBackend::new(sdk, launch.clone()).with_scope(pool.scope.clone());
             Ok(spawn_pool(shared, pool, service, backend, cancel))
         }
         BackendConfig::Local(launch) => {

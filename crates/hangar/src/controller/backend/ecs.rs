@@ -28,6 +28,8 @@ use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier, ParameterType};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::github::Scope;
+
 use super::{
     Backend, BackendError, Handoff, LaunchRequest, TAG_POOL, TAG_RUNNER_ID, TAG_RUNNER_NAME, Task,
     TaskState, TaskTags,
@@ -57,6 +59,9 @@ pub struct EcsBackend {
     ssm: aws_sdk_ssm::Client,
     launch: EcsLaunch,
     region: String,
+    /// Passed to the agent (`RUNNER_SCOPE`, `GITHUB_REPOSITORY` / `GITHUB_ORG`), so one task
+    /// definition serves repository and organization pools alike.
+    scope: Option<Scope>,
 }
 
 impl EcsBackend {
@@ -84,7 +89,14 @@ impl EcsBackend {
             ssm,
             launch,
             region,
+            scope: None,
         }
+    }
+
+    /// Tells every task the pool's scope (not secret; the agent needs it to run).
+    pub fn with_scope(mut self, scope: Scope) -> EcsBackend {
+        self.scope = Some(scope);
+        self
     }
 
     pub fn launch_settings(&self) -> &EcsLaunch {
@@ -264,11 +276,23 @@ impl EcsBackend {
         placement: &Placement,
     ) -> Result<Task, BackendError> {
         let launch = &self.launch;
+        let scope_env: Vec<(&str, String)> = match &self.scope {
+            None => vec![],
+            Some(Scope::Repo { owner, repo }) => vec![
+                ("RUNNER_SCOPE", "repo".to_string()),
+                ("GITHUB_REPOSITORY", format!("{owner}/{repo}")),
+            ],
+            Some(Scope::Org { org }) => vec![
+                ("RUNNER_SCOPE", "org".to_string()),
+                ("GITHUB_ORG", org.clone()),
+            ],
+        };
         let environment = [
             (ENV_JIT_CONFIG_PARAMETER, parameter),
             (ENV_RUNNER_NAME, tags.runner_name.as_str()),
         ]
         .into_iter()
+        .chain(scope_env.iter().map(|(k, v)| (*k, v.as_str())))
         .map(|(name, value)| KeyValuePair::builder().name(name).value(value).build())
         .collect();
         let overrides = TaskOverride::builder()
