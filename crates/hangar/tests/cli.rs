@@ -438,8 +438,17 @@ async fn doctor_without_credentials_says_where_it_looked() {
     .await
 }
 
+/// The folder `hangar dev` runs its runners in, as it prints it ("folders and agent logs under
+/// ..."); it is inside the session's folder, which a clean exit removes.
+fn dev_runners_root(shown: &str) -> Option<std::path::PathBuf> {
+    shown
+        .lines()
+        .find_map(|l| l.split("folders and agent logs under ").nth(1))
+        .map(|p| std::path::PathBuf::from(p.trim()))
+}
+
 #[tokio::test]
-async fn dev_runs_a_job_on_each_seed_runner_and_deregisters_both() {
+async fn dev_scales_each_seed_pool_from_zero_for_a_job_and_back() {
     within(120, async {
         let out = hangar(&["dev", "--exit-after-jobs", "2"], &[] as &[(&str, &str)]).await;
         let shown = text(&out.stdout);
@@ -451,29 +460,77 @@ async fn dev_runs_a_job_on_each_seed_runner_and_deregisters_both() {
         for expected in [
             "standalone: PAT -> registration token: 5 of 5 checks passed",
             "7 of 7 checks passed",
-            "job ci-standalone-1 claimed by aws-github-runner-",
-            "job ci-org-1 claimed by aws-github-runner-",
+            "serving http://127.0.0.1:",
+            "Both scale-set sessions are live; the pools are at zero runners:",
+            "job ci-standalone-1 queued (runs-on: standalone)",
+            "controller launched runner standalone-",
+            "controller launched runner org-",
+            "job ci-standalone-1 claimed by standalone-",
+            "job ci-org-1 claimed by org-",
             "| checked out your-organization/your-repository-name",
             "| test result: ok. 3 passed",
-            "Lifecycle of job ci-standalone-1 on the standalone runner (measured):",
-            "Lifecycle of job ci-org-1 on the org runner (measured):",
-            "| Workflow dispatched, job created ",
+            "removed from GitHub (GitHub deletes an ephemeral runner after its job)",
+            "Lifecycle of job ci-standalone-1 in pool standalone (measured):",
+            "Lifecycle of job ci-org-1 in pool org (measured):",
+            "| Workflow dispatched, job queued (runs-on: org) ",
+            "| Runner online (session open) ",
             "| Result reported to GitHub: success ",
-            "| Runner polls for the next job ",
+            "| GitHub removes the ephemeral runner ",
+            "| hangar agent exits (exit status 0), task stopped ",
+            "Both pools scaled back to zero: no runner registered on GitHub, no agent running.",
             "2 jobs done in",
-            "Both runners deregistered from GitHub; agents stopped.",
+            "no runner is registered on GitHub.",
         ] {
             assert!(
                 shown.contains(expected),
                 "missing {expected:?} in:\n{shown}"
             );
         }
+        // Each pool launched exactly one ephemeral runner, and the table at zero says so.
+        for pool in ["standalone", "org"] {
+            let row = shown
+                .lines()
+                .rev()
+                .find(|l| l.starts_with(&format!("{pool} ")))
+                .unwrap_or_else(|| panic!("{pool} row in:\n{shown}"));
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            // POOL SCOPE BACKEND SESSION ASSIGNED DESIRED RUNNERS PENDING BUSY IDLE LAUNCHED RETIRED
+            assert_eq!(
+                &cells[2..],
+                ["local", "live", "0", "0", "0", "0", "0", "0", "1", "0"],
+                "{row}"
+            );
+        }
+        // The controller's launch comes before the runner is online, which comes before the claim.
+        let table = shown
+            .split("Lifecycle of job ci-org-1")
+            .nth(1)
+            .unwrap_or_default();
+        let at = |what: &str| {
+            table
+                .find(what)
+                .unwrap_or_else(|| panic!("{what:?} in {table}"))
+        };
+        assert!(at("Controller launches org-") < at("Runner online"));
+        assert!(at("Runner online") < at("claims the job"));
+        assert!(at("claims the job") < at("GitHub removes the ephemeral runner"));
+        let summary = shown.lines().find(|l| l.contains("jobs done in")).unwrap();
+        assert!(
+            summary.contains("Pickup (queued -> claimed): p50 "),
+            "{summary}"
+        );
+        let root = dev_runners_root(&shown).expect("the runners' folder is named");
+        assert!(
+            !root.exists(),
+            "the session's folder is removed: {}",
+            root.display()
+        );
     })
     .await
 }
 
 #[tokio::test]
-async fn dev_serves_until_ctrl_c_then_deregisters_both_runners() {
+async fn dev_serves_until_ctrl_c_then_leaves_no_runner_behind() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     within(120, async {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"))
@@ -490,14 +547,25 @@ async fn dev_serves_until_ctrl_c_then_deregisters_both_runners() {
         while let Some(line) = lines.next_line().await.unwrap() {
             shown.push_str(&line);
             shown.push('\n');
-            if line.starts_with("Ctrl-C stops the agents") {
+            if line.starts_with("Ctrl-C stops the controller") {
                 break;
             }
         }
+        assert!(shown.contains("Both pools scaled back to zero"), "{shown}");
+        let base = shown
+            .lines()
+            .find_map(|l| l.strip_prefix("  hangar status --controller "))
+            .unwrap_or_else(|| panic!("the status command in:\n{shown}"))
+            .to_string();
+        // While it serves, the controller answers `hangar status --controller`.
+        let status = hangar::<&str, &str>(&["status", "--controller", &base], &[]).await;
+        let table = text(&status.stdout);
+        assert!(status.status.success(), "{table}{}", text(&status.stderr));
         assert!(
-            shown.contains("Both runners are idle and polling"),
-            "{shown}"
+            table.lines().any(|l| l.starts_with("standalone ")),
+            "{table}"
         );
+        assert!(table.lines().any(|l| l.starts_with("org ")), "{table}");
         let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -507,8 +575,14 @@ async fn dev_serves_until_ctrl_c_then_deregisters_both_runners() {
         let status = child.wait().await.unwrap();
         assert!(status.success(), "{shown}");
         assert!(
-            shown.contains("Both runners deregistered from GitHub"),
+            shown.contains("no runner is registered on GitHub."),
             "{shown}"
+        );
+        let root = dev_runners_root(&shown).expect("the runners' folder is named");
+        assert!(
+            !root.exists(),
+            "the session's folder is removed: {}",
+            root.display()
         );
     })
     .await
