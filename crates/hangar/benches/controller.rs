@@ -387,6 +387,10 @@ async fn main() {
         "# hangar controller benchmarks{}\n",
         if full { "" } else { " (smoke)" }
     );
+    // First, while the process is fresh, so its resident set is the controller's and the
+    // simulation's alone.
+    let runners = if full { 10_000 } else { 200 };
+    let memory = memory_at(runners).await;
 
     let samples = demand_to_launch(if full { 200 } else { 5 }).await;
     println!(
@@ -430,8 +434,7 @@ async fn main() {
     }
     println!();
 
-    let runners = if full { 10_000 } else { 200 };
-    let (before, after, peak, launch, observe) = memory_at(runners).await;
+    let (before, after, peak, launch, observe) = memory;
     println!("## Memory at {runners} runners (controller and simulation in one process)\n");
     println!(
         "| RSS before | RSS with {runners} busy runners | peak RSS | pass launching all | pass observing all |"

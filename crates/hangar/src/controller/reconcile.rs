@@ -142,7 +142,9 @@ impl Default for LoopSettings {
     fn default() -> Self {
         LoopSettings {
             resync_interval: Duration::from_secs(30),
-            debounce: Duration::from_millis(20),
+            // Long enough to let a message's siblings land in the same pass, short enough not to
+            // show in pickup times.
+            debounce: Duration::from_millis(5),
             launch_concurrency: 8,
             budget_share: 1.0,
         }
