@@ -119,6 +119,7 @@ async fn demand_to_launch(jobs: usize) -> Vec<f64> {
             max_runners: pool.limits.max,
             owner_name: "bench".into(),
             timing: ListenerTiming::default(),
+            refresh: Arc::default(),
         },
         demand_tx,
         nudge.clone(),

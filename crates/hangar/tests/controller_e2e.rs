@@ -158,25 +158,18 @@ impl Controller {
             .unwrap()
     }
 
-    async fn pool_status(&self, pool: &str) -> serde_json::Value {
-        let status = self.status().await;
-        status["pools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == pool)
-            .cloned()
-            .unwrap_or_else(|| panic!("pool {pool} in {status}"))
-    }
-
     async fn wait_for_session(&self, pool: &str, state: &str) {
         within(30, async {
             loop {
-                if self.pool_status(pool).await["session"]
-                    .as_str()
+                // The pool may not exist yet (a reload adds it).
+                let status = self.status().await;
+                let session = status["pools"]
+                    .as_array()
                     .unwrap()
-                    .starts_with(state)
-                {
+                    .iter()
+                    .find(|p| p["name"] == pool)
+                    .and_then(|p| p["session"].as_str().map(str::to_string));
+                if session.is_some_and(|s| s.starts_with(state)) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -541,5 +534,135 @@ async fn lost_messages_are_recovered_by_the_resync() {
         emu.scaleset_messages_dropped() >= 2,
         "the messages were really lost"
     );
+    controller.stop().await;
+}
+
+/// A controller with adjusted options, on a fresh work root with the two seed pools.
+async fn start_custom(
+    emu: &Emulator,
+    tag: &str,
+    config: impl FnOnce(String) -> String,
+    adjust: impl FnOnce(&mut RunOptions),
+) -> Controller {
+    let work_root = std::env::temp_dir().join(format!(
+        "hangar-e2e-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&work_root).unwrap();
+    let config_path = work_root.join("hangar.toml");
+    std::fs::write(
+        &config_path,
+        config(toml(emu, &work_root, &Pools::default())),
+    )
+    .unwrap();
+    let cancel = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut options = RunOptions::new(config_path.clone(), cancel.clone());
+    options.credential_env = credentials();
+    options.on_listening = Some(tx);
+    options.listener_timing = ListenerTiming::fast();
+    adjust(&mut options);
+    let task = tokio::spawn(runtime::run(options));
+    let addr = within(30, rx).await.unwrap();
+    Controller {
+        cancel,
+        task: Some(task),
+        addr,
+        work_root,
+        config_path,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_webhook_recovers_a_lost_message_before_the_resync() {
+    const SECRET: &str = "It's a Secret to Everybody";
+    let emu = emulator().await;
+    // A resync far beyond the test's patience: only the webhook can bring the job in time.
+    let mut controller = start_custom(
+        &emu,
+        "webhook",
+        |t| {
+            t.replace("resync_interval = \"2s\"", "resync_interval = \"10m\"")
+                .replace(
+                    "owner_name = \"e2e\"",
+                    "owner_name = \"e2e\"\nwebhook_secret_env = \"HANGAR_WEBHOOK_SECRET\"",
+                )
+        },
+        |o| {
+            o.listener_timing.statistics_refresh = Duration::from_secs(600);
+            let CredentialEnv::Given(map) = &mut o.credential_env else {
+                unreachable!()
+            };
+            map.insert("HANGAR_WEBHOOK_SECRET".into(), SECRET.into());
+        },
+    )
+    .await;
+    controller.wait_for_session(REPO_POOL, "live").await;
+    emu.add_webhook(&format!("http://{}/webhook", controller.addr), SECRET);
+    emu.drop_scaleset_messages(1);
+    let id = emu.enqueue_job(job(REPO_POOL, 0));
+    let done = wait_all_done(&emu, &[id], 30).await;
+    assert_eq!(done[0].conclusion, Some(Conclusion::Success));
+    assert!(emu.scaleset_messages_dropped() >= 1);
+    let metrics = controller.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("hangar_webhook_deliveries_total{")
+                && l.contains("nudge")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_file_is_applied_pool_by_pool_and_a_broken_one_is_refused() {
+    let emu = emulator().await;
+    let org_section = "\n[[pool]]\nname = \"org\"";
+    let mut controller = start_custom(
+        &emu,
+        "reload",
+        |t| t[..t.find(org_section).unwrap()].to_string(),
+        |_| {},
+    )
+    .await;
+    controller.wait_for_session(REPO_POOL, "live").await;
+    assert_eq!(
+        controller.status().await["pools"].as_array().unwrap().len(),
+        1
+    );
+    // An org job waits: no pool serves it yet.
+    let org_job = emu.enqueue_job(job(ORG_POOL, 0));
+    // The org pool is added to the file; the running repository pool is left as it is.
+    let full = toml(&emu, &controller.work_root, &Pools::default());
+    std::fs::write(&controller.config_path, &full).unwrap();
+    controller.wait_for_session(ORG_POOL, "live").await;
+    let done = wait_all_done(&emu, &[org_job], 60).await;
+    assert_eq!(done[0].conclusion, Some(Conclusion::Success));
+    // A broken file is refused and said so; both pools keep running.
+    std::fs::write(&controller.config_path, "[[pool]]\nname = ").unwrap();
+    within(10, async {
+        loop {
+            if controller.status().await["controller"]["reload_error"].is_string() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let status = controller.status().await;
+    assert!(
+        status["controller"]["reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid TOML"),
+        "{status}"
+    );
+    assert_eq!(status["pools"].as_array().unwrap().len(), 2);
+    let id = emu.enqueue_job(job(REPO_POOL, 1));
+    let done = wait_all_done(&emu, &[id], 60).await;
+    assert_eq!(done[0].conclusion, Some(Conclusion::Success));
     controller.stop().await;
 }

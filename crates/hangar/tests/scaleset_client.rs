@@ -631,6 +631,7 @@ fn listener_spec(name: &str, labels: &[&str]) -> ListenerSpec {
         max_runners: 4,
         owner_name: format!("{name}-controller"),
         timing: ListenerTiming::fast(),
+        refresh: Default::default(),
     }
 }
 

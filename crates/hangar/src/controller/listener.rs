@@ -45,6 +45,9 @@ pub struct ListenerSpec {
     /// Who holds the session, as other controllers see it in a 409.
     pub owner_name: String,
     pub timing: ListenerTiming,
+    /// Notified: re-read the statistics now, without waiting for the refresh interval (the
+    /// webhook receiver heard of a job).
+    pub refresh: Arc<Notify>,
 }
 
 /// The listener's waits.
@@ -404,6 +407,7 @@ impl Listener {
                 tokio::select! {
                     result = poll => Some(result),
                     _ = tokio::time::sleep_until(next_refresh) => None,
+                    _ = self.spec.refresh.notified() => None,
                 }
             };
             let result = match polled {

@@ -102,6 +102,8 @@ struct PoolWorker {
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     nudge: Arc<Notify>,
+    /// Asks the listener to re-read the statistics now.
+    refresh: Arc<Notify>,
     demand: watch::Receiver<Demand>,
     report: watch::Receiver<PoolReport>,
 }
@@ -334,6 +336,7 @@ fn spawn_pool<B: Backend>(
     metrics.add_pool(&pool.name, &pool.scope);
     let (demand_tx, demand_rx) = watch::channel(Demand::default());
     let nudge = Arc::new(Notify::new());
+    let refresh = Arc::new(Notify::new());
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let spec = ListenerSpec {
         pool: pool.name.clone(),
@@ -351,6 +354,7 @@ fn spawn_pool<B: Backend>(
                 .min(shared.settings.resync_interval),
             ..shared.listener_timing.clone()
         },
+        refresh: refresh.clone(),
     };
     let mut tasks = vec![tokio::spawn(listener::run(
         service.clone(),
@@ -409,6 +413,7 @@ fn spawn_pool<B: Backend>(
         cancel,
         tasks,
         nudge,
+        refresh,
         demand: demand_rx,
         report: report_rx,
     }
@@ -590,6 +595,9 @@ fn http_state(shared: &Arc<Shared>, webhook_secret: Option<SecretString>) -> Htt
                 let workers = nudge_shared.lock();
                 for pool in pools {
                     if let Some(w) = workers.get(&pool) {
+                        // Fresh statistics first (the job may be one whose message was
+                        // lost); their change nudges the reconciler again.
+                        w.refresh.notify_one();
                         w.nudge.notify_one();
                     }
                 }
