@@ -261,6 +261,16 @@ async fn wait_all_done(emu: &Emulator, ids: &[u64], secs: u64) -> Vec<hangar_emu
     done
 }
 
+/// The value of the first sample of `name` whose labels contain every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn live_tasks(c: &Controller, pool: &str) -> usize {
     c.tasks(pool)
         .await
@@ -319,14 +329,11 @@ async fn fifty_jobs_across_both_pools_complete_and_the_pools_return_to_zero() {
     let launched: u64 = [REPO_POOL, ORG_POOL]
         .iter()
         .map(|p| {
-            metrics
-                .lines()
-                .find(|l| {
-                    l.starts_with("hangar_launches_total{") && l.contains(&format!("name=\"{p}\""))
-                })
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
+            metric(
+                &metrics,
+                "hangar_launches_total",
+                &[&format!("name=\"{p}\"")],
+            )
         })
         .sum();
     assert!(
@@ -442,14 +449,6 @@ async fn a_controller_restart_mid_burst_loses_no_job_and_leaves_no_ghost() {
 async fn injected_faults_delay_jobs_but_lose_none() {
     use hangar::controller::backend::BackendError;
     let emu = emulator().await;
-    let work_root = std::env::temp_dir().join(format!(
-        "hangar-e2e-faults-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&work_root).unwrap();
-    let config_path = work_root.join("hangar.toml");
-    std::fs::write(&config_path, toml(&emu, &work_root, &Pools::default())).unwrap();
     // Three capacity errors from the backend ("RunTask" has no room) on the repository pool.
     let hook: runtime::LocalBackendHook = std::sync::Arc::new(|pool, backend| {
         if pool == REPO_POOL {
@@ -459,22 +458,8 @@ async fn injected_faults_delay_jobs_but_lose_none() {
             );
         }
     });
-    let cancel = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut options = RunOptions::new(config_path.clone(), cancel.clone());
-    options.credential_env = credentials();
-    options.on_listening = Some(tx);
-    options.listener_timing = ListenerTiming::fast();
-    options.on_local_backend = Some(hook);
-    let task = tokio::spawn(runtime::run(options));
-    let addr = within(30, rx).await.unwrap();
-    let mut controller = Controller {
-        cancel,
-        task: Some(task),
-        addr,
-        work_root,
-        config_path,
-    };
+    let mut controller =
+        start_custom(&emu, "faults", |t| t, |o| o.on_local_backend = Some(hook)).await;
     controller.wait_for_session(REPO_POOL, "live").await;
     controller.wait_for_session(ORG_POOL, "live").await;
     // GitHub misbehaves too: 5xx and 429 from the Actions service, 502 from the REST API.
@@ -491,16 +476,11 @@ async fn injected_faults_delay_jobs_but_lose_none() {
         assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
     }
     let metrics = controller.metrics().await;
-    let capacity_failures = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("hangar_launch_failures_total{")
-                && l.contains(&format!("name=\"{REPO_POOL}\""))
-                && l.contains("reason=\"capacity\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+    let capacity_failures = metric(
+        &metrics,
+        "hangar_launch_failures_total",
+        &[&format!("name=\"{REPO_POOL}\""), "reason=\"capacity\""],
+    );
     assert!(capacity_failures >= 1, "{metrics}");
     wait_until_zero(&controller, &emu).await;
     assert!(
