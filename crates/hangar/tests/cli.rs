@@ -450,9 +450,26 @@ fn dev_runners_root(shown: &str) -> Option<std::path::PathBuf> {
 #[tokio::test]
 async fn dev_scales_each_seed_pool_from_zero_for_a_job_and_back() {
     within(120, async {
-        let out = hangar(&["dev", "--exit-after-jobs", "2"], &[] as &[(&str, &str)]).await;
+        // At trace level, so the secrets check below sees everything the session logs.
+        let out = hangar(
+            &["-vv", "dev", "--exit-after-jobs", "2"],
+            &[] as &[(&str, &str)],
+        )
+        .await;
         let shown = text(&out.stdout);
-        assert!(out.status.success(), "{shown}\n{}", text(&out.stderr));
+        let logged = text(&out.stderr);
+        assert!(out.status.success(), "{shown}\n{logged}");
+        for secret in [
+            SEED_PAT,
+            "PRIVATE KEY",
+            keys::APP_PRIVATE_KEY_PKCS1.lines().nth(1).unwrap(),
+            "ghs_",
+        ] {
+            assert!(
+                !shown.contains(secret) && !logged.contains(secret),
+                "{secret:?} in the output"
+            );
+        }
         assert!(
             shown.contains("GitHub emulator on http://127.0.0.1:"),
             "{shown}"
@@ -529,50 +546,55 @@ async fn dev_scales_each_seed_pool_from_zero_for_a_job_and_back() {
     .await
 }
 
-#[tokio::test]
-async fn dev_serves_until_ctrl_c_then_leaves_no_runner_behind() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    within(120, async {
+/// `hangar dev` (serving) as a child, its stdout read line by line.
+struct DevChild {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    shown: String,
+}
+
+impl DevChild {
+    fn spawn() -> DevChild {
+        use tokio::io::{AsyncBufReadExt, BufReader};
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"))
             .arg("dev")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut shown = String::new();
-        while let Some(line) = lines.next_line().await.unwrap() {
-            shown.push_str(&line);
-            shown.push('\n');
-            if line.starts_with("Ctrl-C stops the controller") {
-                break;
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        DevChild {
+            child,
+            lines,
+            shown: String::new(),
+        }
+    }
+
+    async fn read_until(&mut self, until: &str) {
+        while let Some(line) = self.lines.next_line().await.unwrap() {
+            self.shown.push_str(&line);
+            self.shown.push('\n');
+            if line.contains(until) {
+                return;
             }
         }
-        assert!(shown.contains("Both pools scaled back to zero"), "{shown}");
-        let base = shown
-            .lines()
-            .find_map(|l| l.strip_prefix("  hangar status --controller "))
-            .unwrap_or_else(|| panic!("the status command in:\n{shown}"))
-            .to_string();
-        // While it serves, the controller answers `hangar status --controller`.
-        let status = hangar::<&str, &str>(&["status", "--controller", &base], &[]).await;
-        let table = text(&status.stdout);
-        assert!(status.status.success(), "{table}{}", text(&status.stderr));
-        assert!(
-            table.lines().any(|l| l.starts_with("standalone ")),
-            "{table}"
-        );
-        assert!(table.lines().any(|l| l.starts_with("org ")), "{table}");
-        let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+        panic!("no line with {until:?} in:\n{}", self.shown);
+    }
+
+    /// Sends SIGINT (a terminal's Ctrl-C), reads the rest; asserts a clean exit that leaves
+    /// no runner registered and no session folder.
+    async fn interrupt(mut self) -> String {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-        while let Some(line) = lines.next_line().await.unwrap() {
-            shown.push_str(&line);
-            shown.push('\n');
+        while let Some(line) = self.lines.next_line().await.unwrap() {
+            self.shown.push_str(&line);
+            self.shown.push('\n');
         }
-        let status = child.wait().await.unwrap();
+        let shown = self.shown;
+        let status = self.child.wait().await.unwrap();
         assert!(status.success(), "{shown}");
         assert!(
             shown.contains("no runner is registered on GitHub."),
@@ -584,6 +606,52 @@ async fn dev_serves_until_ctrl_c_then_leaves_no_runner_behind() {
             "the session's folder is removed: {}",
             root.display()
         );
+        shown
+    }
+}
+
+#[tokio::test]
+async fn dev_serves_until_ctrl_c_then_leaves_no_runner_behind() {
+    within(120, async {
+        let mut dev = DevChild::spawn();
+        dev.read_until("Ctrl-C stops the controller").await;
+        assert!(
+            dev.shown.contains("Both pools scaled back to zero"),
+            "{}",
+            dev.shown
+        );
+        let base = dev
+            .shown
+            .lines()
+            .find_map(|l| l.strip_prefix("  hangar status --controller "))
+            .unwrap_or_else(|| panic!("the status command in:\n{}", dev.shown))
+            .to_string();
+        // While it serves, the controller answers `hangar status --controller`.
+        let status = hangar::<&str, &str>(&["status", "--controller", &base], &[]).await;
+        let table = text(&status.stdout);
+        assert!(status.status.success(), "{table}{}", text(&status.stderr));
+        for pool in ["standalone ", "org "] {
+            assert!(table.lines().any(|l| l.starts_with(pool)), "{table}");
+        }
+        let shown = dev.interrupt().await;
+        assert!(
+            shown.contains("Stopped the controller (no runner agent was running)"),
+            "{shown}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn dev_interrupted_while_runners_start_stops_them_and_leaves_no_runner_behind() {
+    within(120, async {
+        let mut dev = DevChild::spawn();
+        // Whether the runners have taken their jobs yet or not, none may stay registered: a
+        // busy one finishes its job and GitHub deletes it; an idle one is deregistered by dev.
+        dev.read_until("controller launched runner").await;
+        let shown = dev.interrupt().await;
+        assert!(shown.contains("Stopping: the controller first"), "{shown}");
+        assert!(!shown.contains("Both pools scaled back to zero"), "{shown}");
     })
     .await
 }

@@ -103,6 +103,12 @@ pub enum DevError {
     ControllerStart(#[source] ControllerError),
     #[error("the controller stopped on its own{0}; run with -v to see its log")]
     ControllerStopped(String),
+    #[error(
+        "cannot find the running hangar executable ({0}), which the local backend runs as `hangar agent`. Fix: run hangar from a path that still exists"
+    )]
+    Executable(String),
+    #[error("the session did not stop cleanly: {0}")]
+    Teardown(String),
     #[error("{what} within {secs} s: {detail}. Fix: run with -v to see the controller's log")]
     TimedOut {
         what: String,
@@ -901,8 +907,11 @@ impl Session<'_> {
                     _ = tokio::time::sleep_until(deadline) => {
                         return Err(self.timed_out(format!("{} of a burst of {n} jobs did not complete", waiting.len()), JOBS_WITHIN, format!("{done} of {target} jobs done")).await);
                     }
-                    event = events.recv() => if let Err(RecvError::Closed) = event {
-                        return Err(DevError::EmulatorGone.into());
+                    event = events.recv() => match event {
+                        Err(RecvError::Closed) => return Err(DevError::EmulatorGone.into()),
+                        // Only a completion (or missed events) can change what is waited for.
+                        Ok(JobEvent::Completed { .. }) | Err(RecvError::Lagged(_)) => {}
+                        Ok(_) => continue,
                     },
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 }
@@ -1035,10 +1044,7 @@ async fn run_session(emu: &Emulator, work: &Workdir, options: &DevOptions) -> Re
         }
     }
 
-    let exe = std::env::current_exe().map_err(|e| DevError::Workdir {
-        path: "the hangar executable".into(),
-        cause: e.to_string(),
-    })?;
+    let exe = std::env::current_exe().map_err(|e| DevError::Executable(e.to_string()))?;
     let config_path = work.path.join("hangar-controller.toml");
     std::fs::write(
         &config_path,
@@ -1098,6 +1104,8 @@ async fn run_session(emu: &Emulator, work: &Workdir, options: &DevOptions) -> Re
     let teardown = teardown(emu, &mut controller, &signals, &credentials, &api, &web).await;
     signal_task.abort();
     match outcome {
+        // The teardown has the controller's own error, if it returned one.
+        Err(Halt::Failed(e @ DevError::ControllerStopped(_))) => teardown.and(Err(e)),
         Err(Halt::Failed(e)) => Err(e),
         Err(Halt::Signal) if options.exit_after_jobs.is_some() && done < target => {
             teardown?;
@@ -1226,12 +1234,15 @@ async fn teardown(
         }
     }
     let left = registrations(emu);
-    let mut line = match stopped {
+    let mut line = match stopped + killed {
         0 => "Stopped the controller (no runner agent was running)".to_string(),
         n => format!("Stopped the controller and {n} runner agent(s)"),
     };
     if killed > 0 {
-        line.push_str(&format!(" ({killed} killed after the grace)"));
+        line.push_str(&format!(
+            " ({killed} killed: still running after {} s or a second Ctrl-C)",
+            STOP_GRACE.as_secs()
+        ));
     }
     if deregistered > 0 {
         line.push_str(&format!(
@@ -1244,15 +1255,12 @@ async fn teardown(
         out!("{line}.");
         problems.push(format!("still registered: {}", left.join(", ")));
     }
-    if problems.is_empty() {
-        Ok(())
-    } else if left.is_empty() {
-        Err(DevError::ControllerStopped(format!(
-            " badly: {}",
-            problems.join("; ")
-        )))
-    } else {
+    if !left.is_empty() {
         Err(DevError::RunnersLeft(problems.join("; ")))
+    } else if !problems.is_empty() {
+        Err(DevError::Teardown(problems.join("; ")))
+    } else {
+        Ok(())
     }
 }
 
