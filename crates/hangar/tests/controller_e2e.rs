@@ -646,3 +646,57 @@ async fn a_changed_file_is_applied_pool_by_pool_and_a_broken_one_is_refused() {
     assert_eq!(done[0].conclusion, Some(Conclusion::Success));
     controller.stop().await;
 }
+
+#[tokio::test]
+async fn check_config_prints_the_plan_and_bad_input_exits_2_with_the_fix() {
+    let emu = emulator().await;
+    let dir = std::env::temp_dir().join(format!(
+        "hangar-e2e-cli-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, toml(&emu, &dir, &Pools::default())).unwrap();
+    let path = good.display().to_string();
+    let out =
+        support::hangar::<&str, &str>(&["controller", "check-config", "--config", &path], &[])
+            .await;
+    let text = support::text(&out.stdout);
+    assert!(out.status.success(), "{text}{}", support::text(&out.stderr));
+    for wanted in [
+        "pool \"standalone\": repository your-organization/your-repository-name (PAT)",
+        "pool \"org\": organization your-organization (GitHub App)",
+        "at start with no jobs, launch 0; with 1 job assigned, launch 1",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} in:\n{text}");
+    }
+
+    // A file that does not validate: exit 2, the field and the fix, nothing started.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[pool]]\nname = \"x\"\nrepository = \"o/r\"\nmin_idle = 3\nmax = 1\n[pool.local]\nwork_root = \"/tmp/x\"\n").unwrap();
+    let bad_path = bad.display().to_string();
+    for args in [
+        vec!["controller", "check-config", "--config", &bad_path],
+        vec!["controller", "--config", &bad_path],
+    ] {
+        let out = support::hangar::<&str, &str>(&args, &[]).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = support::text(&out.stderr);
+        assert!(
+            err.contains("min_idle 3 is above max 1") && err.contains("Fix:"),
+            "{err}"
+        );
+    }
+
+    // No credentials for a pool: exit 2 naming the pool and what to set; no scale set created.
+    let out = support::hangar::<&str, &str>(&["controller", "--config", &path], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = support::text(&out.stderr);
+    assert!(
+        err.contains("pool \"standalone\"") && err.contains("GITHUB_PAT"),
+        "{err}"
+    );
+    assert!(emu.scale_sets().is_empty(), "nothing was created");
+    let _ = std::fs::remove_dir_all(&dir);
+}
