@@ -100,7 +100,7 @@ pub enum DevError {
     #[error(
         "the controller could not start: {0}. This is a bug in hangar dev's generated configuration; please report it"
     )]
-    ControllerStart(#[source] ControllerError),
+    ControllerStart(ControllerError),
     #[error("the controller stopped on its own{0}; run with -v to see its log")]
     ControllerStopped(String),
     #[error(
