@@ -367,6 +367,8 @@ pub(crate) struct Job {
     pub assignment: Option<Assignment>,
     /// How many times the job was assigned (or offered) to a scale set.
     pub assignments: u32,
+    /// The scale set whose load this job is counted in (see `State::reindex_job`).
+    pub counted_in: Option<u64>,
     /// The runner holding the job reported it (any job event): from then on, losing the runner's
     /// session no longer sends the job back to the queue.
     pub started: bool,
@@ -461,6 +463,7 @@ mod tests {
             head_sha: String::new(),
             assignment: None,
             assignments: 0,
+            counted_in: None,
             started: false,
         }
     }

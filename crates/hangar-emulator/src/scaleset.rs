@@ -12,7 +12,7 @@
 //! until it is acknowledged or its scale set is deleted; tokens never appear in `Debug` output.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -47,6 +47,13 @@ pub(crate) const NOT_ACQUIRED: &str =
 pub(crate) const QUEUE_MESSAGE_TYPE: &str = "RunnerScaleSetJobMessages";
 /// Length of message-queue tokens.
 const QUEUE_TOKEN_LEN: usize = 48;
+/// The reassignment timers are looked at no more often than this (they are checked on every
+/// request and every 200 ms; a scan costs one look at each open job).
+const TIMER_SCAN_EVERY: Duration = Duration::from_millis(50);
+/// Below this many open jobs, debug builds check the incremental indexes against a recount
+/// after every assignment pass.
+#[cfg(debug_assertions)]
+const CHECKED_UP_TO: usize = 512;
 
 /// A token the emulator issued: compared and hashed like a string, never printed.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -188,6 +195,12 @@ pub(crate) struct Service {
     pub drop_next: usize,
     /// Queue messages dropped so far.
     pub dropped: usize,
+    /// Open, queued jobs no scale set holds: what an assignment pass looks at.
+    pub unassigned: BTreeSet<u64>,
+    /// Scale set id -> open jobs offered or assigned to it (its load under max capacity).
+    pub load: HashMap<u64, u64>,
+    /// When the reassignment timers were last scanned.
+    last_timer_scan: Option<Instant>,
 }
 
 impl Default for Service {
@@ -208,6 +221,9 @@ impl Default for Service {
             acquire_required: false,
             drop_next: 0,
             dropped: 0,
+            unassigned: BTreeSet::new(),
+            load: HashMap::new(),
+            last_timer_scan: None,
         }
     }
 }
@@ -532,7 +548,7 @@ impl State {
     /// The scale set's statistics from the live jobs and runners.
     pub fn scale_set_statistics(&self, id: u64) -> ScaleSetStatistics {
         let mut stats = ScaleSetStatistics::default();
-        for job in self.jobs.values() {
+        for job in self.open_jobs() {
             let Some(a) = job.assignment.as_ref().filter(|a| a.scale_set_id == id) else {
                 continue;
             };
@@ -573,43 +589,109 @@ impl State {
         }
     }
 
-    /// Offers or assigns every queued, unassigned job (oldest first) to the first scale set (by
-    /// id) it fits that has room under its reported max capacity.
-    pub fn assign_scale_set_jobs(&mut self) {
-        if self.scaleset.scale_sets.is_empty() {
+    /// Brings a job's place in the indexes ([`Service::unassigned`], [`Service::load`]) up to
+    /// date with its status and assignment. Called after every change of either; idempotent.
+    pub fn reindex_job(&mut self, job_id: u64) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let open = job.view.status != JobStatus::Completed;
+        let holder = job
+            .assignment
+            .as_ref()
+            .filter(|_| open)
+            .map(|a| a.scale_set_id);
+        if job.counted_in != holder {
+            if let Some(old) = job.counted_in
+                && let Some(load) = self.scaleset.load.get_mut(&old)
+            {
+                *load = load.saturating_sub(1);
+            }
+            if let Some(new) = holder {
+                *self.scaleset.load.entry(new).or_default() += 1;
+            }
+            job.counted_in = holder;
+        }
+        if job.view.status == JobStatus::Queued && job.assignment.is_none() {
+            self.scaleset.unassigned.insert(job_id);
+        } else {
+            self.scaleset.unassigned.remove(&job_id);
+        }
+    }
+
+    /// Whether scale set `set` may be given one more job.
+    fn has_room(&self, set: &ScaleSet) -> bool {
+        let load = self.scaleset.load.get(&set.id).copied().unwrap_or(0);
+        set.max_capacity.is_none_or(|max| load < max)
+    }
+
+    /// The first scale set (by id) with room that job `job_id` fits.
+    fn scale_set_for(&self, job_id: u64) -> Option<u64> {
+        let job = self.jobs.get(&job_id)?;
+        self.scaleset
+            .scale_sets
+            .values()
+            .find(|s| self.has_room(s) && job.fits_scale_set(&s.scope, &s.name, &s.labels))
+            .map(|s| s.id)
+    }
+
+    /// Offers or assigns one queued, unassigned job to the first scale set (by id) it fits that
+    /// has room under its reported max capacity.
+    pub fn assign_scale_set_job(&mut self, job_id: u64) {
+        if !self.scaleset.unassigned.contains(&job_id) {
             return;
         }
+        if let Some(scale_set_id) = self.scale_set_for(job_id) {
+            self.assign_job(job_id, scale_set_id);
+        }
+    }
+
+    /// [`State::assign_scale_set_job`] for every queued, unassigned job, oldest first, until no
+    /// scale set has room.
+    pub fn assign_scale_set_jobs(&mut self) {
+        let mut after = 0;
+        loop {
+            let any_room = self.scaleset.scale_sets.values().any(|s| self.has_room(s));
+            if !any_room {
+                break;
+            }
+            let Some(job_id) = self.scaleset.unassigned.range(after..).next().copied() else {
+                break;
+            };
+            after = job_id + 1;
+            self.assign_scale_set_job(job_id);
+        }
+        #[cfg(debug_assertions)]
+        if self.open_jobs.len() <= CHECKED_UP_TO {
+            self.check_indexes();
+        }
+    }
+
+    /// Panics unless the incremental indexes match a recount from the jobs themselves.
+    #[cfg(debug_assertions)]
+    fn check_indexes(&self) {
         let mut load: HashMap<u64, u64> = HashMap::new();
-        let mut waiting = Vec::new();
+        let mut unassigned = BTreeSet::new();
         for job in self.jobs.values() {
             if job.view.status == JobStatus::Completed {
                 continue;
             }
             match &job.assignment {
                 Some(a) => *load.entry(a.scale_set_id).or_default() += 1,
-                None if job.view.status == JobStatus::Queued => waiting.push(job.view.id),
+                None if job.view.status == JobStatus::Queued => {
+                    unassigned.insert(job.view.id);
+                }
                 None => {}
             }
         }
-        for job_id in waiting {
-            let Some(job) = self.jobs.get(&job_id) else {
-                continue;
-            };
-            let target = self
-                .scaleset
-                .scale_sets
-                .values()
-                .find(|s| {
-                    let room = s
-                        .max_capacity
-                        .is_none_or(|max| load.get(&s.id).copied().unwrap_or(0) < max);
-                    room && job.fits_scale_set(&s.scope, &s.name, &s.labels)
-                })
-                .map(|s| s.id);
-            if let Some(scale_set_id) = target {
-                *load.entry(scale_set_id).or_default() += 1;
-                self.assign_job(job_id, scale_set_id);
-            }
+        assert_eq!(unassigned, self.scaleset.unassigned, "unassigned index");
+        for set in self.scaleset.scale_sets.values() {
+            assert_eq!(
+                load.get(&set.id).copied().unwrap_or(0),
+                self.scaleset.load.get(&set.id).copied().unwrap_or(0),
+                "load of scale set {}",
+                set.id
+            );
         }
     }
 
@@ -646,6 +728,7 @@ impl State {
             job_message(job, "JobAssigned", &assignment)
         };
         job.assignment = Some(assignment);
+        self.reindex_job(job_id);
         self.push_job_message(scale_set_id, message);
     }
 
@@ -654,14 +737,18 @@ impl State {
     pub fn acquire_scale_set_jobs(&mut self, id: u64, request_ids: &[u64]) -> Vec<u64> {
         let mut acquired = Vec::new();
         for &request_id in request_ids {
-            let Some(job) = self.jobs.values_mut().find(|j| {
+            let offered = self.open_jobs().find(|j| {
                 j.view.status == JobStatus::Queued
                     && j.assignment.as_ref().is_some_and(|a| {
                         a.scale_set_id == id
                             && a.request_id == request_id
                             && a.stage == Stage::Offered
                     })
-            }) else {
+            });
+            let Some(job) = offered
+                .map(|j| j.view.id)
+                .and_then(|job_id| self.jobs.get_mut(&job_id))
+            else {
                 continue;
             };
             let Some(a) = job.assignment.as_mut() else {
@@ -729,10 +816,20 @@ impl State {
                 ended = true;
             }
         }
+        let scanned_lately = self
+            .scaleset
+            .last_timer_scan
+            .is_some_and(|t| t.elapsed() < TIMER_SCAN_EVERY);
+        if scanned_lately {
+            if ended {
+                self.wake_pollers();
+            }
+            return;
+        }
+        self.scaleset.last_timer_scan = Some(Instant::now());
         let wait = self.scaleset.reassign_after;
         let due: Vec<u64> = self
-            .jobs
-            .values()
+            .open_jobs()
             .filter(|j| {
                 j.view.status == JobStatus::Queued
                     && j.assignment
@@ -741,10 +838,13 @@ impl State {
             })
             .map(|j| j.view.id)
             .collect();
+        let any_due = !due.is_empty();
         for job_id in due {
             self.assignment_ran_out(job_id);
         }
-        self.assign_scale_set_jobs();
+        if any_due {
+            self.assign_scale_set_jobs();
+        }
         if ended {
             self.wake_pollers();
         }
@@ -782,6 +882,7 @@ impl State {
                     return;
                 };
                 let message = completed_message(job, &a, "canceled");
+                self.reindex_job(job_id);
                 self.push_job_message(a.scale_set_id, message);
             }
         }
@@ -842,15 +943,20 @@ impl State {
         if self.scaleset.scale_sets.remove(&id).is_none() {
             return false;
         }
-        for job in self.jobs.values_mut() {
-            if job.view.status == JobStatus::Queued
-                && job
-                    .assignment
-                    .as_ref()
-                    .is_some_and(|a| a.scale_set_id == id)
-            {
+        let held: Vec<u64> = self
+            .open_jobs()
+            .filter(|j| {
+                j.view.status == JobStatus::Queued
+                    && j.assignment.as_ref().is_some_and(|a| a.scale_set_id == id)
+            })
+            .map(|j| j.view.id)
+            .collect();
+        self.scaleset.load.remove(&id);
+        for job_id in held {
+            if let Some(job) = self.jobs.get_mut(&job_id) {
                 job.assignment = None;
             }
+            self.reindex_job(job_id);
         }
         let idle: Vec<u64> = self
             .runners

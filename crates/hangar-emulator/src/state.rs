@@ -10,7 +10,7 @@
 //! path into them (protocol, REST, Actions service, `Emulator` knobs) emits the same events,
 //! webhooks and scale-set messages.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -268,6 +268,9 @@ pub(crate) struct State {
     pub calls: Vec<CallRecord>,
     pub jit_configs_issued: usize,
     pub jobs: BTreeMap<u64, Job>,
+    /// Ids of the jobs not completed yet: what the queue rules look at, so that their cost
+    /// follows the live jobs rather than every job ever enqueued.
+    pub open_jobs: BTreeSet<u64>,
     pub next_job_id: u64,
     pub next_run_id: u64,
     pub session_timeout: Duration,
@@ -312,6 +315,7 @@ impl State {
             calls: Vec::new(),
             jit_configs_issued: 0,
             jobs: BTreeMap::new(),
+            open_jobs: BTreeSet::new(),
             next_job_id: 1,
             next_run_id: 5001,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
@@ -681,12 +685,13 @@ impl State {
                 a.since = Instant::now();
             }
         }
+        self.reindex_job(job_id);
         self.emit(JobEvent::Requeued {
             job_id,
             runner_id,
             at: now,
         });
-        self.assign_scale_set_jobs();
+        self.assign_scale_set_job(job_id);
         self.wake_pollers();
     }
 
@@ -810,6 +815,11 @@ impl State {
         true
     }
 
+    /// The jobs not completed yet, oldest first.
+    pub fn open_jobs(&self) -> impl Iterator<Item = &Job> {
+        self.open_jobs.iter().filter_map(|id| self.jobs.get(id))
+    }
+
     /// Queues a job and returns its id.
     pub fn enqueue_job(&mut self, spec: JobSpec) -> u64 {
         let now = self.now();
@@ -829,6 +839,7 @@ impl State {
             head_sha: random_string(b"0123456789abcdef", 40),
             assignment: None,
             assignments: 0,
+            counted_in: None,
             started: false,
             view: JobView {
                 id,
@@ -860,12 +871,14 @@ impl State {
             },
         };
         self.jobs.insert(id, job);
+        self.open_jobs.insert(id);
         self.emit(JobEvent::Queued {
             job_id: id,
             at: now,
         });
         self.queue_webhooks(WebhookAction::Queued, id);
-        self.assign_scale_set_jobs();
+        self.reindex_job(id);
+        self.assign_scale_set_job(id);
         self.wake_pollers();
         id
     }
@@ -880,8 +893,7 @@ impl State {
         }
         let labels = runner.label_names();
         let job_id = self
-            .jobs
-            .values()
+            .open_jobs()
             .find(|j| {
                 j.view.status == JobStatus::Queued
                     && match (runner.scale_set_id, &j.assignment) {
@@ -904,6 +916,7 @@ impl State {
         job.view.runner_id = Some(runner_id);
         job.view.runner_name = Some(runner_name.clone());
         job.view.started_at = Some(now);
+        self.reindex_job(job_id);
         self.emit(JobEvent::Claimed {
             job_id,
             runner_id,
@@ -926,8 +939,11 @@ impl State {
         }
         job.view.status = JobStatus::Completed;
         job.view.conclusion = Some(conclusion);
+        self.open_jobs.remove(&job_id);
         job.view.completed_at = Some(now);
         let runner_id = job.view.runner_id;
+        let freed = job.counted_in;
+        self.reindex_job(job_id);
         self.emit(JobEvent::Completed {
             job_id,
             conclusion,
@@ -946,8 +962,10 @@ impl State {
                 self.delete_runner(id);
             }
         }
-        // A finished job frees room under a scale set's max capacity.
-        self.assign_scale_set_jobs();
+        // A finished job frees room under its scale set's max capacity.
+        if freed.is_some() {
+            self.assign_scale_set_jobs();
+        }
         self.wake_pollers();
     }
 }
