@@ -95,14 +95,15 @@ struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The whole loop on this machine: a GitHub emulator, a standalone and an organization runner
-    /// under `hangar agent`, sample jobs with their lifecycle. No cloud account; all on 127.0.0.1.
+    /// The whole autoscaling loop on this machine: a GitHub emulator, and the controller with the
+    /// seed's two pools scaling ephemeral local runners from zero for sample jobs, with their
+    /// lifecycle. No cloud account; all on 127.0.0.1.
     Dev {
         /// Port for the emulator on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 0)]
         port: u16,
-        /// Run this many jobs (alternating between the two runners), stop both agents and exit,
-        /// instead of serving until Ctrl-C (for scripts and benchmarks).
+        /// Run this many jobs (alternating between the two pools), wait for both pools to return
+        /// to zero, then exit, instead of serving until Ctrl-C (for scripts and benchmarks).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10000))]
         exit_after_jobs: Option<u64>,
     },
@@ -284,7 +285,11 @@ impl GlobalArgs {
 /// Parses the command line, runs the command, prints its result or error, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.global.verbose, cli.global.log_format);
+    if matches!(cli.command, Command::Dev { .. }) {
+        logging::init_quiet(cli.global.verbose, cli.global.log_format);
+    } else {
+        logging::init(cli.global.verbose, cli.global.log_format);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

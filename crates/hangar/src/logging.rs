@@ -26,10 +26,25 @@ pub fn filter_for(verbosity: u8) -> String {
 }
 
 pub fn init(verbosity: u8, format: LogFormat) {
+    init_with(filter_for(verbosity), verbosity, format);
+}
+
+/// For a command whose stdout is a live view (`hangar dev`): only warnings and errors unless
+/// `-v` asks for more, so log lines do not interleave with the view.
+pub fn init_quiet(verbosity: u8, format: LogFormat) {
+    let filter = if verbosity == 0 {
+        "warn".to_string()
+    } else {
+        filter_for(verbosity)
+    };
+    init_with(filter, verbosity, format);
+}
+
+fn init_with(default_filter: String, verbosity: u8, format: LogFormat) {
     let filter = std::env::var("HANGAR_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(filter_for(verbosity)));
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -6,13 +6,14 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_sdk_ecs::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ecs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ecs::error::BoxError;
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType,
-    NetworkConfiguration, NetworkMode, Tag, TaskField,
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, DesiredStatus,
+    LaunchType, NetworkConfiguration, NetworkMode, Tag, TaskField,
 };
 use hangar::controller::backend::ecs::{ENV_JIT_CONFIG_PARAMETER, ENV_RUNNER_NAME, EcsBackend};
 use hangar::controller::backend::{
@@ -810,4 +811,209 @@ async fn no_answer_from_aws_is_unavailable_and_names_what_to_check() {
         }
     })
     .await
+}
+
+/// The `hangar controller` binary end to end on ECS (moto) and GitHub (the emulator): a queued
+/// job becomes a tagged RunTask whose container is given only the name of a one-shot SecureString
+/// holding the runner's JIT configuration. moto runs no container, so the runner never comes
+/// online: the controller retires it after `registration_timeout` (registration removed, task
+/// stopped with the reason) and deletes the unread parameter, then tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_binary_launches_on_ecs_and_reaps_a_runner_that_never_comes_online() {
+    let moto = Moto::start();
+    let launch = deploy(&moto).await;
+    let emu = support::emulator().await;
+    let dir = std::env::temp_dir().join(format!(
+        "hangar-ecs-controller-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hangar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[controller]
+resync_interval = "1s"
+github_api_url = "{api}"
+github_web_url = "{web}"
+
+[defaults]
+registration_timeout = "3s"
+handoff_max_age = "4s"
+
+[[pool]]
+name = "standalone"
+repository = "{repo}"
+max = 2
+[pool.ecs]
+cluster = "{cluster}"
+task_definition = "{task_definition}"
+subnets = ["{subnet}"]
+security_groups = ["{security_group}"]
+parameter_prefix = "{prefix}"
+"#,
+            api = emu.api_url(),
+            web = emu.web_url(),
+            repo = support::REPO,
+            cluster = launch.cluster,
+            task_definition = launch.task_definition,
+            subnet = launch.subnets[0],
+            security_group = launch.security_groups[0],
+            prefix = PREFIX,
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("controller.log")).unwrap();
+    let mut controller = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"))
+        .args(["controller", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GITHUB_PAT", hangar_emulator::SEED_PAT)
+        .envs(moto.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let job = emu.enqueue_job(
+        hangar_emulator::JobSpec::new(support::REPO, "on-ecs")
+            .labels(["standalone"])
+            .step("noop", "true"),
+    );
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
+    let ssm = aws_sdk_ssm::Client::new(&moto.sdk_config());
+    let describe = |arns: Vec<String>| {
+        let ecs = ecs.clone();
+        async move {
+            if arns.is_empty() {
+                return vec![];
+            }
+            ecs.describe_tasks()
+                .cluster(CLUSTER)
+                .set_tasks(Some(arns))
+                .include(TaskField::Tags)
+                .send()
+                .await
+                .unwrap()
+                .tasks()
+                .to_vec()
+        }
+    };
+    let all_tasks = || {
+        let ecs = ecs.clone();
+        async move {
+            let mut arns = Vec::new();
+            for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
+                let listed = ecs
+                    .list_tasks()
+                    .cluster(CLUSTER)
+                    .desired_status(status)
+                    .send()
+                    .await
+                    .unwrap();
+                arns.extend(listed.task_arns().iter().cloned());
+            }
+            arns
+        }
+    };
+    // The first launch: a tagged task, told only the parameter's name.
+    let first = within(60, async {
+        loop {
+            let tasks = describe(all_tasks().await).await;
+            if let Some(task) = tasks.into_iter().next() {
+                return task;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let tag = |task: &aws_sdk_ecs::types::Task, key: &str| {
+        task.tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    assert_eq!(tag(&first, TAG_POOL).as_deref(), Some("standalone"));
+    let runner_name = tag(&first, TAG_RUNNER_NAME).unwrap();
+    let runner_id: u64 = tag(&first, TAG_RUNNER_ID).unwrap().parse().unwrap();
+    let env: Vec<(String, String)> = first.overrides().unwrap().container_overrides()[0]
+        .environment()
+        .iter()
+        .map(|kv| {
+            (
+                kv.name().unwrap().to_string(),
+                kv.value().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let parameter = format!("{PREFIX}/standalone/{runner_name}");
+    assert!(
+        env.contains(&(ENV_JIT_CONFIG_PARAMETER.to_string(), parameter.clone())),
+        "{env:?}"
+    );
+    assert!(env.contains(&("GITHUB_REPOSITORY".to_string(), support::REPO.to_string())));
+    let stored = ssm
+        .get_parameter()
+        .name(&parameter)
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap();
+    let stored = stored.parameter().unwrap();
+    assert_eq!(
+        stored.r#type(),
+        Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+    );
+    let jit = stored.value().unwrap().to_string();
+    assert!(
+        !env.iter().any(|(_, v)| v.contains(&jit)),
+        "the JIT value is not in the task's overrides"
+    );
+    // The registration the JIT created exists, offline, on the emulated GitHub.
+    let emu_repo = hangar_emulator::Scope::repo("your-organization", "your-repository-name");
+    assert!(emu.runners(&emu_repo).iter().any(|r| r.id == runner_id));
+
+    // Never online: retired (registration first, then the task), the parameter deleted.
+    within(60, async {
+        loop {
+            let gone = !emu.runners(&emu_repo).iter().any(|r| r.id == runner_id);
+            let task = describe(vec![first.task_arn().unwrap().to_string()]).await;
+            let stopped = task.first().is_some_and(|t| {
+                t.desired_status() == Some("STOPPED")
+                    && t.stopped_reason()
+                        .is_some_and(|r| r.contains("never_registered"))
+            });
+            let parameter_gone = ssm.get_parameter().name(&parameter).send().await.is_err();
+            if gone && stopped && parameter_gone {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    // The job is still queued, so the controller has launched again.
+    assert!(all_tasks().await.len() >= 2);
+    assert_eq!(
+        emu.job(job).unwrap().status,
+        hangar_emulator::JobStatus::Queued
+    );
+
+    // SIGTERM: the controller deletes its session and exits 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(controller.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = within(30, controller.wait()).await.unwrap();
+    let log = std::fs::read_to_string(dir.join("controller.log")).unwrap();
+    assert!(status.success(), "{log}");
+    for set in emu.scale_sets() {
+        assert_eq!(emu.scale_set_sessions(set.id), 0, "session deleted on stop");
+    }
+    assert!(!log.contains(&jit), "the JIT value is never logged");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,8 +6,9 @@
 //!
 //! The usage it counts is the window's (`limit - remaining`, from GitHub's `x-ratelimit-*`
 //! headers), not only its own: if others spend the budget, the controller backs off too.
-//! A reserve is kept for the observation passes left until the window resets, so a starved
-//! controller still sees its runners and can still retire them.
+//! A reserve is kept for the observation passes left until the window resets (at most half of
+//! what is left; when that is not enough the passes are stretched), so a starved controller
+//! still sees its runners and can still retire them, and a fast resync never starves launches.
 
 use std::time::Duration;
 
@@ -70,7 +71,10 @@ pub fn decide(
         .unwrap_or(Duration::ZERO);
     let interval = costs.resync_interval.max(Duration::from_millis(1));
     let passes_left = (until_reset.as_secs_f64() / interval.as_secs_f64()).ceil();
-    let reserve = (passes_left * costs.per_pass).ceil() as u64;
+    // Observation may take at most half of what is left: a fast resync must slow down (the
+    // passes are stretched), never starve launches altogether.
+    let wanted_reserve = (passes_left * costs.per_pass).ceil() as u64;
+    let reserve = wanted_reserve.min(left / 2);
     let spendable = left.saturating_sub(reserve);
     let launches = if costs.per_launch <= 0.0 {
         None
@@ -81,8 +85,8 @@ pub fn decide(
                 .min(u32::MAX as f64) as u32,
         )
     };
-    let stretch_pass = (left < reserve && costs.per_pass > 0.0).then(|| {
-        let affordable_passes = (left as f64 / costs.per_pass).floor().max(1.0);
+    let stretch_pass = (wanted_reserve > reserve && costs.per_pass > 0.0).then(|| {
+        let affordable_passes = (reserve as f64 / costs.per_pass).floor().max(1.0);
         Duration::from_secs_f64(until_reset.as_secs_f64() / affordable_passes).max(interval)
     });
     // Always said; the plan shows it only when it limits launches.
@@ -147,19 +151,20 @@ mod tests {
 
     #[test]
     fn others_spending_the_budget_count_against_the_share() {
-        // 2400 used by someone else: 100 left of our 2500, 120 reserved: no launches, and the
-        // passes are stretched to what 100 calls afford over the 30 minutes left.
+        // 2400 used by someone else: 100 left of our 2500. Observing every 30 s would take 120;
+        // it gets half (50) and its passes are stretched to what 50 calls afford over the 30
+        // minutes left (25 passes, one every 72 s); the other 50 give 16 launches.
         let v = decide(
             0.5,
             Some(&snapshot(5000, 2600, 1800)),
             &costs(3.0, 2.0, 30),
             now(),
         );
-        assert_eq!(v.allowance.launches, Some(0));
+        assert_eq!(v.allowance.launches, Some(16));
         let reason = v.allowance.reason.unwrap();
         assert!(reason.contains("2400 of 5000"), "{reason}");
         assert!(reason.contains("50%"), "{reason}");
-        assert_eq!(v.stretch_pass, Some(Duration::from_secs(36)));
+        assert_eq!(v.stretch_pass, Some(Duration::from_secs(72)));
     }
 
     #[test]
@@ -176,7 +181,7 @@ mod tests {
             &costs(3.0, 2.0, 30),
             now(),
         );
-        assert_eq!(early.allowance.launches, Some(33)); // (300 - 200) / 3
+        assert_eq!(early.allowance.launches, Some(50)); // (300 - min(200, 150)) / 3
         assert_eq!(late.allowance.launches, Some(98)); // (300 - 4) / 3
     }
 
@@ -194,6 +199,23 @@ mod tests {
             v.stretch_pass,
             Some(Duration::from_secs(600)),
             "one pass per window"
+        );
+    }
+
+    #[test]
+    fn a_resync_faster_than_the_budget_slows_down_but_launches_still_happen() {
+        // A 1 s resync would take 3,600 calls this hour, more than the whole share.
+        let v = decide(
+            0.5,
+            Some(&snapshot(5000, 4990, 3600)),
+            &costs(2.0, 1.0, 1),
+            now(),
+        );
+        assert_eq!(v.left, 2490);
+        assert_eq!(v.allowance.launches, Some(622)); // (2490 - 1245) / 2
+        assert_eq!(
+            v.stretch_pass,
+            Some(Duration::from_secs_f64(3600.0 / 1245.0))
         );
     }
 

@@ -73,6 +73,10 @@ pub struct Memory {
     pub ghost_since: BTreeMap<u64, DateTime<Utc>>,
     /// Task id -> when it was first seen running with its registration gone.
     pub orphan_since: BTreeMap<String, DateTime<Utc>>,
+    /// Task id -> the earliest time it was known: its `created_at`, or when a pass first saw it
+    /// if that is earlier (a backend that reports no creation time must not keep a task young
+    /// forever).
+    pub task_seen: BTreeMap<String, DateTime<Utc>>,
     /// Registrations seen online at least once (so an offline one did register, and went away).
     pub seen_online: BTreeSet<u64>,
     /// Launches are held until then (capacity or throttling back-off), and why.
@@ -166,6 +170,11 @@ fn older_than(since: DateTime<Utc>, now: DateTime<Utc>, limit: Duration) -> bool
         .is_ok_and(|age| age > limit)
 }
 
+/// When a live task came to be, as far as anyone knows (see [`Memory::task_seen`]).
+fn born_at(task_seen: &BTreeMap<String, DateTime<Utc>>, task: &Task) -> DateTime<Utc> {
+    task_seen.get(&task.id).copied().unwrap_or(task.created_at)
+}
+
 fn is_live(task: &Task) -> bool {
     matches!(task.state, TaskState::Pending | TaskState::Running)
 }
@@ -207,27 +216,34 @@ pub fn plan(
         }
     };
 
+    let task_seen: BTreeMap<String, DateTime<Utc>> = live_tasks
+        .iter()
+        .map(|task| {
+            let seen = memory.task_seen.get(&task.id).copied().unwrap_or(now);
+            (task.id.clone(), seen.min(task.created_at))
+        })
+        .collect();
+    let born = |task: &Task| born_at(&task_seen, task);
     // Reaper, task by task. Oldest first, so the log reads in the order things went wrong.
     let mut by_age = live_tasks.clone();
-    by_age.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    by_age.sort_by(|a, b| (born(a), &a.id).cmp(&(born(b), &b.id)));
     for task in &by_age {
+        let born = born(task);
         let runner = runners.get(&task.tags.runner_id);
         let reason = match runner {
             Some(r) if r.busy => None,
             _ if task.state == TaskState::Pending
-                && older_than(task.created_at, now, limits.pending_timeout) =>
+                && older_than(born, now, limits.pending_timeout) =>
             {
                 Some(Reason::PendingTimeout)
             }
             Some(r) if !r.online && next.seen_online.contains(&r.id) => {
                 offline_past_grace(r.id, &mut next).then_some(Reason::Ghost)
             }
-            Some(r)
-                if !r.online && older_than(task.created_at, now, limits.registration_timeout) =>
-            {
+            Some(r) if !r.online && older_than(born, now, limits.registration_timeout) => {
                 Some(Reason::NeverRegistered)
             }
-            Some(r) if r.online && older_than(task.created_at, now, limits.max_runtime) => {
+            Some(r) if r.online && older_than(born, now, limits.max_runtime) => {
                 Some(Reason::MaxRuntime)
             }
             Some(_) => None,
@@ -311,7 +327,7 @@ pub fn plan(
             .iter()
             .filter(|(t, r)| t.state == TaskState::Running && r.online && !r.busy)
             .collect();
-        idle.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
+        idle.sort_by(|a, b| (born(a.0), &a.0.id).cmp(&(born(b.0), &b.0.id)));
         for (task, runner) in idle.into_iter().take((capacity - desired) as usize) {
             actions.push(Action::Retire {
                 runner_id: runner.id,
@@ -341,6 +357,7 @@ pub fn plan(
         }
     }
 
+    next.task_seen = task_seen;
     let registered = observed.runners.len() as u32;
     let busy = observed.runners.iter().filter(|r| r.busy).count() as u32;
     let idle = observed
@@ -594,6 +611,35 @@ mod tests {
     }
 
     #[test]
+    fn a_task_without_a_creation_time_still_ages_from_when_it_was_first_seen() {
+        // A backend that reports every task as created "now" (moto does) must not keep a runner
+        // that never comes online young forever.
+        let limits = limits(0, 10);
+        let fresh = |at: DateTime<Utc>| {
+            let mut t = task(1, TaskState::Running, 0);
+            t.created_at = at;
+            vec![(t, runner(1, false, false))]
+        };
+        let first = plan(
+            &limits,
+            &observed(Some(1), &fresh(now())),
+            &Memory::default(),
+            &Allowance::unlimited(),
+            now(),
+        );
+        assert!(first.actions.is_empty());
+        let later = now() + chrono::Duration::seconds(901);
+        let second = plan(
+            &limits,
+            &observed(Some(1), &fresh(later)),
+            &first.memory,
+            &Allowance::unlimited(),
+            later,
+        );
+        assert_eq!(retired(&second), vec![(1, Reason::NeverRegistered)]);
+    }
+
+    #[test]
     fn idle_runners_past_max_runtime_are_retired_but_busy_ones_never() {
         let pairs = vec![
             serving(1, false, 6 * 3600 + 1),
@@ -824,6 +870,7 @@ mod tests {
                     .map(|r| r.id)
                     .filter(|_| rng.random_bool(0.5))
                     .collect(),
+                task_seen: BTreeMap::new(),
                 launch_blocked: None,
             };
             let p = plan(&l, &obs, &memory, &Allowance::unlimited(), now());

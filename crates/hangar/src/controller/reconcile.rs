@@ -151,6 +151,9 @@ impl Default for LoopSettings {
     }
 }
 
+/// How soon a pool with more runners than desired is looked at again.
+const SURPLUS_RECHECK: Duration = Duration::from_secs(1);
+
 /// The first wait after a launch failure, doubled per consecutive failure up to the cap.
 const BACKOFF_START: Duration = Duration::from_secs(2);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
@@ -249,11 +252,26 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         reports: watch::Sender<PoolReport>,
         cancel: CancellationToken,
     ) {
+        let mut surplus_passes = 0u32;
         loop {
             let view = demand.borrow().clone();
             let stretch = self.pass(&view, Utc::now()).await;
             let _ = reports.send(self.report.clone());
-            let next_wait = stretch.unwrap_or(self.settings.resync_interval).max(
+            // More runners than desired (a launch raced a shrinking demand, or a runner is
+            // still starting): look again soon, so a surplus runner that comes online idle is
+            // retired in about a second, not a whole resync interval later.
+            // The re-check doubles while the surplus lasts (a task stuck pending is the reaper's,
+            // not worth a call a second).
+            let surplus = self.report.status.capacity > self.report.status.desired;
+            surplus_passes = if surplus { surplus_passes + 1 } else { 0 };
+            let resync = if surplus {
+                SURPLUS_RECHECK
+                    .saturating_mul(1 << (surplus_passes - 1).min(16))
+                    .min(self.settings.resync_interval)
+            } else {
+                self.settings.resync_interval
+            };
+            let next_wait = stretch.unwrap_or(resync).max(
                 // A pass that could not observe tries again sooner than a full interval.
                 if self.report.last_error.is_some() {
                     Duration::from_secs(1).min(self.settings.resync_interval)
@@ -759,14 +777,15 @@ mod sim_tests {
         let mut r = reconciler(&world, 0, 50);
         world.github.queue_jobs(40);
         let now = Utc::now();
-        // 100 left of a 5000 share; 60 passes of 1 call reserved; 2 calls per launch -> 20.
+        // 100 left of a 5000 share; 60 passes of 1 call wanted, half (50) reserved; 2 calls
+        // per launch -> 25.
         world.github.set_rate_limit(Some(RateLimitSnapshot {
             limit: 5000,
             remaining: 100,
             reset_at: now + chrono::Duration::seconds(1800),
         }));
         r.pass(&demand(&world), now).await;
-        assert_eq!(world.backend.launches(), 20);
+        assert_eq!(world.backend.launches(), 25);
         let held = r.report().status.launch_held.clone().unwrap();
         assert!(held.contains("GitHub budget"), "{held}");
     }
