@@ -5,7 +5,8 @@
 //!    the GitHub and SSM calls it took. GitHub calls are the emulator's call log; SSM calls are
 //!    counted by a forwarding proxy in front of moto, so both are observed, not inferred.
 //! 2. Job pickup in `hangar dev`: queued -> claimed, p50/p95 over 50 jobs (the command's own
-//!    summary line).
+//!    summary line). Since `hangar dev` runs the controller, this includes starting a fresh
+//!    ephemeral runner from zero for every job.
 //! 3. The agent's peak memory (VmHWM) after registration and a job, per mode.
 //!
 //! Prints Markdown tables. Under `cargo test` (no `--bench` argument) every case runs once and
