@@ -1017,3 +1017,46 @@ parameter_prefix = "{prefix}"
     assert!(!log.contains(&jit), "the JIT value is never logged");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_refuses_to_start_on_a_missing_cluster_with_the_fix() {
+    let moto = Moto::start();
+    let launch = deploy(&moto).await;
+    let emu = support::emulator().await;
+    let dir = std::env::temp_dir().join(format!(
+        "hangar-ecs-bad-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hangar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[controller]\ngithub_api_url = \"{}\"\ngithub_web_url = \"{}\"\n\n[[pool]]\nname = \"standalone\"\nrepository = \"{}\"\n[pool.ecs]\ncluster = \"no-such-cluster\"\ntask_definition = \"{}\"\nsubnets = [\"{}\"]\nsecurity_groups = []\n",
+            emu.api_url(),
+            emu.web_url(),
+            support::REPO,
+            launch.task_definition,
+            launch.subnets[0],
+        ),
+    )
+    .unwrap();
+    let mut env: Vec<(&str, String)> = moto.env();
+    env.push(("GITHUB_PAT", hangar_emulator::SEED_PAT.to_string()));
+    let out = support::hangar(&["controller", "--config", config.to_str().unwrap()], &env).await;
+    let err = support::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no-such-cluster") && err.contains("Fix"),
+        "{err}"
+    );
+    assert!(
+        emu.scale_sets().is_empty()
+            || emu
+                .scale_sets()
+                .iter()
+                .all(|s| emu.scale_set_sessions(s.id) == 0)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

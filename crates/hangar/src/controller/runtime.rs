@@ -28,9 +28,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::adapter::LivePoolGitHub;
-use super::backend::Backend;
 use super::backend::ecs::EcsBackend;
 use super::backend::local::LocalBackend;
+use super::backend::{Backend, BackendError};
 use super::config::{
     BackendConfig, ConfigChange, ConfigError, ConfigWatcher, ControllerConfig, ControllerSettings,
     PoolConfig, Reload,
@@ -312,6 +312,15 @@ async fn start_pool(
         BackendConfig::Ecs(launch) => {
             let sdk = shared.aws.get_or_init(crate::aws::load_config).await;
             let backend = EcsBackend::new(sdk, launch.clone()).with_scope(pool.scope.clone());
+            // Wrong settings fail the start with their fix; AWS being unreachable does not
+            // (launches will say so, and retry).
+            match backend.check().await {
+                Ok(()) => {}
+                Err(BackendError::Config(message)) => return Err(message),
+                Err(e) => {
+                    tracing::warn!(pool = %pool.name, error = %e, "could not check the ECS settings; starting anyway")
+                }
+            }
             Ok(spawn_pool(shared, pool, service, backend, cancel))
         }
         BackendConfig::Local(launch) => {
