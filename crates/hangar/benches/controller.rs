@@ -21,22 +21,20 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use hangar::commands::CredentialEnv;
 use hangar::controller::adapter::LivePoolGitHub;
 use hangar::controller::backend::fake::FakeBackend;
 use hangar::controller::backend::{Backend, BackendError, Handoff, LaunchRequest, Task};
 use hangar::controller::config::{ControllerConfig, PoolConfig};
-use hangar::controller::listener::{self, Demand, ListenerSpec, ListenerTiming};
+use hangar::controller::listener::{self, Demand, ListenerTiming};
 use hangar::controller::reconcile::{DemandView, LoopSettings, PoolReport, Reconciler};
 use hangar::controller::runtime::{self, RunOptions};
 use hangar::controller::sim::SimWorld;
 use hangar::github::scaleset::ActionsService;
-use hangar_emulator::{Emulator, JobSpec, SEED_CLIENT_ID, SEED_PAT, keys};
+use hangar_emulator::{Emulator, JobSpec, SEED_PAT};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -110,42 +108,20 @@ async fn demand_to_launch(jobs: usize) -> Vec<f64> {
     tokio::spawn(async move { while jobs_rx.recv().await.is_some() {} });
     tokio::spawn(listener::run(
         service.clone(),
-        ListenerSpec {
-            pool: pool.name.clone(),
-            scope: pool.scope.clone(),
-            scale_set_name: pool.scale_set.clone(),
-            runner_group: pool.runner_group.clone(),
-            labels: pool.labels.clone(),
-            max_runners: pool.limits.max,
-            owner_name: "bench".into(),
-            timing: ListenerTiming::default(),
-            refresh: Arc::default(),
-        },
+        runtime::listener_spec(&pool, "bench", ListenerTiming::default(), Arc::default()),
         demand_tx,
         nudge.clone(),
         jobs_tx,
         cancel.clone(),
     ));
     let (view_tx, view_rx) = watch::channel(DemandView::default());
-    let mut bridge = demand_rx.clone();
-    let bridge_cancel = cancel.clone();
-    tokio::spawn(async move {
-        loop {
-            let d = bridge.borrow_and_update().clone();
-            let live = d.session == listener::SessionState::Live;
-            let _ = view_tx.send(DemandView {
-                assigned_jobs: d
-                    .statistics
-                    .filter(|_| live)
-                    .map(|s| s.total_assigned_jobs as u32),
-                session: format!("{:?}", d.session),
-            });
-            tokio::select! {
-                _ = bridge_cancel.cancelled() => return,
-                r = bridge.changed() => if r.is_err() { return },
-            }
-        }
-    });
+    tokio::spawn(runtime::bridge_demand(
+        pool.name.clone(),
+        demand_rx.clone(),
+        view_tx,
+        hangar::controller::metrics::Metrics::new(),
+        cancel.clone(),
+    ));
     let recorder = Recorder {
         inner: FakeBackend::new(),
         launched: Arc::default(),
@@ -193,20 +169,6 @@ async fn demand_to_launch(jobs: usize) -> Vec<f64> {
     emu.shutdown().await;
     samples.sort_by(f64::total_cmp);
     samples
-}
-
-fn seed_credentials() -> CredentialEnv {
-    CredentialEnv::Given(HashMap::from([
-        ("GITHUB_PAT".to_string(), SEED_PAT.to_string()),
-        (
-            "GITHUB_APP_CLIENT_ID".to_string(),
-            SEED_CLIENT_ID.to_string(),
-        ),
-        (
-            "GITHUB_APP_PRIVATE_KEY".to_string(),
-            keys::APP_PRIVATE_KEY_PKCS1.to_string(),
-        ),
-    ]))
 }
 
 fn emulator_calls(emu: &Emulator) -> usize {
@@ -259,7 +221,7 @@ work_root = "{root}/org"
     let cancel = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut options = RunOptions::new(path, cancel.clone());
-    options.credential_env = seed_credentials();
+    options.credential_env = support::seed_credential_env();
     options.on_listening = Some(tx);
     let backends = Arc::new(Mutex::new(Vec::new()));
     let keep = backends.clone();

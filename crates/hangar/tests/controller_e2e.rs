@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use hangar::controller::backend::{Backend, TaskState};
 use hangar::controller::config::LocalLaunch;
 use hangar::controller::listener::ListenerTiming;
 use hangar::controller::runtime::{self, RunOptions};
-use hangar_emulator::{Conclusion, Emulator, JobSpec, JobStatus, SEED_CLIENT_ID, SEED_PAT, keys};
+use hangar_emulator::{Conclusion, Emulator, JobSpec, JobStatus};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -96,21 +95,23 @@ work_root = "{root}/{ORG_POOL}"
 }
 
 fn credentials() -> CredentialEnv {
-    CredentialEnv::Given(HashMap::from([
-        ("GITHUB_PAT".to_string(), SEED_PAT.to_string()),
-        (
-            "GITHUB_APP_CLIENT_ID".to_string(),
-            SEED_CLIENT_ID.to_string(),
-        ),
-        (
-            "GITHUB_APP_PRIVATE_KEY".to_string(),
-            keys::APP_PRIVATE_KEY_PKCS1.to_string(),
-        ),
-    ]))
+    support::seed_credential_env()
 }
 
 impl Controller {
     async fn start(emu: &Emulator, tag: &str, pools: &Pools) -> Controller {
+        Controller::start_custom(emu, tag, pools, |t| t, |_| {}).await
+    }
+
+    /// A fresh work root with the pool file `config` makes of the generated one, and a controller
+    /// whose options `adjust` may change.
+    async fn start_custom(
+        emu: &Emulator,
+        tag: &str,
+        pools: &Pools,
+        config: impl FnOnce(String) -> String,
+        adjust: impl FnOnce(&mut RunOptions),
+    ) -> Controller {
         let work_root = std::env::temp_dir().join(format!(
             "hangar-e2e-{tag}-{}-{}",
             std::process::id(),
@@ -118,17 +119,27 @@ impl Controller {
         ));
         std::fs::create_dir_all(&work_root).unwrap();
         let config_path = work_root.join("hangar.toml");
-        std::fs::write(&config_path, toml(emu, &work_root, pools)).unwrap();
-        Controller::start_with(config_path, work_root).await
+        std::fs::write(&config_path, config(toml(emu, &work_root, pools))).unwrap();
+        Controller::launch(config_path, work_root, adjust).await
     }
 
+    /// A controller on an existing pool file and work root (a restart).
     async fn start_with(config_path: PathBuf, work_root: PathBuf) -> Controller {
+        Controller::launch(config_path, work_root, |_| {}).await
+    }
+
+    async fn launch(
+        config_path: PathBuf,
+        work_root: PathBuf,
+        adjust: impl FnOnce(&mut RunOptions),
+    ) -> Controller {
         let cancel = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut options = RunOptions::new(config_path.clone(), cancel.clone());
         options.credential_env = credentials();
         options.on_listening = Some(tx);
         options.listener_timing = ListenerTiming::fast();
+        adjust(&mut options);
         let task = tokio::spawn(runtime::run(options));
         let addr = within(30, rx).await.expect("the controller serves");
         Controller {
@@ -138,6 +149,12 @@ impl Controller {
             work_root,
             config_path,
         }
+    }
+
+    /// Both seed pools' sessions are live.
+    async fn wait_live(&self) {
+        self.wait_for_session(REPO_POOL, "live").await;
+        self.wait_for_session(ORG_POOL, "live").await;
     }
 
     async fn status(&self) -> serde_json::Value {
@@ -305,8 +322,7 @@ async fn wait_until_zero(c: &Controller, emu: &Emulator) {
 async fn fifty_jobs_across_both_pools_complete_and_the_pools_return_to_zero() {
     let emu = emulator().await;
     let mut controller = Controller::start(&emu, "fifty", &Pools::default()).await;
-    controller.wait_for_session(REPO_POOL, "live").await;
-    controller.wait_for_session(ORG_POOL, "live").await;
+    controller.wait_live().await;
     assert_eq!(
         live_tasks(&controller, REPO_POOL).await,
         0,
@@ -347,8 +363,7 @@ async fn fifty_jobs_across_both_pools_complete_and_the_pools_return_to_zero() {
 async fn a_second_controller_waits_for_the_session_instead_of_stealing_it() {
     let emu = emulator().await;
     let mut first = Controller::start(&emu, "first", &Pools::default()).await;
-    first.wait_for_session(REPO_POOL, "live").await;
-    first.wait_for_session(ORG_POOL, "live").await;
+    first.wait_live().await;
     let mut second = Controller::start(&emu, "second", &Pools::default()).await;
     second.wait_for_session(REPO_POOL, "waiting").await;
     second.wait_for_session(ORG_POOL, "waiting").await;
@@ -458,10 +473,15 @@ async fn injected_faults_delay_jobs_but_lose_none() {
             );
         }
     });
-    let mut controller =
-        start_custom(&emu, "faults", |t| t, |o| o.on_local_backend = Some(hook)).await;
-    controller.wait_for_session(REPO_POOL, "live").await;
-    controller.wait_for_session(ORG_POOL, "live").await;
+    let mut controller = Controller::start_custom(
+        &emu,
+        "faults",
+        &Pools::default(),
+        |t| t,
+        |o| o.on_local_backend = Some(hook),
+    )
+    .await;
+    controller.wait_live().await;
     // GitHub misbehaves too: 5xx and 429 from the Actions service, 502 from the REST API.
     emu.fail_scaleset_next(3, 503);
     emu.rate_limit_scaleset_next(2, 1);
@@ -498,8 +518,7 @@ async fn injected_faults_delay_jobs_but_lose_none() {
 async fn lost_messages_are_recovered_by_the_resync() {
     let emu = emulator().await;
     let mut controller = Controller::start(&emu, "lost", &Pools::default()).await;
-    controller.wait_for_session(REPO_POOL, "live").await;
-    controller.wait_for_session(ORG_POOL, "live").await;
+    controller.wait_live().await;
     // The JobAssigned messages of both jobs never arrive; only the statistics know of them.
     emu.drop_scaleset_messages(2);
     let ids = [
@@ -517,51 +536,15 @@ async fn lost_messages_are_recovered_by_the_resync() {
     controller.stop().await;
 }
 
-/// A controller with adjusted options, on a fresh work root with the two seed pools.
-async fn start_custom(
-    emu: &Emulator,
-    tag: &str,
-    config: impl FnOnce(String) -> String,
-    adjust: impl FnOnce(&mut RunOptions),
-) -> Controller {
-    let work_root = std::env::temp_dir().join(format!(
-        "hangar-e2e-{tag}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&work_root).unwrap();
-    let config_path = work_root.join("hangar.toml");
-    std::fs::write(
-        &config_path,
-        config(toml(emu, &work_root, &Pools::default())),
-    )
-    .unwrap();
-    let cancel = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut options = RunOptions::new(config_path.clone(), cancel.clone());
-    options.credential_env = credentials();
-    options.on_listening = Some(tx);
-    options.listener_timing = ListenerTiming::fast();
-    adjust(&mut options);
-    let task = tokio::spawn(runtime::run(options));
-    let addr = within(30, rx).await.unwrap();
-    Controller {
-        cancel,
-        task: Some(task),
-        addr,
-        work_root,
-        config_path,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_signed_webhook_recovers_a_lost_message_before_the_resync() {
     const SECRET: &str = "It's a Secret to Everybody";
     let emu = emulator().await;
     // A resync far beyond the test's patience: only the webhook can bring the job in time.
-    let mut controller = start_custom(
+    let mut controller = Controller::start_custom(
         &emu,
         "webhook",
+        &Pools::default(),
         |t| {
             t.replace("resync_interval = \"2s\"", "resync_interval = \"10m\"")
                 .replace(
@@ -601,9 +584,10 @@ async fn a_signed_webhook_recovers_a_lost_message_before_the_resync() {
 async fn a_changed_file_is_applied_pool_by_pool_and_a_broken_one_is_refused() {
     let emu = emulator().await;
     let org_section = "\n[[pool]]\nname = \"org\"";
-    let mut controller = start_custom(
+    let mut controller = Controller::start_custom(
         &emu,
         "reload",
+        &Pools::default(),
         |t| t[..t.find(org_section).unwrap()].to_string(),
         |_| {},
     )

@@ -347,15 +347,10 @@ fn spawn_pool<B: Backend>(
     let nudge = Arc::new(Notify::new());
     let refresh = Arc::new(Notify::new());
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-    let spec = ListenerSpec {
-        pool: pool.name.clone(),
-        scope: pool.scope.clone(),
-        scale_set_name: pool.scale_set.clone(),
-        runner_group: pool.runner_group.clone(),
-        labels: pool.labels.clone(),
-        max_runners: pool.limits.max,
-        owner_name: shared.settings.owner_name.clone(),
-        timing: ListenerTiming {
+    let spec = listener_spec(
+        &pool,
+        &shared.settings.owner_name,
+        ListenerTiming {
             // A lost message then delays a job by one resync interval at most.
             statistics_refresh: shared
                 .listener_timing
@@ -363,8 +358,8 @@ fn spawn_pool<B: Backend>(
                 .min(shared.settings.resync_interval),
             ..shared.listener_timing.clone()
         },
-        refresh: refresh.clone(),
-    };
+        refresh.clone(),
+    );
     let mut tasks = vec![tokio::spawn(listener::run(
         service.clone(),
         spec,
@@ -437,7 +432,29 @@ fn session_text(session: &SessionState) -> String {
     }
 }
 
-async fn bridge_demand(
+/// What a pool's listener listens for.
+pub fn listener_spec(
+    pool: &PoolConfig,
+    owner_name: &str,
+    timing: ListenerTiming,
+    refresh: Arc<Notify>,
+) -> ListenerSpec {
+    ListenerSpec {
+        pool: pool.name.clone(),
+        scope: pool.scope.clone(),
+        scale_set_name: pool.scale_set.clone(),
+        runner_group: pool.runner_group.clone(),
+        labels: pool.labels.clone(),
+        max_runners: pool.limits.max,
+        owner_name: owner_name.to_string(),
+        timing,
+        refresh,
+    }
+}
+
+/// The listener's [`Demand`] as the reconciler reads it: assigned jobs only while the session
+/// is live (a stale count from a lost session must not drive scaling). Runs until `cancel`.
+pub async fn bridge_demand(
     pool: String,
     mut demand: watch::Receiver<Demand>,
     view: watch::Sender<DemandView>,

@@ -80,3 +80,21 @@ pub async fn hangar<K: AsRef<OsStr>, V: AsRef<OsStr>>(args: &[&str], env: &[(K, 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The seed's PAT and App credentials, as an in-memory environment (for in-process controllers).
+pub fn seed_credential_env() -> hangar::commands::CredentialEnv {
+    hangar::commands::CredentialEnv::Given(std::collections::HashMap::from([
+        (
+            "GITHUB_PAT".to_string(),
+            hangar_emulator::SEED_PAT.to_string(),
+        ),
+        (
+            "GITHUB_APP_CLIENT_ID".to_string(),
+            hangar_emulator::SEED_CLIENT_ID.to_string(),
+        ),
+        (
+            "GITHUB_APP_PRIVATE_KEY".to_string(),
+            keys::APP_PRIVATE_KEY_PKCS1.to_string(),
+        ),
+    ]))
+}
