@@ -337,41 +337,15 @@ impl GitHub {
             url.push_str("&name=");
             url.push_str(&percent_encode(name));
         }
-        let mut runners = Vec::new();
-        let mut pages = 0u32;
-        loop {
-            pages += 1;
-            let call = Call {
-                method: Method::GET,
-                url: url.clone(),
-                body: None,
-                cred: Cred::For(scope),
-                action: format!("listing the runners of {scope} (page {pages})"),
-                target: Target::Runners(scope.clone()),
-            };
-            let answer = self.execute(&call).await?;
-            let page: RunnerPage = self.parse(&call, &answer)?;
-            let expected_total = page.total_count;
-            runners.extend(page.runners);
-            match next_link(&answer.headers) {
-                Some(next) if next.starts_with(&format!("{}/", self.inner.config.api_url)) => {
-                    url = next;
-                }
-                Some(next) => {
-                    return Err(GitHubError::BadResponse {
-                        action: call.action,
-                        api_url: self.inner.config.api_url.clone(),
-                        cause: format!(
-                            "the next page is at {next}, outside the API base; refusing to send credentials there"
-                        ),
-                    });
-                }
-                None => {
-                    tracing::debug!(%scope, pages, count = runners.len(), expected_total, "listed runners");
-                    return Ok(runners);
-                }
-            }
-        }
+        let mut expected_total = 0;
+        let runners = self
+            .list_pages(scope, url, "the runners", |page: RunnerPage| {
+                expected_total = page.total_count;
+                page.runners
+            })
+            .await?;
+        tracing::debug!(%scope, count = runners.len(), expected_total, "listed runners");
+        Ok(runners)
     }
 
     pub async fn get_runner(&self, scope: &Scope, id: u64) -> Result<Runner, GitHubError> {
@@ -411,27 +385,42 @@ impl GitHub {
     /// The runner groups of an organization, following pagination. Repositories have none of
     /// their own (their runners are in the Default group).
     pub async fn runner_groups(&self, scope: &Scope) -> Result<Vec<RunnerGroup>, GitHubError> {
-        let mut url = self.url(&format!(
+        let url = self.url(&format!(
             "{}/actions/runner-groups?per_page=100",
             scope.api_path()
         ));
-        let mut groups = Vec::new();
-        loop {
+        self.list_pages(scope, url, "the runner groups", |page: RunnerGroupPage| {
+            page.runner_groups
+        })
+        .await
+    }
+
+    /// Every item of a paginated list of `scope`, from `first_url` along `Link: rel="next"`.
+    /// `items` takes one page apart. A next page outside the API base is refused, so the
+    /// credential never travels there.
+    async fn list_pages<P: DeserializeOwned, T>(
+        &self,
+        scope: &Scope,
+        first_url: String,
+        what: &str,
+        mut items: impl FnMut(P) -> Vec<T>,
+    ) -> Result<Vec<T>, GitHubError> {
+        let mut url = first_url;
+        let mut all = Vec::new();
+        for page in 1u32.. {
             let call = Call {
                 method: Method::GET,
-                url: url.clone(),
+                url,
                 body: None,
                 cred: Cred::For(scope),
-                action: format!("listing the runner groups of {scope}"),
+                action: format!("listing {what} of {scope} (page {page})"),
                 target: Target::Runners(scope.clone()),
             };
             let answer = self.execute(&call).await?;
-            let page: RunnerGroupPage = self.parse(&call, &answer)?;
-            groups.extend(page.runner_groups);
-            match next_link(&answer.headers) {
-                Some(next) if next.starts_with(&format!("{}/", self.inner.config.api_url)) => {
-                    url = next;
-                }
+            all.extend(items(self.parse(&call, &answer)?));
+            url = match next_link(&answer.headers) {
+                None => break,
+                Some(next) if within_api(&self.inner.config.api_url, &next) => next,
                 Some(next) => {
                     return Err(GitHubError::BadResponse {
                         action: call.action,
@@ -441,9 +430,9 @@ impl GitHub {
                         ),
                     });
                 }
-                None => return Ok(groups),
-            }
+            };
         }
+        Ok(all)
     }
 
     // ----- identity look-ups (doctor) ----------------------------------------------------
@@ -632,31 +621,13 @@ impl GitHub {
                 .request(call.method.clone(), &call.url)
                 .header("accept", "application/vnd.github+json")
                 .header("x-github-api-version", API_VERSION)
-                .header("authorization", bearer_header(&bearer));
+                .header("authorization", authorization("Bearer", &bearer));
             if let Some(body) = &call.body {
                 request = request.json(body);
             }
             let sent_at = Instant::now();
             self.count_request();
-            let outcome = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    match response.bytes().await {
-                        Ok(body) => Ok(Answer {
-                            status,
-                            headers,
-                            body: body.to_vec(),
-                        }),
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            let observed = match &outcome {
-                Err(_) => Observed::Transport,
-                Ok(answer) => observe(answer),
-            };
+            let outcome = Answer::receive(request).await;
             match &outcome {
                 Ok(answer) => tracing::debug!(
                     method = %call.method, url = %strip_query(&call.url), status = answer.status.as_u16(),
@@ -665,8 +636,8 @@ impl GitHub {
                     "github request"
                 ),
                 Err(e) => tracing::debug!(
-                    method = %call.method, url = %strip_query(&call.url), attempt, error = %e,
-                    "github request failed"
+                    method = %call.method, url = %strip_query(&call.url), attempt,
+                    error = %describe_transport_error(e), "github request failed"
                 ),
             }
             if let Ok(answer) = &outcome {
@@ -691,25 +662,19 @@ impl GitHub {
                     continue;
                 }
             }
-            let verdict = policy.decide(
+            let observed = observe(&outcome);
+            if let Err(reason) = wait_to_retry(
+                policy,
                 &observed,
                 attempt,
-                started.elapsed(),
-                Utc::now().timestamp(),
-                rand::random::<f64>(),
-            );
-            match verdict {
-                Verdict::RetryAfter(wait) => {
-                    tracing::info!(
-                        action = %call.action, attempt, wait_ms = wait.as_millis() as u64,
-                        status = match &outcome { Ok(a) => a.status.as_u16(), Err(_) => 0 },
-                        "GitHub request will be retried"
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                Verdict::Stop(reason) => {
-                    return Err(self.failure(call, kind, attempt, reason, outcome));
-                }
+                started,
+                &call.action,
+                &outcome,
+                "GitHub",
+            )
+            .await
+            {
+                return Err(self.failure(call, kind, attempt, reason, outcome));
             }
         }
     }
@@ -776,14 +741,38 @@ impl GitHub {
     }
 }
 
-fn bearer_header(token: &SecretString) -> HeaderValue {
-    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+// ----- what the REST and Actions-service transports share ----------------------------------
+
+impl Answer {
+    /// Sends `request` and reads the whole answer; `Err` when no complete answer came.
+    async fn receive(request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?.to_vec();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// An `Authorization` header marked sensitive, so HTTP-level debug output redacts it. A token
+/// that is not a valid header value (a stray newline, say) is replaced rather than echoed in a
+/// builder error; the server then refuses it with a 401, which names the credential.
+fn authorization(scheme: &str, token: &SecretString) -> HeaderValue {
+    let mut value = HeaderValue::from_str(&format!("{scheme} {}", token.expose_secret()))
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid-characters-in-token"));
     value.set_sensitive(true);
     value
 }
 
-fn observe(answer: &Answer) -> Observed {
+/// What the retry policy needs to know of one attempt.
+fn observe(outcome: &Result<Answer, reqwest::Error>) -> Observed {
+    let Ok(answer) = outcome else {
+        return Observed::Transport;
+    };
     let text_mentions_limit = || {
         String::from_utf8_lossy(&answer.body[..answer.body.len().min(2048)])
             .to_ascii_lowercase()
@@ -795,6 +784,38 @@ fn observe(answer: &Answer) -> Observed {
         remaining: header_u64(&answer.headers, "x-ratelimit-remaining"),
         reset: header_u64(&answer.headers, "x-ratelimit-reset").map(|v| v as i64),
         rate_limit_message: answer.status == StatusCode::FORBIDDEN && text_mentions_limit(),
+    }
+}
+
+/// After an attempt that did not succeed: `Ok` once the policy's wait is slept (try again),
+/// or why to stop. `service` names who is asked, for the log.
+async fn wait_to_retry(
+    policy: &RetryPolicy,
+    observed: &Observed,
+    attempt: u32,
+    started: Instant,
+    action: &str,
+    outcome: &Result<Answer, reqwest::Error>,
+    service: &str,
+) -> Result<(), GiveUp> {
+    let verdict = policy.decide(
+        observed,
+        attempt,
+        started.elapsed(),
+        Utc::now().timestamp(),
+        rand::random::<f64>(),
+    );
+    match verdict {
+        Verdict::RetryAfter(wait) => {
+            tracing::info!(
+                action = %action, attempt, wait_ms = wait.as_millis() as u64,
+                status = outcome.as_ref().map_or(0, |a| a.status.as_u16()),
+                "{service} request will be retried"
+            );
+            tokio::time::sleep(wait).await;
+            Ok(())
+        }
+        Verdict::Stop(reason) => Err(reason),
     }
 }
 
@@ -880,6 +901,13 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+/// Whether `url` lies under the API base (`api_url` has no trailing slash), where the
+/// credential may go. A look-alike host (`https://api.github.com.evil`) or scheme is not.
+fn within_api(api_url: &str, url: &str) -> bool {
+    url.strip_prefix(api_url)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
 fn strip_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
@@ -938,6 +966,30 @@ mod tests {
             HeaderValue::from_static("<https://x/?page=1>; rel=\"first\""),
         );
         assert_eq!(next_link(&h), None);
+    }
+
+    #[test]
+    fn follows_pages_only_under_the_api_base() {
+        let api = "https://api.github.com";
+        assert!(within_api(
+            api,
+            "https://api.github.com/repos/o/r/actions/runners?page=2"
+        ));
+        for foreign in [
+            "https://api.github.com.evil.example/repos/o/r/actions/runners?page=2",
+            "http://api.github.com/repos/o/r/actions/runners?page=2",
+            "https://evil.example/https://api.github.com/",
+            "https://api.github.com",
+        ] {
+            assert!(!within_api(api, foreign), "{foreign}");
+        }
+        let ghes = "https://ghe.example/api/v3";
+        assert!(within_api(
+            ghes,
+            "https://ghe.example/api/v3/orgs/o/actions/runner-groups"
+        ));
+        assert!(!within_api(ghes, "https://ghe.example/api/v3x/orgs"));
+        assert!(!within_api(ghes, "https://ghe.example/orgs/o"));
     }
 
     #[test]

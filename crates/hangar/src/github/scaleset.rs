@@ -32,8 +32,11 @@ use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::retry::{GiveUp, Observed, RetryPolicy, Verdict};
-use super::{Answer, GitHub, GitHubError, Scope, describe_transport_error, observe};
+use super::retry::{GiveUp, Observed, RetryPolicy};
+use super::{
+    Answer, GitHub, GitHubError, Scope, authorization, describe_transport_error, observe,
+    wait_to_retry,
+};
 
 /// The `api-version` every Actions-service call carries.
 pub const API_VERSION: &str = "6.0-preview";
@@ -616,6 +619,11 @@ fn trim_bom(body: &[u8]) -> &[u8] {
     body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body)
 }
 
+/// Nothing but a byte-order mark and white space.
+fn is_blank(body: &[u8]) -> bool {
+    trim_bom(body).iter().all(u8::is_ascii_whitespace)
+}
+
 /// Parses a 200 answer of the long poll. `Err(None)` when not even the message id can be read.
 pub fn parse_message(body: &[u8]) -> Result<Message, (Option<u64>, String)> {
     let wire: MessageWire =
@@ -963,6 +971,50 @@ struct Request<'a> {
     poll: Option<(u32, Duration)>,
 }
 
+impl Request<'static> {
+    /// A request to `path` under the service URL, made with the admin token.
+    fn admin(method: Method, path: String, subject: Subject, action: String) -> Self {
+        Request {
+            method,
+            endpoint: Endpoint::Service {
+                path,
+                query: Vec::new(),
+            },
+            credential: Credential::Admin,
+            body: None,
+            subject,
+            action,
+            poll: None,
+        }
+    }
+
+    /// An admin request on the session itself; `doing` starts the action ("deleting").
+    fn on_session(method: Method, session: &Session, doing: &str) -> Self {
+        let scale_set_id = session.scale_set_id;
+        Request::admin(
+            method,
+            format!("{SCALE_SETS}/{scale_set_id}/sessions/{}", session.id),
+            Subject::Session(scale_set_id),
+            format!("{doing} the message session of runner scale set {scale_set_id}"),
+        )
+    }
+}
+
+impl Request<'_> {
+    fn with_body(mut self, body: serde_json::Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Query parameters after `api-version` (service endpoints only).
+    fn with_query(mut self, query: Vec<(&'static str, String)>) -> Self {
+        if let Endpoint::Service { query: params, .. } = &mut self.endpoint {
+            *params = query;
+        }
+        self
+    }
+}
+
 impl ActionsService {
     pub fn new(github: GitHub, scope: Scope) -> ActionsService {
         ActionsService::with_config(github, scope, ServiceConfig::default())
@@ -1029,20 +1081,19 @@ impl ActionsService {
         runner_group_id: u64,
         name: &str,
     ) -> Result<Option<ScaleSet>, ScaleSetError> {
-        let request = self.admin_request(
+        let request = Request::admin(
             Method::GET,
             SCALE_SETS.to_string(),
-            vec![
-                ("runnerGroupId", runner_group_id.to_string()),
-                ("name", name.to_string()),
-            ],
-            None,
             Subject::ScaleSets,
             format!(
                 "looking up runner scale set {name:?} in runner group {runner_group_id} of {}",
                 self.inner.scope
             ),
-        );
+        )
+        .with_query(vec![
+            ("runnerGroupId", runner_group_id.to_string()),
+            ("name", name.to_string()),
+        ]);
         let list: List<ScaleSet> = self.json(&request).await?;
         Ok(list
             .items()
@@ -1052,39 +1103,34 @@ impl ActionsService {
 
     /// A scale set by id; [`ScaleSetError::ScaleSetNotFound`] once it was deleted.
     pub async fn scale_set(&self, id: u64) -> Result<ScaleSet, ScaleSetError> {
-        let request = self.admin_request(
+        let request = Request::admin(
             Method::GET,
             format!("{SCALE_SETS}/{id}"),
-            vec![],
-            None,
             Subject::ScaleSet(id),
             format!("reading runner scale set {id}"),
         );
         let answer = self.send(&request).await?;
         // The service has answered a missing id with 200 and `null`.
-        if trim_bom(&answer.body).iter().all(u8::is_ascii_whitespace)
-            || trim_bom(&answer.body) == b"null"
-        {
+        if is_blank(&answer.body) || trim_bom(&answer.body) == b"null" {
             return Err(ScaleSetError::ScaleSetNotFound {
                 id,
                 action: request.action,
             });
         }
-        parse(&request, &answer)
+        parse(&request.action, &answer)
     }
 
     pub async fn create_scale_set(&self, spec: &ScaleSetSpec) -> Result<ScaleSet, ScaleSetError> {
-        let request = self.admin_request(
+        let request = Request::admin(
             Method::POST,
             SCALE_SETS.to_string(),
-            vec![],
-            Some(spec.body()),
             Subject::ScaleSets,
             format!(
                 "creating runner scale set {:?} for {}",
                 spec.name, self.inner.scope
             ),
-        );
+        )
+        .with_body(spec.body());
         self.json(&request).await
     }
 
@@ -1093,24 +1139,21 @@ impl ActionsService {
         id: u64,
         spec: &ScaleSetSpec,
     ) -> Result<ScaleSet, ScaleSetError> {
-        let request = self.admin_request(
+        let request = Request::admin(
             Method::PATCH,
             format!("{SCALE_SETS}/{id}"),
-            vec![],
-            Some(spec.body()),
             Subject::ScaleSet(id),
             format!("updating runner scale set {id} ({:?})", spec.name),
-        );
+        )
+        .with_body(spec.body());
         self.json(&request).await
     }
 
     /// Deletes a scale set; one that is already gone counts as deleted.
     pub async fn delete_scale_set(&self, id: u64) -> Result<(), ScaleSetError> {
-        let request = self.admin_request(
+        let request = Request::admin(
             Method::DELETE,
             format!("{SCALE_SETS}/{id}"),
-            vec![],
-            None,
             Subject::ScaleSet(id),
             format!("deleting runner scale set {id}"),
         );
@@ -1173,34 +1216,20 @@ impl ActionsService {
         scale_set_id: u64,
         owner_name: &str,
     ) -> Result<Session, ScaleSetError> {
-        let request = self.admin_request(
+        let request = Request::admin(
             Method::POST,
             format!("{SCALE_SETS}/{scale_set_id}/sessions"),
-            vec![],
-            Some(serde_json::json!({"sessionId": NIL_SESSION_ID, "ownerName": owner_name})),
             Subject::Session(scale_set_id),
             format!("opening a message session on runner scale set {scale_set_id}"),
-        );
+        )
+        .with_body(serde_json::json!({"sessionId": NIL_SESSION_ID, "ownerName": owner_name}));
         let wire: SessionWire = self.json(&request).await?;
         session_from_wire(wire, scale_set_id, owner_name, &request.action)
     }
 
     /// Renews the session's queue token (and its statistics).
     pub async fn refresh_session(&self, session: &mut Session) -> Result<(), ScaleSetError> {
-        let request = self.admin_request(
-            Method::PATCH,
-            format!(
-                "{SCALE_SETS}/{}/sessions/{}",
-                session.scale_set_id, session.id
-            ),
-            vec![],
-            None,
-            Subject::Session(session.scale_set_id),
-            format!(
-                "refreshing the message session of runner scale set {}",
-                session.scale_set_id
-            ),
-        );
+        let request = Request::on_session(Method::PATCH, session, "refreshing");
         let wire: SessionWire = self.json(&request).await?;
         *session = session_from_wire(
             wire,
@@ -1213,20 +1242,7 @@ impl ActionsService {
 
     /// Ends the session; one that is already gone counts as ended.
     pub async fn delete_session(&self, session: &Session) -> Result<(), ScaleSetError> {
-        let request = self.admin_request(
-            Method::DELETE,
-            format!(
-                "{SCALE_SETS}/{}/sessions/{}",
-                session.scale_set_id, session.id
-            ),
-            vec![],
-            None,
-            Subject::Session(session.scale_set_id),
-            format!(
-                "deleting the message session of runner scale set {}",
-                session.scale_set_id
-            ),
-        );
+        let request = Request::on_session(Method::DELETE, session, "deleting");
         match self.send(&request).await {
             Ok(_)
             | Err(ScaleSetError::ScaleSetNotFound { .. } | ScaleSetError::NotFound { .. }) => {
@@ -1244,85 +1260,52 @@ impl ActionsService {
         last_message_id: u64,
         max_capacity: u32,
     ) -> Result<Option<Message>, ScaleSetError> {
-        match self.poll_once(session, last_message_id, max_capacity).await {
-            Err(ScaleSetError::Unauthorized {
-                token: ServiceToken::Queue,
-                ..
-            }) => {
-                self.refresh_session(session).await?;
-                self.poll_once(session, last_message_id, max_capacity).await
-            }
-            other => other,
-        }
-    }
-
-    async fn poll_once(
-        &self,
-        session: &Session,
-        last_message_id: u64,
-        max_capacity: u32,
-    ) -> Result<Option<Message>, ScaleSetError> {
-        let request = Request {
-            method: Method::GET,
-            endpoint: Endpoint::Url(poll_url(&session.queue_url, last_message_id)),
-            credential: Credential::Queue(&session.queue_token),
-            body: None,
-            subject: Subject::Queue(session.scale_set_id),
-            action: format!(
-                "polling the message queue of runner scale set {}",
-                session.scale_set_id
-            ),
-            poll: Some((max_capacity, self.inner.config.poll_timeout)),
-        };
-        let answer = self.send(&request).await?;
-        if answer.status != StatusCode::OK
-            || trim_bom(&answer.body).iter().all(u8::is_ascii_whitespace)
-        {
+        let poll_timeout = self.inner.config.poll_timeout;
+        let (answer, action) = self
+            .send_on_queue(session, |session| Request {
+                method: Method::GET,
+                endpoint: Endpoint::Url(poll_url(&session.queue_url, last_message_id)),
+                credential: Credential::Queue(&session.queue_token),
+                body: None,
+                subject: Subject::Queue(session.scale_set_id),
+                action: format!(
+                    "polling the message queue of runner scale set {}",
+                    session.scale_set_id
+                ),
+                poll: Some((max_capacity, poll_timeout)),
+            })
+            .await?;
+        if answer.status != StatusCode::OK || is_blank(&answer.body) {
             return Ok(None);
         }
         match parse_message(&answer.body) {
             Ok(message) => Ok(Some(message)),
             Err((Some(message_id), cause)) => Err(ScaleSetError::BadMessage { message_id, cause }),
-            Err((None, cause)) => Err(ScaleSetError::BadResponse {
-                action: request.action,
-                cause,
-            }),
+            Err((None, cause)) => Err(ScaleSetError::BadResponse { action, cause }),
         }
     }
 
     /// Acknowledges (deletes) a message so it is not delivered again.
     pub async fn ack(&self, session: &mut Session, message_id: u64) -> Result<(), ScaleSetError> {
-        let result = match self.ack_once(session, message_id).await {
-            Err(ScaleSetError::Unauthorized {
-                token: ServiceToken::Queue,
-                ..
-            }) => {
-                self.refresh_session(session).await?;
-                self.ack_once(session, message_id).await
-            }
-            other => other,
-        };
-        match result {
+        let acked = self
+            .send_on_queue(session, |session| Request {
+                method: Method::DELETE,
+                endpoint: Endpoint::Url(ack_url(&session.queue_url, message_id)),
+                credential: Credential::Queue(&session.queue_token),
+                body: None,
+                subject: Subject::Queue(session.scale_set_id),
+                action: format!(
+                    "acknowledging message {message_id} of runner scale set {}",
+                    session.scale_set_id
+                ),
+                poll: None,
+            })
+            .await;
+        match acked {
             // Already acknowledged (a retried DELETE whose first answer was lost).
-            Err(ScaleSetError::NotFound { .. }) => Ok(()),
-            other => other,
+            Ok(_) | Err(ScaleSetError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
-    }
-
-    async fn ack_once(&self, session: &Session, message_id: u64) -> Result<(), ScaleSetError> {
-        let request = Request {
-            method: Method::DELETE,
-            endpoint: Endpoint::Url(ack_url(&session.queue_url, message_id)),
-            credential: Credential::Queue(&session.queue_token),
-            body: None,
-            subject: Subject::Queue(session.scale_set_id),
-            action: format!(
-                "acknowledging message {message_id} of runner scale set {}",
-                session.scale_set_id
-            ),
-            poll: None,
-        };
-        self.send(&request).await.map(|_| ())
     }
 
     /// Acquires offered jobs (`JobAvailable`) for the scale set; returns the ids it got.
@@ -1334,41 +1317,50 @@ impl ActionsService {
         if runner_request_ids.is_empty() {
             return Ok(Vec::new());
         }
-        match self.acquire_once(session, runner_request_ids).await {
+        let (answer, action) = self
+            .send_on_queue(session, |session| Request {
+                method: Method::POST,
+                endpoint: Endpoint::Service {
+                    path: format!("{SCALE_SETS}/{}/acquirejobs", session.scale_set_id),
+                    query: vec![],
+                },
+                credential: Credential::Queue(&session.queue_token),
+                body: Some(serde_json::json!(runner_request_ids)),
+                subject: Subject::Queue(session.scale_set_id),
+                action: format!(
+                    "acquiring {} job(s) for runner scale set {}",
+                    runner_request_ids.len(),
+                    session.scale_set_id
+                ),
+                poll: None,
+            })
+            .await?;
+        let list: List<u64> = parse(&action, &answer)?;
+        Ok(list.items())
+    }
+
+    /// Sends a request made with the session's queue token. The token lives shorter than the
+    /// session, so a refusal of it refreshes the session and sends (a request made anew) once
+    /// more. Returns the answer and the action, for reading it.
+    async fn send_on_queue(
+        &self,
+        session: &mut Session,
+        request: impl Fn(&Session) -> Request<'_>,
+    ) -> Result<(Answer, String), ScaleSetError> {
+        let first = request(session);
+        match self.send(&first).await {
+            Ok(answer) => Ok((answer, first.action)),
             Err(ScaleSetError::Unauthorized {
                 token: ServiceToken::Queue,
                 ..
             }) => {
                 self.refresh_session(session).await?;
-                self.acquire_once(session, runner_request_ids).await
+                let again = request(session);
+                let answer = self.send(&again).await?;
+                Ok((answer, again.action))
             }
-            other => other,
+            Err(e) => Err(e),
         }
-    }
-
-    async fn acquire_once(
-        &self,
-        session: &Session,
-        ids: &[u64],
-    ) -> Result<Vec<u64>, ScaleSetError> {
-        let request = Request {
-            method: Method::POST,
-            endpoint: Endpoint::Service {
-                path: format!("{SCALE_SETS}/{}/acquirejobs", session.scale_set_id),
-                query: vec![],
-            },
-            credential: Credential::Queue(&session.queue_token),
-            body: Some(serde_json::json!(ids)),
-            subject: Subject::Queue(session.scale_set_id),
-            action: format!(
-                "acquiring {} job(s) for runner scale set {}",
-                ids.len(),
-                session.scale_set_id
-            ),
-            poll: None,
-        };
-        let list: List<u64> = self.json(&request).await?;
-        Ok(list.items())
     }
 
     // ----- runners ---------------------------------------------------------------------------
@@ -1380,17 +1372,16 @@ impl ActionsService {
         name: &str,
         work_folder: &str,
     ) -> Result<JitRunner, ScaleSetError> {
-        let request = self.admin_request(
+        let request = Request::admin(
             Method::POST,
             format!("{SCALE_SETS}/{scale_set_id}/generatejitconfig"),
-            vec![],
-            Some(serde_json::json!({"name": name, "workFolder": work_folder})),
             Subject::Jit {
                 scale_set_id,
                 name: name.to_string(),
             },
             format!("creating JIT runner {name:?} in runner scale set {scale_set_id}"),
-        );
+        )
+        .with_body(serde_json::json!({"name": name, "workFolder": work_folder}));
         let wire: JitWire = self.json(&request).await?;
         Ok(JitRunner {
             id: wire.runner.id,
@@ -1401,11 +1392,9 @@ impl ActionsService {
     }
 
     pub async fn agent(&self, id: u64) -> Result<Option<Agent>, ScaleSetError> {
-        let request = self.admin_request(
+        let request = Request::admin(
             Method::GET,
             format!("{AGENTS}/{id}"),
-            vec![],
-            None,
             Subject::Agent(id),
             format!("reading runner {id}"),
         );
@@ -1417,14 +1406,13 @@ impl ActionsService {
     }
 
     pub async fn agent_by_name(&self, name: &str) -> Result<Option<Agent>, ScaleSetError> {
-        let request = self.admin_request(
+        let request = Request::admin(
             Method::GET,
             AGENTS.to_string(),
-            vec![("agentName", name.to_string())],
-            None,
             Subject::AgentName(name.to_string()),
             format!("looking up runner {name:?}"),
-        );
+        )
+        .with_query(vec![("agentName", name.to_string())]);
         match self.json::<List<Agent>>(&request).await {
             Ok(list) => Ok(list.items().into_iter().find(|a| a.name == name)),
             Err(ScaleSetError::AgentNotFound { .. }) => Ok(None),
@@ -1434,11 +1422,9 @@ impl ActionsService {
 
     /// Removes a runner's registration, unless it is running a job.
     pub async fn delete_agent(&self, id: u64) -> Result<AgentRemoval, ScaleSetError> {
-        let request = self.admin_request(
+        let request = Request::admin(
             Method::DELETE,
             format!("{AGENTS}/{id}"),
-            vec![],
-            None,
             Subject::Agent(id),
             format!("removing runner {id}"),
         );
@@ -1525,32 +1511,12 @@ impl ActionsService {
 
     // ----- transport -------------------------------------------------------------------------
 
-    fn admin_request(
-        &self,
-        method: Method,
-        path: String,
-        query: Vec<(&'static str, String)>,
-        body: Option<serde_json::Value>,
-        subject: Subject,
-        action: String,
-    ) -> Request<'static> {
-        Request {
-            method,
-            endpoint: Endpoint::Service { path, query },
-            credential: Credential::Admin,
-            body,
-            subject,
-            action,
-            poll: None,
-        }
-    }
-
     async fn json<T: serde::de::DeserializeOwned>(
         &self,
         request: &Request<'_>,
     ) -> Result<T, ScaleSetError> {
         let answer = self.send(request).await?;
-        parse(request, &answer)
+        parse(&request.action, &answer)
     }
 
     /// Sends one logical request, retrying per the policy; `Ok` only for a 2xx answer.
@@ -1568,35 +1534,26 @@ impl ActionsService {
                 .inner
                 .http
                 .request(request.method.clone(), url.clone())
-                .header("authorization", authorization)
-                .header("accept", "application/json");
-            if let Some((max_capacity, timeout)) = request.poll {
-                builder = builder
+                .header("authorization", authorization);
+            // The long poll carries the version in Accept as well as in its URL, as the service's
+            // own listener does; one Accept header only, since reqwest appends rather than replaces.
+            builder = match request.poll {
+                Some((max_capacity, timeout)) => builder
                     .header(
                         "accept",
                         format!("application/json; api-version={API_VERSION}"),
                     )
                     .header(MAX_CAPACITY_HEADER, max_capacity.to_string())
-                    .timeout(timeout);
-            }
+                    .timeout(timeout),
+                None => builder.header("accept", "application/json"),
+            };
             if let Some(body) = &request.body {
                 builder = builder.json(body);
             }
             self.inner.calls.fetch_add(1, Ordering::Relaxed);
             self.inner.github.count_request();
             let sent_at = Instant::now();
-            let outcome = match builder.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    response.bytes().await.map(|body| Answer {
-                        status,
-                        headers,
-                        body: body.to_vec(),
-                    })
-                }
-                Err(e) => Err(e),
-            };
+            let outcome = Answer::receive(builder).await;
             match &outcome {
                 Ok(answer) => tracing::debug!(
                     method = %request.method, host = url.host_str().unwrap_or(""), path = url.path(),
@@ -1608,10 +1565,7 @@ impl ActionsService {
                     attempt, error = %describe_transport_error(e), "actions service request failed"
                 ),
             }
-            let mut observed = match &outcome {
-                Err(_) => Observed::Transport,
-                Ok(answer) => observe(answer),
-            };
+            let mut observed = observe(&outcome);
             if let Ok(answer) = &outcome {
                 if answer.status.is_success() {
                     return Ok(outcome.expect("checked"));
@@ -1639,25 +1593,18 @@ impl ActionsService {
                     };
                 }
             }
-            let verdict = policy.decide(
+            if let Err(reason) = wait_to_retry(
+                policy,
                 &observed,
                 attempt,
-                started.elapsed(),
-                Utc::now().timestamp(),
-                rand::random::<f64>(),
-            );
-            match verdict {
-                Verdict::RetryAfter(wait) => {
-                    tracing::info!(
-                        action = %request.action, attempt, wait_ms = wait.as_millis() as u64,
-                        status = match &outcome { Ok(a) => a.status.as_u16(), Err(_) => 0 },
-                        "Actions service request will be retried"
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                Verdict::Stop(reason) => {
-                    return Err(failure(request, &url, attempt, reason, outcome));
-                }
+                started,
+                &request.action,
+                &outcome,
+                "Actions service",
+            )
+            .await
+            {
+                return Err(failure(request, &url, attempt, reason, outcome));
             }
         }
     }
@@ -1685,10 +1632,7 @@ impl ActionsService {
                 (url.clone(), "Bearer", admin_token)
             }
         };
-        let mut value = HeaderValue::from_str(&format!("{scheme} {}", token.expose_secret()))
-            .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid-characters-in-token"));
-        value.set_sensitive(true);
-        Ok((url, value))
+        Ok((url, authorization(scheme, &token)))
     }
 }
 
@@ -1716,11 +1660,11 @@ fn session_from_wire(
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
-    request: &Request<'_>,
+    action: &str,
     answer: &Answer,
 ) -> Result<T, ScaleSetError> {
     serde_json::from_slice(trim_bom(&answer.body)).map_err(|e| ScaleSetError::BadResponse {
-        action: request.action.clone(),
+        action: action.to_string(),
         cause: format!("HTTP {}: {e}", answer.status.as_u16()),
     })
 }
