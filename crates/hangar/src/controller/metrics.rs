@@ -157,10 +157,6 @@ impl JobResult {
             JobResult::Other => "other",
         }
     }
-
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// What became of a webhook delivery (`hangar_webhook_deliveries_total{outcome}`).
@@ -269,9 +265,9 @@ struct PoolSeries {
     started_jobs: u64,
     startup: Histogram,
     /// Per result, once one was seen (as ARC, which creates a series on first use).
-    completed: [Option<(u64, Histogram)>; 6],
+    completed: [Option<(u64, Histogram)>; JobResult::ALL.len()],
     launches: u64,
-    launch_failures: [u64; 5],
+    launch_failures: [u64; LaunchFailure::ALL.len()],
     stopped: [u64; StopReason::ALL.len()],
 }
 
@@ -287,7 +283,7 @@ impl PoolSeries {
             startup: Histogram::new(&JOB_DURATION_BUCKETS),
             completed: Default::default(),
             launches: 0,
-            launch_failures: [0; 5],
+            launch_failures: [0; LaunchFailure::ALL.len()],
             stopped: [0; StopReason::ALL.len()],
         }
     }
@@ -300,16 +296,16 @@ fn scope_labels(scope: &Scope) -> (String, Option<String>) {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Registry {
     pools: BTreeMap<String, PoolSeries>,
     github_calls: u64,
     /// Per auth mode (index by [`credential_index`]): (remaining, limit), once known.
-    rate_limits: [Option<(u64, u64)>; 2],
+    rate_limits: [Option<(u64, u64)>; CREDENTIALS.len()],
     reconcile_passes: u64,
     reconcile_duration: Histogram,
     config_reload_failures: u64,
-    webhook_deliveries: [u64; 8],
+    webhook_deliveries: [u64; WebhookOutcome::ALL.len()],
 }
 
 /// The controller's metrics. Cheap to clone (one `Arc`); every clone updates the same series.
@@ -330,11 +326,11 @@ impl Metrics {
             registry: Arc::new(Mutex::new(Registry {
                 pools: BTreeMap::new(),
                 github_calls: 0,
-                rate_limits: [None; 2],
+                rate_limits: [None; CREDENTIALS.len()],
                 reconcile_passes: 0,
                 reconcile_duration: Histogram::new(&RECONCILE_DURATION_BUCKETS),
                 config_reload_failures: 0,
-                webhook_deliveries: [0; 8],
+                webhook_deliveries: [0; WebhookOutcome::ALL.len()],
             })),
         }
     }
@@ -387,7 +383,7 @@ impl Metrics {
     /// A job on one of the pool's runners completed with `result`, after running `execution`.
     pub fn job_completed(&self, pool: &str, result: JobResult, execution: Duration) {
         self.with_pool(pool, |series| {
-            let (count, histogram) = series.completed[result.index()]
+            let (count, histogram) = series.completed[result as usize]
                 .get_or_insert_with(|| (0, Histogram::new(&JOB_DURATION_BUCKETS)));
             *count += 1;
             histogram.observe(execution.as_secs_f64());
@@ -445,30 +441,9 @@ impl Metrics {
     /// and `# TYPE` for every metric, pools in name order.
     pub fn render(&self) -> String {
         // Copy out under the lock, format outside it: a scrape never holds up the controller.
-        let snapshot = {
-            let registry = self.lock();
-            Snapshot {
-                pools: registry.pools.clone(),
-                github_calls: registry.github_calls,
-                rate_limits: registry.rate_limits,
-                reconcile_passes: registry.reconcile_passes,
-                reconcile_duration: registry.reconcile_duration.clone(),
-                config_reload_failures: registry.config_reload_failures,
-                webhook_deliveries: registry.webhook_deliveries,
-            }
-        };
+        let snapshot = self.lock().clone();
         snapshot.render()
     }
-}
-
-struct Snapshot {
-    pools: BTreeMap<String, PoolSeries>,
-    github_calls: u64,
-    rate_limits: [Option<(u64, u64)>; 2],
-    reconcile_passes: u64,
-    reconcile_duration: Histogram,
-    config_reload_failures: u64,
-    webhook_deliveries: [u64; 8],
 }
 
 /// The pool gauges in render order: name, help (ARC's wording where ARC has it), value.
@@ -522,45 +497,72 @@ const POOL_GAUGES: [GaugeColumn; 10] = [
     ),
 ];
 
-impl Snapshot {
+impl Registry {
+    /// A family with one sample per pool, pools in name order.
+    fn per_pool(
+        &self,
+        out: &mut Text,
+        (name, kind, help): (&str, &str, &str),
+        value: impl Fn(&PoolSeries) -> u64,
+    ) {
+        out.header(name, kind, help);
+        for (pool, series) in &self.pools {
+            out.sample(name, &pool_labels(pool, series, None), value(series));
+        }
+    }
+
+    /// A counter family with, per pool, one sample for each `(label value, count)` that
+    /// `counts` gives.
+    fn per_pool_by(
+        &self,
+        out: &mut Text,
+        (name, help): (&str, &str),
+        label: &'static str,
+        counts: impl Fn(&PoolSeries) -> Vec<(&'static str, u64)>,
+    ) {
+        out.header(name, "counter", help);
+        for (pool, series) in &self.pools {
+            for (label_value, count) in counts(series) {
+                let labels = pool_labels(pool, series, Some((label, label_value)));
+                out.sample(name, &labels, count);
+            }
+        }
+    }
+
     fn render(&self) -> String {
         let mut out = Text(String::with_capacity(4096 + self.pools.len() * 8192));
         for (name, help, value) in POOL_GAUGES {
-            out.header(name, "gauge", help);
-            for (pool, series) in &self.pools {
-                out.sample(
-                    name,
-                    &pool_labels(pool, series, None),
-                    value(&series.gauges),
-                );
-            }
+            self.per_pool(&mut out, (name, "gauge", help), |series| {
+                value(&series.gauges)
+            });
         }
 
-        out.header(
-            "gha_started_jobs_total",
-            "counter",
-            "Total number of jobs started.",
-        );
-        for (pool, series) in &self.pools {
-            out.sample(
+        self.per_pool(
+            &mut out,
+            (
                 "gha_started_jobs_total",
-                &pool_labels(pool, series, None),
-                series.started_jobs,
-            );
-        }
-        out.header(
-            "gha_completed_jobs_total",
-            "counter",
-            "Total number of jobs completed.",
+                "counter",
+                "Total number of jobs started.",
+            ),
+            |series| series.started_jobs,
         );
-        for (pool, series) in &self.pools {
-            for result in JobResult::ALL {
-                if let Some((count, _)) = &series.completed[result.index()] {
-                    let labels = pool_labels(pool, series, Some(("job_result", result.as_str())));
-                    out.sample("gha_completed_jobs_total", &labels, count);
-                }
-            }
-        }
+        self.per_pool_by(
+            &mut out,
+            (
+                "gha_completed_jobs_total",
+                "Total number of jobs completed.",
+            ),
+            "job_result",
+            |series| {
+                JobResult::ALL
+                    .into_iter()
+                    .filter_map(|result| {
+                        let (count, _) = series.completed[result as usize].as_ref()?;
+                        Some((result.as_str(), *count))
+                    })
+                    .collect()
+            },
+        );
         out.header(
             "gha_job_startup_duration_seconds",
             "histogram",
@@ -580,67 +582,59 @@ impl Snapshot {
         );
         for (pool, series) in &self.pools {
             for result in JobResult::ALL {
-                if let Some((_, histogram)) = &series.completed[result.index()] {
+                if let Some((_, histogram)) = &series.completed[result as usize] {
                     let labels = pool_labels(pool, series, Some(("job_result", result.as_str())));
                     out.histogram("gha_job_execution_duration_seconds", &labels, histogram);
                 }
             }
         }
 
-        out.header(
-            "hangar_launches_total",
-            "counter",
-            "Runner launches the backend accepted.",
-        );
-        for (pool, series) in &self.pools {
-            out.sample(
+        self.per_pool(
+            &mut out,
+            (
                 "hangar_launches_total",
-                &pool_labels(pool, series, None),
-                series.launches,
-            );
-        }
-        out.header(
-            "hangar_launch_failures_total",
-            "counter",
-            "Runner launches that failed, by reason (capacity, throttled, config, unavailable, budget).",
+                "counter",
+                "Runner launches the backend accepted.",
+            ),
+            |series| series.launches,
         );
-        for (pool, series) in &self.pools {
-            for reason in LaunchFailure::ALL {
-                let labels = pool_labels(pool, series, Some(("reason", reason.as_str())));
-                out.sample(
-                    "hangar_launch_failures_total",
-                    &labels,
-                    series.launch_failures[reason as usize],
-                );
-            }
-        }
-        out.header(
-            "hangar_runners_stopped_total",
-            "counter",
-            "Runners the controller stopped or cleaned up, by reason.",
+        self.per_pool_by(
+            &mut out,
+            (
+                "hangar_launch_failures_total",
+                "Runner launches that failed, by reason (capacity, throttled, config, unavailable, budget).",
+            ),
+            "reason",
+            |series| {
+                LaunchFailure::ALL
+                    .into_iter()
+                    .map(|reason| (reason.as_str(), series.launch_failures[reason as usize]))
+                    .collect()
+            },
         );
-        for (pool, series) in &self.pools {
-            for reason in StopReason::ALL {
-                let labels = pool_labels(pool, series, Some(("reason", reason.as_str())));
-                out.sample(
-                    "hangar_runners_stopped_total",
-                    &labels,
-                    series.stopped[reason as usize],
-                );
-            }
-        }
-        out.header(
-            "hangar_session_live",
-            "gauge",
-            "1 while the pool's scale-set message session is live, else 0.",
+        self.per_pool_by(
+            &mut out,
+            (
+                "hangar_runners_stopped_total",
+                "Runners the controller stopped or cleaned up, by reason.",
+            ),
+            "reason",
+            |series| {
+                StopReason::ALL
+                    .into_iter()
+                    .map(|reason| (reason.as_str(), series.stopped[reason as usize]))
+                    .collect()
+            },
         );
-        for (pool, series) in &self.pools {
-            out.sample(
+        self.per_pool(
+            &mut out,
+            (
                 "hangar_session_live",
-                &pool_labels(pool, series, None),
-                u64::from(series.session_live),
-            );
-        }
+                "gauge",
+                "1 while the pool's scale-set message session is live, else 0.",
+            ),
+            |series| u64::from(series.session_live),
+        );
 
         out.header(
             "hangar_github_calls_total",
@@ -1152,8 +1146,20 @@ mod tests {
         assert_eq!(JobResult::parse("cancelled"), JobResult::Canceled);
         assert_eq!(JobResult::parse("skipped"), JobResult::Skipped);
         assert_eq!(JobResult::parse("something-new"), JobResult::Other);
-        for (i, result) in JobResult::ALL.iter().enumerate() {
-            assert_eq!(result.index(), i);
+    }
+
+    /// Series are kept in arrays indexed by `variant as usize`: every `ALL` must list each
+    /// variant once, in declaration order, or a count would land in another label's series.
+    #[test]
+    fn every_label_set_lists_its_variants_in_index_order() {
+        let indexes = [
+            JobResult::ALL.map(|r| r as usize).to_vec(),
+            LaunchFailure::ALL.map(|r| r as usize).to_vec(),
+            WebhookOutcome::ALL.map(|o| o as usize).to_vec(),
+            StopReason::ALL.map(|r| r as usize).to_vec(),
+        ];
+        for listed in indexes {
+            assert_eq!(listed, (0..listed.len()).collect::<Vec<_>>());
         }
     }
 
