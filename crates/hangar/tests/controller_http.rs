@@ -38,6 +38,10 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    async fn metrics_text(&self) -> String {
+        get(&self.url("/metrics")).await.text().await.unwrap()
+    }
+
     /// Nudges received so far, without waiting: the receiver calls the nudge before it answers,
     /// so once a response is in, its nudge (if any) is here.
     fn nudges_so_far(&mut self) -> Vec<Vec<String>> {
@@ -136,8 +140,28 @@ async fn deliver(
     (status, response.text().await.unwrap())
 }
 
+/// [`deliver`] with every header, signed with the receiver's secret.
+async fn deliver_signed(
+    server: &Server,
+    event: &str,
+    delivery: &str,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
+    let signature = webhook_signature(SECRET, &body);
+    deliver(server, Some(event), Some(delivery), Some(&signature), body).await
+}
+
 async fn get(url: &str) -> reqwest::Response {
     reqwest::get(url).await.expect("GET")
+}
+
+/// A GET's status and JSON body.
+async fn get_json(url: &str) -> (StatusCode, Value) {
+    let response = get(url).await;
+    (
+        response.status(),
+        response.json().await.expect("a JSON body"),
+    )
 }
 
 #[tokio::test]
@@ -178,20 +202,19 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
 async fn healthz_is_200_when_healthy_and_503_with_the_reasons_when_not() {
     within(30, async {
         let server = start(None).await;
-        let ok = get(&server.url("/healthz")).await;
-        assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(
-            ok.json::<Value>().await.unwrap(),
-            json!({"status": "ok", "reasons": []})
+            get_json(&server.url("/healthz")).await,
+            (StatusCode::OK, json!({"status": "ok", "reasons": []}))
         );
 
         *server.health.lock().unwrap() =
             Health::unhealthy(vec!["pool org: no live session".to_string()]);
-        let sick = get(&server.url("/healthz")).await;
-        assert_eq!(sick.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            sick.json::<Value>().await.unwrap(),
-            json!({"status": "unhealthy", "reasons": ["pool org: no live session"]})
+            get_json(&server.url("/healthz")).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "unhealthy", "reasons": ["pool org: no live session"]})
+            )
         );
         server.stop().await;
     })
@@ -202,11 +225,12 @@ async fn healthz_is_200_when_healthy_and_503_with_the_reasons_when_not() {
 async fn status_serves_the_controllers_json() {
     within(30, async {
         let server = start(None).await;
-        let response = get(&server.url("/status")).await;
-        assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
-            response.json::<Value>().await.unwrap(),
-            json!({"pools": [{"name": "org", "desired": 2}]})
+            get_json(&server.url("/status")).await,
+            (
+                StatusCode::OK,
+                json!({"pools": [{"name": "org", "desired": 2}]})
+            )
         );
         server.stop().await;
     })
@@ -218,8 +242,7 @@ async fn without_a_receiver_there_is_no_webhook_route() {
     within(30, async {
         let server = start(None).await;
         let body = queued_payload(&["hangar"]);
-        let sig = webhook_signature(SECRET, &body);
-        let (status, _) = deliver(&server, Some("workflow_job"), Some("d"), Some(&sig), body).await;
+        let (status, _) = deliver_signed(&server, "workflow_job", "d", body).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         server.stop().await;
     })
@@ -231,46 +254,24 @@ async fn a_signed_delivery_nudges_once_and_its_redelivery_not_again() {
     within(30, async {
         let mut server = start(Some(receiver())).await;
         let body = queued_payload(&["self-hosted", "hangar"]);
-        let sig = webhook_signature(SECRET, &body);
 
-        let (status, text) = deliver(
-            &server,
-            Some("workflow_job"),
-            Some("delivery-1"),
-            Some(&sig),
-            body.clone(),
-        )
-        .await;
+        let (status, text) =
+            deliver_signed(&server, "workflow_job", "delivery-1", body.clone()).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{text}");
         assert_eq!(server.nudges_so_far(), vec![vec!["org".to_string()]]);
 
-        let (status, text) = deliver(
-            &server,
-            Some("workflow_job"),
-            Some("delivery-1"),
-            Some(&sig),
-            body.clone(),
-        )
-        .await;
+        let (status, text) = deliver_signed(&server, "workflow_job", "delivery-1", body).await;
         assert_eq!(status, StatusCode::OK, "{text}");
         assert!(text.contains("duplicate"), "{text}");
         assert!(server.nudges_so_far().is_empty(), "a redelivery nudged");
 
         // A job no pool runs is accepted but nudges nothing.
         let other = queued_payload(&["windows"]);
-        let sig = webhook_signature(SECRET, &other);
-        let (status, _) = deliver(
-            &server,
-            Some("workflow_job"),
-            Some("delivery-2"),
-            Some(&sig),
-            other,
-        )
-        .await;
+        let (status, _) = deliver_signed(&server, "workflow_job", "delivery-2", other).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         assert!(server.nudges_so_far().is_empty());
 
-        let text = get(&server.url("/metrics")).await.text().await.unwrap();
+        let text = server.metrics_text().await;
         for line in [
             "hangar_webhook_deliveries_total{outcome=\"nudged\"} 1",
             "hangar_webhook_deliveries_total{outcome=\"duplicate\"} 1",
@@ -303,12 +304,10 @@ async fn unsigned_or_wrongly_signed_deliveries_are_401_and_nudge_nothing() {
         }
         assert!(server.nudges_so_far().is_empty());
         // The forgeries did not use up the delivery id.
-        let sig = webhook_signature(SECRET, &body);
-        let (status, _) =
-            deliver(&server, Some("workflow_job"), Some("d-1"), Some(&sig), body).await;
+        let (status, _) = deliver_signed(&server, "workflow_job", "d-1", body).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         assert_eq!(server.nudges_so_far().len(), 1);
-        let text = get(&server.url("/metrics")).await.text().await.unwrap();
+        let text = server.metrics_text().await;
         assert!(text.contains("hangar_webhook_deliveries_total{outcome=\"unauthorized\"} 3\n"));
         server.stop().await;
     })
@@ -320,16 +319,27 @@ async fn ping_is_200_and_other_events_are_204() {
     within(30, async {
         let mut server = start(Some(receiver())).await;
         let ping = br#"{"zen":"Design for failure.","hook_id":1}"#.to_vec();
-        let sig = webhook_signature(SECRET, &ping);
-        let (status, _) = deliver(&server, Some("ping"), Some("p"), Some(&sig), ping.clone()).await;
+        let (status, _) = deliver_signed(&server, "ping", "p", ping.clone()).await;
         assert_eq!(status, StatusCode::OK);
-        let (status, text) = deliver(&server, Some("push"), Some("q"), Some(&sig), ping).await;
+        let (status, text) = deliver_signed(&server, "push", "q", ping).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(text.is_empty());
         assert!(server.nudges_so_far().is_empty());
         server.stop().await;
     })
     .await
+}
+
+/// The head of a `workflow_job` delivery whose body is framed by `framing` (a content-length or
+/// transfer-encoding header). Its signature is well-formed but wrong, so a 413 rather than a 401
+/// shows the size was judged before the body was.
+fn raw_webhook_head(addr: SocketAddr, delivery: &str, framing: &str) -> String {
+    format!(
+        "POST /webhook HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         x-github-event: workflow_job\r\nx-github-delivery: {delivery}\r\n\
+         x-hub-signature-256: sha256={}\r\n{framing}\r\n\r\n",
+        "00".repeat(32)
+    )
 }
 
 /// Sends `head` and `body` over a raw connection and returns the response's status line; the
@@ -361,18 +371,12 @@ async fn a_body_declared_too_large_is_413_before_it_is_sent() {
     within(30, async {
         let mut server = start(Some(receiver())).await;
         let declared = 2 * 1024 * 1024;
-        let head = format!(
-            "POST /webhook HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
-             x-github-event: workflow_job\r\nx-github-delivery: big\r\n\
-             x-hub-signature-256: sha256={}\r\ncontent-length: {declared}\r\n\r\n",
-            server.addr,
-            "00".repeat(32)
-        );
+        let head = raw_webhook_head(server.addr, "big", &format!("content-length: {declared}"));
         // Only 1 KiB of the declared 2 MiB is ever sent: the answer cannot wait for the rest.
         let status_line = raw_exchange(server.addr, head, vec![b'x'; 1024]).await;
         assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
         assert!(server.nudges_so_far().is_empty());
-        let text = get(&server.url("/metrics")).await.text().await.unwrap();
+        let text = server.metrics_text().await;
         assert!(text.contains("hangar_webhook_deliveries_total{outcome=\"too_large\"} 1\n"));
         server.stop().await;
     })
@@ -383,13 +387,7 @@ async fn a_body_declared_too_large_is_413_before_it_is_sent() {
 async fn a_chunked_body_over_the_limit_is_413() {
     within(30, async {
         let mut server = start(Some(receiver().with_max_body(1024))).await;
-        let head = format!(
-            "POST /webhook HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
-             x-github-event: workflow_job\r\nx-github-delivery: chunked\r\n\
-             x-hub-signature-256: sha256={}\r\ntransfer-encoding: chunked\r\n\r\n",
-            server.addr,
-            "00".repeat(32)
-        );
+        let head = raw_webhook_head(server.addr, "chunked", "transfer-encoding: chunked");
         let mut body = Vec::new();
         for _ in 0..8 {
             body.extend_from_slice(b"200\r\n"); // 512 bytes per chunk, 4 KiB in all
@@ -404,9 +402,7 @@ async fn a_chunked_body_over_the_limit_is_413() {
         // A body within the limit still goes through on the same receiver.
         let small = queued_payload(&["hangar"]);
         assert!(small.len() < 1024);
-        let sig = webhook_signature(SECRET, &small);
-        let (status, _) =
-            deliver(&server, Some("workflow_job"), Some("ok"), Some(&sig), small).await;
+        let (status, _) = deliver_signed(&server, "workflow_job", "ok", small).await;
         assert_eq!(status, StatusCode::ACCEPTED);
         server.stop().await;
     })
