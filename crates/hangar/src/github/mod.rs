@@ -688,21 +688,26 @@ impl GitHub {
         outcome: Result<Answer, reqwest::Error>,
     ) -> GitHubError {
         let action = call.action.clone();
-        let answer = match outcome {
-            Err(e) => {
+        let answer = match Ending::of(reason, outcome) {
+            Ending::Unreachable { cause } => {
                 return GitHubError::Unreachable {
                     action,
                     api_url: self.inner.config.api_url.clone(),
                     attempts,
-                    cause: describe_transport_error(&e),
+                    cause,
                 };
             }
-            Ok(answer) => answer,
+            Ending::RateLimited { wait } => return GitHubError::RateLimited { action, wait },
+            Ending::ServerError { status } => {
+                return GitHubError::ServerError {
+                    action,
+                    status,
+                    attempts,
+                };
+            }
+            Ending::Refused(answer) => answer,
         };
         let status = answer.status.as_u16();
-        if let GiveUp::RateLimited { wait } = reason {
-            return GitHubError::RateLimited { action, wait };
-        }
         let message = github_message(&answer);
         match status {
             401 => GitHubError::Unauthorized {
@@ -727,11 +732,6 @@ impl GitHub {
                 let (what, hint) = error::not_found(&call.target, kind);
                 GitHubError::NotFound { action, what, hint }
             }
-            500..=599 if reason == GiveUp::Exhausted => GitHubError::ServerError {
-                action,
-                status,
-                attempts,
-            },
             _ => GitHubError::Rejected {
                 action,
                 status,
@@ -784,6 +784,35 @@ fn observe(outcome: &Result<Answer, reqwest::Error>) -> Observed {
         remaining: header_u64(&answer.headers, "x-ratelimit-remaining"),
         reset: header_u64(&answer.headers, "x-ratelimit-reset").map(|v| v as i64),
         rate_limit_message: answer.status == StatusCode::FORBIDDEN && text_mentions_limit(),
+    }
+}
+
+/// How a request ended that is not tried again, before each transport words it as its error.
+enum Ending {
+    /// No answer came: the transport error, described without the URL.
+    Unreachable { cause: String },
+    /// Rate limited for longer than the retry budget allows.
+    RateLimited { wait: Duration },
+    /// A retryable 5xx that outlasted the attempts or the budget.
+    ServerError { status: u16 },
+    /// A final answer; what it means depends on the service.
+    Refused(Answer),
+}
+
+impl Ending {
+    fn of(reason: GiveUp, outcome: Result<Answer, reqwest::Error>) -> Ending {
+        match (reason, outcome) {
+            (_, Err(e)) => Ending::Unreachable {
+                cause: describe_transport_error(&e),
+            },
+            (GiveUp::RateLimited { wait }, Ok(_)) => Ending::RateLimited { wait },
+            (GiveUp::Exhausted, Ok(answer)) if answer.status.is_server_error() => {
+                Ending::ServerError {
+                    status: answer.status.as_u16(),
+                }
+            }
+            (_, Ok(answer)) => Ending::Refused(answer),
+        }
     }
 }
 
@@ -990,6 +1019,35 @@ mod tests {
         ));
         assert!(!within_api(ghes, "https://ghe.example/api/v3x/orgs"));
         assert!(!within_api(ghes, "https://ghe.example/orgs/o"));
+    }
+
+    #[test]
+    fn endings_are_judged_once_for_both_transports() {
+        let answer = |status: u16| {
+            Ok(Answer {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: HeaderMap::new(),
+                body: Vec::new(),
+            })
+        };
+        assert!(matches!(
+            Ending::of(GiveUp::Exhausted, answer(503)),
+            Ending::ServerError { status: 503 }
+        ));
+        // 501 is final on the first attempt: a refusal, not GitHub being degraded.
+        assert!(matches!(
+            Ending::of(GiveUp::Final, answer(501)),
+            Ending::Refused(a) if a.status == 501
+        ));
+        let wait = Duration::from_secs(600);
+        assert!(matches!(
+            Ending::of(GiveUp::RateLimited { wait }, answer(429)),
+            Ending::RateLimited { wait: w } if w == wait
+        ));
+        assert!(matches!(
+            Ending::of(GiveUp::Final, answer(404)),
+            Ending::Refused(a) if a.status == 404
+        ));
     }
 
     #[test]

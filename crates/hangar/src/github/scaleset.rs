@@ -34,7 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::retry::{GiveUp, Observed, RetryPolicy};
 use super::{
-    Answer, GitHub, GitHubError, Scope, authorization, describe_transport_error, observe,
+    Answer, Ending, GitHub, GitHubError, Scope, authorization, describe_transport_error, observe,
     wait_to_retry,
 };
 
@@ -1677,29 +1677,26 @@ fn failure(
     outcome: Result<Answer, reqwest::Error>,
 ) -> ScaleSetError {
     let action = request.action.clone();
-    let answer = match outcome {
-        Err(e) => {
-            return ScaleSetError::Unreachable {
-                action,
-                host: url.host_str().unwrap_or("the Actions service").to_string(),
-                attempts,
-                cause: describe_transport_error(&e),
-            };
-        }
-        Ok(answer) => answer,
-    };
-    let status = answer.status.as_u16();
-    if let GiveUp::RateLimited { wait } = reason {
-        return ScaleSetError::RateLimited { action, wait };
-    }
-    if (500..600).contains(&status) && reason == GiveUp::Exhausted {
-        return ScaleSetError::ServerError {
+    match Ending::of(reason, outcome) {
+        Ending::Unreachable { cause } => ScaleSetError::Unreachable {
+            action,
+            host: url.host_str().unwrap_or("the Actions service").to_string(),
+            attempts,
+            cause,
+        },
+        Ending::RateLimited { wait } => ScaleSetError::RateLimited { action, wait },
+        Ending::ServerError { status } => ScaleSetError::ServerError {
             action,
             status,
             attempts,
-        };
+        },
+        Ending::Refused(answer) => classify(
+            answer.status.as_u16(),
+            &answer.body,
+            &request.subject,
+            &action,
+        ),
     }
-    classify(status, &answer.body, &request.subject, &action)
 }
 
 #[cfg(test)]
