@@ -13,13 +13,13 @@ use hangar::controller::listener::{
     self, Demand, ListenerSpec, ListenerTiming, SessionState, WAITING_FOR_SESSION,
 };
 use hangar::github::scaleset::{
-    ActionsService, AgentRemoval, EnsureOutcome, JitRunner, JobMessage, Message, ScaleSetError,
-    ScaleSetSpec, ServiceConfig, Session,
+    ActionsService, AgentRemoval, EnsureOutcome, JitRunner, JobMessage, Message, ScaleSet,
+    ScaleSetError, ScaleSetSpec, ServiceConfig, Session,
 };
 use hangar::github::{GitHub, Scope};
 use hangar_emulator::{Emulator, JobSpec, JobStatus, SEED_PAT, ScaleSetCallKind};
 use secrecy::ExposeSecret;
-use support::agent::RunnerDir;
+use support::agent::{RunnerDir, wait_until};
 use support::*;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,22 @@ async fn scaleset_emulator() -> Emulator {
 
 fn service(gh: GitHub, scope: Scope) -> ActionsService {
     ActionsService::with_config(gh, scope, ServiceConfig::fast())
+}
+
+/// The emulator and a client for the seed's repository, with its PAT.
+async fn repo_service() -> (Emulator, ActionsService) {
+    let emu = scaleset_emulator().await;
+    let svc = service(pat_client(&emu, SEED_PAT), repo());
+    (emu, svc)
+}
+
+/// A scale set of the repository in the Default group, created or adopted.
+async fn repo_scale_set(svc: &ActionsService, name: &str, labels: &[&str]) -> ScaleSet {
+    let (set, _) = svc
+        .ensure_scale_set(&scale_set_spec(name, labels, 1))
+        .await
+        .unwrap();
+    set
 }
 
 fn scale_set_spec(name: &str, labels: &[&str], runner_group_id: u64) -> ScaleSetSpec {
@@ -333,12 +349,8 @@ async fn app_round_trip_on_an_organization_with_a_runner_group() {
 #[tokio::test]
 async fn a_second_session_conflicts_until_the_first_is_deleted() {
     within(30, async {
-        let emu = scaleset_emulator().await;
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
-        let (set, _) = svc
-            .ensure_scale_set(&scale_set_spec("hangar-conflict", &[], 1))
-            .await
-            .unwrap();
+        let (emu, svc) = repo_service().await;
+        let set = repo_scale_set(&svc, "hangar-conflict", &[]).await;
         let first = svc
             .create_session(set.id, "first-controller")
             .await
@@ -367,12 +379,8 @@ async fn a_second_session_conflicts_until_the_first_is_deleted() {
 #[tokio::test]
 async fn unacknowledged_messages_are_delivered_again() {
     within(30, async {
-        let emu = scaleset_emulator().await;
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
-        let (set, _) = svc
-            .ensure_scale_set(&scale_set_spec("hangar-redeliver", &["redeliver"], 1))
-            .await
-            .unwrap();
+        let (emu, svc) = repo_service().await;
+        let set = repo_scale_set(&svc, "hangar-redeliver", &["redeliver"]).await;
         let mut session = svc.create_session(set.id, "me").await.unwrap();
         emu.enqueue_job(JobSpec::new(REPO, "a").labels(["redeliver"]));
         let first = next_message(&svc, &mut session, 0, 10).await;
@@ -401,14 +409,10 @@ async fn unacknowledged_messages_are_delivered_again() {
 #[tokio::test]
 async fn refused_tokens_are_renewed_once() {
     within(30, async {
-        let emu = scaleset_emulator().await;
+        let (emu, svc) = repo_service().await;
         // Sessions must outlive the clock jump below, so only the tokens expire.
         emu.set_scaleset_session_idle_timeout(Duration::from_secs(10 * 3600));
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
-        let (set, _) = svc
-            .ensure_scale_set(&scale_set_spec("hangar-tokens", &[], 1))
-            .await
-            .unwrap();
+        let set = repo_scale_set(&svc, "hangar-tokens", &[]).await;
         let mut session = svc.create_session(set.id, "me").await.unwrap();
         assert_eq!(registrations(&emu), 1, "one admin token serves every call");
 
@@ -443,15 +447,11 @@ async fn refused_tokens_are_renewed_once() {
 #[tokio::test]
 async fn server_errors_and_rate_limits_are_retried_within_bounds() {
     within(40, async {
-        let emu = scaleset_emulator().await;
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
+        let (emu, svc) = repo_service().await;
 
         emu.fail_scaleset_next(2, 503);
         let before = svc.calls_made();
-        let (set, _) = svc
-            .ensure_scale_set(&scale_set_spec("hangar-faults", &[], 1))
-            .await
-            .unwrap();
+        let set = repo_scale_set(&svc, "hangar-faults", &[]).await;
         // Registration, look-up and create, plus the two failed attempts.
         assert_eq!(svc.calls_made() - before, 5);
 
@@ -492,12 +492,8 @@ async fn server_errors_and_rate_limits_are_retried_within_bounds() {
 #[tokio::test]
 async fn a_busy_runner_is_never_removed() {
     within(30, async {
-        let emu = scaleset_emulator().await;
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
-        let (set, _) = svc
-            .ensure_scale_set(&scale_set_spec("hangar-busy", &[], 1))
-            .await
-            .unwrap();
+        let (emu, svc) = repo_service().await;
+        let set = repo_scale_set(&svc, "hangar-busy", &[]).await;
         let jit = svc
             .generate_jit_config(set.id, "hangar-busy-1", "_work")
             .await
@@ -551,13 +547,9 @@ async fn tokens_stay_out_of_trace_logs_and_errors() {
     // The test runs on one thread, so this subscriber sees every event of it.
     let _guard = tracing::subscriber::set_default(subscriber);
     within(30, async {
-        let emu = scaleset_emulator().await;
+        let (emu, svc) = repo_service().await;
         emu.set_scaleset_session_idle_timeout(Duration::from_secs(10 * 3600));
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
-        let (set, _) = svc
-            .ensure_scale_set(&scale_set_spec("hangar-quiet", &["quiet"], 1))
-            .await
-            .unwrap();
+        let set = repo_scale_set(&svc, "hangar-quiet", &["quiet"]).await;
         let mut session = svc.create_session(set.id, "me").await.unwrap();
         emu.enqueue_job(JobSpec::new(REPO, "q").labels(["quiet"]));
         let message = next_message(&svc, &mut session, 0, 10).await;
@@ -679,8 +671,7 @@ fn live(d: &Demand) -> bool {
 #[tokio::test]
 async fn listener_turns_messages_into_demand_and_job_messages() {
     within(40, async {
-        let emu = scaleset_emulator().await;
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
+        let (emu, svc) = repo_service().await;
         let mut running = start_listener(&svc, listener_spec("hangar-listen", &["listen"]));
         let demand = running.until(live).await;
         let id = demand
@@ -704,10 +695,8 @@ async fn listener_turns_messages_into_demand_and_job_messages() {
         assert!(demand.last_message_at.is_some());
         assert_eq!(emu.scale_set(id).unwrap().max_capacity, Some(4));
         // Acknowledged after handling: nothing is left to redeliver.
-        within(10, async {
-            while emu.scale_set(id).unwrap().unacknowledged_messages > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        wait_until(10, "the message acknowledged", || {
+            emu.scale_set(id).unwrap().unacknowledged_messages == 0
         })
         .await;
 
@@ -724,9 +713,8 @@ async fn listener_turns_messages_into_demand_and_job_messages() {
 #[tokio::test]
 async fn listener_acquires_offered_jobs() {
     within(40, async {
-        let emu = scaleset_emulator().await;
+        let (emu, svc) = repo_service().await;
         emu.set_scaleset_acquire_required(true);
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
         let mut running = start_listener(&svc, listener_spec("hangar-acquire", &["acquire"]));
         let id = running.until(live).await.scale_set_id.unwrap();
         let job_id = emu.enqueue_job(JobSpec::new(REPO, "offered").labels(["acquire"]));
@@ -735,13 +723,9 @@ async fn listener_acquires_offered_jobs() {
             matches!(offered, JobMessage::JobAvailable { .. }),
             "{offered:?}"
         );
-        within(10, async {
-            while emu.scale_set_statistics(id).unwrap().total_acquired_jobs
-                + emu.scale_set_statistics(id).unwrap().total_assigned_jobs
-                == 0
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        wait_until(10, "the offered job acquired", || {
+            let statistics = emu.scale_set_statistics(id).unwrap();
+            statistics.total_acquired_jobs + statistics.total_assigned_jobs > 0
         })
         .await;
         assert_eq!(emu.scale_set_of_job(job_id), Some(id));
@@ -758,12 +742,8 @@ async fn listener_acquires_offered_jobs() {
 #[tokio::test]
 async fn listener_waits_for_a_held_session_and_never_steals_it() {
     within(40, async {
-        let emu = scaleset_emulator().await;
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
-        let (set, _) = svc
-            .ensure_scale_set(&scale_set_spec("hangar-held", &[], 1))
-            .await
-            .unwrap();
+        let (emu, svc) = repo_service().await;
+        let set = repo_scale_set(&svc, "hangar-held", &[]).await;
         let mut held = svc
             .create_session(set.id, "other-controller")
             .await
@@ -802,8 +782,7 @@ async fn listener_waits_for_a_held_session_and_never_steals_it() {
 #[tokio::test]
 async fn listener_recreates_a_deleted_scale_set_and_reopens_an_ended_session() {
     within(40, async {
-        let emu = scaleset_emulator().await;
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
+        let (emu, svc) = repo_service().await;
         let mut running = start_listener(&svc, listener_spec("hangar-phoenix", &["phoenix"]));
         let first = running.until(live).await.scale_set_id.unwrap();
 
@@ -842,8 +821,7 @@ async fn listener_recreates_a_deleted_scale_set_and_reopens_an_ended_session() {
 #[tokio::test]
 async fn listener_says_why_it_cannot_start_and_recovers() {
     within(30, async {
-        let emu = scaleset_emulator().await;
-        let svc = service(pat_client(&emu, SEED_PAT), repo());
+        let (emu, svc) = repo_service().await;
         // Final (non-retried) refusals of the first calls: registration answers 400 twice.
         emu.fail_scaleset_next(2, 400);
         let mut spec = listener_spec("hangar-recover", &[]);
@@ -863,6 +841,192 @@ async fn listener_says_why_it_cannot_start_and_recovers() {
         assert!(demand.scale_set_id.is_some());
         assert_eq!(registrations(&emu), 3);
         running.stop().await;
+    })
+    .await
+}
+
+// ----- a scripted service, for answers the emulator never gives ------------------------------
+
+const SCRIPTED_PAT: &str = "ghp_scripted-pat-0123456789";
+const REGISTRATION_TOKEN: &str = "scripted-registration-token";
+const ADMIN_TOKEN: &str = "scripted-admin-token";
+const QUEUE_TOKEN: &str = "scripted-queue-token";
+
+/// One request the scripted service received.
+#[derive(Clone, Debug)]
+struct Received {
+    method: String,
+    path: String,
+    accept: Vec<String>,
+    authorization: String,
+}
+
+/// Answers as a repository's REST API and Actions service would, with one scale set
+/// (`hangar-scripted`, id 1) whose queue offers only an unreadable message (id 7), and whose
+/// acknowledgement is refused with 403.
+#[derive(Clone)]
+struct Scripted {
+    base: String,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Scripted {
+    async fn start() -> Scripted {
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let scripted = Scripted {
+            base: format!("http://{}", socket.local_addr().unwrap()),
+            received: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .fallback(scripted_answer)
+            .with_state(scripted.clone());
+        tokio::spawn(async move { axum::serve(socket, app).await });
+        scripted
+    }
+
+    fn client(&self) -> ActionsService {
+        let mut config = hangar::github::GitHubConfig::new(&self.base, &self.base);
+        config.retry = hangar::github::RetryPolicy::fast();
+        let auth = hangar::github::Auth::Pat(SCRIPTED_PAT.to_string().into());
+        service(GitHub::new(config, auth).unwrap(), repo())
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn count(&self, method: &str, path_prefix: &str) -> usize {
+        self.received()
+            .iter()
+            .filter(|r| r.method == method && r.path.starts_with(path_prefix))
+            .count()
+    }
+}
+
+async fn scripted_answer(
+    axum::extract::State(scripted): axum::extract::State<Scripted>,
+    request: axum::extract::Request,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    let headers = request.headers();
+    let received = Received {
+        method: request.method().to_string(),
+        path: request.uri().path().to_string(),
+        accept: headers
+            .get_all("accept")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?").to_string())
+            .collect(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+    };
+    scripted.received.lock().unwrap().push(received.clone());
+    let sets = "/service/_apis/runtime/runnerscalesets";
+    let (status, body) = match (received.method.as_str(), received.path.as_str()) {
+        ("POST", path) if path.ends_with("/actions/runners/registration-token") => (
+            201,
+            serde_json::json!({"token": REGISTRATION_TOKEN, "expires_at": "2099-01-01T00:00:00Z"}),
+        ),
+        ("POST", "/actions/runner-registration") => (
+            200,
+            serde_json::json!({"url": format!("{}/service/", scripted.base), "token": ADMIN_TOKEN}),
+        ),
+        ("GET", path) if path == sets => (
+            200,
+            serde_json::json!({"count": 1, "value": [{
+                "id": 1, "name": "hangar-scripted", "runnerGroupId": 1,
+                "labels": [{"name": "hangar-scripted", "type": "System"}],
+                "RunnerSetting": {"disableUpdate": true}
+            }]}),
+        ),
+        ("POST" | "PATCH", path) if path.starts_with(&format!("{sets}/1/sessions")) => (
+            200,
+            serde_json::json!({
+                "sessionId": "s-1", "ownerName": "hangar-scripted-controller",
+                "messageQueueUrl": format!("{}/queue", scripted.base),
+                "messageQueueAccessToken": QUEUE_TOKEN, "statistics": {}
+            }),
+        ),
+        ("DELETE", path) if path.starts_with(&format!("{sets}/1/sessions/")) => {
+            (200, serde_json::json!({}))
+        }
+        ("GET", "/queue") => (
+            200,
+            serde_json::json!({"messageId": 7, "messageType": "RunnerScaleSetJobMessages", "body": "{not an array"}),
+        ),
+        ("DELETE", "/queue/7") => (
+            403,
+            serde_json::json!({"typeName": "AccessDeniedException", "message": "acknowledging is not allowed"}),
+        ),
+        _ => (404, serde_json::json!({"message": "not scripted"})),
+    };
+    (
+        axum::http::StatusCode::from_u16(status).unwrap(),
+        axum::Json(body),
+    )
+}
+
+#[tokio::test]
+async fn an_unreadable_message_that_cannot_be_acknowledged_reopens_the_session() {
+    within(30, async {
+        let scripted = Scripted::start().await;
+        let running = start_listener(&scripted.client(), listener_spec("hangar-scripted", &[]));
+        // The refused acknowledgement ends the session, which is deleted and opened again,
+        // rather than the same message being polled and refused without pause.
+        let sessions = "/service/_apis/runtime/runnerscalesets/1/sessions";
+        wait_until(10, "the session deleted and reopened", || {
+            scripted.count("DELETE", sessions) >= 1 && scripted.count("POST", sessions) >= 2
+        })
+        .await;
+        running.stop().await;
+        assert!(
+            scripted.count("DELETE", "/queue/7") <= scripted.count("POST", sessions),
+            "one refused acknowledgement per session"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn each_token_goes_only_where_it_belongs_and_polls_carry_one_accept() {
+    within(30, async {
+        let scripted = Scripted::start().await;
+        let svc = scripted.client();
+        let set = repo_scale_set(&svc, "hangar-scripted", &[]).await;
+        let mut session = svc.create_session(set.id, "me").await.unwrap();
+        assert!(matches!(
+            svc.get_message(&mut session, 0, 3).await,
+            Err(ScaleSetError::BadMessage { message_id: 7, .. })
+        ));
+        assert!(matches!(
+            svc.ack(&mut session, 7).await,
+            Err(ScaleSetError::Forbidden { .. })
+        ));
+        svc.delete_session(&session).await.unwrap();
+
+        let received = scripted.received();
+        for request in &received {
+            let want = match request.path.as_str() {
+                p if p.ends_with("/registration-token") => format!("Bearer {SCRIPTED_PAT}"),
+                "/actions/runner-registration" => format!("RemoteAuth {REGISTRATION_TOKEN}"),
+                p if p.starts_with("/queue") => format!("Bearer {QUEUE_TOKEN}"),
+                _ => format!("Bearer {ADMIN_TOKEN}"),
+            };
+            assert_eq!(request.authorization, want, "{request:?}");
+        }
+        let polls: Vec<&Received> = received
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/queue")
+            .collect();
+        assert_eq!(polls.len(), 1);
+        assert_eq!(
+            polls[0].accept,
+            ["application/json; api-version=6.0-preview"],
+            "the long poll names the API version in its one Accept header"
+        );
+        assert_eq!(scripted.count("DELETE", "/service/"), 1);
     })
     .await
 }

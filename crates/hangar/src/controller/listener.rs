@@ -15,7 +15,8 @@
 //!   its statistics published and its job messages sent; a transient failure before that leaves
 //!   it unacknowledged, so the service delivers it again. Consumers of `jobs` therefore see a
 //!   job message at least once and must tolerate repeats.
-//! - [`Demand`] holds no secret, and the loop only sleeps what the pure functions here return.
+//! - A failure never turns into a hot loop: every retry waits a backoff from [`backoff`].
+//! - [`Demand`] holds no secret.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -436,7 +437,7 @@ impl Listener {
                 }
                 Some(Some(result)) => result,
             };
-            let failure = match result {
+            let mut failure = match result {
                 Ok(None) => {
                     failures = 0;
                     productive = true;
@@ -472,18 +473,29 @@ impl Listener {
                 }
                 Err(e) => e,
             };
-            match after_poll_error(&failure) {
-                AfterPollError::Skip(message_id) => {
-                    tracing::warn!(pool = %self.spec.pool, message_id, error = %failure, "skipping an unreadable message");
-                    self.note_error(&failure);
-                    if let Some(Ok(())) = self
-                        .cancellable(self.service.ack(&mut session, message_id))
-                        .await
-                    {
-                        last_message_id = message_id;
+            if let AfterPollError::Skip(message_id) = after_poll_error(&failure) {
+                tracing::warn!(pool = %self.spec.pool, message_id, error = %failure, "skipping an unreadable message");
+                self.note_error(&failure);
+                match self
+                    .cancellable(self.service.ack(&mut session, message_id))
+                    .await
+                {
+                    None => {
+                        self.close(&session).await;
+                        return Ended::Cancelled;
                     }
+                    Some(Ok(())) => {
+                        last_message_id = message_id;
+                        continue;
+                    }
+                    // Handled like any failed acknowledgement: polling straight away would
+                    // fetch the same message and fail the same way, with no backoff.
+                    Some(Err(e)) => failure = e,
                 }
-                AfterPollError::Retry => {
+            }
+            match after_poll_error(&failure) {
+                // An acknowledgement never fails as an unreadable message.
+                AfterPollError::Skip(_) | AfterPollError::Retry => {
                     failures += 1;
                     if !self.fail_and_wait(&failure, failures).await {
                         self.close(&session).await;
