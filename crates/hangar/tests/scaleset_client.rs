@@ -536,16 +536,27 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
     }
 }
 
+impl LogBuffer {
+    /// Captures every event of this thread, at trace level, while the guard lives. Tests run
+    /// on one thread, so that is every event of the test, its client and its servers.
+    fn capture() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
+        let logs = LogBuffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 #[tokio::test]
 async fn tokens_stay_out_of_trace_logs_and_errors() {
-    let logs = LogBuffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    // The test runs on one thread, so this subscriber sees every event of it.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = LogBuffer::capture();
     within(30, async {
         let (emu, svc) = repo_service().await;
         emu.set_scaleset_session_idle_timeout(Duration::from_secs(10 * 3600));
@@ -570,7 +581,7 @@ async fn tokens_stay_out_of_trace_logs_and_errors() {
         let error = svc.scale_set(set.id).await.unwrap_err();
         svc.delete_session(&session).await.unwrap();
 
-        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        let text = logs.text();
         assert!(
             text.contains("actions service request"),
             "the client logged nothing"
@@ -990,21 +1001,37 @@ async fn an_unreadable_message_that_cannot_be_acknowledged_reopens_the_session()
 }
 
 #[tokio::test]
-async fn each_token_goes_only_where_it_belongs_and_polls_carry_one_accept() {
+async fn tokens_go_only_where_they_belong_never_into_logs_and_polls_carry_one_accept() {
+    let (logs, _guard) = LogBuffer::capture();
     within(30, async {
         let scripted = Scripted::start().await;
         let svc = scripted.client();
         let set = repo_scale_set(&svc, "hangar-scripted", &[]).await;
         let mut session = svc.create_session(set.id, "me").await.unwrap();
-        assert!(matches!(
-            svc.get_message(&mut session, 0, 3).await,
-            Err(ScaleSetError::BadMessage { message_id: 7, .. })
-        ));
-        assert!(matches!(
-            svc.ack(&mut session, 7).await,
-            Err(ScaleSetError::Forbidden { .. })
-        ));
+        let unreadable = svc.get_message(&mut session, 0, 3).await.unwrap_err();
+        assert!(
+            matches!(unreadable, ScaleSetError::BadMessage { message_id: 7, .. }),
+            "{unreadable:?}"
+        );
+        let refused = svc.ack(&mut session, 7).await.unwrap_err();
+        assert!(
+            matches!(refused, ScaleSetError::Forbidden { .. }),
+            "{refused:?}"
+        );
         svc.delete_session(&session).await.unwrap();
+
+        // Known values this time, so every token is looked for, not only a JWT's shape.
+        let seen = format!(
+            "{}{unreadable}{refused}{unreadable:?}{refused:?}{session:?}{svc:?}",
+            logs.text()
+        );
+        assert!(
+            seen.contains("actions service request"),
+            "nothing was logged"
+        );
+        for token in [SCRIPTED_PAT, REGISTRATION_TOKEN, ADMIN_TOKEN, QUEUE_TOKEN] {
+            assert!(!seen.contains(token), "{token} was logged or shown");
+        }
 
         let received = scripted.received();
         for request in &received {
