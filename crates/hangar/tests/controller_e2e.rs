@@ -321,7 +321,21 @@ async fn wait_until_zero(c: &Controller, emu: &Emulator) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_jobs_across_both_pools_complete_and_the_pools_return_to_zero() {
     let emu = emulator().await;
-    let mut controller = Controller::start(&emu, "fifty", &Pools::default()).await;
+    // The controller's own backends, whose records say which tasks it stopped and why.
+    let backends: std::sync::Arc<std::sync::Mutex<Vec<LocalBackend>>> = Default::default();
+    let keep = backends.clone();
+    let mut controller = Controller::start_custom(
+        &emu,
+        "fifty",
+        &Pools::default(),
+        |t| t,
+        move |o| {
+            o.on_local_backend = Some(std::sync::Arc::new(move |_, b| {
+                keep.lock().unwrap().push(b.clone())
+            }))
+        },
+    )
+    .await;
     controller.wait_live().await;
     assert_eq!(
         live_tasks(&controller, REPO_POOL).await,
@@ -340,6 +354,31 @@ async fn fifty_jobs_across_both_pools_complete_and_the_pools_return_to_zero() {
         assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
     }
     wait_until_zero(&controller, &emu).await;
+    // No runner that held a job was stopped by the controller: each one ended by itself (an
+    // ephemeral runner exits after its job). A stop by the controller is recorded as
+    // "(stopped: <reason>)" in the task's stop reason.
+    let held: std::collections::BTreeSet<String> = emu
+        .jobs()
+        .into_iter()
+        .filter_map(|j| j.runner_name)
+        .collect();
+    assert_eq!(held.len(), 50, "every job had its own runner");
+    let backends = backends.lock().unwrap().clone();
+    assert_eq!(backends.len(), 2);
+    let mut checked = 0;
+    for backend in &backends {
+        for pool in [REPO_POOL, ORG_POOL] {
+            for task in backend.list(pool).await.unwrap() {
+                if held.contains(&task.tags.runner_name) {
+                    let reason = task.stop_reason.clone().unwrap_or_default();
+                    assert!(!reason.contains("stopped:"), "{task:?}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 50, "every job's runner is still on record");
+
     let metrics = controller.metrics().await;
     assert!(metrics.contains("gha_completed_jobs_total{"), "{metrics}");
     let launched: u64 = [REPO_POOL, ORG_POOL]
