@@ -119,6 +119,32 @@ struct Shared {
     on_local_backend: Option<LocalBackendHook>,
     started_at: DateTime<Utc>,
     reload_error: Mutex<Option<String>>,
+    /// Pools per credential (repository pools use the PAT, organization pools the App): pools
+    /// on one credential split its budget share.
+    sharing: Mutex<BTreeMap<bool, usize>>,
+}
+
+impl Shared {
+    fn note_sharing(&self, config: &ControllerConfig) {
+        let mut sharing = BTreeMap::new();
+        for pool in &config.pools {
+            *sharing.entry(pool.scope.is_org()).or_insert(0) += 1;
+        }
+        *self.sharing.lock().expect("poisoned") = sharing;
+    }
+
+    /// This pool's part of its credential's budget share.
+    fn budget_share(&self, pool: &PoolConfig) -> f64 {
+        let pools = self
+            .sharing
+            .lock()
+            .expect("poisoned")
+            .get(&pool.scope.is_org())
+            .copied()
+            .unwrap_or(1)
+            .max(1);
+        self.settings.github_budget_share / pools as f64
+    }
 }
 
 impl Shared {
@@ -157,7 +183,9 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
         on_local_backend: options.on_local_backend.clone(),
         started_at: Utc::now(),
         reload_error: Mutex::new(None),
+        sharing: Mutex::new(BTreeMap::new()),
     });
+    shared.note_sharing(&config);
     let root = options.shutdown.child_token();
     for pool in &config.pools {
         match start_pool(&shared, pool.clone(), &root).await {
@@ -258,6 +286,9 @@ async fn apply(
         return;
     }
     tracing::info!(added = ?change.added, removed = ?change.removed, changed = ?change.changed, "applying the changed configuration");
+    // New and changed pools split their credential's budget with the new count; pools left
+    // running keep their part until they change.
+    shared.note_sharing(new);
     for name in change.removed.iter().chain(&change.changed) {
         let worker = shared.lock().remove(name);
         if let Some(worker) = worker {
@@ -394,7 +425,7 @@ fn spawn_pool<B: Backend>(
         LoopSettings {
             resync_interval: shared.settings.resync_interval,
             debounce: shared.debounce,
-            budget_share: shared.settings.github_budget_share,
+            budget_share: shared.budget_share(&pool),
             ..LoopSettings::default()
         },
     )
