@@ -707,7 +707,7 @@ impl ServiceException {
         let body = trim_bom(body);
         match serde_json::from_slice::<Wire>(body) {
             Ok(w) => {
-                // "GitHub.Actions.Runtime.WebApi.RunnerScaleSetNotFoundException, GitHub.Actions..."
+                // Names come as "Namespace.SomeException, Assembly"; callers match the class.
                 let full = if w.type_name.is_empty() {
                     w.type_key
                 } else {
@@ -1000,7 +1000,20 @@ impl Request<'static> {
     }
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    /// A request made with the session's queue token; `doing` starts the action.
+    fn on_queue(method: Method, endpoint: Endpoint, session: &'a Session, doing: &str) -> Self {
+        Request {
+            method,
+            endpoint,
+            credential: Credential::Queue(&session.queue_token),
+            body: None,
+            subject: Subject::Queue(session.scale_set_id),
+            action: format!("{doing} of runner scale set {}", session.scale_set_id),
+            poll: None,
+        }
+    }
+
     fn with_body(mut self, body: serde_json::Value) -> Self {
         self.body = Some(body);
         self
@@ -1263,16 +1276,13 @@ impl ActionsService {
         let poll_timeout = self.inner.config.poll_timeout;
         let (answer, action) = self
             .send_on_queue(session, |session| Request {
-                method: Method::GET,
-                endpoint: Endpoint::Url(poll_url(&session.queue_url, last_message_id)),
-                credential: Credential::Queue(&session.queue_token),
-                body: None,
-                subject: Subject::Queue(session.scale_set_id),
-                action: format!(
-                    "polling the message queue of runner scale set {}",
-                    session.scale_set_id
-                ),
                 poll: Some((max_capacity, poll_timeout)),
+                ..Request::on_queue(
+                    Method::GET,
+                    Endpoint::Url(poll_url(&session.queue_url, last_message_id)),
+                    session,
+                    "polling the message queue",
+                )
             })
             .await?;
         if answer.status != StatusCode::OK || is_blank(&answer.body) {
@@ -1288,17 +1298,13 @@ impl ActionsService {
     /// Acknowledges (deletes) a message so it is not delivered again.
     pub async fn ack(&self, session: &mut Session, message_id: u64) -> Result<(), ScaleSetError> {
         let acked = self
-            .send_on_queue(session, |session| Request {
-                method: Method::DELETE,
-                endpoint: Endpoint::Url(ack_url(&session.queue_url, message_id)),
-                credential: Credential::Queue(&session.queue_token),
-                body: None,
-                subject: Subject::Queue(session.scale_set_id),
-                action: format!(
-                    "acknowledging message {message_id} of runner scale set {}",
-                    session.scale_set_id
-                ),
-                poll: None,
+            .send_on_queue(session, |session| {
+                Request::on_queue(
+                    Method::DELETE,
+                    Endpoint::Url(ack_url(&session.queue_url, message_id)),
+                    session,
+                    &format!("acknowledging message {message_id}"),
+                )
             })
             .await;
         match acked {
@@ -1318,21 +1324,17 @@ impl ActionsService {
             return Ok(Vec::new());
         }
         let (answer, action) = self
-            .send_on_queue(session, |session| Request {
-                method: Method::POST,
-                endpoint: Endpoint::Service {
-                    path: format!("{SCALE_SETS}/{}/acquirejobs", session.scale_set_id),
-                    query: vec![],
-                },
-                credential: Credential::Queue(&session.queue_token),
-                body: Some(serde_json::json!(runner_request_ids)),
-                subject: Subject::Queue(session.scale_set_id),
-                action: format!(
-                    "acquiring {} job(s) for runner scale set {}",
-                    runner_request_ids.len(),
-                    session.scale_set_id
-                ),
-                poll: None,
+            .send_on_queue(session, |session| {
+                Request::on_queue(
+                    Method::POST,
+                    Endpoint::Service {
+                        path: format!("{SCALE_SETS}/{}/acquirejobs", session.scale_set_id),
+                        query: Vec::new(),
+                    },
+                    session,
+                    &format!("acquiring {} job(s)", runner_request_ids.len()),
+                )
+                .with_body(serde_json::json!(runner_request_ids))
             })
             .await?;
         let list: List<u64> = parse(&action, &answer)?;
@@ -1535,8 +1537,8 @@ impl ActionsService {
                 .http
                 .request(request.method.clone(), url.clone())
                 .header("authorization", authorization);
-            // The long poll carries the version in Accept as well as in its URL, as the service's
-            // own listener does; one Accept header only, since reqwest appends rather than replaces.
+            // The queue URL is the service's own and carries no api-version, so the long poll
+            // names it in Accept; one Accept header only, as reqwest appends, not replaces.
             builder = match request.poll {
                 Some((max_capacity, timeout)) => builder
                     .header(
