@@ -99,10 +99,6 @@ impl EcsBackend {
         self
     }
 
-    pub fn launch_settings(&self) -> &EcsLaunch {
-        &self.launch
-    }
-
     /// Checks the launch settings against ECS before any launch: the cluster exists and is
     /// active, the task definition exists, is active, has the container, fits the launch type
     /// and the network settings. Two ECS calls; changes nothing.
@@ -361,9 +357,8 @@ impl EcsBackend {
                 launch,
             ));
         }
-        Err(BackendError::Unavailable(
-            "ecs:RunTask started no task and reported no failure; trying again on the next pass"
-                .to_string(),
+        Err(try_again(
+            "ecs:RunTask started no task and reported no failure",
         ))
     }
 
@@ -651,7 +646,7 @@ fn placement(launch: &EcsLaunch) -> Result<Placement, BackendError> {
 /// ECS's `startedBy` for a pool: `hangar/<pool>` when that fits the 36 allowed characters,
 /// else a prefix of the pool plus a stable hash. It only narrows ListTasks (tags decide), so a
 /// collision costs a larger listing, never a wrong answer.
-pub fn started_by(pool: &str) -> String {
+fn started_by(pool: &str) -> String {
     const PREFIX: &str = "hangar/";
     let clean: String = pool
         .chars()
@@ -686,7 +681,7 @@ fn handoff_path(prefix: &str, pool: &str) -> String {
 
 /// The one-shot parameter's name, checked against SSM's rules so a bad prefix is a
 /// configuration error before anything is written.
-pub fn handoff_name(prefix: &str, pool: &str, runner_name: &str) -> Result<String, BackendError> {
+fn handoff_name(prefix: &str, pool: &str, runner_name: &str) -> Result<String, BackendError> {
     let name_char = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
     if !prefix.starts_with('/')
         || !prefix.chars().all(|c| name_char(c) || c == '/')
@@ -806,21 +801,51 @@ fn truncate_chars(s: &str, max: usize) -> &str {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Refusal {
     /// AWS answered with an error code.
-    Service {
-        code: String,
-        message: String,
-        status: u16,
-    },
+    Service(Answer),
     /// No answer: the connection, a timeout, or an unreadable response.
     NoAnswer(String),
+}
+
+/// An error answer: AWS's code and message, and the HTTP status it came with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Answer {
+    code: String,
+    message: String,
+    status: u16,
 }
 
 impl Refusal {
     fn code(&self) -> Option<&str> {
         match self {
-            Refusal::Service { code, .. } => Some(code),
+            Refusal::Service(answer) => Some(&answer.code),
             Refusal::NoAnswer(_) => None,
         }
+    }
+}
+
+impl Answer {
+    fn is_throttling(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            "ThrottlingException"
+                | "Throttling"
+                | "TooManyRequestsException"
+                | "RequestLimitExceeded"
+                | "TooManyUpdates"
+        ) || self.status == 429
+            || self.message.contains("Rate exceeded")
+    }
+
+    fn is_server_side(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            "ServerException"
+                | "InternalFailure"
+                | "InternalServerError"
+                | "InternalServerException"
+                | "ServiceUnavailable"
+                | "ServiceUnavailableException"
+        ) || self.status >= 500
     }
 }
 
@@ -829,43 +854,20 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     match crate::aws::service_error(e) {
-        Some((code, message)) => Refusal::Service {
+        Some((code, message)) => Refusal::Service(Answer {
             code,
             message,
             status: e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0),
-        },
+        }),
         None => Refusal::NoAnswer(DisplayErrorContext(e).to_string()),
     }
 }
 
-fn is_throttling(code: &str, message: &str, status: u16) -> bool {
-    matches!(
-        code,
-        "ThrottlingException"
-            | "Throttling"
-            | "TooManyRequestsException"
-            | "RequestLimitExceeded"
-            | "TooManyUpdates"
-    ) || status == 429
-        || message.contains("Rate exceeded")
-}
-
-fn is_server_side(code: &str, status: u16) -> bool {
-    matches!(
-        code,
-        "ServerException"
-            | "InternalFailure"
-            | "InternalServerError"
-            | "InternalServerException"
-            | "ServiceUnavailable"
-            | "ServiceUnavailableException"
-    ) || status >= 500
-}
-
 /// StopTask's answer for a task ECS does not know (`The referenced task was not found.`).
 fn is_unknown_task(refused: &Refusal) -> bool {
-    matches!(refused, Refusal::Service { code, message, .. }
-        if code == "InvalidParameterException" && message.to_ascii_lowercase().contains("not found"))
+    matches!(refused, Refusal::Service(answer)
+        if answer.code == "InvalidParameterException"
+            && answer.message.to_ascii_lowercase().contains("not found"))
 }
 
 fn no_answer(action: &str, service: &str, region: &str, cause: &str) -> BackendError {
@@ -873,6 +875,19 @@ fn no_answer(action: &str, service: &str, region: &str, cause: &str) -> BackendE
         "{action} got no answer from {service} in region {region}: {cause}. Fix: check the network \
          path to AWS and the AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, or the task role)"
     ))
+}
+
+/// A denied action: the fix is the permission it needs.
+fn denied(said: &str, action: &str, launch: &EcsLaunch, region: &str) -> BackendError {
+    BackendError::Config(format!(
+        "{said}. Fix: allow {} to the identity running hangar",
+        permission_for(action, launch, region)
+    ))
+}
+
+/// A failure that may pass (AWS's side, or an answer that says nothing more).
+fn try_again(said: &str) -> BackendError {
+    BackendError::Unavailable(format!("{said}; trying again on the next pass"))
 }
 
 /// What to allow for an action that was denied.
@@ -964,31 +979,24 @@ fn ecs_error(
     launch: &EcsLaunch,
     region: &str,
 ) -> BackendError {
-    let (code, message, status) = match refused {
+    let answer = match refused {
         Refusal::NoAnswer(cause) => return no_answer(action, "ECS", region, &cause),
-        Refusal::Service {
-            code,
-            message,
-            status,
-        } => (code, message, status),
+        Refusal::Service(answer) => answer,
     };
-    let said = format!("{action} was refused ({code}: {message})");
-    if is_throttling(&code, &message, status) {
+    let said = format!("{action} was refused ({}: {})", answer.code, answer.message);
+    if answer.is_throttling() {
         return BackendError::Throttled(format!("{said}; backing off"));
     }
-    if crate::aws::is_access_denied(&code) {
-        return BackendError::Config(format!(
-            "{said}. Fix: allow {} to the identity running hangar",
-            permission_for(action, launch, region)
-        ));
+    if crate::aws::is_access_denied(&answer.code) {
+        return denied(&said, action, launch, region);
     }
-    if code == "ClusterNotFoundException" {
+    if answer.code == "ClusterNotFoundException" {
         return cluster_missing(launch, region);
     }
-    if is_server_side(&code, status) {
-        return BackendError::Unavailable(format!("{said}; trying again on the next pass"));
+    if answer.is_server_side() {
+        return try_again(&said);
     }
-    let settings = settings_named_in(&message, launch);
+    let settings = settings_named_in(&answer.message, launch);
     let fix = if settings.is_empty() {
         format!(
             "check the pool's ECS launch settings (cluster {:?}, task definition {:?}, region {region})",
@@ -1038,7 +1046,7 @@ fn failure_error(reason: &str, detail: Option<&str>, launch: &EcsLaunch) -> Back
             launch.cluster, launch.task_definition
         ));
     }
-    BackendError::Unavailable(format!("{said}; trying again on the next pass"))
+    try_again(&said)
 }
 
 /// Sorts an SSM refusal about parameter (or path) `name`.
@@ -1049,15 +1057,12 @@ fn ssm_error(
     launch: &EcsLaunch,
     region: &str,
 ) -> BackendError {
-    let (code, message, status) = match refused {
+    let answer = match refused {
         Refusal::NoAnswer(cause) => return no_answer(action, "SSM", region, &cause),
-        Refusal::Service {
-            code,
-            message,
-            status,
-        } => (code, message, status),
+        Refusal::Service(answer) => answer,
     };
-    let said = format!("{action} {name} was refused ({code}: {message})");
+    let code = answer.code.as_str();
+    let said = format!("{action} {name} was refused ({code}: {})", answer.message);
     if code == "ParameterAlreadyExists" {
         return BackendError::Unavailable(format!(
             "the one-shot parameter {name} already exists, so runner names clashed (or an earlier \
@@ -1065,17 +1070,14 @@ fn ssm_error(
              name; the reaper deletes leftover parameters"
         ));
     }
-    if is_throttling(&code, &message, status) {
+    if answer.is_throttling() {
         return BackendError::Throttled(format!(
             "{said}; backing off (SSM allows 40 transactions per second per account and region by \
              default)"
         ));
     }
-    if crate::aws::is_access_denied(&code) || code.contains("KMS") || code == "InvalidKeyId" {
-        return BackendError::Config(format!(
-            "{said}. Fix: allow {} to the identity running hangar",
-            permission_for(action, launch, region)
-        ));
+    if crate::aws::is_access_denied(code) || code.contains("KMS") || code == "InvalidKeyId" {
+        return denied(&said, action, launch, region);
     }
     if code == "ParameterLimitExceeded" {
         return BackendError::Capacity(format!(
@@ -1083,8 +1085,8 @@ fn ssm_error(
              unused parameters (the reaper deletes leftover one-shot ones)"
         ));
     }
-    if is_server_side(&code, status) {
-        return BackendError::Unavailable(format!("{said}; trying again on the next pass"));
+    if answer.is_server_side() {
+        return try_again(&said);
     }
     BackendError::Config(format!(
         "{said}. Fix: check `parameter_prefix` ({:?}) in the pool's ECS launch settings",
@@ -1121,11 +1123,11 @@ mod tests {
     }
 
     fn service(code: &str, message: &str, status: u16) -> Refusal {
-        Refusal::Service {
+        Refusal::Service(Answer {
             code: code.into(),
             message: message.into(),
             status,
-        }
+        })
     }
 
     fn tag(key: &str, value: &str) -> Tag {
@@ -1176,130 +1178,89 @@ mod tests {
     #[test]
     fn ecs_error_codes_sort_into_variants_and_name_the_setting() {
         let l = launch();
-        let cases: &[(Refusal, &str, &[&str])] = &[
+        let sort = |refused: Refusal| ecs_error("ecs:RunTask", refused, &l, "us-east-1");
+        // (code, message, HTTP status, variant)
+        for (code, message, status, want) in [
+            ("ThrottlingException", "Rate exceeded", 400, "throttled"),
+            ("Unknown", "Rate exceeded", 400, "throttled"),
+            ("Whatever", "slow down", 429, "throttled"),
+            ("ServerException", "Service unavailable", 500, "unavailable"),
+            ("Exception", "Could not find task", 500, "unavailable"),
+        ] {
+            let got = sort(service(code, message, status));
+            assert_eq!(got.reason(), want, "{code}: {got}");
+        }
+        let no_answer = sort(Refusal::NoAnswer(
+            "dispatch failure: connection refused".into(),
+        ));
+        assert_eq!(no_answer.reason(), "unavailable");
+        for m in ["connection refused", "AWS_PROFILE"] {
+            assert!(no_answer.to_string().contains(m), "{no_answer} lacks {m}");
+        }
+        // Every other refusal (HTTP 400) is a configuration error naming what to fix.
+        let config: &[(&str, &str, &[&str])] = &[
             (
-                service("ThrottlingException", "Rate exceeded", 400),
-                "throttled",
-                &[],
-            ),
-            (service("Unknown", "Rate exceeded", 400), "throttled", &[]),
-            (service("Whatever", "slow down", 429), "throttled", &[]),
-            (
-                service("ClusterNotFoundException", "Cluster not found.", 400),
-                "config",
+                "ClusterNotFoundException",
+                "Cluster not found.",
                 &["`cluster`", "\"runners\"", "us-east-1"],
             ),
             (
-                service(
-                    "ClientException",
-                    "Unable to describe task definition.",
-                    400,
-                ),
-                "config",
+                "ClientException",
+                "Unable to describe task definition.",
                 &["`task_definition`", "\"hangar-runner:3\""],
             ),
             (
-                service(
-                    "InvalidParameterException",
-                    "Error retrieving subnet information for [subnet-1]: The subnet ID 'subnet-1' does not exist",
-                    400,
-                ),
-                "config",
+                "InvalidParameterException",
+                "Error retrieving subnet information for [subnet-1]: The subnet ID 'subnet-1' does not exist",
                 &["`subnets`", "subnet-1"],
             ),
             (
-                service(
-                    "InvalidSubnetID.NotFound",
-                    "The subnet ID 'subnet-1' does not exist",
-                    400,
-                ),
-                "config",
+                "InvalidSubnetID.NotFound",
+                "The subnet ID 'subnet-1' does not exist",
                 &["`subnets`"],
             ),
             (
-                service(
-                    "InvalidParameterException",
-                    "Override for container named runner is not a container in the TaskDefinition.",
-                    400,
-                ),
-                "config",
+                "InvalidParameterException",
+                "Override for container named runner is not a container in the TaskDefinition.",
                 &["`container_name`"],
             ),
             (
-                service(
-                    "InvalidParameterException",
-                    "Security group sg-1 does not exist",
-                    400,
-                ),
-                "config",
+                "InvalidParameterException",
+                "Security group sg-1 does not exist",
                 &["`security_groups`"],
             ),
             (
-                service(
-                    "InvalidParameterException",
-                    "Task definition does not support launch_type FARGATE.",
-                    400,
-                ),
-                "config",
+                "InvalidParameterException",
+                "Task definition does not support launch_type FARGATE.",
                 &["`launch_type`", "`task_definition`"],
             ),
             (
-                service(
-                    "InvalidParameterException",
-                    "The specified capacity provider was not found",
-                    400,
-                ),
-                "config",
+                "InvalidParameterException",
+                "The specified capacity provider was not found",
                 &["`capacity_provider`"],
             ),
             (
-                service(
-                    "PlatformTaskDefinitionIncompatibilityException",
-                    "The specified platform does not satisfy the task definition's required capabilities.",
-                    400,
-                ),
-                "config",
+                "PlatformTaskDefinitionIncompatibilityException",
+                "The specified platform does not satisfy the task definition's required capabilities.",
                 &["`launch_type`", "`task_definition`"],
             ),
             (
-                service(
-                    "AccessDeniedException",
-                    "User is not authorized to perform ecs:RunTask",
-                    400,
-                ),
-                "config",
+                "AccessDeniedException",
+                "User is not authorized to perform ecs:RunTask",
                 &["Fix: allow ecs:RunTask", "iam:PassRole", "ecs:TagResource"],
             ),
             (
-                service("ServerException", "Service unavailable", 500),
-                "unavailable",
-                &[],
-            ),
-            (
-                service("Exception", "Could not find task", 500),
-                "unavailable",
-                &[],
-            ),
-            (
-                Refusal::NoAnswer("dispatch failure: connection refused".into()),
-                "unavailable",
-                &["connection refused", "AWS_PROFILE"],
-            ),
-            (
-                service("SomethingNew", "odd", 400),
-                "config",
+                "SomethingNew",
+                "odd",
                 &["\"runners\"", "\"hangar-runner:3\""],
             ),
         ];
-        for (refused, want, mentions) in cases {
-            let got = ecs_error("ecs:RunTask", refused.clone(), &l, "us-east-1");
-            assert_eq!(got.reason(), *want, "{refused:?}: {got}");
+        for (code, message, mentions) in config {
+            let got = sort(service(code, message, 400));
+            assert_eq!(got.reason(), "config", "{code}: {got}");
             let text = got.to_string();
-            for m in *mentions {
-                assert!(text.contains(m), "{refused:?}: {text} lacks {m}");
-            }
-            if *want == "config" {
-                assert!(text.contains("Fix:"), "{text}");
+            for m in mentions.iter().chain(&["Fix:"]) {
+                assert!(text.contains(m), "{code}: {text} lacks {m}");
             }
         }
     }
@@ -1307,64 +1268,45 @@ mod tests {
     #[test]
     fn ssm_error_codes_sort_into_variants() {
         let l = launch();
-        let name = "/hangar/jit/p/r";
-        let cases: &[(Refusal, &str, &str)] = &[
+        let sort = |refused: Refusal| {
+            ssm_error(
+                "ssm:PutParameter",
+                refused,
+                "/hangar/jit/p/r",
+                &l,
+                "us-east-1",
+            )
+        };
+        let denied_put = "ssm:PutParameter on arn:aws:ssm:us-east-1:ACCOUNT:parameter/hangar/jit/*";
+        // (code, HTTP status, variant, what the message mentions)
+        for (code, status, want, mention) in [
             (
-                service("ParameterAlreadyExists", "exists", 400),
+                "ParameterAlreadyExists",
+                400,
                 "unavailable",
                 "already exists",
             ),
+            ("TooManyUpdates", 400, "throttled", "40 transactions"),
+            ("ThrottlingException", 400, "throttled", "backing off"),
+            ("AccessDeniedException", 400, "config", denied_put),
+            ("KMSAccessDeniedException", 400, "config", "kms:"),
+            ("ParameterLimitExceeded", 400, "capacity", "delete"),
             (
-                service("TooManyUpdates", "too many", 400),
-                "throttled",
-                "40 transactions",
-            ),
-            (
-                service("ThrottlingException", "Rate exceeded", 400),
-                "throttled",
-                "backing off",
-            ),
-            (
-                service("AccessDeniedException", "not authorized", 400),
-                "config",
-                "ssm:PutParameter on arn:aws:ssm:us-east-1:ACCOUNT:parameter/hangar/jit/*",
-            ),
-            (
-                service("KMSAccessDeniedException", "kms", 400),
-                "config",
-                "kms:",
-            ),
-            (
-                service("ParameterLimitExceeded", "limit", 400),
-                "capacity",
-                "delete",
-            ),
-            (
-                service("HierarchyLevelLimitExceededException", "deep", 400),
+                "HierarchyLevelLimitExceededException",
+                400,
                 "config",
                 "`parameter_prefix`",
             ),
-            (
-                service("ValidationException", "bad name", 400),
-                "config",
-                "`parameter_prefix`",
-            ),
-            (
-                service("InternalServerError", "oops", 500),
-                "unavailable",
-                "next pass",
-            ),
-            (
-                Refusal::NoAnswer("timeout".into()),
-                "unavailable",
-                "timeout",
-            ),
-        ];
-        for (refused, want, mention) in cases {
-            let got = ssm_error("ssm:PutParameter", refused.clone(), name, &l, "us-east-1");
-            assert_eq!(got.reason(), *want, "{refused:?}: {got}");
+            ("ValidationException", 400, "config", "`parameter_prefix`"),
+            ("InternalServerError", 500, "unavailable", "next pass"),
+        ] {
+            let got = sort(service(code, "AWS's words", status));
+            assert_eq!(got.reason(), want, "{code}: {got}");
             assert!(got.to_string().contains(mention), "{got} lacks {mention}");
         }
+        let no_answer = sort(Refusal::NoAnswer("timeout".into()));
+        assert_eq!(no_answer.reason(), "unavailable");
+        assert!(no_answer.to_string().contains("timeout"), "{no_answer}");
     }
 
     #[test]
