@@ -5,16 +5,14 @@
 
 mod support;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ecs::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ecs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ecs::error::BoxError;
-use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, DesiredStatus,
-    LaunchType, NetworkConfiguration, NetworkMode, Tag, TaskField,
-};
+use aws_sdk_ecs::types::{DesiredStatus, LaunchType, Tag, TaskField};
 use hangar::controller::backend::ecs::{ENV_JIT_CONFIG_PARAMETER, ENV_RUNNER_NAME, EcsBackend};
 use hangar::controller::backend::{
     Backend, BackendError, LaunchRequest, TAG_POOL, TAG_RUNNER_ID, TAG_RUNNER_NAME, TaskState,
@@ -23,7 +21,7 @@ use hangar::controller::backend::{
 use hangar::controller::config::EcsLaunch;
 use hangar::credentials::SsmParameterStore;
 use secrecy::{ExposeSecret, SecretString};
-use support::moto::Moto;
+use support::moto::{Moto, awsvpc, sdk_config_at};
 use support::within;
 
 const CLUSTER: &str = "hangar-runners";
@@ -113,45 +111,37 @@ fn rig(moto: &Moto, launch: EcsLaunch) -> Rig {
     }
 }
 
-/// A cluster and an awsvpc Fargate task definition whose container is `runner`; tasks hold
-/// their state. Returns launch settings for them.
-async fn deploy(moto: &Moto) -> EcsLaunch {
-    moto.hold_task_states().await;
-    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
-    ecs.create_cluster()
-        .cluster_name(CLUSTER)
-        .send()
-        .await
-        .unwrap();
-    ecs.register_task_definition()
-        .family(TASK_DEFINITION)
-        .network_mode(NetworkMode::Awsvpc)
-        .requires_compatibilities(Compatibility::Fargate)
-        .cpu("256")
-        .memory("512")
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("runner")
-                .image("hangar-runner:test")
-                .memory(512)
-                .essential(true)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let (subnet, security_group) = moto.default_network().await;
+/// Launch settings for this file's cluster and task definition, in the given network.
+fn launch_settings(subnets: Vec<String>, security_groups: Vec<String>) -> EcsLaunch {
     EcsLaunch {
         cluster: CLUSTER.into(),
         task_definition: TASK_DEFINITION.into(),
         container_name: "runner".into(),
-        subnets: vec![subnet],
-        security_groups: vec![security_group],
+        subnets,
+        security_groups,
         assign_public_ip: false,
         launch_type: None,
         capacity_provider: None,
         parameter_prefix: PREFIX.into(),
     }
+}
+
+/// A moto server with the cluster and the task definition (container `runner`), tasks holding
+/// their state, and launch settings for them in moto's default VPC.
+async fn deploy() -> (Moto, EcsLaunch) {
+    let moto = Moto::start();
+    moto.ecs_cluster(CLUSTER, &[TASK_DEFINITION]).await;
+    let (subnet, security_group) = moto.default_network().await;
+    (moto, launch_settings(vec![subnet], vec![security_group]))
+}
+
+/// The value of a task's tag `key`.
+fn tag(task: &aws_sdk_ecs::types::Task, key: &str) -> Option<String> {
+    task.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(str::to_string)
 }
 
 fn tags(pool: &str, runner: u64) -> TaskTags {
@@ -191,8 +181,7 @@ async fn parameter_exists(moto: &Moto, name: &str) -> bool {
 #[tokio::test]
 async fn launch_hands_over_the_jit_config_as_a_one_shot_secure_string() {
     within(60, async {
-        let moto = Moto::start();
-        let launch = deploy(&moto).await;
+        let (moto, launch) = deploy().await;
         let rig = rig(&moto, launch);
         rig.backend.check().await.expect("the settings are right");
         rig.ecs_calls.clear();
@@ -232,17 +221,12 @@ async fn launch_hands_over_the_jit_config_as_a_one_shot_secure_string() {
             .unwrap();
         assert!(!format!("{described:?}").contains(&jit));
         let ecs_task = &described.tasks()[0];
-        let tag = |key: &str| {
-            ecs_task
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some(key))
-                .and_then(|t| t.value())
-                .map(str::to_string)
-        };
-        assert_eq!(tag(TAG_POOL).as_deref(), Some("standalone"));
-        assert_eq!(tag(TAG_RUNNER_NAME).as_deref(), Some("hangar-standalone-7"));
-        assert_eq!(tag(TAG_RUNNER_ID).as_deref(), Some("7"));
+        assert_eq!(tag(ecs_task, TAG_POOL).as_deref(), Some("standalone"));
+        assert_eq!(
+            tag(ecs_task, TAG_RUNNER_NAME).as_deref(),
+            Some("hangar-standalone-7")
+        );
+        assert_eq!(tag(ecs_task, TAG_RUNNER_ID).as_deref(), Some("7"));
         let overrides = ecs_task.overrides().unwrap().container_overrides();
         assert_eq!(overrides.len(), 1);
         assert_eq!(overrides[0].name(), Some("runner"));
@@ -304,8 +288,7 @@ async fn launch_hands_over_the_jit_config_as_a_one_shot_secure_string() {
 #[tokio::test]
 async fn list_sees_only_its_pool_and_stop_works_by_id() {
     within(60, async {
-        let moto = Moto::start();
-        let launch = deploy(&moto).await;
+        let (moto, launch) = deploy().await;
         let rig = rig(&moto, launch.clone());
         let a1 = rig.backend.launch(request(&tags("a", 1))).await.unwrap();
         let a2 = rig.backend.launch(request(&tags("a", 2))).await.unwrap();
@@ -323,7 +306,10 @@ async fn list_sees_only_its_pool_and_stop_works_by_id() {
                         .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
                         .collect(),
                 ))
-                .network_configuration(network(&launch))
+                .network_configuration(awsvpc(
+                    launch.subnets.clone(),
+                    launch.security_groups.clone(),
+                ))
                 .send()
                 .await
                 .unwrap();
@@ -383,24 +369,10 @@ async fn list_sees_only_its_pool_and_stop_works_by_id() {
     .await
 }
 
-fn network(launch: &EcsLaunch) -> NetworkConfiguration {
-    NetworkConfiguration::builder()
-        .awsvpc_configuration(
-            AwsVpcConfiguration::builder()
-                .set_subnets(Some(launch.subnets.clone()))
-                .set_security_groups(Some(launch.security_groups.clone()))
-                .assign_public_ip(AssignPublicIp::Disabled)
-                .build()
-                .unwrap(),
-        )
-        .build()
-}
-
 #[tokio::test]
 async fn bad_settings_are_config_errors_that_leave_no_parameter() {
     within(60, async {
-        let moto = Moto::start();
-        let good = deploy(&moto).await;
+        let (moto, good) = deploy().await;
         let cases: Vec<(EcsLaunch, &str)> = vec![
             (
                 EcsLaunch {
@@ -469,8 +441,7 @@ async fn bad_settings_are_config_errors_that_leave_no_parameter() {
 #[tokio::test]
 async fn check_names_the_setting_to_fix() {
     within(60, async {
-        let moto = Moto::start();
-        let good = deploy(&moto).await;
+        let (moto, good) = deploy().await;
         rig(&moto, good.clone()).backend.check().await.unwrap();
         let cases: Vec<(EcsLaunch, &str)> = vec![
             (
@@ -530,8 +501,7 @@ async fn check_names_the_setting_to_fix() {
 #[tokio::test]
 async fn a_name_clash_is_refused_and_leaves_the_existing_parameter_alone() {
     within(60, async {
-        let moto = Moto::start();
-        let launch = deploy(&moto).await;
+        let (moto, launch) = deploy().await;
         let rig = rig(&moto, launch);
         let runner = tags("org", 5);
         let name = "/hangar/jit/org/hangar-org-5";
@@ -561,8 +531,7 @@ async fn a_name_clash_is_refused_and_leaves_the_existing_parameter_alone() {
 #[tokio::test]
 async fn handoffs_are_listed_per_pool_across_pages_and_deleted() {
     within(60, async {
-        let moto = Moto::start();
-        let launch = deploy(&moto).await;
+        let (moto, launch) = deploy().await;
         let rig = rig(&moto, launch);
         for i in 0..23 {
             moto.put(&format!("{PREFIX}/a/runner-{i:02}"), "jit", true)
@@ -605,8 +574,7 @@ async fn handoffs_are_listed_per_pool_across_pages_and_deleted() {
 #[tokio::test]
 async fn list_describes_tasks_in_batches_of_one_hundred() {
     within(90, async {
-        let moto = Moto::start();
-        let launch = deploy(&moto).await;
+        let (moto, launch) = deploy().await;
         let rig = rig(&moto, launch.clone());
         let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
         let mut started = 0;
@@ -632,7 +600,10 @@ async fn list_describes_tasks_in_batches_of_one_hundred() {
                         .value(id.to_string())
                         .build(),
                 )
-                .network_configuration(network(&launch))
+                .network_configuration(awsvpc(
+                    launch.subnets.clone(),
+                    launch.security_groups.clone(),
+                ))
                 .send()
                 .await
                 .unwrap();
@@ -664,11 +635,11 @@ async fn list_describes_tasks_in_batches_of_one_hundred() {
 #[tokio::test]
 async fn a_capacity_provider_replaces_the_launch_type() {
     within(60, async {
-        let moto = Moto::start();
+        let (moto, deployed) = deploy().await;
         let launch = EcsLaunch {
             capacity_provider: Some("FARGATE_SPOT".into()),
             assign_public_ip: true,
-            ..deploy(&moto).await
+            ..deployed
         };
         let rig = rig(&moto, launch);
         rig.backend.check().await.unwrap();
@@ -730,8 +701,7 @@ async fn the_jit_value_stays_out_of_trace_logs() {
     // every JIT value of these tests starts with JIT_MARK.
     tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
     within(60, async {
-        let moto = Moto::start();
-        let launch = deploy(&moto).await;
+        let (moto, launch) = deploy().await;
         let good = EcsBackend::new(&moto.sdk_config(), launch.clone());
         let bad = EcsBackend::new(
             &moto.sdk_config(),
@@ -768,29 +738,8 @@ async fn no_answer_from_aws_is_unavailable_and_names_what_to_check() {
             .local_addr()
             .unwrap()
             .port();
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(format!("http://127.0.0.1:{port}"))
-            .credentials_provider(aws_sdk_ssm::config::SharedCredentialsProvider::new(
-                aws_sdk_ssm::config::Credentials::new("testing", "testing", None, None, "static"),
-            ))
-            .retry_config(aws_config::retry::RetryConfig::disabled())
-            .build();
-        let backend = EcsBackend::new(
-            &sdk,
-            EcsLaunch {
-                cluster: CLUSTER.into(),
-                task_definition: TASK_DEFINITION.into(),
-                container_name: "runner".into(),
-                subnets: vec![],
-                security_groups: vec![],
-                assign_public_ip: false,
-                launch_type: None,
-                capacity_provider: None,
-                parameter_prefix: PREFIX.into(),
-            },
-        );
+        let sdk = sdk_config_at(&format!("http://127.0.0.1:{port}"));
+        let backend = EcsBackend::new(&sdk, launch_settings(vec![], vec![]));
         let runner = tags("p", 1);
         let err = backend.launch(request(&runner)).await.unwrap_err();
         let BackendError::Unavailable(message) = &err else {
@@ -813,35 +762,30 @@ async fn no_answer_from_aws_is_unavailable_and_names_what_to_check() {
     .await
 }
 
-/// The `hangar controller` binary end to end on ECS (moto) and GitHub (the emulator): a queued
-/// job becomes a tagged RunTask whose container is given only the name of a one-shot SecureString
-/// holding the runner's JIT configuration. moto runs no container, so the runner never comes
-/// online: the controller retires it after `registration_timeout` (registration removed, task
-/// stopped with the reason) and deletes the unread parameter, then tries again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_controller_binary_launches_on_ecs_and_reaps_a_runner_that_never_comes_online() {
-    let moto = Moto::start();
-    let launch = deploy(&moto).await;
-    let emu = support::emulator().await;
-    let dir = std::env::temp_dir().join(format!(
-        "hangar-ecs-controller-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("hangar.toml");
-    std::fs::write(
-        &config,
-        format!(
+/// A scratch directory holding a `hangar.toml`: the emulator's URLs, `settings` (more
+/// `[controller]` keys, then any further tables), and the pool `standalone` of the seed
+/// repository, at most two runners, launching with `launch`. Removed on drop.
+struct ControllerConfig {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl ControllerConfig {
+    fn write(emu: &hangar_emulator::Emulator, launch: &EcsLaunch, settings: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "hangar-ecs-controller-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hangar.toml");
+        // Debug-printed string lists are TOML arrays for the plain ids used here.
+        let toml = format!(
             r#"
 [controller]
-resync_interval = "1s"
 github_api_url = "{api}"
 github_web_url = "{web}"
-
-[defaults]
-registration_timeout = "3s"
-handoff_max_age = "4s"
+{settings}
 
 [[pool]]
 name = "standalone"
@@ -850,8 +794,8 @@ max = 2
 [pool.ecs]
 cluster = "{cluster}"
 task_definition = "{task_definition}"
-subnets = ["{subnet}"]
-security_groups = ["{security_group}"]
+subnets = {subnets:?}
+security_groups = {security_groups:?}
 parameter_prefix = "{prefix}"
 "#,
             api = emu.api_url(),
@@ -859,204 +803,224 @@ parameter_prefix = "{prefix}"
             repo = support::REPO,
             cluster = launch.cluster,
             task_definition = launch.task_definition,
-            subnet = launch.subnets[0],
-            security_group = launch.security_groups[0],
-            prefix = PREFIX,
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("controller.log")).unwrap();
-    let mut controller = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"))
-        .args(["controller", "--config"])
-        .arg(&config)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GITHUB_PAT", hangar_emulator::SEED_PAT)
-        .envs(moto.env())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let job = emu.enqueue_job(
-        hangar_emulator::JobSpec::new(support::REPO, "on-ecs")
-            .labels(["standalone"])
-            .step("noop", "true"),
-    );
-    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
-    let ssm = aws_sdk_ssm::Client::new(&moto.sdk_config());
-    let describe = |arns: Vec<String>| {
-        let ecs = ecs.clone();
-        async move {
-            if arns.is_empty() {
-                return vec![];
-            }
-            ecs.describe_tasks()
-                .cluster(CLUSTER)
-                .set_tasks(Some(arns))
-                .include(TaskField::Tags)
-                .send()
-                .await
-                .unwrap()
-                .tasks()
-                .to_vec()
-        }
-    };
-    let all_tasks = || {
-        let ecs = ecs.clone();
-        async move {
-            let mut arns = Vec::new();
-            for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
-                let listed = ecs
-                    .list_tasks()
+            subnets = launch.subnets,
+            security_groups = launch.security_groups,
+            prefix = launch.parameter_prefix,
+        );
+        std::fs::write(&path, toml).unwrap();
+        ControllerConfig { dir, path }
+    }
+}
+
+impl Drop for ControllerConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What `hangar controller` needs besides PATH: moto's endpoint and test credentials, and the
+/// seed PAT.
+fn controller_env(moto: &Moto) -> Vec<(&'static str, String)> {
+    let mut env = moto.env();
+    env.push(("GITHUB_PAT", hangar_emulator::SEED_PAT.to_string()));
+    env
+}
+
+/// The `hangar controller` binary end to end on ECS (moto) and GitHub (the emulator): a queued
+/// job becomes a tagged RunTask whose container is given only the name of a one-shot SecureString
+/// holding the runner's JIT configuration. moto runs no container, so the runner never comes
+/// online: the controller retires it after `registration_timeout` (registration removed, task
+/// stopped with the reason) and deletes the unread parameter, then tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_binary_launches_on_ecs_and_reaps_a_runner_that_never_comes_online() {
+    within(180, async {
+        let (moto, launch) = deploy().await;
+        let emu = support::emulator().await;
+        let config = ControllerConfig::write(
+            &emu,
+            &launch,
+            r#"resync_interval = "1s"
+
+[defaults]
+registration_timeout = "3s"
+handoff_max_age = "4s""#,
+        );
+        let log_path = config.dir.join("controller.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut controller = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"))
+            .args(["controller", "--config"])
+            .arg(&config.path)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(controller_env(&moto))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let job = emu.enqueue_job(
+            hangar_emulator::JobSpec::new(support::REPO, "on-ecs")
+                .labels(["standalone"])
+                .step("noop", "true"),
+        );
+        let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
+        let ssm = aws_sdk_ssm::Client::new(&moto.sdk_config());
+        let describe = |arns: Vec<String>| {
+            let ecs = ecs.clone();
+            async move {
+                if arns.is_empty() {
+                    return vec![];
+                }
+                ecs.describe_tasks()
                     .cluster(CLUSTER)
-                    .desired_status(status)
+                    .set_tasks(Some(arns))
+                    .include(TaskField::Tags)
                     .send()
                     .await
-                    .unwrap();
-                arns.extend(listed.task_arns().iter().cloned());
+                    .unwrap()
+                    .tasks()
+                    .to_vec()
             }
-            arns
-        }
-    };
-    // The first launch: a tagged task, told only the parameter's name.
-    let first = within(60, async {
-        loop {
-            let tasks = describe(all_tasks().await).await;
-            if let Some(task) = tasks.into_iter().next() {
-                return task;
+        };
+        let all_tasks = || {
+            let ecs = ecs.clone();
+            async move {
+                let mut arns = Vec::new();
+                for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
+                    let listed = ecs
+                        .list_tasks()
+                        .cluster(CLUSTER)
+                        .desired_status(status)
+                        .send()
+                        .await
+                        .unwrap();
+                    arns.extend(listed.task_arns().iter().cloned());
+                }
+                arns
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    let tag = |task: &aws_sdk_ecs::types::Task, key: &str| {
-        task.tags()
-            .iter()
-            .find(|t| t.key() == Some(key))
-            .and_then(|t| t.value())
-            .map(str::to_string)
-    };
-    assert_eq!(tag(&first, TAG_POOL).as_deref(), Some("standalone"));
-    let runner_name = tag(&first, TAG_RUNNER_NAME).unwrap();
-    let runner_id: u64 = tag(&first, TAG_RUNNER_ID).unwrap().parse().unwrap();
-    let env: Vec<(String, String)> = first.overrides().unwrap().container_overrides()[0]
-        .environment()
-        .iter()
-        .map(|kv| {
-            (
-                kv.name().unwrap().to_string(),
-                kv.value().unwrap().to_string(),
-            )
+        };
+        // The first launch: a tagged task, told only the parameter's name.
+        let first = within(60, async {
+            loop {
+                let tasks = describe(all_tasks().await).await;
+                if let Some(task) = tasks.into_iter().next() {
+                    return task;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         })
-        .collect();
-    let parameter = format!("{PREFIX}/standalone/{runner_name}");
-    assert!(
-        env.contains(&(ENV_JIT_CONFIG_PARAMETER.to_string(), parameter.clone())),
-        "{env:?}"
-    );
-    assert!(env.contains(&("GITHUB_REPOSITORY".to_string(), support::REPO.to_string())));
-    let stored = ssm
-        .get_parameter()
-        .name(&parameter)
-        .with_decryption(true)
-        .send()
-        .await
-        .unwrap();
-    let stored = stored.parameter().unwrap();
-    assert_eq!(
-        stored.r#type(),
-        Some(&aws_sdk_ssm::types::ParameterType::SecureString)
-    );
-    let jit = stored.value().unwrap().to_string();
-    assert!(
-        !env.iter().any(|(_, v)| v.contains(&jit)),
-        "the JIT value is not in the task's overrides"
-    );
-    // The registration the JIT created exists, offline, on the emulated GitHub.
-    let emu_repo = hangar_emulator::Scope::repo("your-organization", "your-repository-name");
-    assert!(emu.runners(&emu_repo).iter().any(|r| r.id == runner_id));
+        .await;
+        assert_eq!(tag(&first, TAG_POOL).as_deref(), Some("standalone"));
+        let runner_name = tag(&first, TAG_RUNNER_NAME).unwrap();
+        let runner_id: u64 = tag(&first, TAG_RUNNER_ID).unwrap().parse().unwrap();
+        let env: Vec<(String, String)> = first.overrides().unwrap().container_overrides()[0]
+            .environment()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.name().unwrap().to_string(),
+                    kv.value().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let parameter = format!("{PREFIX}/standalone/{runner_name}");
+        assert!(
+            env.contains(&(ENV_JIT_CONFIG_PARAMETER.to_string(), parameter.clone())),
+            "{env:?}"
+        );
+        assert!(env.contains(&("GITHUB_REPOSITORY".to_string(), support::REPO.to_string())));
+        let stored = ssm
+            .get_parameter()
+            .name(&parameter)
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap();
+        let stored = stored.parameter().unwrap();
+        assert_eq!(
+            stored.r#type(),
+            Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+        );
+        let jit = stored.value().unwrap().to_string();
+        assert!(
+            !env.iter().any(|(_, v)| v.contains(&jit)),
+            "the JIT value is not in the task's overrides"
+        );
+        // The registration the JIT created exists, offline, on the emulated GitHub.
+        let emu_repo = hangar_emulator::Scope::repo("your-organization", "your-repository-name");
+        assert!(emu.runners(&emu_repo).iter().any(|r| r.id == runner_id));
 
-    // Never online: retired (registration first, then the task), the parameter deleted.
-    within(60, async {
-        loop {
-            let gone = !emu.runners(&emu_repo).iter().any(|r| r.id == runner_id);
-            let task = describe(vec![first.task_arn().unwrap().to_string()]).await;
-            let stopped = task.first().is_some_and(|t| {
-                t.desired_status() == Some("STOPPED")
-                    && t.stopped_reason()
-                        .is_some_and(|r| r.contains("never_registered"))
-            });
-            let parameter_gone = ssm.get_parameter().name(&parameter).send().await.is_err();
-            if gone && stopped && parameter_gone {
-                return;
+        // Never online: retired (registration first, then the task), the parameter deleted.
+        within(60, async {
+            loop {
+                let gone = !emu.runners(&emu_repo).iter().any(|r| r.id == runner_id);
+                let task = describe(vec![first.task_arn().unwrap().to_string()]).await;
+                let stopped = task.first().is_some_and(|t| {
+                    t.desired_status() == Some("STOPPED")
+                        && t.stopped_reason()
+                            .is_some_and(|r| r.contains("never_registered"))
+                });
+                let parameter_gone = ssm.get_parameter().name(&parameter).send().await.is_err();
+                if gone && stopped && parameter_gone {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    // The job is still queued, so the controller has launched again.
-    assert!(all_tasks().await.len() >= 2);
-    assert_eq!(
-        emu.job(job).unwrap().status,
-        hangar_emulator::JobStatus::Queued
-    );
+        })
+        .await;
+        // The job is still queued, so the controller has launched again.
+        assert!(all_tasks().await.len() >= 2);
+        assert_eq!(
+            emu.job(job).unwrap().status,
+            hangar_emulator::JobStatus::Queued
+        );
 
-    // SIGTERM: the controller deletes its session and exits 0.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(controller.id().unwrap() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = within(30, controller.wait()).await.unwrap();
-    let log = std::fs::read_to_string(dir.join("controller.log")).unwrap();
-    assert!(status.success(), "{log}");
-    for set in emu.scale_sets() {
-        assert_eq!(emu.scale_set_sessions(set.id), 0, "session deleted on stop");
-    }
-    assert!(!log.contains(&jit), "the JIT value is never logged");
-    let _ = std::fs::remove_dir_all(&dir);
+        // SIGTERM: the controller deletes its session and exits 0.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(controller.id().unwrap() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = within(30, controller.wait()).await.unwrap();
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(status.success(), "{log}");
+        for set in emu.scale_sets() {
+            assert_eq!(emu.scale_set_sessions(set.id), 0, "session deleted on stop");
+        }
+        assert!(!log.contains(&jit), "the JIT value is never logged");
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_refuses_to_start_on_a_missing_cluster_with_the_fix() {
-    let moto = Moto::start();
-    let launch = deploy(&moto).await;
-    let emu = support::emulator().await;
-    let dir = std::env::temp_dir().join(format!(
-        "hangar-ecs-bad-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("hangar.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[controller]\ngithub_api_url = \"{}\"\ngithub_web_url = \"{}\"\n\n[[pool]]\nname = \"standalone\"\nrepository = \"{}\"\n[pool.ecs]\ncluster = \"no-such-cluster\"\ntask_definition = \"{}\"\nsubnets = [\"{}\"]\nsecurity_groups = []\n",
-            emu.api_url(),
-            emu.web_url(),
-            support::REPO,
-            launch.task_definition,
-            launch.subnets[0],
-        ),
-    )
-    .unwrap();
-    let mut env: Vec<(&str, String)> = moto.env();
-    env.push(("GITHUB_PAT", hangar_emulator::SEED_PAT.to_string()));
-    let out = support::hangar(&["controller", "--config", config.to_str().unwrap()], &env).await;
-    let err = support::text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("no-such-cluster") && err.contains("Fix"),
-        "{err}"
-    );
-    assert!(
-        emu.scale_sets().is_empty()
-            || emu
-                .scale_sets()
-                .iter()
-                .all(|s| emu.scale_set_sessions(s.id) == 0)
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    within(120, async {
+        let (moto, deployed) = deploy().await;
+        let launch = EcsLaunch {
+            cluster: "no-such-cluster".into(),
+            security_groups: vec![],
+            ..deployed
+        };
+        let emu = support::emulator().await;
+        let config = ControllerConfig::write(&emu, &launch, "");
+        let out = support::hangar(
+            &["controller", "--config", config.path.to_str().unwrap()],
+            &controller_env(&moto),
+        )
+        .await;
+        let err = support::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("no-such-cluster") && err.contains("Fix"),
+            "{err}"
+        );
+        assert!(
+            emu.scale_sets().is_empty()
+                || emu
+                    .scale_sets()
+                    .iter()
+                    .all(|s| emu.scale_set_sessions(s.id) == 0)
+        );
+    })
+    .await
 }

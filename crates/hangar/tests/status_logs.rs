@@ -3,12 +3,9 @@
 
 mod support;
 
-use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType,
-    NetworkConfiguration, NetworkMode,
-};
+use aws_sdk_ecs::types::LaunchType;
 use hangar_emulator::{RunnerSpec, Scope as EmuScope};
-use support::moto::Moto;
+use support::moto::{Moto, awsvpc};
 use support::*;
 
 const CLUSTER: &str = "your-ecs-cluster-name";
@@ -42,32 +39,10 @@ fn env(moto: &Moto, emu: &hangar_emulator::Emulator) -> Vec<(String, String)> {
 
 /// A cluster with the standalone service (two tasks) and the org service (no task).
 async fn deploy(moto: &Moto) -> (String, String) {
-    moto.hold_task_states().await;
+    moto.ecs_cluster(CLUSTER, &[STANDALONE, ORG_SERVICE]).await;
     let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
-    ecs.create_cluster()
-        .cluster_name(CLUSTER)
-        .send()
-        .await
-        .unwrap();
     let (subnet, security_group) = moto.default_network().await;
     for service in [STANDALONE, ORG_SERVICE] {
-        ecs.register_task_definition()
-            .family(service)
-            .network_mode(NetworkMode::Awsvpc)
-            .requires_compatibilities(Compatibility::Fargate)
-            .cpu("256")
-            .memory("512")
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name("runner")
-                    .image("hangar-runner:test")
-                    .memory(512)
-                    .essential(true)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
         ecs.create_service()
             .cluster(CLUSTER)
             .service_name(service)
@@ -87,18 +62,7 @@ async fn deploy(moto: &Moto) -> (String, String) {
             .task_definition(STANDALONE)
             .group(format!("service:{STANDALONE}"))
             .launch_type(LaunchType::Fargate)
-            .network_configuration(
-                NetworkConfiguration::builder()
-                    .awsvpc_configuration(
-                        AwsVpcConfiguration::builder()
-                            .subnets(subnet.clone())
-                            .security_groups(security_group.clone())
-                            .assign_public_ip(AssignPublicIp::Disabled)
-                            .build()
-                            .unwrap(),
-                    )
-                    .build(),
-            )
+            .network_configuration(awsvpc(vec![subnet.clone()], vec![security_group.clone()]))
             .send()
             .await
             .unwrap();

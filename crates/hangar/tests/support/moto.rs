@@ -25,6 +25,39 @@ fn executable() -> PathBuf {
     );
 }
 
+/// An SDK configuration for an AWS endpoint at `url` with test credentials in us-east-1, and SDK
+/// retries off: moto answers unimplemented calls with 500s that the SDK would otherwise retry
+/// slowly, and a test of an endpoint that does not answer wants the first failure.
+pub fn sdk_config_at(url: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_ssm::config::SharedCredentialsProvider::new(
+            aws_sdk_ssm::config::Credentials::new("testing", "testing", None, None, "static"),
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build()
+}
+
+/// The awsvpc settings RunTask needs for a Fargate task, without a public IP.
+pub fn awsvpc(
+    subnets: Vec<String>,
+    security_groups: Vec<String>,
+) -> aws_sdk_ecs::types::NetworkConfiguration {
+    use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, NetworkConfiguration};
+    NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .set_subnets(Some(subnets))
+                .set_security_groups(Some(security_groups))
+                .assign_public_ip(AssignPublicIp::Disabled)
+                .build()
+                .expect("subnets are set"),
+        )
+        .build()
+}
+
 impl Moto {
     pub fn start() -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -53,18 +86,9 @@ impl Moto {
         moto
     }
 
-    /// An SDK configuration pointing at this server, with SDK retries off (moto answers
-    /// unimplemented calls with 500s that the SDK would otherwise retry slowly).
+    /// An SDK configuration pointing at this server (see [`sdk_config_at`]).
     pub fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&self.url)
-            .credentials_provider(aws_sdk_ssm::config::SharedCredentialsProvider::new(
-                aws_sdk_ssm::config::Credentials::new("testing", "testing", None, None, "static"),
-            ))
-            .retry_config(aws_config::retry::RetryConfig::disabled())
-            .build()
+        sdk_config_at(&self.url)
     }
 
     /// The environment a `hangar` child needs to reach this server.
@@ -156,6 +180,38 @@ impl Moto {
             + open.len();
         let end = body[start..].find('<').unwrap() + start;
         body[start..end].to_string()
+    }
+
+    /// An ECS cluster whose tasks hold their state, and for each of `families` an awsvpc Fargate
+    /// task definition whose one container, `runner`, runs `hangar-runner:test`.
+    pub async fn ecs_cluster(&self, cluster: &str, families: &[&str]) {
+        use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, NetworkMode};
+        self.hold_task_states().await;
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk_config());
+        ecs.create_cluster()
+            .cluster_name(cluster)
+            .send()
+            .await
+            .expect("create_cluster");
+        for family in families {
+            ecs.register_task_definition()
+                .family(*family)
+                .network_mode(NetworkMode::Awsvpc)
+                .requires_compatibilities(Compatibility::Fargate)
+                .cpu("256")
+                .memory("512")
+                .container_definitions(
+                    ContainerDefinition::builder()
+                        .name("runner")
+                        .image("hangar-runner:test")
+                        .memory(512)
+                        .essential(true)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("register_task_definition");
+        }
     }
 
     /// Tasks stay where they are instead of moving one state on at every DescribeTasks.
