@@ -3,6 +3,9 @@
 //! App on an organization, session conflicts, the 202 long-poll timeout, redelivery of
 //! unacknowledged messages, token renewal, retried faults, `JobStillRunning`, and the listener
 //! waiting out a held session, re-creating a deleted scale set and reopening an ended session.
+//! A scripted service covers what the emulator never does: an unreadable message whose
+//! acknowledgement is refused, and checking by value where each token is sent and that none is
+//! logged.
 
 mod support;
 
@@ -265,7 +268,7 @@ async fn pat_round_trip_on_a_repository() {
         assert!(gh.calls_made() > svc.calls_made());
         let limit = gh.rate_limit().expect("REST answers carry x-ratelimit-*");
         assert!(limit.limit >= limit.remaining);
-        // A PAT never reaches the Actions service, and one registration served every call.
+        // One registration served every call (where the PAT may go: the scripted-service test).
         assert_eq!(registrations(&emu), 1);
     })
     .await
