@@ -327,7 +327,15 @@ impl Listener {
             // Runners come from Hangar's image; a self-update would replace its runner.
             disable_update: true,
         };
-        let (scale_set, outcome) = self.service.ensure_scale_set(&spec).await?;
+        let (scale_set, outcome) = match self.service.ensure_scale_set(&spec).await {
+            Ok(ensured) => ensured,
+            Err(e) => {
+                // The group may have been deleted and created again under a new id: look it up
+                // afresh on the next attempt rather than retrying a stale id until a restart.
+                self.runner_group_id = None;
+                return Err(e);
+            }
+        };
         tracing::info!(
             pool = %self.spec.pool, scale_set_id = scale_set.id, name = %scale_set.name,
             ?outcome, "runner scale set ready"
