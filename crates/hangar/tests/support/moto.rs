@@ -1,5 +1,8 @@
-//! A moto server (AWS emulator) on a free loopback port, one per test, killed on drop.
-//! `scripts/test` installs moto and sets HANGAR_MOTO_SERVER to its `moto_server` executable.
+//! A moto server (AWS emulator) on a free loopback port, one per test, killed on drop, and the
+//! AWS set-ups tests share on it: SSM parameters, an ECS cluster with runner task definitions,
+//! moto's default VPC. `scripts/test` installs moto and sets HANGAR_MOTO_SERVER to its
+//! `moto_server` executable. Nothing here reaches a real AWS endpoint: every client is built by
+//! [`sdk_config_at`] with an explicit endpoint and test credentials.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -117,9 +120,7 @@ impl Moto {
             .await
             .expect("put_parameter");
     }
-}
 
-impl Moto {
     /// The seed's four parameters under `prefix`, with the emulator's seed credentials.
     pub async fn put_seed_credentials(&self, prefix: &str) {
         use hangar_emulator::{SEED_CLIENT_ID, SEED_INSTALLATION_ID, SEED_PAT, keys};
@@ -139,16 +140,7 @@ impl Moto {
         )
         .await;
     }
-}
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Moto {
     /// A subnet and a security group of moto's default VPC (their ids change on every start),
     /// read with plain EC2 Query calls so the tests need no EC2 SDK.
     pub async fn default_network(&self) -> (String, String) {
@@ -229,5 +221,12 @@ impl Moto {
             .await
             .expect("set-transition");
         assert!(answer.status().is_success());
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
