@@ -7,7 +7,8 @@
 //!
 //! Invariants:
 //! - The JIT value goes to exactly one place, `ssm:PutParameter`'s value; RunTask overrides carry
-//!   only the parameter's name and the runner's name, and no error or log line holds the value.
+//!   only the parameter's name, the runner's name and the pool's scope (`RUNNER_SCOPE`,
+//!   `GITHUB_REPOSITORY` or `GITHUB_ORG`), and no error or log line holds the value.
 //! - A parameter is never overwritten: an existing one is somebody's handoff (a name clash is an
 //!   error, and that parameter is left alone).
 //! - When RunTask fails after the parameter was written, the parameter is deleted before the
