@@ -273,25 +273,10 @@ impl EcsBackend {
         placement: &Placement,
     ) -> Result<Task, BackendError> {
         let launch = &self.launch;
-        let scope_env: Vec<(&str, String)> = match &self.scope {
-            None => vec![],
-            Some(Scope::Repo { owner, repo }) => vec![
-                ("RUNNER_SCOPE", "repo".to_string()),
-                ("GITHUB_REPOSITORY", format!("{owner}/{repo}")),
-            ],
-            Some(Scope::Org { org }) => vec![
-                ("RUNNER_SCOPE", "org".to_string()),
-                ("GITHUB_ORG", org.clone()),
-            ],
-        };
-        let environment = [
-            (ENV_JIT_CONFIG_PARAMETER, parameter),
-            (ENV_RUNNER_NAME, tags.runner_name.as_str()),
-        ]
-        .into_iter()
-        .chain(scope_env.iter().map(|(k, v)| (*k, v.as_str())))
-        .map(|(name, value)| KeyValuePair::builder().name(name).value(value).build())
-        .collect();
+        let environment = task_environment(parameter, &tags.runner_name, self.scope.as_ref())
+            .into_iter()
+            .map(|(name, value)| KeyValuePair::builder().name(name).value(value).build())
+            .collect();
         let overrides = TaskOverride::builder()
             .container_overrides(
                 ContainerOverride::builder()
@@ -596,6 +581,31 @@ impl Backend for EcsBackend {
             }
         }
     }
+}
+
+/// The runner container's environment: where its JIT configuration waits, its name, and the
+/// pool's scope. Never the JIT value itself.
+fn task_environment(
+    parameter: &str,
+    runner_name: &str,
+    scope: Option<&Scope>,
+) -> Vec<(&'static str, String)> {
+    let mut environment = vec![
+        (ENV_JIT_CONFIG_PARAMETER, parameter.to_string()),
+        (ENV_RUNNER_NAME, runner_name.to_string()),
+    ];
+    match scope {
+        None => {}
+        Some(Scope::Repo { owner, repo }) => environment.extend([
+            ("RUNNER_SCOPE", "repo".to_string()),
+            ("GITHUB_REPOSITORY", format!("{owner}/{repo}")),
+        ]),
+        Some(Scope::Org { org }) => environment.extend([
+            ("RUNNER_SCOPE", "org".to_string()),
+            ("GITHUB_ORG", org.clone()),
+        ]),
+    }
+    environment
 }
 
 /// How a task gets its compute: a launch type or a capacity provider.
@@ -1327,6 +1337,33 @@ mod tests {
             "not found",
             500
         )));
+    }
+
+    #[test]
+    fn tasks_are_told_the_parameter_the_runner_and_the_scope() {
+        let base = [
+            (ENV_JIT_CONFIG_PARAMETER, "/hangar/jit/p/r".to_string()),
+            (ENV_RUNNER_NAME, "r".to_string()),
+        ];
+        let with = |extra: &[(&'static str, &str)]| {
+            let mut want = base.to_vec();
+            want.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+            want
+        };
+        let environment =
+            |scope: Option<Scope>| task_environment("/hangar/jit/p/r", "r", scope.as_ref());
+        assert_eq!(environment(None), with(&[]));
+        assert_eq!(
+            environment(Some(Scope::repo("acme/widgets").unwrap())),
+            with(&[
+                ("RUNNER_SCOPE", "repo"),
+                ("GITHUB_REPOSITORY", "acme/widgets")
+            ])
+        );
+        assert_eq!(
+            environment(Some(Scope::org("acme").unwrap())),
+            with(&[("RUNNER_SCOPE", "org"), ("GITHUB_ORG", "acme")])
+        );
     }
 
     #[test]
