@@ -144,6 +144,37 @@ fn tag(task: &aws_sdk_ecs::types::Task, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Starts one task of the task definition the way something other than the backend would, with
+/// the given `startedBy` and tags; returns how many tasks ECS started.
+async fn run_task_by_hand(
+    moto: &Moto,
+    launch: &EcsLaunch,
+    started_by: &str,
+    tags: &[(&str, String)],
+) -> usize {
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
+    let run = ecs
+        .run_task()
+        .cluster(CLUSTER)
+        .task_definition(TASK_DEFINITION)
+        .launch_type(LaunchType::Fargate)
+        .count(1)
+        .started_by(started_by)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(key, value)| Tag::builder().key(*key).value(value).build())
+                .collect(),
+        ))
+        .network_configuration(awsvpc(
+            launch.subnets.clone(),
+            launch.security_groups.clone(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    run.tasks().len()
+}
+
 fn tags(pool: &str, runner: u64) -> TaskTags {
     TaskTags {
         pool: pool.into(),
@@ -294,25 +325,8 @@ async fn list_sees_only_its_pool_and_stop_works_by_id() {
         let a2 = rig.backend.launch(request(&tags("a", 2))).await.unwrap();
         let b1 = rig.backend.launch(request(&tags("b", 3))).await.unwrap();
         // A task nobody tagged, and one whose tags are incomplete: neither is Hangar's.
-        let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
-        for tags in [vec![], vec![("hangar:pool", "a")]] {
-            ecs.run_task()
-                .cluster(CLUSTER)
-                .task_definition(TASK_DEFINITION)
-                .launch_type(LaunchType::Fargate)
-                .started_by("hangar/a")
-                .set_tags(Some(
-                    tags.iter()
-                        .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
-                        .collect(),
-                ))
-                .network_configuration(awsvpc(
-                    launch.subnets.clone(),
-                    launch.security_groups.clone(),
-                ))
-                .send()
-                .await
-                .unwrap();
+        for tags in [vec![], vec![(TAG_POOL, "a".to_string())]] {
+            run_task_by_hand(&moto, &launch, "hangar/a", &tags).await;
         }
 
         let listed = rig.backend.list("a").await.unwrap();
@@ -576,38 +590,15 @@ async fn list_describes_tasks_in_batches_of_one_hundred() {
     within(90, async {
         let (moto, launch) = deploy().await;
         let rig = rig(&moto, launch.clone());
-        let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
         let mut started = 0;
         while started < 105 {
             let id = started + 1;
-            let run = ecs
-                .run_task()
-                .cluster(CLUSTER)
-                .task_definition(TASK_DEFINITION)
-                .launch_type(LaunchType::Fargate)
-                .count(1)
-                .started_by("hangar/big")
-                .tags(Tag::builder().key(TAG_POOL).value("big").build())
-                .tags(
-                    Tag::builder()
-                        .key(TAG_RUNNER_NAME)
-                        .value(format!("r-{id}"))
-                        .build(),
-                )
-                .tags(
-                    Tag::builder()
-                        .key(TAG_RUNNER_ID)
-                        .value(id.to_string())
-                        .build(),
-                )
-                .network_configuration(awsvpc(
-                    launch.subnets.clone(),
-                    launch.security_groups.clone(),
-                ))
-                .send()
-                .await
-                .unwrap();
-            started += run.tasks().len();
+            let tags = [
+                (TAG_POOL, "big".to_string()),
+                (TAG_RUNNER_NAME, format!("r-{id}")),
+                (TAG_RUNNER_ID, id.to_string()),
+            ];
+            started += run_task_by_hand(&moto, &launch, "hangar/big", &tags).await;
         }
 
         let listed = rig.backend.list("big").await.unwrap();
