@@ -22,7 +22,7 @@ use hangar::controller::config::EcsLaunch;
 use hangar::credentials::SsmParameterStore;
 use secrecy::{ExposeSecret, SecretString};
 use support::moto::{Moto, awsvpc, sdk_config_at};
-use support::within;
+use support::{LogBuffer, within};
 
 const CLUSTER: &str = "hangar-runners";
 const TASK_DEFINITION: &str = "hangar-runner";
@@ -650,43 +650,10 @@ async fn a_capacity_provider_replaces_the_launch_type() {
     .await
 }
 
-/// Everything logged, at trace level for every crate (the AWS SDK's included).
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-
-    fn make_writer(&'a self) -> LogBuffer {
-        self.clone()
-    }
-}
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn the_jit_value_stays_out_of_trace_logs() {
     let logs = LogBuffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
+    let subscriber = logs.subscriber();
     // Global: with a thread-local one (`set_default`), SDK events went missing while the other
     // tests of this binary ran in parallel. Their events land here too, which widens the search:
     // every JIT value of these tests starts with JIT_MARK.

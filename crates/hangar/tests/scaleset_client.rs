@@ -516,47 +516,6 @@ async fn a_busy_runner_is_never_removed() {
     .await
 }
 
-/// Everything logged, at trace level for every crate.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-
-    fn make_writer(&'a self) -> LogBuffer {
-        self.clone()
-    }
-}
-
-impl LogBuffer {
-    /// Captures every event of this thread, at trace level, while the guard lives. Tests run
-    /// on one thread, so that is every event of the test, its client and its servers.
-    fn capture() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
-        let logs = LogBuffer::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn tokens_stay_out_of_trace_logs_and_errors() {
     let (logs, _guard) = LogBuffer::capture();
