@@ -122,7 +122,8 @@ enum Command {
     Controller {
         #[command(subcommand)]
         action: Option<ControllerAction>,
-        /// The pool file (TOML).
+        /// The pool file (TOML). HANGAR_CONFIG_TOML, if set, holds the file's text instead (for
+        /// an ECS task that gets it from SSM; not reloaded).
         #[arg(
             long,
             short,
@@ -342,7 +343,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action: Some(ControllerAction::CheckConfig),
             config,
         } => {
-            let config = controller::config::ControllerConfig::load(&config)?;
+            let config = match std::env::var(controller::runtime::ENV_CONFIG_TOML)
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+            {
+                Some(text) => controller::config::ControllerConfig::parse(
+                    &text,
+                    controller::runtime::ENV_CONFIG_TOML,
+                )?,
+                None => controller::config::ControllerConfig::load(&config)?,
+            };
             print!("{}", controller::check::describe(&config));
             Ok(ExitCode::SUCCESS)
         }
@@ -357,8 +367,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::info!("stopping: deleting the sessions, leaving runners to finish");
                 on_signal.cancel();
             });
-            controller::runtime::run(controller::runtime::RunOptions::new(config, shutdown))
-                .await?;
+            let mut options = controller::runtime::RunOptions::new(config, shutdown);
+            options.config_text = std::env::var(controller::runtime::ENV_CONFIG_TOML)
+                .ok()
+                .filter(|t| !t.trim().is_empty());
+            controller::runtime::run(options).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status {

@@ -695,6 +695,28 @@ async fn check_config_prints_the_plan_and_bad_input_exits_2_with_the_fix() {
         assert!(text.contains(wanted), "{wanted:?} in:\n{text}");
     }
 
+    // The same text from HANGAR_CONFIG_TOML (how an ECS task gets it from SSM): no file needed.
+    let text = std::fs::read_to_string(&good).unwrap();
+    let out = support::hangar(
+        &[
+            "controller",
+            "check-config",
+            "--config",
+            "/nonexistent.toml",
+        ],
+        &[("HANGAR_CONFIG_TOML", text.as_str())],
+    )
+    .await;
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    assert!(support::text(&out.stdout).contains("pool \"org\": organization your-organization"));
+    let out = support::hangar(
+        &["controller", "check-config"],
+        &[("HANGAR_CONFIG_TOML", "[[pool]]\nname = 1\n")],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(support::text(&out.stderr).contains("HANGAR_CONFIG_TOML is not valid TOML"));
+
     // A file that does not validate: exit 2, the field and the fix, nothing started.
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[[pool]]\nname = \"x\"\nrepository = \"o/r\"\nmin_idle = 3\nmax = 1\n[pool.local]\nwork_root = \"/tmp/x\"\n").unwrap();

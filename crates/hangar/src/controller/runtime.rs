@@ -48,6 +48,9 @@ use crate::github::{GitHubConfig, Scope};
 /// What `run` needs besides the file.
 pub struct RunOptions {
     pub config_path: PathBuf,
+    /// The pool file's text itself (from `HANGAR_CONFIG_TOML`, e.g. an ECS secret), instead of
+    /// reading `config_path`; such a configuration is never reloaded.
+    pub config_text: Option<String>,
     /// Where `GITHUB_PAT` / `GITHUB_APP_*` (and the webhook secret) are read from.
     pub credential_env: CredentialEnv,
     /// Cancel to stop the controller.
@@ -69,6 +72,7 @@ impl RunOptions {
     pub fn new(config_path: PathBuf, shutdown: CancellationToken) -> RunOptions {
         RunOptions {
             config_path,
+            config_text: None,
             credential_env: CredentialEnv::Process,
             shutdown,
             on_listening: None,
@@ -78,6 +82,9 @@ impl RunOptions {
         }
     }
 }
+
+/// The variable that can carry the whole pool file (an ECS task gets it from SSM).
+pub const ENV_CONFIG_TOML: &str = "HANGAR_CONFIG_TOML";
 
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +162,10 @@ impl Shared {
 
 /// Runs the controller until `options.shutdown` is cancelled.
 pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
-    let config = ControllerConfig::load(&options.config_path)?;
+    let config = match &options.config_text {
+        Some(text) => ControllerConfig::parse(text, ENV_CONFIG_TOML)?,
+        None => ControllerConfig::load(&options.config_path)?,
+    };
     let settings = config.settings.clone();
     let connection = Connection {
         github: GitHubConfig::new(&settings.github_api_url, &settings.github_web_url),
@@ -203,7 +213,7 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
     }
     tracing::info!(
         pools = config.pools.len(),
-        config = %options.config_path.display(),
+        config = %options.config_text.as_ref().map_or_else(|| options.config_path.display().to_string(), |_| ENV_CONFIG_TOML.to_string()),
         "controller started"
     );
 
@@ -239,6 +249,9 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
         tokio::select! {
             _ = root.cancelled() => break,
             _ = tokio::time::sleep(settings.reload_interval) => {}
+        }
+        if options.config_text.is_some() {
+            continue;
         }
         match watcher.check() {
             Reload::Unchanged => {}
