@@ -454,6 +454,11 @@ mod tests {
         }
     }
 
+    /// One pass at `now`, remembering `memory`, with no budget limit.
+    fn at(limits: &PoolLimits, observed: &Observed, memory: &Memory, now: DateTime<Utc>) -> Plan {
+        plan(limits, observed, memory, &Allowance::unlimited(), now)
+    }
+
     fn run(limits: &PoolLimits, observed: &Observed) -> Plan {
         plan(
             limits,
@@ -658,17 +663,11 @@ mod tests {
             ..Observed::default()
         };
         let limits = limits(0, 10);
-        let first = plan(
-            &limits,
-            &obs,
-            &Memory::default(),
-            &Allowance::unlimited(),
-            now(),
-        );
+        let first = at(&limits, &obs, &Memory::default(), now());
         assert!(first.actions.is_empty(), "first sighting starts the clock");
         assert_eq!(first.memory.ghost_since.get(&9), Some(&now()));
         let later = now() + chrono::Duration::seconds(601);
-        let second = plan(&limits, &obs, &first.memory, &Allowance::unlimited(), later);
+        let second = at(&limits, &obs, &first.memory, later);
         assert_eq!(
             retired(&second),
             vec![(9, Reason::Ghost)],
@@ -680,13 +679,7 @@ mod tests {
             tasks: vec![task(9, TaskState::Running, 60)],
             ..obs.clone()
         };
-        let third = plan(
-            &limits,
-            &back,
-            &first.memory,
-            &Allowance::unlimited(),
-            later,
-        );
+        let third = at(&limits, &back, &first.memory, later);
         assert!(third.memory.ghost_since.is_empty());
     }
 
@@ -729,13 +722,7 @@ mod tests {
             tasks: vec![task(1, TaskState::Running, 60)],
             ..Observed::default()
         };
-        let first = plan(
-            &limits,
-            &obs,
-            &Memory::default(),
-            &Allowance::unlimited(),
-            now(),
-        );
+        let first = at(&limits, &obs, &Memory::default(), now());
         assert_eq!(
             launches(&first),
             1,
@@ -746,7 +733,7 @@ mod tests {
             "it is given time to exit by itself"
         );
         let later = now() + chrono::Duration::seconds(601);
-        let second = plan(&limits, &obs, &first.memory, &Allowance::unlimited(), later);
+        let second = at(&limits, &obs, &first.memory, later);
         assert_eq!(
             stopped(&second),
             vec![("task-1".to_string(), Reason::Orphan)]
@@ -777,12 +764,12 @@ mod tests {
             launch_blocked: Some((now() + chrono::Duration::seconds(30), "no capacity".into())),
             ..Memory::default()
         };
-        let plan_ = plan(&limits, &obs, &blocked, &Allowance::unlimited(), now());
+        let plan_ = at(&limits, &obs, &blocked, now());
         assert_eq!(launches(&plan_), 0);
         assert!(plan_.status.launch_held.unwrap().contains("no capacity"));
         // Once the back-off has passed it is forgotten.
         let later = now() + chrono::Duration::seconds(31);
-        let plan_ = plan(&limits, &obs, &blocked, &Allowance::unlimited(), later);
+        let plan_ = at(&limits, &obs, &blocked, later);
         assert_eq!(launches(&plan_), 5);
         assert_eq!(plan_.memory.launch_blocked, None);
         let budget = Allowance {
@@ -873,7 +860,7 @@ mod tests {
                 task_seen: BTreeMap::new(),
                 launch_blocked: None,
             };
-            let p = plan(&l, &obs, &memory, &Allowance::unlimited(), now());
+            let p = at(&l, &obs, &memory, now());
             let busy: BTreeSet<u64> = obs
                 .runners
                 .iter()
