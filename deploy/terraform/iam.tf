@@ -130,10 +130,10 @@ resource "aws_iam_role_policy" "task" {
   policy = data.aws_iam_policy_document.task.json
 }
 
-# Optional: one-shot JIT configurations (RUNNER_JIT_CONFIG_PARAMETER), which the agent reads and
-# then deletes, under <prefix>/jit/ only.
+# Optional (forced on by enable_controller): one-shot JIT configurations
+# (RUNNER_JIT_CONFIG_PARAMETER), which the agent reads and then deletes, under <prefix>/jit/ only.
 data "aws_iam_policy_document" "task_jit" {
-  count = var.enable_jit_config_parameters ? 1 : 0
+  count = local.grant_jit_config_parameters ? 1 : 0
 
   statement {
     sid       = "TakeOneShotJitConfig"
@@ -146,7 +146,7 @@ data "aws_iam_policy_document" "task_jit" {
     sid       = "DecryptOneShotJitConfig"
     effect    = "Allow"
     actions   = ["kms:Decrypt"]
-    resources = [local.kms_key_arn]
+    resources = [local.jit_kms_key_arn]
 
     condition {
       test     = "StringEquals"
@@ -163,7 +163,7 @@ data "aws_iam_policy_document" "task_jit" {
 }
 
 resource "aws_iam_role_policy" "task_jit" {
-  count = var.enable_jit_config_parameters ? 1 : 0
+  count = local.grant_jit_config_parameters ? 1 : 0
 
   name   = "one-shot-jit-config"
   role   = aws_iam_role.task.id
@@ -194,4 +194,204 @@ resource "aws_iam_role_policy" "task_exec" {
   name   = "ecs-exec"
   role   = aws_iam_role.task.id
   policy = data.aws_iam_policy_document.task_exec[0].json
+}
+
+################################################################################
+# hangar controller (enable_controller): its own two roles, each statement scoped.
+################################################################################
+
+resource "aws_iam_role" "controller_execution" {
+  count = var.enable_controller ? 1 : 0
+
+  name_prefix          = "hangar-controller-exec-"
+  description          = "ECS task execution role of hangar controller: reads its pool file and the GitHub credentials from SSM and writes its logs."
+  assume_role_policy   = data.aws_iam_policy_document.execution_assume.json
+  permissions_boundary = var.iam_role_permissions_boundary
+}
+
+data "aws_iam_policy_document" "controller_execution" {
+  count = var.enable_controller ? 1 : 0
+
+  # Exactly what the controller's `secrets` name: the pool file and this mode's credentials.
+  statement {
+    sid       = "ReadControllerConfigAndCredentials"
+    effect    = "Allow"
+    actions   = ["ssm:GetParameters"]
+    resources = concat([local.controller_config_parameter_arn], local.credential_parameter_arns)
+  }
+
+  # The SecureString credentials only (the pool file is a String), through SSM only.
+  statement {
+    sid       = "DecryptControllerCredentials"
+    effect    = "Allow"
+    actions   = ["kms:Decrypt"]
+    resources = [local.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${var.aws_region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:PARAMETER_ARN"
+      values   = local.credential_parameter_arns
+    }
+  }
+
+  statement {
+    sid       = "WriteControllerLogs"
+    effect    = "Allow"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.controller[0].arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "controller_execution" {
+  count = var.enable_controller ? 1 : 0
+
+  name   = "controller-config-credentials-and-logs"
+  role   = aws_iam_role.controller_execution[0].id
+  policy = data.aws_iam_policy_document.controller_execution[0].json
+}
+
+resource "aws_iam_role" "controller_task" {
+  count = var.enable_controller ? 1 : 0
+
+  name_prefix          = "hangar-controller-task-"
+  description          = "ECS task role of hangar controller: starts, tags, lists and stops the runner tasks of its cluster and writes their one-shot JIT parameters."
+  assume_role_policy   = data.aws_iam_policy_document.task_assume.json
+  permissions_boundary = var.iam_role_permissions_boundary
+}
+
+data "aws_iam_policy_document" "controller_task" {
+  count = var.enable_controller ? 1 : 0
+
+  # RunTask of the runners' task definitions (any revision), in this cluster only.
+  statement {
+    sid       = "RunRunnerTasks"
+    effect    = "Allow"
+    actions   = ["ecs:RunTask"]
+    resources = local.runner_task_definition_arn_patterns
+
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [local.cluster_arn]
+    }
+  }
+
+  # The hangar:pool / hangar:runner-name / hangar:runner-id tags RunTask puts on a new task
+  # (tagging on create needs ecs:TagResource), and no tagging of existing tasks.
+  statement {
+    sid       = "TagRunnerTasksAtLaunch"
+    effect    = "Allow"
+    actions   = ["ecs:TagResource"]
+    resources = [local.cluster_task_arn_pattern]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ecs:CreateAction"
+      values   = ["RunTask"]
+    }
+  }
+
+  statement {
+    sid       = "ObserveAndStopClusterTasks"
+    effect    = "Allow"
+    actions   = ["ecs:DescribeTasks", "ecs:StopTask"]
+    resources = [local.cluster_task_arn_pattern]
+  }
+
+  # ListTasks is authorized on container instances, not tasks; the cluster condition keeps it to
+  # this cluster (Fargate tasks have no container instance, hence "*").
+  statement {
+    sid       = "ListClusterTasks"
+    effect    = "Allow"
+    actions   = ["ecs:ListTasks"]
+    resources = ["*"]
+
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [local.cluster_arn]
+    }
+  }
+
+  statement {
+    sid       = "CheckCluster"
+    effect    = "Allow"
+    actions   = ["ecs:DescribeClusters"]
+    resources = [local.cluster_arn]
+  }
+
+  # Checked at start (the runner container exists). DescribeTaskDefinition supports no
+  # resource-level permissions: AWS accepts only "*" for it.
+  statement {
+    sid       = "CheckTaskDefinitions"
+    effect    = "Allow"
+    actions   = ["ecs:DescribeTaskDefinition"]
+    resources = ["*"]
+  }
+
+  # RunTask hands the runners' two roles to ECS, and to ECS tasks only.
+  statement {
+    sid       = "PassRunnerRoles"
+    effect    = "Allow"
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.execution.arn, aws_iam_role.task.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+
+  # One-shot JIT configurations: written before RunTask, deleted when a launch fails or is reaped.
+  statement {
+    sid       = "WriteOneShotJitConfig"
+    effect    = "Allow"
+    actions   = ["ssm:DeleteParameter", "ssm:PutParameter"]
+    resources = [local.jit_parameter_arn_pattern]
+  }
+
+  # Finds leftover one-shot parameters; DescribeParameters supports no resource-level
+  # permissions, AWS accepts only "*" (it returns names and metadata, never values).
+  statement {
+    sid       = "FindLeftoverJitConfig"
+    effect    = "Allow"
+    actions   = ["ssm:DescribeParameters"]
+    resources = ["*"]
+  }
+
+  # PutParameter of a SecureString encrypts with the AWS managed alias/aws/ssm key (the controller
+  # passes no KeyId); through SSM, for the one-shot parameters only.
+  statement {
+    sid       = "EncryptOneShotJitConfig"
+    effect    = "Allow"
+    actions   = ["kms:Encrypt", "kms:GenerateDataKey"]
+    resources = [local.jit_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${var.aws_region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:PARAMETER_ARN"
+      values   = [local.jit_parameter_arn_pattern]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "controller_task" {
+  count = var.enable_controller ? 1 : 0
+
+  name   = "controller-runner-tasks-and-jit-config"
+  role   = aws_iam_role.controller_task[0].id
+  policy = data.aws_iam_policy_document.controller_task[0].json
 }

@@ -57,8 +57,12 @@ resource "aws_ecs_task_definition" "github_runner" {
   ])
 }
 
+# With enable_controller there are no fixed services: the controller starts each runner with
+# RunTask from the task definition above. Not kept at desired_count 0 either: such a service would
+# still be one `-replace` or console edit away from starting long-lived runners registered with
+# the credentials, beside the controller's ephemeral ones and outside its scale sets and limits.
 resource "aws_ecs_service" "github_runner" {
-  for_each = local.runners
+  for_each = { for key, runner in local.runners : key => runner if !var.enable_controller }
 
   name             = each.value.name
   cluster          = data.aws_ecs_cluster.this.arn

@@ -19,8 +19,11 @@ output "service_arns" {
 }
 
 output "service_replace_arguments" {
-  description = "The -replace arguments that redeploy every runner service (the update procedure in README.md): `terraform apply -var=... <these>`."
-  value       = join(" ", [for key in keys(local.runners) : "-replace='aws_ecs_service.github_runner[\"${key}\"]'"])
+  description = "The -replace arguments that redeploy every runner service (the update procedure in README.md): `terraform apply -var=... <these>`. With enable_controller, the controller's service (runners it starts pull the image anew each time)."
+  value = join(" ", concat(
+    [for key in keys(local.runners) : "-replace='aws_ecs_service.github_runner[\"${key}\"]'" if !var.enable_controller],
+    var.enable_controller ? ["-replace='aws_ecs_service.controller[0]'"] : [],
+  ))
 }
 
 output "task_definition_arns" {
@@ -51,4 +54,19 @@ output "task_role_arn" {
 output "ssm_parameter_names" {
   description = "The Parameter Store names the runners' credentials are read from in this mode."
   value       = [for credential in local.credential_parameters : "${var.ssm_parameter_prefix}/${credential.parameter}"]
+}
+
+output "controller_service_name" {
+  description = "With enable_controller: the ECS service running `hangar controller` (hangar-controller); null without."
+  value       = one(aws_ecs_service.controller[*].name)
+}
+
+output "controller_config_parameter_name" {
+  description = "With enable_controller: the String parameter holding the generated pool file (<prefix>/controller/config), for `aws ssm get-parameter`; null without."
+  value       = one(aws_ssm_parameter.controller_config[*].name)
+}
+
+output "controller_log_group_name" {
+  description = "With enable_controller: the controller's log group (awslogs-hangar-controller), for `aws logs tail`; null without."
+  value       = one(aws_cloudwatch_log_group.controller[*].name)
 }

@@ -239,6 +239,43 @@ variable "enable_execute_command" {
 }
 
 ################################################################################
+# Autoscaling: hangar controller
+################################################################################
+
+variable "enable_controller" {
+  description = "Run `hangar controller` (one ECS service) to start ephemeral runners on demand instead of the fixed per-key services: the per-key task definitions stay as the runners' templates, the per-key services are not created, and the task role may take one-shot JIT configurations under `<prefix>/jit/`. The pool file is generated into the String parameter `<prefix>/controller/config`. Off by default."
+  type        = bool
+  default     = false
+
+  validation {
+    condition     = var.enable_controller != null
+    error_message = "enable_controller must be true or false."
+  }
+}
+
+variable "controller_min_idle" {
+  description = "With enable_controller: idle runners the controller keeps ready per pool (each repository in standalone mode, the organization in org mode), as the pools' min_idle. 0 starts a runner only when a job is assigned."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.controller_min_idle >= 0 && var.controller_min_idle <= 1000 && floor(var.controller_min_idle) == var.controller_min_idle
+    error_message = "controller_min_idle must be a whole number from 0 to 1000 (and not above controller_max)."
+  }
+}
+
+variable "controller_max" {
+  description = "With enable_controller: the most runners (idle and busy) per pool, as the pools' max."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.controller_max >= 1 && var.controller_max <= 1000 && floor(var.controller_max) == var.controller_max
+    error_message = "controller_max must be a whole number from 1 to 1000."
+  }
+}
+
+################################################################################
 # Logs, IAM and tags
 ################################################################################
 

@@ -817,6 +817,17 @@ def _join(sep, values):
     return _need(sep, str, "join()").join(to_template_string(v) for v in _need(values, list, "join()"))
 
 
+def _substr(string, offset, length):
+    string = _need(string, str, "substr()")
+    if offset < 0 or length < -1:
+        raise Unsupported("substr() with a negative offset or length")
+    return string[int(offset) :] if length == -1 else string[int(offset) : int(offset) + int(length)]
+
+
+def _trim(string, cutset):
+    return _need(string, str, "trim()").strip(_need(cutset, str, "trim()"))
+
+
 def _contains(collection, value):
     return value in _need(collection, list, "contains()")
 
@@ -835,4 +846,7 @@ FUNCTIONS = {
     "one": _one,
     "regex": _regex,
     "replace": _replace,
+    "substr": _substr,
+    "trim": _trim,
+    "values": lambda m: [m[k] for k in _keys(m)],
 }
