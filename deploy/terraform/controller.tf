@@ -81,6 +81,7 @@ resource "aws_ecs_task_definition" "controller" {
       stopTimeout = 30
 
       portMappings = [{ containerPort = local.controller_port, protocol = "tcp" }]
+      dockerLabels = { "hangar.config-sha256" = local.controller_config_sha256 }
 
       environment = [
         { name = "HANGAR_LOG_FORMAT", value = "json" },

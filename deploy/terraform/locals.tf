@@ -145,4 +145,7 @@ locals {
     ],
     [""],
   ))
+  # The controller reads the file only at start: a label with its hash gives the task definition a
+  # new revision when the file changes, so `apply` also rolls the controller onto it.
+  controller_config_sha256 = sha256(local.controller_config_toml)
 }

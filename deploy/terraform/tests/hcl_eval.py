@@ -17,6 +17,7 @@ being evaluated wrongly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -846,6 +847,7 @@ FUNCTIONS = {
     "one": _one,
     "regex": _regex,
     "replace": _replace,
+    "sha256": lambda s: hashlib.sha256(_need(s, str, "sha256()").encode()).hexdigest(),
     "substr": _substr,
     "trim": _trim,
     "values": lambda m: [m[k] for k in _keys(m)],

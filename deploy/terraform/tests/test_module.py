@@ -24,6 +24,7 @@ checked against the real thing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -866,6 +867,17 @@ class ControllerService(unittest.TestCase):
                 self.assertEqual(logs["options"]["awslogs-group"], "awslogs-hangar-controller")
                 self.assertEqual(logs["options"]["awslogs-region"], "us-east-1")
 
+    def test_a_changed_pool_file_gives_a_new_task_definition(self):
+        def label(variables):
+            c = self.controller_container(plan(variables))
+            return c["dockerLabels"]["hangar.config-sha256"]
+
+        base = {**ORG, "enable_controller": True}
+        text = instance(plan(base), "aws_ssm_parameter.controller_config[0]").evaluate()["value"]
+        self.assertEqual(label(base), hashlib.sha256(text.encode()).hexdigest())
+        self.assertNotEqual(label(base), label({**base, "controller_max": 11}))
+        self.assertEqual(label(base), label({**base, "desired_count": 3}), "only the pool file counts")
+
     def test_service_is_a_single_private_controller(self):
         for label, variables in CONTROLLER_MODES.items():
             with self.subTest(label):
@@ -1051,6 +1063,7 @@ COMPARED_LOCALS = [
     "runner_task_definition_arn_patterns",
     "controller_pools",
     "controller_config_toml",
+    "controller_config_sha256",
 ]
 
 
