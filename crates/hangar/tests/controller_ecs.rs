@@ -123,6 +123,7 @@ fn launch_settings(subnets: Vec<String>, security_groups: Vec<String>) -> EcsLau
         launch_type: None,
         capacity_provider: None,
         parameter_prefix: PREFIX.into(),
+        kms_key_id: None,
     }
 }
 
@@ -646,6 +647,39 @@ async fn a_capacity_provider_replaces_the_launch_type() {
             "ENABLED"
         );
         assert_eq!(rig.backend.list("spot").await.unwrap().len(), 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_configured_kms_key_encrypts_the_one_shot_parameter() {
+    within(60, async {
+        let (moto, deployed) = deploy().await;
+        let key = "alias/hangar-jit";
+        let with_key = rig(
+            &moto,
+            EcsLaunch {
+                kms_key_id: Some(key.into()),
+                ..deployed.clone()
+            },
+        );
+        with_key
+            .backend
+            .launch(request(&tags("kms", 1)))
+            .await
+            .unwrap();
+        assert_eq!(with_key.ssm_calls.bodies("PutParameter")[0]["KeyId"], key);
+        // Without one, no KeyId: SSM uses the account's aws/ssm key.
+        let without = rig(&moto, deployed);
+        without
+            .backend
+            .launch(request(&tags("kms", 2)))
+            .await
+            .unwrap();
+        assert_eq!(
+            without.ssm_calls.bodies("PutParameter")[0].get("KeyId"),
+            None
+        );
     })
     .await
 }

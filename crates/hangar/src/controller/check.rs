@@ -109,7 +109,7 @@ pub fn describe(config: &ControllerConfig) -> String {
             BackendConfig::Ecs(e) => {
                 let _ = writeln!(
                     out,
-                    "  backend: ECS cluster {}, task definition {} (container {}), {}, subnets [{}], security groups [{}], public IP {}; JIT via one-shot SSM SecureString under {}/{}/",
+                    "  backend: ECS cluster {}, task definition {} (container {}), {}, subnets [{}], security groups [{}], public IP {}; JIT via one-shot SSM SecureString under {}/{}/ (KMS key {})",
                     e.cluster,
                     e.task_definition,
                     e.container_name,
@@ -122,7 +122,8 @@ pub fn describe(config: &ControllerConfig) -> String {
                     e.security_groups.join(", "),
                     if e.assign_public_ip { "yes" } else { "no" },
                     e.parameter_prefix,
-                    pool.name
+                    pool.name,
+                    e.kms_key_id.as_deref().unwrap_or("aws/ssm"),
                 );
             }
             BackendConfig::Local(local) => {

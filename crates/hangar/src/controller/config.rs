@@ -51,6 +51,10 @@ pub struct EcsLaunch {
     /// Where one-shot JIT parameters are written: `<prefix>/<pool>/<runner name>`.
     #[serde(default = "default_handoff_prefix")]
     pub parameter_prefix: String,
+    /// The KMS key (id, ARN or alias) the one-shot SecureStrings are encrypted with; default:
+    /// the account's `aws/ssm` key. The runner tasks' role needs `kms:Decrypt` on it.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
 }
 
 /// Launch settings of a pool run as local processes (`hangar dev`, tests).

@@ -223,6 +223,7 @@ impl EcsBackend {
             .name(name)
             .value(jit_config.expose_secret())
             .r#type(ParameterType::SecureString)
+            .set_key_id(self.launch.kms_key_id.clone())
             .tier(tier)
             .overwrite(false)
             .description(format!(
@@ -1130,6 +1131,7 @@ mod tests {
             launch_type: None,
             capacity_provider: None,
             parameter_prefix: "/hangar/jit".into(),
+            kms_key_id: None,
         }
     }
 
