@@ -7,10 +7,10 @@ data "aws_ecs_cluster" "this" {
   cluster_name = var.ecs_cluster_name
 }
 
-# The AWS managed key of Parameter Store: when no kms_key_arn is given, and with the controller,
-# which writes the one-shot JIT parameters with this key (see local.jit_kms_key_arn).
+# The AWS managed key of Parameter Store, when no kms_key_arn is given (the credentials and the
+# controller's one-shot JIT parameters are then encrypted with it).
 data "aws_kms_alias" "ssm" {
-  count = var.kms_key_arn == null || var.enable_controller ? 1 : 0
+  count = var.kms_key_arn == null ? 1 : 0
 
   name = "alias/aws/ssm"
 }

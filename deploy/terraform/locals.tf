@@ -63,7 +63,7 @@ locals {
   # One-shot JIT configurations (RUNNER_JIT_CONFIG_PARAMETER) live under <prefix>/jit/.
   jit_parameter_arn_pattern = "${local.ssm_parameter_arn_prefix}/jit/*"
 
-  # The AWS managed alias/aws/ssm key (looked up without kms_key_arn, and with the controller).
+  # The AWS managed alias/aws/ssm key (looked up only without kms_key_arn).
   ssm_managed_key_arn = one(data.aws_kms_alias.ssm[*].target_key_arn)
   # The key of the SecureString parameters: the given one, or the AWS managed alias/aws/ssm key.
   kms_key_arn = var.kms_key_arn != null ? var.kms_key_arn : local.ssm_managed_key_arn
@@ -81,9 +81,9 @@ locals {
   # The controller hands each new runner its JIT configuration as a one-shot SecureString, so the
   # task role needs the <prefix>/jit/ permissions whenever the controller runs.
   grant_jit_config_parameters = var.enable_jit_config_parameters || var.enable_controller
-  # The controller writes the one-shot parameters without a KeyId, so SSM encrypts them with the
-  # AWS managed alias/aws/ssm key whatever kms_key_arn says (its [pool.ecs] has no key setting).
-  jit_kms_key_arn = var.enable_controller ? local.ssm_managed_key_arn : local.kms_key_arn
+  # The controller writes the one-shot parameters with kms_key_arn when it is given (its pools'
+  # kms_key_id), else with the AWS managed alias/aws/ssm key: the same key as the credentials.
+  jit_kms_key_arn = local.kms_key_arn
 
   jit_parameter_prefix             = "${var.ssm_parameter_prefix}/jit"
   controller_config_parameter_name = "${var.ssm_parameter_prefix}/controller/config"
@@ -141,6 +141,7 @@ locals {
           "launch_type = \"FARGATE\"",
           "parameter_prefix = ${jsonencode(local.jit_parameter_prefix)}",
         ],
+        var.kms_key_arn != null ? ["kms_key_id = ${jsonencode(var.kms_key_arn)}"] : [],
       ))
     ],
     [""],

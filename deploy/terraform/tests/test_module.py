@@ -639,7 +639,7 @@ LIMIT_FIELDS = {"min_idle", "max", "max_runtime", "pending_timeout", "registrati
 POOL_FIELDS = {"name", "repository", "organization", "scale_set", "labels", "runner_group", "ecs", "local"} | LIMIT_FIELDS
 ECS_FIELDS = {
     "cluster", "task_definition", "container_name", "subnets", "security_groups", "assign_public_ip",
-    "launch_type", "capacity_provider", "parameter_prefix",
+    "launch_type", "capacity_provider", "parameter_prefix", "kms_key_id",
 }
 CONTROLLER_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
@@ -986,12 +986,13 @@ class ControllerIam(unittest.TestCase):
                 self.assertEqual({pool["ecs"]["parameter_prefix"] for pool in pool_file(p)["pool"]}, {f"{PREFIX}/jit"})
 
     def test_jit_parameters_use_the_key_the_controller_writes_with(self):
-        # The controller writes with alias/aws/ssm even when kms_key_arn names another key; the
-        # credentials keep kms_key_arn.
+        # With kms_key_arn, the controller's pools write the one-shot parameters with it
+        # (kms_key_id), so every key permission names it and alias/aws/ssm is not looked up.
         p = plan({**ORG, "enable_controller": True, "kms_key_arn": CONTROLLER_KEY})
-        self.assertIn("data.aws_kms_alias.ssm[0]", p.all_instances("data"))
-        self.assertEqual(statements(p, "task_jit[0]")["DecryptOneShotJitConfig"]["resources"], [SSM_MANAGED_KEY])
-        self.assertEqual(statements(p, "controller_task[0]")["EncryptOneShotJitConfig"]["resources"], [SSM_MANAGED_KEY])
+        self.assertNotIn("data.aws_kms_alias.ssm[0]", p.all_instances("data"))
+        self.assertEqual({pool["ecs"]["kms_key_id"] for pool in pool_file(p)["pool"]}, {CONTROLLER_KEY})
+        self.assertEqual(statements(p, "task_jit[0]")["DecryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
+        self.assertEqual(statements(p, "controller_task[0]")["EncryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
         self.assertEqual(statements(p, "controller_execution[0]")["DecryptControllerCredentials"]["resources"], [CONTROLLER_KEY])
         self.assertEqual(statements(p, "execution")["DecryptRunnerCredentials"]["resources"], [CONTROLLER_KEY])
         # Without the controller, one-shot parameters are whoever's writes them, with kms_key_arn.
@@ -1047,7 +1048,7 @@ class Documentation(unittest.TestCase):
 DATA_REFERENCES = {
     "data.aws_partition.current.partition": json.dumps(STUBS[("data", "aws_partition", "current")]["partition"]),
     "data.aws_caller_identity.current.account_id": json.dumps(ACCOUNT),
-    "data.aws_kms_alias.ssm[*].target_key_arn": f"(var.kms_key_arn == null || var.enable_controller ? [{json.dumps(SSM_MANAGED_KEY)}] : [])",
+    "data.aws_kms_alias.ssm[*].target_key_arn": f"(var.kms_key_arn == null ? [{json.dumps(SSM_MANAGED_KEY)}] : [])",
 }
 COMPARED_LOCALS = [
     "runners",
