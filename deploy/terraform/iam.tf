@@ -366,8 +366,8 @@ data "aws_iam_policy_document" "controller_task" {
     resources = ["*"]
   }
 
-  # PutParameter of a SecureString encrypts with the AWS managed alias/aws/ssm key (the controller
-  # passes no KeyId); through SSM, for the one-shot parameters only.
+  # PutParameter of a SecureString encrypts with the pools' kms_key_id (kms_key_arn), or the AWS
+  # managed alias/aws/ssm key without one; through SSM, for the one-shot parameters only.
   statement {
     sid       = "EncryptOneShotJitConfig"
     effect    = "Allow"
