@@ -82,9 +82,20 @@ pub fn render_text(status: &Value) -> String {
     if let Some(e) = controller["reload_error"].as_str() {
         let _ = writeln!(out, "  ! the changed configuration was not applied: {e}");
     }
+    let pools: Vec<&Value> = status["pools"].as_array().into_iter().flatten().collect();
+    // Columns as wide as their longest value, so a long repository name keeps the table aligned.
+    let width = |key: &str, header: &str| {
+        pools
+            .iter()
+            .map(|p| p[key].as_str().map_or(1, str::len))
+            .max()
+            .unwrap_or(0)
+            .max(header.len())
+    };
+    let (name_w, scope_w) = (width("name", "POOL"), width("scope", "SCOPE"));
     let _ = writeln!(
         out,
-        "\n{:<20} {:<36} {:<7} {:<10} {:>8} {:>7} {:>8} {:>7} {:>4} {:>4} {:>8} {:>7}",
+        "\n{:<name_w$} {:<scope_w$} {:<7} {:<10} {:>8} {:>7} {:>8} {:>7} {:>4} {:>4} {:>8} {:>7}",
         "POOL",
         "SCOPE",
         "BACKEND",
@@ -99,7 +110,7 @@ pub fn render_text(status: &Value) -> String {
         "RETIRED"
     );
     let mut notes = Vec::new();
-    for pool in status["pools"].as_array().into_iter().flatten() {
+    for pool in pools {
         let report = &pool["report"];
         let st = &report["status"];
         let name = pool["name"].as_str().unwrap_or("?");
@@ -107,7 +118,7 @@ pub fn render_text(status: &Value) -> String {
         let short_session = session.split(':').next().unwrap_or(session);
         let _ = writeln!(
             out,
-            "{:<20} {:<36} {:<7} {:<10} {:>8} {:>7} {:>8} {:>7} {:>4} {:>4} {:>8} {:>7}",
+            "{:<name_w$} {:<scope_w$} {:<7} {:<10} {:>8} {:>7} {:>8} {:>7} {:>4} {:>4} {:>8} {:>7}",
             name,
             pool["scope"].as_str().unwrap_or("?"),
             pool["backend"].as_str().unwrap_or("?"),
@@ -163,7 +174,7 @@ mod tests {
         let status = json!({
             "controller": {"owner_name": "ctl-1", "started_at": "2026-11-28T12:00:00Z", "resync_interval_secs": 30.0, "reload_error": null},
             "pools": [
-                {"name": "standalone", "scope": "o/r", "backend": "ecs", "session": "live",
+                {"name": "standalone", "scope": "your-organization/a-rather-long-repository-name", "backend": "ecs", "session": "live",
                  "report": {"status": {"assigned_jobs": 3, "desired": 3, "capacity": 2, "pending": 1, "busy": 1, "idle": 0, "launch_held": null},
                             "launched_total": 7, "retired_total": 4, "launch_failure": {"reason": "capacity", "message": "no capacity to launch a runner: RESOURCE:FARGATE"}, "last_error": null}},
                 {"name": "org", "scope": "o", "backend": "ecs", "session": "waiting: another controller holds the session",
@@ -179,7 +190,7 @@ mod tests {
             cells,
             [
                 "standalone",
-                "o/r",
+                "your-organization/a-rather-long-repository-name",
                 "ecs",
                 "live",
                 "3",
@@ -200,6 +211,15 @@ mod tests {
             text.contains("org: session waiting: another controller holds the session"),
             "{text}"
         );
+        // Aligned: every row puts BACKEND at the same column as the header.
+        let column = |line: &str| line.find(" ecs ").or_else(|| line.find(" BACKEND "));
+        let header = text.lines().find(|l| l.starts_with("POOL")).unwrap();
+        for row in text
+            .lines()
+            .filter(|l| l.starts_with("standalone") || l.starts_with("org "))
+        {
+            assert_eq!(column(row), column(header), "{text}");
+        }
         let org = text.lines().find(|l| l.starts_with("org ")).unwrap();
         assert!(org.contains(" - "), "unknown assigned shows as -: {org}");
     }
