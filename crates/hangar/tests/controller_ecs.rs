@@ -22,7 +22,7 @@ use hangar::controller::config::EcsLaunch;
 use hangar::credentials::SsmParameterStore;
 use secrecy::{ExposeSecret, SecretString};
 use support::moto::{Moto, awsvpc, sdk_config_at};
-use support::{LogBuffer, within};
+use support::{LogBuffer, unused_loopback_port, within};
 
 const CLUSTER: &str = "hangar-runners";
 const TASK_DEFINITION: &str = "hangar-runner";
@@ -724,12 +724,7 @@ async fn the_jit_value_stays_out_of_trace_logs() {
 #[tokio::test]
 async fn no_answer_from_aws_is_unavailable_and_names_what_to_check() {
     within(30, async {
-        // A loopback port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = unused_loopback_port();
         let sdk = sdk_config_at(&format!("http://127.0.0.1:{port}"));
         let backend = EcsBackend::new(&sdk, launch_settings(vec![], vec![]));
         let runner = tags("p", 1);

@@ -535,11 +535,7 @@ async fn a_rate_limit_longer_than_the_budget_fails_fast_with_the_reason() {
 #[tokio::test]
 async fn an_unreachable_api_is_named_with_the_fix() {
     within(30, async {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = unused_loopback_port();
         let mut cfg =
             hangar::github::GitHubConfig::new(&format!("http://127.0.0.1:{port}"), "http://x");
         cfg.retry = RetryPolicy::fast();

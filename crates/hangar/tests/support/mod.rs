@@ -24,6 +24,16 @@ pub async fn within<T>(secs: u64, f: impl Future<Output = T>) -> T {
         .expect("test timed out")
 }
 
+/// A loopback port nobody listens on once this returns (the probe socket is closed), for a server
+/// to be started on or for a client to find nothing at.
+pub fn unused_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a loopback port is free")
+        .local_addr()
+        .expect("a bound socket has an address")
+        .port()
+}
+
 pub fn repo() -> Scope {
     Scope::repo(REPO).unwrap()
 }

@@ -4,7 +4,6 @@
 //! `moto_server` executable. Nothing here reaches a real AWS endpoint: every client is built by
 //! [`sdk_config_at`] with an explicit endpoint and test credentials.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,11 +62,7 @@ pub fn awsvpc(
 
 impl Moto {
     pub fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::unused_loopback_port();
         let child = Command::new(executable())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
