@@ -561,46 +561,41 @@ impl Show {
 
     fn on_event(&mut self, event: JobEvent) {
         let at = event.at();
+        if let Some((pool, line)) = self.record(event, at) {
+            say(self.t0, at, pool, &line);
+        }
+    }
+
+    /// Records what `event` says of a tracked job or runner; returns the live view's line for
+    /// it, if it is one the view shows.
+    fn record(&mut self, event: JobEvent, at: DateTime<Utc>) -> Option<(Pool, String)> {
         match event {
             JobEvent::RunnerOnline {
                 runner_id, name, ..
             } => {
-                if let Some(seen) = self.runners.get_mut(&name) {
-                    seen.online.get_or_insert(at);
-                    let pool = seen.pool;
-                    say(
-                        self.t0,
-                        at,
-                        pool,
-                        &format!("runner {name} (id {runner_id}) online, polling for jobs"),
-                    );
-                }
+                let seen = self.runners.get_mut(&name)?;
+                seen.online.get_or_insert(at);
+                let line = format!("runner {name} (id {runner_id}) online, polling for jobs");
+                Some((seen.pool, line))
             }
             JobEvent::RunnerRemoved { name, .. } => {
-                if let Some(seen) = self.runners.get_mut(&name) {
-                    seen.removed.get_or_insert(at);
-                    let (pool, why) = (
-                        seen.pool,
-                        if seen.took_job {
-                            "GitHub deletes an ephemeral runner after its job"
-                        } else {
-                            "it never took a job"
-                        },
-                    );
-                    say(
-                        self.t0,
-                        at,
-                        pool,
-                        &format!("runner {name} removed from GitHub ({why})"),
-                    );
-                }
+                let seen = self.runners.get_mut(&name)?;
+                seen.removed.get_or_insert(at);
+                let why = if seen.took_job {
+                    "GitHub deletes an ephemeral runner after its job"
+                } else {
+                    "it never took a job"
+                };
+                let line = format!("runner {name} removed from GitHub ({why})");
+                Some((seen.pool, line))
             }
             JobEvent::Queued { job_id, .. } => {
-                if let Some(r) = self.jobs.get_mut(&job_id) {
-                    r.queued = Some(at);
-                    let line = format!("job {} queued (runs-on: {})", r.name, r.pool);
-                    say(self.t0, at, r.pool, &line);
-                }
+                let r = self.jobs.get_mut(&job_id)?;
+                r.queued = Some(at);
+                Some((
+                    r.pool,
+                    format!("job {} queued (runs-on: {})", r.name, r.pool),
+                ))
             }
             JobEvent::Claimed {
                 job_id,
@@ -610,29 +605,26 @@ impl Show {
                 if let Some(seen) = self.runners.get_mut(&runner_name) {
                     seen.took_job = true;
                 }
-                if let Some(r) = self.jobs.get_mut(&job_id) {
-                    let line = format!("job {} claimed by {runner_name}", r.name);
-                    r.claimed = Some((at, runner_name));
-                    say(self.t0, at, r.pool, &line);
-                }
+                let r = self.jobs.get_mut(&job_id)?;
+                let line = format!("job {} claimed by {runner_name}", r.name);
+                r.claimed = Some((at, runner_name));
+                Some((r.pool, line))
             }
             JobEvent::StepStarted {
                 job_id, step, name, ..
             } => {
-                if let Some(r) = self.jobs.get_mut(&job_id) {
-                    let line = format!("step {} \"{name}\" started", step + 1);
-                    if let Ok(i) = usize::try_from(step) {
-                        let s = r.step_mut(i);
-                        s.name = name;
-                        s.started = Some(at);
-                    }
-                    say(self.t0, at, r.pool, &line);
+                let r = self.jobs.get_mut(&job_id)?;
+                let line = format!("step {} \"{name}\" started", step + 1);
+                if let Ok(i) = usize::try_from(step) {
+                    let s = r.step_mut(i);
+                    s.name = name;
+                    s.started = Some(at);
                 }
+                Some((r.pool, line))
             }
             JobEvent::Log { job_id, text, .. } => {
-                if let Some(r) = self.jobs.get(&job_id) {
-                    say(self.t0, at, r.pool, &format!("  | {text}"));
-                }
+                let r = self.jobs.get(&job_id)?;
+                Some((r.pool, format!("  | {text}")))
             }
             JobEvent::StepCompleted {
                 job_id,
@@ -640,44 +632,32 @@ impl Show {
                 conclusion,
                 ..
             } => {
-                if let Some(r) = self.jobs.get_mut(&job_id) {
-                    if let Ok(i) = usize::try_from(step) {
-                        r.step_mut(i).completed = Some((at, conclusion.as_str().to_string()));
-                    }
-                    say(
-                        self.t0,
-                        at,
-                        r.pool,
-                        &format!("step {} {}", step + 1, conclusion.as_str()),
-                    );
+                let r = self.jobs.get_mut(&job_id)?;
+                if let Ok(i) = usize::try_from(step) {
+                    r.step_mut(i).completed = Some((at, conclusion.as_str().to_string()));
                 }
+                Some((r.pool, format!("step {} {}", step + 1, conclusion.as_str())))
             }
             JobEvent::Completed {
                 job_id, conclusion, ..
             } => {
-                if let Some(r) = self.jobs.get_mut(&job_id) {
-                    let c = conclusion.as_str().to_string();
-                    let line = format!("job {} completed: {c}", r.name);
-                    r.completed = Some((at, c));
-                    say(self.t0, at, r.pool, &line);
-                }
+                let r = self.jobs.get_mut(&job_id)?;
+                let c = conclusion.as_str().to_string();
+                let line = format!("job {} completed: {c}", r.name);
+                r.completed = Some((at, c));
+                Some((r.pool, line))
             }
             JobEvent::Requeued {
                 job_id, runner_id, ..
             } => {
-                if let Some(r) = self.jobs.get(&job_id) {
-                    say(
-                        self.t0,
-                        at,
-                        r.pool,
-                        &format!(
-                            "job {} back in the queue: runner {runner_id} lost its session before starting it",
-                            r.name
-                        ),
-                    );
-                }
+                let r = self.jobs.get(&job_id)?;
+                let line = format!(
+                    "job {} back in the queue: runner {runner_id} lost its session before starting it",
+                    r.name
+                );
+                Some((r.pool, line))
             }
-            JobEvent::RunnerOffline { .. } | JobEvent::RunnerListening { .. } => {}
+            JobEvent::RunnerOffline { .. } | JobEvent::RunnerListening { .. } => None,
         }
     }
 
