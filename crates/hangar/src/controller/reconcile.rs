@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::backend::{Backend, BackendError, LaunchRequest, TaskTags};
 use super::budget::{self, Costs, RateLimitSnapshot};
 use super::config::{PoolConfig, RUNNER_SUFFIX_LEN};
+use super::metrics::LaunchFailure as LaunchFailureKind;
 use super::plan::{self, Action, Memory, Observed, ObservedRunner, PoolStatus, Reason};
 use crate::github::scaleset::AgentRemoval;
 
@@ -115,7 +116,7 @@ pub enum PoolEvent {
         runner_name: String,
     },
     LaunchFailed {
-        reason: &'static str,
+        reason: LaunchFailureKind,
     },
     Removed {
         runner_name: Option<String>,
@@ -488,10 +489,21 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                 }
                 Err(LaunchError::GitHub(message)) => {
                     tracing::warn!(pool = %self.pool.name, error = %message, "creating a runner registration failed; the next pass retries");
-                    self.note_launch_failure("github", message, now);
+                    // GitHub did not answer usefully after its retries: unavailable, for metrics.
+                    self.note_launch_failure(
+                        "github",
+                        LaunchFailureKind::Unavailable,
+                        message,
+                        now,
+                    );
                 }
                 Err(LaunchError::Backend(error)) => {
-                    self.note_launch_failure(error.reason(), error.to_string(), now);
+                    self.note_launch_failure(
+                        error.reason(),
+                        LaunchFailureKind::from(&error),
+                        error.to_string(),
+                        now,
+                    );
                     first_backend_error.get_or_insert(error);
                 }
             }
@@ -519,13 +531,19 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         }
     }
 
-    fn note_launch_failure(&mut self, reason: &'static str, message: String, now: DateTime<Utc>) {
+    fn note_launch_failure(
+        &mut self,
+        reason: &'static str,
+        kind: LaunchFailureKind,
+        message: String,
+        now: DateTime<Utc>,
+    ) {
         self.report.launch_failure = Some(LaunchFailure {
             reason: reason.to_string(),
             message,
             at: now,
         });
-        self.emit(PoolEvent::LaunchFailed { reason });
+        self.emit(PoolEvent::LaunchFailed { reason: kind });
     }
 }
 

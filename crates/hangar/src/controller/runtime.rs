@@ -37,7 +37,7 @@ use super::config::{
 };
 use super::http::{self, Health, HttpState, WebhookRoute};
 use super::listener::{self, Demand, ListenerSpec, ListenerTiming, SessionState};
-use super::metrics::{self, JobResult, Metrics, PoolGauges};
+use super::metrics::{JobResult, Metrics, PoolGauges};
 use super::reconcile::{DemandView, LoopSettings, PoolEvent, PoolReport, Reconciler};
 use super::webhook::{Matcher, WebhookReceiver, WorkflowJobEvent};
 use crate::commands::{Clients, Connection, CredentialEnv};
@@ -606,15 +606,7 @@ async fn pool_metrics(
     while let Some((name, event)) = events.recv().await {
         match event {
             PoolEvent::Launched { .. } => metrics.launch(&name),
-            PoolEvent::LaunchFailed { reason } => {
-                let reason = match reason {
-                    "capacity" => metrics::LaunchFailure::Capacity,
-                    "throttled" => metrics::LaunchFailure::Throttled,
-                    "config" => metrics::LaunchFailure::Config,
-                    _ => metrics::LaunchFailure::Unavailable,
-                };
-                metrics.launch_failed(&name, reason);
-            }
+            PoolEvent::LaunchFailed { reason } => metrics.launch_failed(&name, reason),
             PoolEvent::Removed { reason, .. } => metrics.runner_stopped(&name, reason),
             PoolEvent::Pass { status, took } => {
                 metrics.reconcile(took);

@@ -115,6 +115,18 @@ impl BackendError {
     }
 }
 
+impl From<&BackendError> for super::metrics::LaunchFailure {
+    fn from(error: &BackendError) -> Self {
+        use super::metrics::LaunchFailure;
+        match error {
+            BackendError::Capacity(_) => LaunchFailure::Capacity,
+            BackendError::Throttled(_) => LaunchFailure::Throttled,
+            BackendError::Config(_) => LaunchFailure::Config,
+            BackendError::Unavailable(_) => LaunchFailure::Unavailable,
+        }
+    }
+}
+
 /// A compute backend for one pool's runners. One value serves one pool's launch settings.
 pub trait Backend: Send + Sync + 'static {
     /// `ecs`, `local` or `fake`, for logs and status.
