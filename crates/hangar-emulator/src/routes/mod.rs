@@ -15,6 +15,7 @@ use crate::state::State;
 use crate::world::Scope;
 
 pub(crate) mod app;
+pub(crate) mod query;
 pub(crate) mod runner_protocol;
 pub(crate) mod runners;
 pub(crate) mod scaleset;

@@ -4,11 +4,11 @@
 //! and remove tokens, and JIT configs (in GitHub's shape, see `jit.rs`); and an organization's
 //! runner groups (`/orgs/{org}/actions/runner-groups`).
 
-use axum::extract::Query;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
+use super::query::QueryParams;
 use crate::auth::authorize_runners;
 use crate::error::{ApiError, ApiResult, Reply};
 use crate::jit::JitConfig;
@@ -18,9 +18,6 @@ use crate::state::{
 };
 use crate::world::{RunnerSpec, Scope};
 
-/// Default and maximum `per_page`.
-const DEFAULT_PER_PAGE: usize = 30;
-const MAX_PER_PAGE: usize = 100;
 /// Length of registration / remove tokens.
 const RUNNER_TOKEN_LEN: usize = 29;
 /// Most labels a JIT request may carry.
@@ -82,22 +79,6 @@ fn find<'a>(state: &'a State, scope: &Scope, id_text: &str) -> Result<&'a Runner
         .ok_or_else(ApiError::not_found)
 }
 
-/// A query parameter (the last one if repeated).
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-/// A positive integer query parameter, or `None` when absent or malformed.
-fn positive(params: &[(String, String)], key: &str) -> Option<usize> {
-    param(params, key)
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-}
-
 /// This request's URL with `page` set to `page` (other parameters kept as sent).
 fn page_url(cx: &Ctx<'_>, page: usize) -> String {
     let mut pairs: Vec<String> = cx
@@ -123,14 +104,10 @@ fn page_url(cx: &Ctx<'_>, page: usize) -> String {
 /// `GET …/actions/runners?per_page=&page=&name=`.
 fn list(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
     authorize_runners(cx.state, &cx.cred, scope, false)?;
-    let params = Query::<Vec<(String, String)>>::try_from_uri(cx.uri)
-        .map(|q| q.0)
-        .unwrap_or_default();
-    let per_page = positive(&params, "per_page")
-        .unwrap_or(DEFAULT_PER_PAGE)
-        .min(MAX_PER_PAGE);
-    let page = positive(&params, "page").unwrap_or(1);
-    let name = param(&params, "name");
+    let params = QueryParams::of(cx.uri);
+    let paging = params.paging();
+    let (page, per_page) = (paging.page, paging.per_page);
+    let name = params.get("name");
 
     let wanted = scope.normalized();
     let matching: Vec<&Runner> = cx
@@ -140,10 +117,8 @@ fn list(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
         .filter(|r| r.scope == wanted && name.is_none_or(|n| r.name == n))
         .collect();
     let total = matching.len();
-    let runners: Vec<Value> = matching
-        .iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
+    let runners: Vec<Value> = paging
+        .of(&matching)
         .map(|r| runner_json(cx.state, r))
         .collect();
     let mut reply = Reply::ok(json!({ "total_count": total, "runners": runners }));
@@ -221,19 +196,11 @@ fn runner_token(cx: &mut Ctx<'_>, scope: &Scope, kind: RunnerTokenKind) -> ApiRe
 pub(crate) fn list_groups(cx: &mut Ctx<'_>, org: &str) -> ApiResult {
     let scope = Scope::org(org);
     authorize_runners(cx.state, &cx.cred, &scope, false)?;
-    let params = Query::<Vec<(String, String)>>::try_from_uri(cx.uri)
-        .map(|q| q.0)
-        .unwrap_or_default();
-    let per_page = positive(&params, "per_page")
-        .unwrap_or(DEFAULT_PER_PAGE)
-        .min(MAX_PER_PAGE);
-    let page = positive(&params, "page").unwrap_or(1);
+    let paging = QueryParams::of(cx.uri).paging();
     let groups = cx.state.runner_groups_of(org);
     let total = groups.len();
-    let listed: Vec<Value> = groups
-        .into_iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
+    let listed: Vec<Value> = paging
+        .of(groups)
         .map(|(id, name)| {
             json!({
                 "id": id,

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::http::header::{ACCEPT, USER_AGENT};
 use axum::http::request::Parts;
@@ -22,6 +21,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use super::query::QueryParams;
 use super::runner_protocol::Presented;
 use crate::error::{ApiError, ApiResult, Reply, answer_parts, json_object};
 use crate::jit::{JitConfig, scope_of_url};
@@ -304,24 +304,11 @@ fn agent_not_found(id: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// The request's query parameters (decoded).
-fn params(parts: &Parts) -> Vec<(String, String)> {
-    Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-        .map(|q| q.0)
-        .unwrap_or_default()
-}
-
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 /// Admin calls must say which API version they speak, in the query or the `Accept` header.
 fn require_api_version(parts: &Parts) -> Result<(), ApiError> {
-    let in_query = param(&params(parts), "api-version").is_some_and(|v| !v.is_empty());
+    let in_query = QueryParams::of(&parts.uri)
+        .get("api-version")
+        .is_some_and(|v| !v.is_empty());
     let in_accept = header(parts, ACCEPT).is_some_and(|a| a.contains("api-version="));
     if in_query || in_accept {
         return Ok(());
@@ -428,7 +415,8 @@ fn service(
     match call {
         Call::Unknown => Err(ApiError::not_found()),
         Call::DeleteMessage(id, message_id) => {
-            let session_id = param(&params(parts), "sessionId")
+            let session_id = QueryParams::of(&parts.uri)
+                .get("sessionId")
                 .map(str::to_owned)
                 .ok_or_else(|| bad_argument("sessionId is required."))?;
             queue_session(state, tenant, id, &session_id, presented)?;
@@ -500,8 +488,8 @@ fn admin_call(
         Call::GenerateJitConfig(id) => generate_jitconfig(state, tenant, id, parts, body),
         Call::ListRunnerGroups => list_runner_groups(state, scope, parts),
         Call::FindRunners => {
-            let params = params(parts);
-            let name = param(&params, "agentName");
+            let params = QueryParams::of(&parts.uri);
+            let name = params.get("agentName");
             let wanted = scope.normalized();
             let found: Vec<Value> = state
                 .runners
@@ -733,15 +721,15 @@ fn create_scale_set(state: &mut State, tenant: &str, scope: &Scope, body: &Bytes
 
 /// `GET …/runnerscalesets?runnerGroupId=&name=`.
 fn find_scale_sets(state: &State, tenant: &str, parts: &Parts) -> ApiResult {
-    let params = params(parts);
-    let group = match param(&params, "runnerGroupId") {
+    let params = QueryParams::of(&parts.uri);
+    let group = match params.get("runnerGroupId") {
         None => None,
         Some(v) => Some(
             v.parse::<u64>()
                 .map_err(|_| bad_argument(format!("runnerGroupId {v:?} is not an id.")))?,
         ),
     };
-    let name = param(&params, "name");
+    let name = params.get("name");
     let found: Vec<Value> = state
         .scaleset
         .scale_sets
@@ -889,8 +877,8 @@ fn acquire_jobs(
 
 /// `GET …/_apis/runtime/runnergroups?groupName=`.
 fn list_runner_groups(state: &State, scope: &Scope, parts: &Parts) -> ApiResult {
-    let params = params(parts);
-    let name = param(&params, "groupName");
+    let params = QueryParams::of(&parts.uri);
+    let name = params.get("groupName");
     let org = scope.owner();
     let groups: Vec<Value> = state
         .runner_groups_of(org)
@@ -1038,11 +1026,12 @@ async fn poll(
     parts: &Parts,
     presented: &Presented,
 ) -> ApiResult {
-    let params = params(parts);
-    let session_id = param(&params, "sessionId")
+    let params = QueryParams::of(&parts.uri);
+    let session_id = params
+        .get("sessionId")
         .map(str::to_owned)
         .ok_or_else(|| bad_argument("sessionId is required."))?;
-    let last_message_id = match param(&params, "lastMessageId") {
+    let last_message_id = match params.get("lastMessageId") {
         None => 0,
         Some(v) => v
             .parse::<u64>()
