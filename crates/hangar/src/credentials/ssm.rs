@@ -66,10 +66,7 @@ impl SsmParameterStore {
     pub fn from_config(config: &aws_config::SdkConfig) -> SsmParameterStore {
         SsmParameterStore {
             client: aws_sdk_ssm::Client::new(config),
-            region: config
-                .region()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| DEFAULT_REGION.to_string()),
+            region: crate::aws::region_of(config),
         }
     }
 }
