@@ -95,13 +95,10 @@ resource "aws_ecs_task_definition" "controller" {
 
       logConfiguration = {
         logDriver = "awslogs"
-        options = {
+        options = merge(local.awslogs_options, {
           awslogs-group         = aws_cloudwatch_log_group.controller[0].name
-          awslogs-region        = var.aws_region
           awslogs-stream-prefix = "controller"
-          mode                  = "non-blocking"
-          max-buffer-size       = "25m"
-        }
+        })
       }
     }
   ])

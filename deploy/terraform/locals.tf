@@ -74,6 +74,14 @@ locals {
   # The image's user `runner` (uid 1001); the official runner refuses to run as root.
   container_user = "1001"
 
+  # The awslogs options of both task definitions but their log group and stream prefix. Non-blocking:
+  # a CloudWatch hiccup must not block a container's stdout (a runner's jobs, the controller).
+  awslogs_options = {
+    awslogs-region  = var.aws_region
+    mode            = "non-blocking"
+    max-buffer-size = "25m"
+  }
+
   ##############################################################################
   # hangar controller (enable_controller)
   ##############################################################################

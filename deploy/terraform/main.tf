@@ -44,14 +44,10 @@ resource "aws_ecs_task_definition" "github_runner" {
 
       logConfiguration = {
         logDriver = "awslogs"
-        options = {
+        options = merge(local.awslogs_options, {
           awslogs-group         = aws_cloudwatch_log_group.github_runner[each.key].name
-          awslogs-region        = var.aws_region
           awslogs-stream-prefix = "runner"
-          # A CloudWatch hiccup must not block the runner's stdout (and so its jobs).
-          mode            = "non-blocking"
-          max-buffer-size = "25m"
-        }
+        })
       }
     }
   ])

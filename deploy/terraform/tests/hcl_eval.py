@@ -402,7 +402,7 @@ def _unescape(text: str) -> str:
 
 
 def _need(value, kind: type, what: str):
-    """value itself, if it is a known `kind` (bool, str or list); else what Terraform would report."""
+    """value itself, if it is a known `kind` (bool, str, list or dict); else what Terraform would report."""
     if isinstance(value, Unknown):
         raise EvalError(f"{what} depends on a value known only after apply: {value}")
     if not isinstance(value, kind):
@@ -829,6 +829,14 @@ def _trim(string, cutset):
     return _need(string, str, "trim()").strip(_need(cutset, str, "trim()"))
 
 
+def _merge(*maps):
+    # Terraform's merge(): later arguments win on a key they share.
+    out = {}
+    for item in maps:
+        out.update(_need(item, dict, "merge()"))
+    return out
+
+
 def _contains(collection, value):
     return value in _need(collection, list, "contains()")
 
@@ -844,6 +852,7 @@ FUNCTIONS = {
     "keys": _keys,
     "length": _length,
     "lower": lambda s: _need(s, str, "lower()").lower(),
+    "merge": _merge,
     "one": _one,
     "regex": _regex,
     "replace": _replace,
