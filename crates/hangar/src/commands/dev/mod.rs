@@ -54,6 +54,7 @@ use self::timeline::{AgentMilestones, JobRecord, Pool, StepRecord};
 use super::{Connection, CredentialEnv, doctor, pools};
 use crate::controller::backend::local::LocalBackend;
 use crate::controller::backend::{Backend, Task, TaskState};
+use crate::controller::config::ControllerConfig;
 use crate::controller::listener::ListenerTiming;
 use crate::controller::runtime::{self, ControllerError, LocalBackendHook, RunOptions};
 use crate::credentials::{ENV_CLIENT_ID, ENV_PAT, ENV_PRIVATE_KEY_FILE};
@@ -230,6 +231,15 @@ fn controller_config(api: &str, web: &str, binary: &Path, runners_root: &Path) -
         ));
     }
     text
+}
+
+/// The pool whose controller would have given a runner this name.
+fn pool_of_runner(config: &ControllerConfig, name: &str) -> Option<Pool> {
+    Pool::ALL.into_iter().find(|p| {
+        config
+            .pool(p.name())
+            .is_some_and(|pool| pool.owns_runner_name(name))
+    })
 }
 
 /// The seed's credentials, as the controller reads them (never from the process environment).
@@ -1026,11 +1036,11 @@ async fn run_session(emu: &Emulator, work: &Workdir, options: &DevOptions) -> Re
 
     let exe = std::env::current_exe().map_err(|e| DevError::Executable(e.to_string()))?;
     let config_path = work.path.join("hangar-controller.toml");
-    std::fs::write(
-        &config_path,
-        controller_config(&api, &web, &exe, &work.runners_root()),
-    )
-    .map_err(|e| work.error(e))?;
+    let config_text = controller_config(&api, &web, &exe, &work.runners_root());
+    // The pools as the controller reads them, so the teardown removes only runners they own.
+    let config = ControllerConfig::parse(&config_text, &config_path.display().to_string())
+        .map_err(|e| DevError::ControllerStart(e.into()))?;
+    std::fs::write(&config_path, config_text).map_err(|e| work.error(e))?;
 
     let (signals, signal_task) = Signals::watch();
     let t0 = Utc::now();
@@ -1081,7 +1091,16 @@ async fn run_session(emu: &Emulator, work: &Workdir, options: &DevOptions) -> Re
             "\nStopping: the controller first, then every runner agent (a second Ctrl-C kills them)."
         );
     }
-    let teardown = teardown(emu, &mut controller, &signals, &credentials, &api, &web).await;
+    let teardown = teardown(
+        emu,
+        &mut controller,
+        &config,
+        &signals,
+        &credentials,
+        &api,
+        &web,
+    )
+    .await;
     signal_task.abort();
     match outcome {
         // The teardown has the controller's own error, if it returned one.
@@ -1162,6 +1181,7 @@ async fn drive(
 async fn teardown(
     emu: &Emulator,
     controller: &mut Controller,
+    config: &ControllerConfig,
     signals: &Signals,
     credentials: &CredentialEnv,
     api: &str,
@@ -1203,7 +1223,7 @@ async fn teardown(
             continue;
         };
         for runner in github.list_runners(&scope).await.unwrap_or_default() {
-            if Pool::of_runner(&runner.name) == Some(pool)
+            if pool_of_runner(config, &runner.name) == Some(pool)
                 && matches!(
                     github.delete_runner(&scope, runner.id).await,
                     Ok(RunnerRemoval::Removed | RunnerRemoval::AlreadyGone)
@@ -1247,7 +1267,7 @@ async fn teardown(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::config::{BackendConfig, ControllerConfig};
+    use crate::controller::config::BackendConfig;
     use serde_json::json;
 
     #[test]
@@ -1286,6 +1306,25 @@ mod tests {
             assert!(local.env.is_empty());
         }
         assert!(!text.contains(SEED_PAT), "no credential in the file");
+    }
+
+    #[test]
+    fn runner_names_map_to_their_pool() {
+        let text = controller_config(
+            "http://127.0.0.1:9/api/v3",
+            "http://127.0.0.1:9",
+            Path::new("/opt/hangar"),
+            Path::new("/tmp/hangar-dev-1/runners"),
+        );
+        let config = ControllerConfig::parse(&text, "dev").unwrap();
+        let pool_of = |name| pool_of_runner(&config, name);
+        assert_eq!(pool_of("standalone-ab12cd34"), Some(Pool::Standalone));
+        assert_eq!(pool_of("org-ab12cd34"), Some(Pool::Org));
+        assert_eq!(pool_of("org"), None);
+        assert_eq!(pool_of("org-"), None);
+        assert_eq!(pool_of("organization-ab12"), None);
+        assert_eq!(pool_of("org-x-ab12cd34"), None);
+        assert_eq!(pool_of("aws-github-runner-1"), None);
     }
 
     #[test]

@@ -27,15 +27,6 @@ impl Pool {
             Pool::Org => "org",
         }
     }
-
-    /// The pool a controller-given runner name (`<scale set>-<suffix>`) belongs to.
-    pub fn of_runner(name: &str) -> Option<Pool> {
-        Pool::ALL.into_iter().find(|p| {
-            name.strip_prefix(p.name())
-                .and_then(|rest| rest.strip_prefix('-'))
-                .is_some_and(|suffix| !suffix.is_empty() && !suffix.contains('-'))
-        })
-    }
 }
 
 impl std::fmt::Display for Pool {
@@ -459,20 +450,6 @@ mod tests {
         let mut j = job();
         j.runner_removed = None;
         assert!(!j.finished(), "still registered");
-    }
-
-    #[test]
-    fn runner_names_map_to_their_pool() {
-        assert_eq!(
-            Pool::of_runner("standalone-ab12cd34"),
-            Some(Pool::Standalone)
-        );
-        assert_eq!(Pool::of_runner("org-ab12cd34"), Some(Pool::Org));
-        assert_eq!(Pool::of_runner("org"), None);
-        assert_eq!(Pool::of_runner("org-"), None);
-        assert_eq!(Pool::of_runner("organization-ab12"), None);
-        assert_eq!(Pool::of_runner("org-x-ab12cd34"), None);
-        assert_eq!(Pool::of_runner("aws-github-runner-1"), None);
     }
 
     #[test]
