@@ -299,6 +299,18 @@ impl ControllerConfig {
     pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.name == name)
     }
+
+    /// A pool's part of its credential's budget share: pools on one credential (repository
+    /// pools use the PAT, organization pools the App) split it evenly.
+    pub fn budget_share(&self, pool: &PoolConfig) -> f64 {
+        let sharing = self
+            .pools
+            .iter()
+            .filter(|p| p.scope.is_org() == pool.scope.is_org())
+            .count()
+            .max(1);
+        self.settings.github_budget_share / sharing as f64
+    }
 }
 
 struct Resolver<'a> {
@@ -993,6 +1005,24 @@ capacity_provider = "FARGATE_SPOT"
                 );
             }
         }
+    }
+
+    #[test]
+    fn pools_on_one_credential_split_its_budget_share() {
+        let config = ControllerConfig::parse(
+            &format!(
+                "[controller]\ngithub_budget_share = 0.6\n{}{}{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}")),
+                with_pool(&format!("name = \"b\"\nrepository = \"o/s\"\n{LOCAL}")),
+                with_pool(&format!("name = \"c\"\norganization = \"o\"\n{LOCAL}"))
+            ),
+            "t",
+        )
+        .unwrap();
+        let share = |name: &str| config.budget_share(config.pool(name).unwrap());
+        assert!((share("a") - 0.3).abs() < 1e-9, "two PAT pools halve it");
+        assert!((share("b") - 0.3).abs() < 1e-9);
+        assert!((share("c") - 0.6).abs() < 1e-9, "the App pool has it alone");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -126,32 +126,6 @@ struct Shared {
     on_local_backend: Option<LocalBackendHook>,
     started_at: DateTime<Utc>,
     reload_error: Mutex<Option<String>>,
-    /// Pools per credential (repository pools use the PAT, organization pools the App): pools
-    /// on one credential split its budget share.
-    sharing: Mutex<BTreeMap<bool, usize>>,
-}
-
-impl Shared {
-    fn note_sharing(&self, config: &ControllerConfig) {
-        let mut sharing = BTreeMap::new();
-        for pool in &config.pools {
-            *sharing.entry(pool.scope.is_org()).or_insert(0) += 1;
-        }
-        *self.sharing.lock().expect("poisoned") = sharing;
-    }
-
-    /// This pool's part of its credential's budget share.
-    fn budget_share(&self, pool: &PoolConfig) -> f64 {
-        let pools = self
-            .sharing
-            .lock()
-            .expect("poisoned")
-            .get(&pool.scope.is_org())
-            .copied()
-            .unwrap_or(1)
-            .max(1);
-        self.settings.github_budget_share / pools as f64
-    }
 }
 
 impl Shared {
@@ -193,12 +167,10 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
         on_local_backend: options.on_local_backend.clone(),
         started_at: Utc::now(),
         reload_error: Mutex::new(None),
-        sharing: Mutex::new(BTreeMap::new()),
     });
-    shared.note_sharing(&config);
     let root = options.shutdown.child_token();
     for pool in &config.pools {
-        match start_pool(&shared, pool.clone(), &root).await {
+        match start_pool(&shared, pool.clone(), config.budget_share(pool), &root).await {
             Ok(worker) => {
                 shared.lock().insert(pool.name.clone(), worker);
             }
@@ -299,9 +271,6 @@ async fn apply(
         return;
     }
     tracing::info!(added = ?change.added, removed = ?change.removed, changed = ?change.changed, "applying the changed configuration");
-    // New and changed pools split their credential's budget with the new count; pools left
-    // running keep their part until they change.
-    shared.note_sharing(new);
     for name in change.removed.iter().chain(&change.changed) {
         let worker = shared.lock().remove(name);
         if let Some(worker) = worker {
@@ -313,7 +282,10 @@ async fn apply(
     }
     for name in change.added.iter().chain(&change.changed) {
         let pool = new.pool(name).expect("listed").clone();
-        match start_pool(shared, pool, root).await {
+        // New and changed pools split their credential's budget with the new count; pools left
+        // running keep their part until they change.
+        let budget_share = new.budget_share(&pool);
+        match start_pool(shared, pool, budget_share, root).await {
             Ok(worker) => {
                 shared.lock().insert(name.clone(), worker);
             }
@@ -347,6 +319,7 @@ async fn stop_all(shared: &Arc<Shared>, root: &CancellationToken) {
 async fn start_pool(
     shared: &Arc<Shared>,
     pool: PoolConfig,
+    budget_share: f64,
     root: &CancellationToken,
 ) -> Result<PoolWorker, String> {
     let github = shared.clients.lock().await.for_scope(&pool.scope)?.clone();
@@ -365,7 +338,14 @@ async fn start_pool(
                     tracing::warn!(pool = %pool.name, error = %e, "could not check the ECS settings; starting anyway")
                 }
             }
-            Ok(spawn_pool(shared, pool, service, backend, cancel))
+            Ok(spawn_pool(
+                shared,
+                pool,
+                budget_share,
+                service,
+                backend,
+                cancel,
+            ))
         }
         BackendConfig::Local(launch) => {
             let backend =
@@ -373,7 +353,14 @@ async fn start_pool(
             if let Some(hook) = &shared.on_local_backend {
                 hook(&pool.name, &backend);
             }
-            Ok(spawn_pool(shared, pool, service, backend, cancel))
+            Ok(spawn_pool(
+                shared,
+                pool,
+                budget_share,
+                service,
+                backend,
+                cancel,
+            ))
         }
     }
 }
@@ -381,6 +368,7 @@ async fn start_pool(
 fn spawn_pool<B: Backend>(
     shared: &Arc<Shared>,
     pool: PoolConfig,
+    budget_share: f64,
     service: ActionsService,
     backend: B,
     cancel: CancellationToken,
@@ -438,7 +426,7 @@ fn spawn_pool<B: Backend>(
         LoopSettings {
             resync_interval: shared.settings.resync_interval,
             debounce: shared.debounce,
-            budget_share: shared.budget_share(&pool),
+            budget_share,
             ..LoopSettings::default()
         },
     )
@@ -726,7 +714,6 @@ fn health(shared: &Shared) -> Health {
 
 /// `/status`: every pool's configuration summary, session, counts and last errors.
 fn status_json(shared: &Shared) -> serde_json::Value {
-    let started = Instant::now();
     let pools: Vec<serde_json::Value> = shared
         .lock()
         .values()
@@ -752,7 +739,6 @@ fn status_json(shared: &Shared) -> serde_json::Value {
         })
         .collect();
     let reload_error = shared.reload_error.lock().expect("poisoned").clone();
-    tracing::trace!(us = started.elapsed().as_micros() as u64, "status rendered");
     json!({
         "controller": {
             "started_at": shared.started_at,
