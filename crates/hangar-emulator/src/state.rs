@@ -578,6 +578,35 @@ impl State {
         id
     }
 
+    /// Creates an offline, ephemeral runner for a JIT config (counted in `jit_configs_issued`),
+    /// with a fresh protocol credential; returns its id and that credential.
+    pub fn insert_jit_runner(
+        &mut self,
+        scope: &Scope,
+        name: String,
+        labels: Vec<String>,
+        runner_group_id: u64,
+        no_default_labels: bool,
+    ) -> (u64, String) {
+        let spec = RunnerSpec {
+            name,
+            online: false,
+            busy: false,
+            labels,
+            ephemeral: true,
+        };
+        let id = self.insert_runner(scope, spec, runner_group_id, no_default_labels);
+        let credential = runner_credential();
+        let runner = self
+            .runners
+            .get_mut(&id)
+            .expect("insert_runner just inserted this id");
+        runner.credential = Some(credential.clone());
+        runner.jit = true;
+        self.jit_configs_issued += 1;
+        (id, credential)
+    }
+
     /// The custom labels to keep: labels that repeat a default label (unless there are none) or
     /// an earlier label, case-insensitively, are dropped.
     pub fn custom_labels(&mut self, labels: Vec<String>, no_default_labels: bool) -> Vec<String> {

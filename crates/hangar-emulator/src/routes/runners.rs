@@ -13,10 +13,9 @@ use crate::auth::authorize_runners;
 use crate::error::{ApiError, ApiResult, Reply};
 use crate::jit::JitConfig;
 use crate::state::{
-    Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM, random_string, runner_credential,
-    timestamp,
+    Runner, RunnerToken, RunnerTokenKind, State, UPPER_ALNUM, random_string, timestamp,
 };
-use crate::world::{RunnerSpec, Scope};
+use crate::world::Scope;
 
 /// Length of registration / remove tokens.
 const RUNNER_TOKEN_LEN: usize = 29;
@@ -322,20 +321,14 @@ fn generate_jitconfig(cx: &mut Ctx<'_>, scope: &Scope) -> ApiResult {
             ),
         ));
     }
-    let credential = runner_credential();
     let state = &mut *cx.state;
-    let spec = RunnerSpec {
-        name: request.name,
-        online: false,
-        busy: false,
-        labels: request.labels,
-        ephemeral: true,
-    };
-    let id = state.insert_runner(scope, spec, request.runner_group_id, false);
-    state.jit_configs_issued += 1;
-    let runner = state.runners.get_mut(&id).ok_or_else(ApiError::not_found)?;
-    runner.credential = Some(credential.clone());
-    runner.jit = true;
+    let (id, credential) = state.insert_jit_runner(
+        scope,
+        request.name,
+        request.labels,
+        request.runner_group_id,
+        false,
+    );
     let runner = &state.runners[&id];
     let config = JitConfig {
         runner_id: id,

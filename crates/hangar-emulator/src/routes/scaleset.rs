@@ -27,8 +27,8 @@ use crate::error::{ApiError, ApiResult, Reply, answer_parts, json_object};
 use crate::jit::{JitConfig, scope_of_url};
 use crate::scaleset::{QUEUE_MESSAGE_TYPE, ScaleSet, ScaleSetCallKind, scale_set_labels};
 use crate::server::{build_response, header, host_url};
-use crate::state::{Runner, RunnerTokenKind, Shared, State, runner_credential, timestamp};
-use crate::world::{RunnerSpec, Scope};
+use crate::state::{Runner, RunnerTokenKind, Shared, State, timestamp};
+use crate::world::Scope;
 use crate::{AuthKind, CallRecord};
 
 /// Where clients trade a registration token for an admin token (on the REST API).
@@ -936,25 +936,20 @@ fn generate_jitconfig(
             format!("A runner named {name} already exists; pick another name."),
         ));
     }
-    let spec = RunnerSpec {
-        name,
-        online: false,
-        busy: false,
-        labels: set.labels.clone(),
-        ephemeral: true,
-    };
     // Scale-set runners carry the scale set's labels only (no self-hosted/Linux/X64).
-    let runner_id = state.insert_runner(&set.scope, spec, set.runner_group_id, true);
-    let credential = runner_credential();
+    let (runner_id, credential) = state.insert_jit_runner(
+        &set.scope,
+        name,
+        set.labels.clone(),
+        set.runner_group_id,
+        true,
+    );
     let runner = state
         .runners
         .get_mut(&runner_id)
         .ok_or_else(|| agent_not_found(runner_id))?;
-    runner.credential = Some(credential.clone());
-    runner.jit = true;
     runner.scale_set_id = Some(id);
     let runner_name = runner.name.clone();
-    state.jit_configs_issued += 1;
     let host = host_url(parts);
     let config = JitConfig {
         runner_id,
