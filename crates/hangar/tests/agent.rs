@@ -66,6 +66,37 @@ async fn run_job(
 }
 
 /// Enqueues a job and waits until its first step runs.
+/// A JIT configuration as a launcher gets it from GitHub (with the seed's PAT).
+async fn jit_blob(
+    emu: &hangar_emulator::Emulator,
+    scope: &hangar::github::Scope,
+    name: &str,
+    labels: &[&str],
+) -> String {
+    use secrecy::ExposeSecret;
+    let jit = support::pat_client(emu, hangar_emulator::SEED_PAT)
+        .jit_config(
+            scope,
+            &hangar::github::JitRequest {
+                name: name.into(),
+                runner_group_id: 1,
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+                work_folder: "_work".into(),
+            },
+        )
+        .await
+        .unwrap();
+    jit.encoded_jit_config.expose_secret().to_string()
+}
+
+/// Moto's endpoint and test credentials, as an agent's environment.
+fn moto_env(moto: &support::moto::Moto) -> Vec<(String, String)> {
+    moto.env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
 async fn start_job(emu: &hangar_emulator::Emulator, spec: JobSpec) -> u64 {
     let id = emu.enqueue_job(spec);
     wait_until(20, "the job's first step to run", || {
@@ -174,21 +205,13 @@ async fn a_jit_runner_given_directly_runs_one_job_and_exits_0() {
     within(60, async {
         let emu = emulator().await;
         let dir = RunnerDir::new("jit");
-        let gh = support::pat_client(&emu, hangar_emulator::SEED_PAT);
-        let jit = gh
-            .jit_config(
-                &support::repo(),
-                &hangar::github::JitRequest {
-                    name: "jit-runner-1".into(),
-                    runner_group_id: 1,
-                    labels: vec!["self-hosted".into(), "jit".into()],
-                    work_folder: "_work".into(),
-                },
-            )
-            .await
-            .unwrap();
-        use secrecy::ExposeSecret;
-        let blob = jit.encoded_jit_config.expose_secret().to_string();
+        let blob = jit_blob(
+            &emu,
+            &support::repo(),
+            "jit-runner-1",
+            &["self-hosted", "jit"],
+        )
+        .await;
         // No GitHub credentials at all: the launcher owns the registration.
         let mut agent = Agent::start(&env(&[
             base_env(&emu, &dir),
@@ -223,31 +246,12 @@ async fn a_jit_config_from_a_one_shot_ssm_parameter_is_read_then_deleted() {
         let moto = support::moto::Moto::start();
         let emu = emulator().await;
         let dir = RunnerDir::new("jit-ssm");
-        let gh = support::pat_client(&emu, hangar_emulator::SEED_PAT);
-        let jit = gh
-            .jit_config(
-                &support::org(),
-                &hangar::github::JitRequest {
-                    name: "jit-ssm-1".into(),
-                    runner_group_id: 1,
-                    labels: vec!["self-hosted".into()],
-                    work_folder: "_work".into(),
-                },
-            )
-            .await
-            .unwrap();
-        use secrecy::ExposeSecret;
+        let blob = jit_blob(&emu, &support::org(), "jit-ssm-1", &["self-hosted"]).await;
         let name = "/hangar/jit/jit-ssm-1";
-        moto.put(name, jit.encoded_jit_config.expose_secret(), true)
-            .await;
-        let moto_env: Vec<(String, String)> = moto
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        moto.put(name, &blob, true).await;
         let mut agent = Agent::start(&env(&[
             base_env(&emu, &dir),
-            moto_env,
+            moto_env(&moto),
             with(&[
                 ("RUNNER_SCOPE", "org"),
                 ("GITHUB_ORG", ORG),
@@ -264,14 +268,9 @@ async fn a_jit_config_from_a_one_shot_ssm_parameter_is_read_then_deleted() {
 
         // A second task given the same (now deleted) name fails clearly, registering nothing.
         let dir2 = RunnerDir::new("jit-ssm-2");
-        let moto_env: Vec<(String, String)> = moto
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
         let mut again = Agent::start(&env(&[
             base_env(&emu, &dir2),
-            moto_env,
+            moto_env(&moto),
             with(&[
                 ("RUNNER_SCOPE", "org"),
                 ("GITHUB_ORG", ORG),
@@ -289,21 +288,13 @@ async fn a_jit_config_from_a_one_shot_file_is_read_then_deleted() {
     within(60, async {
         let emu = emulator().await;
         let dir = RunnerDir::new("jit-file");
-        let gh = support::pat_client(&emu, hangar_emulator::SEED_PAT);
-        let jit = gh
-            .jit_config(
-                &support::repo(),
-                &hangar::github::JitRequest {
-                    name: "jit-file-1".into(),
-                    runner_group_id: 1,
-                    labels: vec!["self-hosted".into(), "jit-file".into()],
-                    work_folder: "_work".into(),
-                },
-            )
-            .await
-            .unwrap();
-        use secrecy::ExposeSecret;
-        let blob = jit.encoded_jit_config.expose_secret().to_string();
+        let blob = jit_blob(
+            &emu,
+            &support::repo(),
+            "jit-file-1",
+            &["self-hosted", "jit-file"],
+        )
+        .await;
         let handoff = support::agent::one_shot_file(&dir.root.with_extension("jit"), &blob);
         let handoff_text = handoff.display().to_string();
         let file_env = with(&[
