@@ -137,3 +137,9 @@ impl ResolvedSummary {
         }
     }
 }
+
+/// A text table's column width: its header's or its longest cell's, whichever is wider, so the
+/// columns after it stay aligned.
+pub(crate) fn column_width(header: &str, cells: impl IntoIterator<Item = usize>) -> usize {
+    cells.into_iter().fold(header.len(), usize::max)
+}

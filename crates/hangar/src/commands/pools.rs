@@ -85,12 +85,10 @@ pub fn render_text(status: &Value) -> String {
     let pools: Vec<&Value> = status["pools"].as_array().into_iter().flatten().collect();
     // Columns as wide as their longest value, so a long repository name keeps the table aligned.
     let width = |key: &str, header: &str| {
-        pools
-            .iter()
-            .map(|p| p[key].as_str().map_or(1, str::len))
-            .max()
-            .unwrap_or(0)
-            .max(header.len())
+        super::column_width(
+            header,
+            pools.iter().map(|p| p[key].as_str().map_or(1, str::len)),
+        )
     };
     let (name_w, scope_w) = (width("name", "POOL"), width("scope", "SCOPE"));
     let _ = writeln!(

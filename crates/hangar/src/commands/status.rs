@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use super::{Clients, Connection};
+use super::{Clients, Connection, column_width};
 use crate::aws::AwsError;
 use crate::aws::ecs::{EcsClient, ServiceInfo, TaskInfo};
 use crate::deployment::{Deployment, Pool};
@@ -216,6 +216,9 @@ pub async fn run(connection: &Connection, deployment: &Deployment) -> anyhow::Re
     })
 }
 
+const NAME_HEADER: &str = "GitHub runner";
+const LABELS_HEADER: &str = "labels";
+
 /// The table for a terminal.
 pub fn render_text(status: &Status) -> String {
     let mut out = format!("ECS cluster {}\n", status.cluster);
@@ -241,23 +244,12 @@ pub fn render_text(status: &Status) -> String {
             out.push_str("  no runners on GitHub and no tasks in ECS\n");
             continue;
         }
-        let name_w = p
-            .rows
-            .iter()
-            .filter_map(|r| r.runner.as_ref().map(|r| r.name.len()))
-            .max()
-            .unwrap_or(6)
-            .max(13);
-        let labels_w = p
-            .rows
-            .iter()
-            .filter_map(|r| r.runner.as_ref().map(|r| r.labels.join(",").len()))
-            .max()
-            .unwrap_or(6)
-            .max(6);
+        let runners = || p.rows.iter().filter_map(|r| r.runner.as_ref());
+        let name_w = column_width(NAME_HEADER, runners().map(|r| r.name.len()));
+        let labels_w = column_width(LABELS_HEADER, runners().map(|r| r.labels.join(",").len()));
         out.push_str(&format!(
             "  {:<name_w$}  {:<7}  {:<4}  {:<labels_w$}  {:<8}  {:<34}  {}\n",
-            "GitHub runner", "status", "busy", "labels", "version", "ECS task", "flags"
+            NAME_HEADER, "status", "busy", LABELS_HEADER, "version", "ECS task", "flags"
         ));
         for row in &p.rows {
             let (name, status, busy, labels, version) = match &row.runner {
