@@ -89,7 +89,16 @@ MODES = {"standalone (default repository)": STANDALONE, "standalone (two reposit
 # The same three with the autoscaler.
 CONTROLLER_MODES = {f"{label} + controller": {**variables, "enable_controller": True} for label, variables in MODES.items()}
 
-CREDENTIAL_NAMES = {"GITHUB_PAT", "GITHUB_APP_CLIENT_ID", "GITHUB_APP_INSTALLATION_ID", "GITHUB_APP_PRIVATE_KEY"}
+# The credential secrets each mode injects (environment name: parameter ARN), in the module's order.
+CREDENTIAL_SECRETS = {
+    "standalone": {"GITHUB_PAT": f"{PARAM_ARN}/pat"},
+    "org": {
+        "GITHUB_APP_CLIENT_ID": f"{PARAM_ARN}/client-id",
+        "GITHUB_APP_INSTALLATION_ID": f"{PARAM_ARN}/installation-id",
+        "GITHUB_APP_PRIVATE_KEY": f"{PARAM_ARN}/private-key",
+    },
+}
+CREDENTIAL_NAMES = {name for secrets in CREDENTIAL_SECRETS.values() for name in secrets}
 
 
 MODULE = Module.load(MODULE_DIR)
@@ -415,14 +424,6 @@ class TaskDefinitions(unittest.TestCase):
             },
             "org": {"org": {"RUNNER_SCOPE": "org", "GITHUB_ORG": "your-organization"}},
         }
-        expected_secrets = {
-            "standalone": {"GITHUB_PAT": f"{PARAM_ARN}/pat"},
-            "org": {
-                "GITHUB_APP_CLIENT_ID": f"{PARAM_ARN}/client-id",
-                "GITHUB_APP_INSTALLATION_ID": f"{PARAM_ARN}/installation-id",
-                "GITHUB_APP_PRIVATE_KEY": f"{PARAM_ARN}/private-key",
-            },
-        }
         for label, variables in MODES.items():
             p = plan(variables)
             for key, scope in expected_scope[label].items():
@@ -444,7 +445,7 @@ class TaskDefinitions(unittest.TestCase):
                     for value in env.values():
                         self.assertIsInstance(value, str, "ECS environment values are strings")
                     secrets = {s["name"]: s["valueFrom"] for s in c["secrets"]}
-                    self.assertEqual(secrets, expected_secrets[variables["runner_type"]])
+                    self.assertEqual(secrets, CREDENTIAL_SECRETS[variables["runner_type"]])
                     # Credentials only as secrets, never as plain environment.
                     self.assertFalse(CREDENTIAL_NAMES & set(env))
                     self.assertFalse(any(PREFIX in v for v in env.values()))
@@ -526,13 +527,12 @@ class Services(unittest.TestCase):
 
 class Iam(unittest.TestCase):
     def test_execution_role_reads_exactly_the_modes_parameters(self):
-        leaves = {"standalone": ["pat"], "org": ["client-id", "installation-id", "private-key"]}
         for label, variables in MODES.items():
             with self.subTest(label):
                 p = plan(variables)
                 st = statements(p, "execution")
                 self.assertEqual(set(st), {"ReadRunnerCredentials", "DecryptRunnerCredentials", "WriteRunnerLogs"})
-                arns = [f"{PARAM_ARN}/{leaf}" for leaf in leaves[variables["runner_type"]]]
+                arns = list(CREDENTIAL_SECRETS[variables["runner_type"]].values())
                 read = st["ReadRunnerCredentials"]
                 self.assertEqual(read["actions"], ["ssm:GetParameters"])
                 self.assertEqual(read["resources"], arns)
@@ -830,14 +830,6 @@ class ControllerService(unittest.TestCase):
                     self.assertEqual(container(p, key), container(plan(off), key))
 
     def test_task_definition(self):
-        secrets = {
-            "standalone": {"GITHUB_PAT": f"{PARAM_ARN}/pat"},
-            "org": {
-                "GITHUB_APP_CLIENT_ID": f"{PARAM_ARN}/client-id",
-                "GITHUB_APP_INSTALLATION_ID": f"{PARAM_ARN}/installation-id",
-                "GITHUB_APP_PRIVATE_KEY": f"{PARAM_ARN}/private-key",
-            },
-        }
         for label, variables in CONTROLLER_MODES.items():
             with self.subTest(label):
                 p = plan(variables)
@@ -858,7 +850,7 @@ class ControllerService(unittest.TestCase):
                 self.assertEqual(env, {"HANGAR_LOG_FORMAT": "json", "AWS_REGION": "us-east-1"})
                 self.assertEqual(
                     {s["name"]: s["valueFrom"] for s in c["secrets"]},
-                    {"HANGAR_CONFIG_TOML": f"{PARAM_ARN}/controller/config", **secrets[variables["runner_type"]]},
+                    {"HANGAR_CONFIG_TOML": f"{PARAM_ARN}/controller/config", **CREDENTIAL_SECRETS[variables["runner_type"]]},
                 )
                 self.assertFalse(CREDENTIAL_NAMES & set(env))
                 self.assertFalse(any(PREFIX in v for v in env.values()))
@@ -906,13 +898,12 @@ class ControllerService(unittest.TestCase):
 
 class ControllerIam(unittest.TestCase):
     def test_execution_role_reads_exactly_its_secrets(self):
-        leaves = {"standalone": ["pat"], "org": ["client-id", "installation-id", "private-key"]}
         for label, variables in CONTROLLER_MODES.items():
             with self.subTest(label):
                 p = plan(variables)
                 st = statements(p, "controller_execution[0]")
                 self.assertEqual(set(st), {"ReadControllerConfigAndCredentials", "DecryptControllerCredentials", "WriteControllerLogs"})
-                credentials = [f"{PARAM_ARN}/{leaf}" for leaf in leaves[variables["runner_type"]]]
+                credentials = list(CREDENTIAL_SECRETS[variables["runner_type"]].values())
                 read = st["ReadControllerConfigAndCredentials"]
                 self.assertEqual(read["actions"], ["ssm:GetParameters"])
                 self.assertEqual(read["resources"], [f"{PARAM_ARN}/controller/config", *credentials])
