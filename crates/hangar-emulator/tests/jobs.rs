@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{ORG_RUNNERS, REPO_RUNNERS, Resp, post_with_pat, seed, with_pat, within};
+use common::{
+    ORG_RUNNERS, REPO_RUNNERS, Resp, post_with_pat, runner_token, seed, send, with_pat, within,
+};
 use hangar_emulator::{
     Conclusion, Emulator, JitConfig, JobEvent, JobSpec, JobStatus, RunnerMessage, SEED_ORG,
     SEED_REPO, WebhookAction, World, webhook_signature,
@@ -23,14 +25,7 @@ const REPO: &str = "your-organization/your-repository-name";
 
 /// A protocol request with an arbitrary `Authorization` value.
 async fn proto(method: Method, url: &str, auth: Option<String>, body: Option<Value>) -> Resp {
-    let mut req = reqwest::Client::new().request(method, url);
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    Resp::read(req.send().await.expect("send")).await
+    send(method, url, auth, body, &[]).await
 }
 
 /// POSTs `body` to a protocol `url` with `Authorization: RemoteAuth <token>`.
@@ -42,13 +37,6 @@ async fn remote_auth(url: &str, token: &str, body: Value) -> Resp {
         Some(body),
     )
     .await
-}
-
-/// A token from `…/registration-token` or `…/remove-token` of a REST runners path.
-async fn runner_token(emu: &Emulator, runners_path: &str, kind: &str) -> String {
-    let r = with_pat(emu, Method::POST, &format!("{runners_path}/{kind}")).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
-    r.json["token"].as_str().unwrap().to_owned()
 }
 
 /// A runner process as the stand-in would be: an API base, a credential, maybe a session.

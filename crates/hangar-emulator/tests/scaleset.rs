@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{ORG_RUNNERS, REPO_RUNNERS, Resp, now_secs, seed, with_pat, within};
+use common::{
+    ORG_RUNNERS, REPO_RUNNERS, Resp, now_secs, runner_token, seed, send, with_pat, within,
+};
 use hangar_emulator::{
     AuthKind, Conclusion, Emulator, JitConfig, JobSpec, JobStatus, SEED_ORG, SEED_REPO,
     ScaleSetCallKind, Scope,
@@ -22,27 +24,6 @@ const OTHER_REPO: &str = "your-organization/other";
 const API_VERSION: &str = "api-version=6.0-preview";
 const SCALE_SETS: &str = "/_apis/runtime/runnerscalesets";
 const AGENTS: &str = "/_apis/distributedtask/pools/0/agents";
-
-/// A request with an optional raw `Authorization` value, JSON body and extra headers.
-async fn send(
-    method: Method,
-    url: &str,
-    auth: Option<String>,
-    body: Option<Value>,
-    headers: &[(&str, String)],
-) -> Resp {
-    let mut req = reqwest::Client::new().request(method, url);
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    for (name, value) in headers {
-        req = req.header(*name, value);
-    }
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    Resp::read(req.send().await.expect("send")).await
-}
 
 /// `Bearer {token}`: how the admin, queue and runner-protocol tokens are all presented.
 fn bearer(token: &str) -> Option<String> {
@@ -67,18 +48,6 @@ impl Resp {
     }
 }
 
-/// A registration token of a REST runners path (`ORG_RUNNERS` or `REPO_RUNNERS`).
-async fn registration_token(emu: &Emulator, runners_path: &str) -> String {
-    let r = with_pat(
-        emu,
-        Method::POST,
-        &format!("{runners_path}/registration-token"),
-    )
-    .await;
-    r.assert_status(StatusCode::CREATED);
-    r.json["token"].as_str().unwrap().to_owned()
-}
-
 /// `POST /actions/runner-registration` for `scope_path` with `token`.
 async fn register(emu: &Emulator, token: &str, scope_path: &str) -> Resp {
     send(
@@ -98,7 +67,7 @@ struct Service {
 }
 
 async fn service(emu: &Emulator, runners_path: &str, scope_path: &str) -> Service {
-    let token = registration_token(emu, runners_path).await;
+    let token = runner_token(emu, runners_path, "registration-token").await;
     let r = register(emu, &token, scope_path).await;
     r.assert_status(StatusCode::OK);
     Service {
@@ -403,7 +372,7 @@ fn payload(jwt: &str) -> Value {
 async fn registration_trades_a_registration_token_for_an_admin_token() {
     within(async {
         let emu = seed().await;
-        let token = registration_token(&emu, REPO_RUNNERS).await;
+        let token = runner_token(&emu, REPO_RUNNERS, "registration-token").await;
         let r = register(&emu, &token, &format!("{SEED_ORG}/{SEED_REPO}")).await;
         r.assert_status(StatusCode::OK);
         let url = r.json["url"].as_str().unwrap();
@@ -423,7 +392,7 @@ async fn registration_trades_a_registration_token_for_an_admin_token() {
         assert_ne!(org.url, url);
 
         // Refusals: a token for another scope, an unknown one, none, no runner_event.
-        let org_token = registration_token(&emu, ORG_RUNNERS).await;
+        let org_token = runner_token(&emu, ORG_RUNNERS, "registration-token").await;
         let wrong = register(&emu, &org_token, &format!("{SEED_ORG}/{SEED_REPO}")).await;
         wrong.assert_status(StatusCode::NOT_FOUND);
         let unknown = register(&emu, "NOTATOKEN", SEED_ORG).await;
@@ -443,7 +412,7 @@ async fn registration_trades_a_registration_token_for_an_admin_token() {
         .await;
         no_event.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
         emu.set_registration_token_ttl(Duration::ZERO);
-        let expired = registration_token(&emu, ORG_RUNNERS).await;
+        let expired = runner_token(&emu, ORG_RUNNERS, "registration-token").await;
         assert_eq!(
             register(&emu, &expired, SEED_ORG).await.status,
             StatusCode::UNAUTHORIZED
@@ -1352,7 +1321,7 @@ async fn injected_failures_hit_scale_set_calls_only() {
             with_pat(&emu, Method::GET, ORG_RUNNERS).await.status,
             StatusCode::OK
         );
-        let token = registration_token(&emu, ORG_RUNNERS).await;
+        let token = runner_token(&emu, ORG_RUNNERS, "registration-token").await;
         let second = register(&emu, &token, SEED_ORG).await;
         second.assert_status(StatusCode::SERVICE_UNAVAILABLE);
         assert!(

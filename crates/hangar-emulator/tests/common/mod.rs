@@ -95,6 +95,28 @@ pub async fn call_url(method: Method, url: &str, token: Option<&str>, body: Opti
     Resp::read(req.send().await.expect("send")).await
 }
 
+/// A request to a full URL with an optional raw `Authorization` value, JSON body and extra
+/// headers, and no User-Agent (the runner protocol and the Actions service ask for none).
+pub async fn send(
+    method: Method,
+    url: &str,
+    auth: Option<String>,
+    body: Option<Value>,
+    headers: &[(&str, String)],
+) -> Resp {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    Resp::read(req.send().await.expect("send")).await
+}
+
 impl Resp {
     /// Status, headers and body (JSON, a string if not JSON, null if empty) of an answer.
     pub async fn read(resp: reqwest::Response) -> Resp {
@@ -150,4 +172,11 @@ pub async fn installation_token(emu: &Emulator, id: u64) -> String {
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
     r.json["token"].as_str().expect("token").to_owned()
+}
+
+/// A token from `…/registration-token` or `…/remove-token` of a REST runners path.
+pub async fn runner_token(emu: &Emulator, runners_path: &str, kind: &str) -> String {
+    let r = with_pat(emu, Method::POST, &format!("{runners_path}/{kind}")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
+    r.json["token"].as_str().unwrap().to_owned()
 }
