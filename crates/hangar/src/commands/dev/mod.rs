@@ -788,6 +788,15 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// Why the session must stop early, once it must: a signal, or the controller stopping on
+    /// its own.
+    async fn interrupted(&self) -> Halt {
+        tokio::select! {
+            _ = self.signals.stop.cancelled() => Halt::Signal,
+            _ = self.controller.stopped.cancelled() => DevError::ControllerStopped(String::new()).into(),
+        }
+    }
+
     /// What the controller's `/status` adds to a failure: its pool table.
     async fn status_detail(&self) -> String {
         match self.controller.status().await {
@@ -814,8 +823,7 @@ impl Session<'_> {
                 return Ok(status);
             }
             tokio::select! {
-                _ = self.signals.stop.cancelled() => return Err(Halt::Signal),
-                _ = self.controller.stopped.cancelled() => return Err(DevError::ControllerStopped(String::new()).into()),
+                halt = self.interrupted() => return Err(halt),
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(self.timed_out("the pools' scale-set sessions were not live", SESSIONS_WITHIN, "still connecting".into()).await);
                 }
@@ -839,8 +847,7 @@ impl Session<'_> {
                 return Ok(());
             }
             tokio::select! {
-                _ = self.signals.stop.cancelled() => return Err(Halt::Signal),
-                _ = self.controller.stopped.cancelled() => return Err(DevError::ControllerStopped(String::new()).into()),
+                halt = self.interrupted() => return Err(halt),
                 _ = tokio::time::sleep_until(deadline) => {
                     let waiting: Vec<&str> = show.jobs.iter().filter(|(id, _)| !show.tables_printed.contains(id)).map(|(_, r)| r.name.as_str()).collect();
                     return Err(self.timed_out("the sample jobs did not finish (runner gone included)", JOBS_WITHIN, format!("waiting for {}", waiting.join(", "))).await);
@@ -892,8 +899,7 @@ impl Session<'_> {
             let deadline = Instant::now() + JOBS_WITHIN;
             while !waiting.is_empty() {
                 tokio::select! {
-                    _ = self.signals.stop.cancelled() => return Err(Halt::Signal),
-                    _ = self.controller.stopped.cancelled() => return Err(DevError::ControllerStopped(String::new()).into()),
+                    halt = self.interrupted() => return Err(halt),
                     _ = tokio::time::sleep_until(deadline) => {
                         return Err(self.timed_out(format!("{} of a burst of {n} jobs did not complete", waiting.len()), JOBS_WITHIN, format!("{done} of {target} jobs done")).await);
                     }
@@ -944,8 +950,7 @@ impl Session<'_> {
                 return Ok(status);
             }
             tokio::select! {
-                _ = self.signals.stop.cancelled() => return Err(Halt::Signal),
-                _ = self.controller.stopped.cancelled() => return Err(DevError::ControllerStopped(String::new()).into()),
+                halt = self.interrupted() => return Err(halt),
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(self.timed_out(
                         "the pools did not scale back to zero",
@@ -1169,10 +1174,7 @@ async fn drive(
         "  GITHUB_API_URL={api} GITHUB_PAT={SEED_PAT} hangar doctor --repo {SEED_ORG}/{SEED_REPO}"
     );
     out!("Ctrl-C stops the controller and every runner (no registration is left on GitHub).");
-    tokio::select! {
-        _ = session.signals.stop.cancelled() => Err(Halt::Signal),
-        _ = session.controller.stopped.cancelled() => Err(DevError::ControllerStopped(String::new()).into()),
-    }
+    Err(session.interrupted().await)
 }
 
 /// Stops the controller, then every agent, removes the registrations no one else will (an
