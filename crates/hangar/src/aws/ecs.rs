@@ -2,6 +2,7 @@
 //! matched to their service by the `group` ECS gives every service task (`service:<name>`), which
 //! also keeps stopped tasks and tasks of other services out.
 
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -34,19 +35,24 @@ pub struct EcsClient {
     region: String,
 }
 
-fn cluster_missing(cluster: &str) -> impl Fn(&str) -> Option<(String, String)> + '_ {
-    move |code| {
-        (code == "ClusterNotFoundException").then(|| {
-            (
-                format!("ECS cluster {cluster:?}"),
-                "pass the cluster the runners run in with --cluster (or HANGAR_CLUSTER)"
-                    .to_string(),
-            )
+impl EcsClient {
+    /// Classifies a failed call on `cluster`; a missing cluster is [`AwsError::NotFound`].
+    fn refused<E, R>(&self, e: SdkError<E, R>, action: &'static str, cluster: &str) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        classify(e, action, &self.region, |code| {
+            (code == "ClusterNotFoundException").then(|| {
+                (
+                    format!("ECS cluster {cluster:?}"),
+                    "pass the cluster the runners run in with --cluster (or HANGAR_CLUSTER)"
+                        .to_string(),
+                )
+            })
         })
     }
-}
 
-impl EcsClient {
     pub fn from_config(config: &aws_config::SdkConfig) -> EcsClient {
         EcsClient {
             client: aws_sdk_ecs::Client::new(config),
@@ -69,14 +75,7 @@ impl EcsClient {
                 .set_services(Some(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| {
-                    classify(
-                        e,
-                        "ecs:DescribeServices",
-                        &self.region,
-                        cluster_missing(cluster),
-                    )
-                })?;
+                .map_err(|e| self.refused(e, "ecs:DescribeServices", cluster))?;
             for s in answer.services() {
                 if s.status() == Some("INACTIVE") {
                     continue; // deleted services linger as INACTIVE for a while
@@ -106,9 +105,7 @@ impl EcsClient {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| {
-                    classify(e, "ecs:ListTasks", &self.region, cluster_missing(cluster))
-                })?;
+                .map_err(|e| self.refused(e, "ecs:ListTasks", cluster))?;
             arns.extend(page.task_arns().iter().cloned());
             token = page.next_token().map(str::to_string);
             if token.is_none() {
@@ -125,14 +122,7 @@ impl EcsClient {
                 .set_tasks(Some(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| {
-                    classify(
-                        e,
-                        "ecs:DescribeTasks",
-                        &self.region,
-                        cluster_missing(cluster),
-                    )
-                })?;
+                .map_err(|e| self.refused(e, "ecs:DescribeTasks", cluster))?;
             for t in answer.tasks() {
                 if t.group() != Some(group.as_str()) || t.last_status() == Some("STOPPED") {
                     continue;
