@@ -125,6 +125,8 @@ pub enum PoolEvent {
     Pass {
         status: PoolStatus,
         took: Duration,
+        /// GitHub calls made for this pool so far (its listener, launches and listings).
+        github_calls: u64,
     },
 }
 
@@ -358,6 +360,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         self.emit(PoolEvent::Pass {
             status: self.report.status.clone(),
             took: started.elapsed(),
+            github_calls: self.report.github_calls,
         });
         verdict.stretch_pass
     }

@@ -590,13 +590,19 @@ async fn pool_metrics(
     } else {
         AuthMode::Pat
     };
-    let mut last_calls = service.github().calls_made();
+    // The pool's own count: pools sharing a client (one per credential) would count each
+    // other's calls if this read the client's.
+    let mut last_calls = 0;
     while let Some((name, event)) = events.recv().await {
         match event {
             PoolEvent::Launched { .. } => metrics.launch(&name),
             PoolEvent::LaunchFailed { reason } => metrics.launch_failed(&name, reason),
             PoolEvent::Removed { reason, .. } => metrics.runner_stopped(&name, reason),
-            PoolEvent::Pass { status, took } => {
+            PoolEvent::Pass {
+                status,
+                took,
+                github_calls,
+            } => {
                 metrics.reconcile(took);
                 let stats = demand.borrow().statistics.unwrap_or_default();
                 metrics.set_pool(
@@ -614,9 +620,8 @@ async fn pool_metrics(
                         running_runners: status.capacity.saturating_sub(status.pending) as u64,
                     },
                 );
-                let calls = service.github().calls_made();
-                metrics.github_calls(calls.saturating_sub(last_calls));
-                last_calls = calls;
+                metrics.github_calls(github_calls.saturating_sub(last_calls));
+                last_calls = github_calls;
                 if let Some(rl) = service.github().rate_limit() {
                     metrics.rate_limit(credential, rl.remaining, rl.limit);
                 }
