@@ -254,6 +254,16 @@ fn seed_credentials(key_file: &Path) -> CredentialEnv {
     ]))
 }
 
+/// A connection to the emulator with `credentials` (no SSM: everything is given in memory).
+fn emulator_connection(api: &str, web: &str, credentials: CredentialEnv) -> Connection {
+    Connection {
+        github: GitHubConfig::new(api, web),
+        ssm_prefix: None,
+        auth: None,
+        credential_env: credentials,
+    }
+}
+
 fn pool_scope(pool: Pool) -> Scope {
     match pool {
         Pool::Standalone => Scope::Repo {
@@ -1000,16 +1010,9 @@ async fn run_session(emu: &Emulator, work: &Workdir, options: &DevOptions) -> Re
     out!("hangar dev: GitHub emulator on {api} (everything stays on 127.0.0.1)\n");
 
     // Both credential paths, checked the way an operator would.
-    let given = |pairs: &[(&str, &str)]| Connection {
-        github: GitHubConfig::new(&api, &web),
-        ssm_prefix: None,
-        auth: None,
-        credential_env: CredentialEnv::Given(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
+    let given = |pairs: &[(&str, &str)]| {
+        let pairs = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        emulator_connection(&api, &web, CredentialEnv::Given(pairs.collect()))
     };
     let key_str = key_path.display().to_string();
     for (what, connection, pool) in [
@@ -1214,12 +1217,7 @@ async fn teardown(
         if emu.runners(&emulator_scope(pool)).is_empty() {
             continue;
         }
-        let connection = Connection {
-            github: GitHubConfig::new(api, web),
-            ssm_prefix: None,
-            auth: None,
-            credential_env: credentials.clone(),
-        };
+        let connection = emulator_connection(api, web, credentials.clone());
         let scope = pool_scope(pool);
         let Ok((github, _)) = connection.connect(&scope).await else {
             continue;
