@@ -1270,8 +1270,8 @@ mod tests {
     use crate::controller::config::BackendConfig;
     use serde_json::json;
 
-    #[test]
-    fn the_generated_configuration_is_the_seed_at_zero_on_the_local_backend() {
+    /// The session's configuration for an emulator on port 9, and what the controller reads of it.
+    fn generated_config() -> (String, ControllerConfig) {
         let text = controller_config(
             "http://127.0.0.1:9/api/v3",
             "http://127.0.0.1:9",
@@ -1279,6 +1279,12 @@ mod tests {
             Path::new("/tmp/hangar-dev-1/runners"),
         );
         let config = ControllerConfig::parse(&text, "dev").unwrap();
+        (text, config)
+    }
+
+    #[test]
+    fn the_generated_configuration_is_the_seed_at_zero_on_the_local_backend() {
+        let (text, config) = generated_config();
         assert_eq!(config.settings.github_api_url, "http://127.0.0.1:9/api/v3");
         assert_eq!(config.settings.resync_interval, RESYNC);
         assert_eq!(
@@ -1310,13 +1316,7 @@ mod tests {
 
     #[test]
     fn runner_names_map_to_their_pool() {
-        let text = controller_config(
-            "http://127.0.0.1:9/api/v3",
-            "http://127.0.0.1:9",
-            Path::new("/opt/hangar"),
-            Path::new("/tmp/hangar-dev-1/runners"),
-        );
-        let config = ControllerConfig::parse(&text, "dev").unwrap();
+        let (_, config) = generated_config();
         let pool_of = |name| pool_of_runner(&config, name);
         assert_eq!(pool_of("standalone-ab12cd34"), Some(Pool::Standalone));
         assert_eq!(pool_of("org-ab12cd34"), Some(Pool::Org));
