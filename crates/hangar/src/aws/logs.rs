@@ -62,7 +62,7 @@ impl LogsClient {
     }
 
     /// Events of `group` from `start_ms` on, matching `pattern` (CloudWatch filter syntax), in
-    /// time order.
+    /// the order AWS pages them: `hangar logs` sorts each poll's events of every group at once.
     pub async fn events(
         &self,
         group: &str,
@@ -105,7 +105,6 @@ impl LogsClient {
                 break;
             }
         }
-        out.sort_by_key(|e| e.timestamp_ms);
         Ok(out)
     }
 }
