@@ -408,7 +408,12 @@ impl Supervisor {
         super::env::runner_env(&|n| std::env::var(n).ok(), &self.config.pass_env, &extra)
     }
 
-    fn command(&self, args: &[String], secret_env: Option<(&str, &SecretString)>) -> Command {
+    /// Starts `bin/Runner.Listener` with `args`, and `secret_env` as its one secret variable.
+    fn spawn_listener(
+        &self,
+        args: &[String],
+        secret_env: Option<(&str, &SecretString)>,
+    ) -> Result<Child, AgentError> {
         let mut cmd = Command::new(self.home.listener());
         cmd.args(args)
             .current_dir(self.home.root())
@@ -427,7 +432,10 @@ impl Supervisor {
         if let Some(u) = &self.run_as {
             cmd.uid(u.uid).gid(u.gid);
         }
-        cmd
+        cmd.spawn().map_err(|e| AgentError::Spawn {
+            what: self.home.listener().display().to_string(),
+            cause: e,
+        })
     }
 
     async fn register(&mut self, previous_name: Option<String>) -> Result<(), AgentError> {
@@ -484,12 +492,8 @@ impl Supervisor {
                 if ephemeral {
                     args.push("--ephemeral".into());
                 }
-                let mut cmd =
-                    self.command(&args, Some(("ACTIONS_RUNNER_INPUT_TOKEN", &token.token)));
-                let child = cmd.spawn().map_err(|e| AgentError::Spawn {
-                    what: self.home.listener().display().to_string(),
-                    cause: e,
-                })?;
+                let child =
+                    self.spawn_listener(&args, Some(("ACTIONS_RUNNER_INPUT_TOKEN", &token.token)))?;
                 let output = tokio::time::timeout(CONFIGURE_TIMEOUT, child.wait_with_output())
                     .await
                     .map_err(|_| AgentError::Configure {
@@ -530,11 +534,7 @@ impl Supervisor {
             .jit
             .as_ref()
             .map(|b| ("ACTIONS_RUNNER_INPUT_JITCONFIG", b));
-        let mut cmd = self.command(&["run".to_string()], secret);
-        let mut child = cmd.spawn().map_err(|e| AgentError::Spawn {
-            what: self.home.listener().display().to_string(),
-            cause: e,
-        })?;
+        let mut child = self.spawn_listener(&["run".to_string()], secret)?;
         let secrets: Vec<String> = self
             .jit
             .iter()
