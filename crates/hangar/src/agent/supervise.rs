@@ -705,9 +705,7 @@ impl Supervisor {
             StopStep::Cancel => self.cancel(child),
             StopStep::Kill => {
                 tracing::warn!("killing the runner");
-                send_signal(child, nix::sys::signal::Signal::SIGKILL);
-                self.phase = StopPhase::Killing;
-                self.deadline = None;
+                self.kill(child);
             }
         }
     }
@@ -733,6 +731,20 @@ impl Supervisor {
         self.deadline = Some(Instant::now() + self.config.cancel_grace);
     }
 
+    /// SIGTERM to a runner with no job to lose, killed if it is still there after
+    /// `IDLE_STOP_GRACE`.
+    fn terminate_idle(&mut self, child: &Child) {
+        send_signal(child, nix::sys::signal::Signal::SIGTERM);
+        self.phase = StopPhase::Cancelling;
+        self.deadline = Some(Instant::now() + IDLE_STOP_GRACE);
+    }
+
+    fn kill(&mut self, child: &Child) {
+        send_signal(child, nix::sys::signal::Signal::SIGKILL);
+        self.phase = StopPhase::Killing;
+        self.deadline = None;
+    }
+
     fn on_deadline(&mut self, child: &Child) {
         match self.phase {
             StopPhase::Draining => {
@@ -741,9 +753,7 @@ impl Supervisor {
             }
             StopPhase::Cancelling => {
                 tracing::warn!("the runner did not stop in time; killing it");
-                send_signal(child, nix::sys::signal::Signal::SIGKILL);
-                self.phase = StopPhase::Killing;
-                self.deadline = None;
+                self.kill(child);
             }
             _ => self.deadline = None,
         }
@@ -787,9 +797,7 @@ impl Supervisor {
                 tracing::warn!(error = %e, "could not remove the registration; stopping the runner anyway")
             }
         }
-        send_signal(child, nix::sys::signal::Signal::SIGTERM);
-        self.phase = StopPhase::Cancelling;
-        self.deadline = Some(Instant::now() + IDLE_STOP_GRACE);
+        self.terminate_idle(child);
     }
 
     async fn on_hook(&mut self, hook: PendingHook) {
@@ -874,9 +882,7 @@ impl Supervisor {
             self.outcome = Some(AgentExit::Replace(
                 "GitHub no longer lists the runner".into(),
             ));
-            send_signal(child, nix::sys::signal::Signal::SIGTERM);
-            self.phase = StopPhase::Cancelling;
-            self.deadline = Some(Instant::now() + IDLE_STOP_GRACE);
+            self.terminate_idle(child);
         }
     }
 
@@ -909,9 +915,7 @@ impl Supervisor {
         self.outcome = Some(AgentExit::Replace(format!(
             "no job within the idle timeout ({timeout:?})"
         )));
-        send_signal(child, nix::sys::signal::Signal::SIGTERM);
-        self.phase = StopPhase::Cancelling;
-        self.deadline = Some(Instant::now() + IDLE_STOP_GRACE);
+        self.terminate_idle(child);
     }
 
     /// Deletes the registration, waiting out a "busy" answer for a while (a cancelled or
