@@ -770,6 +770,12 @@ impl Supervisor {
         }
     }
 
+    /// Notes that GitHub no longer holds the registration (removed, or already gone).
+    fn removed(&mut self, removal: RunnerRemoval) {
+        tracing::info!(runner_id = self.identity.id, outcome = ?removal, "registration removed");
+        self.registration_removed = true;
+    }
+
     /// Removes the registration, then stops the runner; if GitHub says the runner is busy, a
     /// job has just landed and the runner drains instead.
     async fn deregister_then_stop(&mut self, child: &Child) {
@@ -786,10 +792,7 @@ impl Supervisor {
                 }
                 return;
             }
-            Ok(Some(r)) => {
-                tracing::info!(runner_id = self.identity.id, outcome = ?r, "registration removed");
-                self.registration_removed = true;
-            }
+            Ok(Some(r)) => self.removed(r),
             Ok(None) => tracing::info!(
                 "no GitHub credentials: the runner's launcher removes its registration"
             ),
@@ -903,10 +906,7 @@ impl Supervisor {
                 self.activity = Activity::Busy;
                 return;
             }
-            Ok(Some(r)) => {
-                tracing::info!(runner_id = self.identity.id, outcome = ?r, "registration removed");
-                self.registration_removed = true;
-            }
+            Ok(Some(r)) => self.removed(r),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "could not remove the registration; stopping the runner anyway")
@@ -945,8 +945,7 @@ impl Supervisor {
                     return;
                 }
                 Ok(r) => {
-                    tracing::info!(runner_id = self.identity.id, outcome = ?r, "registration removed");
-                    self.registration_removed = true;
+                    self.removed(r);
                     return;
                 }
                 Err(e) => {
