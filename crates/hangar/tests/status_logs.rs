@@ -21,19 +21,12 @@ fn env(moto: &Moto, emu: &hangar_emulator::Emulator) -> Vec<(String, String)> {
     env.extend([
         ("GITHUB_API_URL".to_string(), emu.api_url()),
         ("GITHUB_URL".to_string(), emu.web_url()),
-        (
-            "GITHUB_PAT".to_string(),
-            hangar_emulator::SEED_PAT.to_string(),
-        ),
-        (
-            "GITHUB_APP_CLIENT_ID".to_string(),
-            hangar_emulator::SEED_CLIENT_ID.to_string(),
-        ),
-        (
-            "GITHUB_APP_PRIVATE_KEY".to_string(),
-            hangar_emulator::keys::APP_PRIVATE_KEY_PKCS1.to_string(),
-        ),
     ]);
+    env.extend(
+        SEED_CREDENTIALS
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string())),
+    );
     env
 }
 

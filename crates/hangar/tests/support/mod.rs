@@ -91,22 +91,21 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The seed's PAT and App credentials, as the environment variables hangar reads them from.
+pub const SEED_CREDENTIALS: [(&str, &str); 3] = [
+    ("GITHUB_PAT", hangar_emulator::SEED_PAT),
+    ("GITHUB_APP_CLIENT_ID", hangar_emulator::SEED_CLIENT_ID),
+    ("GITHUB_APP_PRIVATE_KEY", keys::APP_PRIVATE_KEY_PKCS1),
+];
+
 /// The seed's PAT and App credentials, as an in-memory environment (for in-process controllers).
 pub fn seed_credential_env() -> hangar::commands::CredentialEnv {
-    hangar::commands::CredentialEnv::Given(std::collections::HashMap::from([
-        (
-            "GITHUB_PAT".to_string(),
-            hangar_emulator::SEED_PAT.to_string(),
-        ),
-        (
-            "GITHUB_APP_CLIENT_ID".to_string(),
-            hangar_emulator::SEED_CLIENT_ID.to_string(),
-        ),
-        (
-            "GITHUB_APP_PRIVATE_KEY".to_string(),
-            keys::APP_PRIVATE_KEY_PKCS1.to_string(),
-        ),
-    ]))
+    hangar::commands::CredentialEnv::Given(
+        SEED_CREDENTIALS
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+    )
 }
 
 /// Everything logged, kept in memory, for tests that search logs for secrets.
