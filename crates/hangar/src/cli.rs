@@ -343,16 +343,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action: Some(ControllerAction::CheckConfig),
             config,
         } => {
-            let config = match std::env::var(controller::runtime::ENV_CONFIG_TOML)
-                .ok()
-                .filter(|t| !t.trim().is_empty())
-            {
-                Some(text) => controller::config::ControllerConfig::parse(
-                    &text,
-                    controller::runtime::ENV_CONFIG_TOML,
-                )?,
-                None => controller::config::ControllerConfig::load(&config)?,
-            };
+            let text = controller::runtime::config_text_from_env();
+            let config = controller::runtime::load_config(&config, text.as_deref())?;
             print!("{}", controller::check::describe(&config));
             Ok(ExitCode::SUCCESS)
         }
@@ -363,14 +355,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let shutdown = tokio_util::sync::CancellationToken::new();
             let on_signal = shutdown.clone();
             tokio::spawn(async move {
-                wait_for_stop_signal().await;
+                commands::stop_signal().await;
                 tracing::info!("stopping: deleting the sessions, leaving runners to finish");
                 on_signal.cancel();
             });
             let mut options = controller::runtime::RunOptions::new(config, shutdown);
-            options.config_text = std::env::var(controller::runtime::ENV_CONFIG_TOML)
-                .ok()
-                .filter(|t| !t.trim().is_empty());
+            options.config_text = controller::runtime::config_text_from_env();
             controller::runtime::run(options).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -469,22 +459,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
-        }
-    }
-}
-
-/// SIGTERM (ECS, systemd) or SIGINT (Ctrl-C).
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -143,3 +143,20 @@ impl ResolvedSummary {
 pub(crate) fn column_width(header: &str, cells: impl IntoIterator<Item = usize>) -> usize {
     cells.into_iter().fold(header.len(), usize::max)
 }
+
+/// SIGTERM (ECS, systemd) or SIGINT (Ctrl-C); without a SIGTERM handler (it cannot be
+/// installed), Ctrl-C alone. The one stop signal of the long-running commands.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

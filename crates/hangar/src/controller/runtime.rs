@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,6 +86,22 @@ impl RunOptions {
 /// The variable that can carry the whole pool file (an ECS task gets it from SSM).
 pub const ENV_CONFIG_TOML: &str = "HANGAR_CONFIG_TOML";
 
+/// The pool file's text from `HANGAR_CONFIG_TOML`, if set (and not blank).
+pub fn config_text_from_env() -> Option<String> {
+    std::env::var(ENV_CONFIG_TOML)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+}
+
+/// The configuration from `text` (named `HANGAR_CONFIG_TOML` in errors) if given, else from
+/// the file at `path`.
+pub fn load_config(path: &Path, text: Option<&str>) -> Result<ControllerConfig, ConfigError> {
+    match text {
+        Some(text) => ControllerConfig::parse(text, ENV_CONFIG_TOML),
+        None => ControllerConfig::load(path),
+    }
+}
+
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -136,10 +152,7 @@ impl Shared {
 
 /// Runs the controller until `options.shutdown` is cancelled.
 pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
-    let config = match &options.config_text {
-        Some(text) => ControllerConfig::parse(text, ENV_CONFIG_TOML)?,
-        None => ControllerConfig::load(&options.config_path)?,
-    };
+    let config = load_config(&options.config_path, options.config_text.as_deref())?;
     let settings = config.settings.clone();
     let connection = Connection {
         github: GitHubConfig::new(&settings.github_api_url, &settings.github_web_url),

@@ -438,21 +438,6 @@ impl Controller {
     }
 }
 
-/// Ctrl-C or SIGTERM; without a SIGTERM handler (it cannot be installed), Ctrl-C alone.
-async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 /// What the session is told from outside: the first signal stops it, a second one hurries the
 /// teardown (kills the agents instead of waiting for them).
 #[derive(Clone, Default)]
@@ -466,9 +451,9 @@ impl Signals {
         let signals = Signals::default();
         let s = signals.clone();
         let task = tokio::spawn(async move {
-            shutdown_signal().await;
+            super::stop_signal().await;
             s.stop.cancel();
-            shutdown_signal().await;
+            super::stop_signal().await;
             s.force.cancel();
         });
         (signals, task)
