@@ -8,6 +8,14 @@ use serde::Serialize;
 
 use super::{AwsError, classify, region_of};
 
+/// DescribeTasks takes at most this many tasks per call.
+pub const DESCRIBE_TASKS_BATCH: usize = 100;
+
+/// An ECS timestamp as a chrono one.
+pub fn to_chrono(d: &aws_sdk_ecs::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(d.secs(), d.subsec_nanos())
+}
+
 /// An ECS service's counts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServiceInfo {
@@ -114,7 +122,7 @@ impl EcsClient {
         }
         let group = format!("service:{service}");
         let mut out = Vec::new();
-        for chunk in arns.chunks(100) {
+        for chunk in arns.chunks(DESCRIBE_TASKS_BATCH) {
             let answer = self
                 .client
                 .describe_tasks()
@@ -132,9 +140,7 @@ impl EcsClient {
                     id: arn.rsplit('/').next().unwrap_or(arn).to_string(),
                     last_status: t.last_status().unwrap_or_default().to_string(),
                     desired_status: t.desired_status().unwrap_or_default().to_string(),
-                    started_at: t
-                        .started_at()
-                        .and_then(|d| DateTime::from_timestamp(d.secs(), d.subsec_nanos())),
+                    started_at: t.started_at().and_then(to_chrono),
                 });
             }
         }

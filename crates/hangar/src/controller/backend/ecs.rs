@@ -29,6 +29,7 @@ use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier, ParameterType};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::aws::ecs::{DESCRIBE_TASKS_BATCH, to_chrono};
 use crate::github::Scope;
 
 use super::{
@@ -42,10 +43,9 @@ pub const ENV_JIT_CONFIG_PARAMETER: &str = "RUNNER_JIT_CONFIG_PARAMETER";
 /// The variable that gives the task its runner's name.
 pub const ENV_RUNNER_NAME: &str = "RUNNER_NAME";
 
-/// ECS limits: StopTask's `reason`, RunTask's `startedBy`, DescribeTasks' `tasks`.
+/// ECS limits: StopTask's `reason`, RunTask's `startedBy` (DescribeTasks' batch: aws::ecs).
 const STOP_REASON_MAX_CHARS: usize = 255;
 const STARTED_BY_MAX_CHARS: usize = 36;
-const DESCRIBE_TASKS_BATCH: usize = 100;
 /// SSM limits: value size per tier, name length (with the ARN), hierarchy depth, page size.
 const STANDARD_TIER_MAX_BYTES: usize = 4096;
 const ADVANCED_TIER_MAX_BYTES: usize = 8192;
@@ -798,10 +798,6 @@ fn task_of(t: &aws_sdk_ecs::types::Task, now: DateTime<Utc>) -> Option<Task> {
 }
 
 /// Both SDKs' timestamps are `aws_smithy_types::DateTime`.
-fn to_chrono(d: &aws_sdk_ecs::primitives::DateTime) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(d.secs(), d.subsec_nanos())
-}
-
 fn truncate_chars(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((end, _)) => &s[..end],
