@@ -73,8 +73,9 @@ resource "aws_ecs_task_definition" "controller" {
       entryPoint = ["/usr/bin/tini", "--", "/usr/local/bin/hangar"]
       command    = ["controller"]
 
-      # Non-root, and the controller writes no file (its pool file comes from the environment).
-      user                   = local.container_user
+      # Non-root (it runs no job, so it needs no user switch), and the controller writes no file
+      # (its pool file comes from the environment).
+      user                   = local.controller_user
       readonlyRootFilesystem = true
 
       # On SIGTERM the controller deletes its scale-set sessions and stops no runner.

@@ -37,6 +37,9 @@ locals {
       { name = "HANGAR_LOG_FORMAT", value = "json" },
       { name = "HANGAR_DRAIN_TIMEOUT", value = "${var.drain_timeout_seconds}s" },
       { name = "AWS_REGION", value = var.aws_region },
+      # The container runs as the image's default user, root (tini and hangar agent); the agent
+      # starts Runner.Listener, and so every job, as this user (uid 1001). The image sets the same.
+      { name = "RUNNER_USER", value = local.runner_user },
     ],
     local.is_org && var.runner_group != null ? [{ name = "RUNNER_GROUP", value = var.runner_group }] : [],
   )
@@ -71,8 +74,11 @@ locals {
   # Tasks of the cluster, for task scale-in protection (task ARNs carry the cluster name).
   cluster_task_arn_pattern = "arn:${local.partition}:ecs:${var.aws_region}:${local.account_id}:task/${var.ecs_cluster_name}/*"
 
-  # The image's user `runner` (uid 1001); the official runner refuses to run as root.
-  container_user = "1001"
+  # The image's unprivileged user: every job runs as it (RUNNER_USER), never as root.
+  runner_user = "runner"
+  # The controller runs no untrusted code and holds its credentials alone: it runs as the
+  # image's `runner` user (uid 1001) rather than root.
+  controller_user = "1001"
 
   # The awslogs options of both task definitions but their log group and stream prefix. Non-blocking:
   # a CloudWatch hiccup must not block a container's stdout (a runner's jobs, the controller).

@@ -4,7 +4,7 @@
 ################################################################################
 
 resource "aws_ecs_task_definition" "github_runner" {
-  #checkov:skip=CKV_AWS_336:The official runner writes its registration, _diag and job workspaces under /home/runner/actions-runner and jobs write to $HOME and /tmp; Fargate bind-mount volumes are root-owned unless the image declares a VOLUME there, so the non-root runner (uid 1001) needs a writable root filesystem.
+  #checkov:skip=CKV_AWS_336:The root agent starts the official runner as uid 1001 (RUNNER_USER=runner), which writes its registration, _diag and job workspaces under /home/runner/actions-runner, and jobs write to $HOME and /tmp; Fargate bind-mount volumes are root-owned unless the image declares a VOLUME there and the agent does not re-own them, so the runner and its jobs need a writable root filesystem.
   for_each = local.runners
 
   family                   = each.value.name
@@ -27,12 +27,17 @@ resource "aws_ecs_task_definition" "github_runner" {
       image     = var.runner_image
       essential = true
 
-      # Non-root: the image's `runner` user.
-      user = local.container_user
-      # Not read-only: the official runner writes its registration (.runner, .credentials),
+      # No `user`: the container runs as the image's default user, root. Only tini and hangar
+      # agent run as root; the agent holds the credentials (ECS secrets, the task role's
+      # AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, the one-shot JIT configuration) and starts
+      # Runner.Listener, and so every job, as RUNNER_USER=runner (uid 1001, in `environment`).
+      # A process of uid 1001 cannot read a root process's /proc/PID/environ or memory. Running
+      # the container as 1001 instead would put the credentials in a process of the jobs' uid.
+      #
+      # Not read-only: the runner (uid 1001) writes its registration (.runner, .credentials),
       # _diag and the job workspace (_work) under /home/runner/actions-runner, and jobs write to
       # $HOME and /tmp. Fargate bind-mount volumes are root-owned (0755) unless the image declares
-      # a VOLUME at that path, so uid 1001 could not write to them either.
+      # a VOLUME at that path, and the agent does not re-own them, so uid 1001 could not write there.
       readonlyRootFilesystem = false
 
       # ECS sends SIGTERM, then SIGKILL after this many seconds: 120 is Fargate's maximum.

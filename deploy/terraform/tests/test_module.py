@@ -403,15 +403,29 @@ class TaskDefinitions(unittest.TestCase):
                     self.assertEqual(c["image"], p.var_values["runner_image"])
                     self.assertTrue(c["essential"])
                     self.assertEqual(c["stopTimeout"], 120)
-                    # Non-root: the image's runner user, by uid.
-                    self.assertEqual(c["user"], "1001")
-                    self.assertNotIn(c["user"].split(":")[0], ("0", "root"))
+                    # The image's default user (root) runs tini and hangar agent, which holds the
+                    # credentials; the agent starts the runner and its jobs as RUNNER_USER (uid 1001).
+                    self.assertNotIn("user", c, "no ECS user: the agent must be root to keep the credentials from the jobs")
+                    env = {e["name"]: e["value"] for e in c["environment"]}
+                    self.assertEqual(env["RUNNER_USER"], "runner")
+                    self.assertNotIn("RUNNER_ALLOW_RUNASROOT", env, "jobs never run as root")
                     self.assertIs(c["readonlyRootFilesystem"], False)
                     # The image's entrypoint (tini -- hangar agent) is not overridden.
                     for overriding in ("entryPoint", "command"):
                         self.assertNotIn(overriding, c)
                     self.assertEqual(c["logConfiguration"]["logDriver"], "awslogs")
                     self.assertEqual(c["logConfiguration"]["options"]["awslogs-region"], "us-east-1")
+
+    def test_runner_user_agrees_with_the_image(self):
+        # The image sets ENV RUNNER_USER too; the task definition repeats it so that module and
+        # image say the same, and an older image without it still switches users.
+        env = {e["name"]: e["value"] for e in container(plan(ORG), "org")["environment"]}
+        dockerfile = (MODULE_DIR.parent / "docker" / "Dockerfile").read_text()
+        # The user the image creates with uid 1001 is the module's RUNNER_USER ...
+        self.assertEqual(re.findall(r"useradd --uid 1001 .*?(\S+)\s*$", dockerfile, re.MULTILINE), [env["RUNNER_USER"]])
+        # ... and the image's own RUNNER_USER, where it sets one, is the same.
+        for value in re.findall(r"^ENV RUNNER_USER=(\S+)\s*$", dockerfile, re.MULTILINE):
+            self.assertEqual(value, env["RUNNER_USER"], "the image's RUNNER_USER")
 
     def test_environment_and_secrets(self):
         expected_scope = {
@@ -440,6 +454,7 @@ class TaskDefinitions(unittest.TestCase):
                             "HANGAR_LOG_FORMAT": "json",
                             "HANGAR_DRAIN_TIMEOUT": "80s",
                             "AWS_REGION": "us-east-1",
+                            "RUNNER_USER": "runner",
                         },
                     )
                     for value in env.values():
