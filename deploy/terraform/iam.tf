@@ -44,18 +44,38 @@ data "aws_iam_policy_document" "task_assume" {
 }
 
 ################################################################################
-# Execution role: used by ECS (not by the container) to start a task: resolve the credential
-# `secrets` from Parameter Store and create the task's log stream.
+# Execution role: used by ECS (not by the container) to start a runner task: create the task's
+# log stream and, for the fixed services only, resolve the credential `secrets` from Parameter
+# Store. With the controller the runner tasks have no `secrets`, and this role reads no credential.
 ################################################################################
 
 resource "aws_iam_role" "execution" {
   name_prefix          = "github-runner-${var.runner_type}-exec-"
-  description          = "ECS task execution role of the Hangar ${var.runner_type} GitHub runners: reads their credentials from SSM and writes their logs."
+  description          = var.enable_controller ? "ECS task execution role of the Hangar ${var.runner_type} GitHub runners started by hangar controller: writes their logs (no credential)." : "ECS task execution role of the Hangar ${var.runner_type} GitHub runners: reads their credentials from SSM and writes their logs."
   assume_role_policy   = data.aws_iam_policy_document.execution_assume.json
   permissions_boundary = var.iam_role_permissions_boundary
 }
 
 data "aws_iam_policy_document" "execution" {
+  # The awslogs driver: streams in the runners' own log groups (created above, so no CreateLogGroup).
+  statement {
+    sid       = "WriteRunnerLogs"
+    effect    = "Allow"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = [for group in aws_cloudwatch_log_group.github_runner : "${group.arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "execution" {
+  name   = "runner-logs"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution.json
+}
+
+# The fixed services' credentials (not with the controller, whose runners get none).
+data "aws_iam_policy_document" "execution_credentials" {
+  count = var.enable_controller ? 0 : 1
+
   # Exactly the parameters this mode injects: <prefix>/pat (standalone), or <prefix>/client-id,
   # <prefix>/installation-id and <prefix>/private-key (org).
   statement {
@@ -84,20 +104,14 @@ data "aws_iam_policy_document" "execution" {
       values   = local.credential_parameter_arns
     }
   }
-
-  # The awslogs driver: streams in the runners' own log groups (created above, so no CreateLogGroup).
-  statement {
-    sid       = "WriteRunnerLogs"
-    effect    = "Allow"
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = [for group in aws_cloudwatch_log_group.github_runner : "${group.arn}:*"]
-  }
 }
 
-resource "aws_iam_role_policy" "execution" {
-  name   = "runner-credentials-and-logs"
+resource "aws_iam_role_policy" "execution_credentials" {
+  count = var.enable_controller ? 0 : 1
+
+  name   = "runner-credentials"
   role   = aws_iam_role.execution.id
-  policy = data.aws_iam_policy_document.execution.json
+  policy = data.aws_iam_policy_document.execution_credentials[0].json
 }
 
 ################################################################################

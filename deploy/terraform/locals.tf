@@ -60,8 +60,14 @@ locals {
   # arn:aws:ssm:<region>:<account>:parameter/your-app-name/github-integration (the prefix starts with '/').
   ssm_parameter_arn_prefix = "arn:${local.partition}:ssm:${var.aws_region}:${local.account_id}:parameter${var.ssm_parameter_prefix}"
   container_secrets        = [for credential in local.credential_parameters : { name = credential.name, valueFrom = "${local.ssm_parameter_arn_prefix}/${credential.parameter}" }]
-  # What the execution role may read and decrypt: exactly the parameters injected above.
+  # What an execution role that injects them may read and decrypt: exactly these parameters.
   credential_parameter_arns = [for secret in local.container_secrets : secret.valueFrom]
+
+  # The runner container's `secrets`: the credentials for the fixed services, which register their
+  # runners themselves. None at all with the controller: it owns the registration and hands each
+  # runner a one-shot JIT configuration, so its runner tasks (and their execution role) never see
+  # a credential. (A `for` expression, so that the key is absent rather than an empty list.)
+  runner_container_credentials = { for name, value in { secrets = local.container_secrets } : name => value if !var.enable_controller }
 
   # One-shot JIT configurations (RUNNER_JIT_CONFIG_PARAMETER) live under <prefix>/jit/.
   jit_parameter_arn_pattern = "${local.ssm_parameter_arn_prefix}/jit/*"

@@ -21,7 +21,7 @@ resource "aws_ecs_task_definition" "github_runner" {
   }
 
   # The image's entrypoint (`tini -- hangar agent`) is kept: no entryPoint or command here.
-  container_definitions = jsonencode([
+  container_definitions = jsonencode([merge(
     {
       name      = each.value.name
       image     = var.runner_image
@@ -45,7 +45,6 @@ resource "aws_ecs_task_definition" "github_runner" {
       stopTimeout = 120
 
       environment = concat(each.value.scope_environment, local.common_environment)
-      secrets     = local.container_secrets
 
       logConfiguration = {
         logDriver = "awslogs"
@@ -54,8 +53,10 @@ resource "aws_ecs_task_definition" "github_runner" {
           awslogs-stream-prefix = "runner"
         })
       }
-    }
-  ])
+    },
+    # `secrets`: the credentials for the fixed services; none with the controller (locals.tf).
+    local.runner_container_credentials,
+  )])
 }
 
 # With enable_controller there are no fixed services: the controller starts each runner with
@@ -95,6 +96,7 @@ resource "aws_ecs_service" "github_runner" {
   # Tasks fetch their secrets and write logs as soon as they start: the permissions first.
   depends_on = [
     aws_iam_role_policy.execution,
+    aws_iam_role_policy.execution_credentials,
     aws_iam_role_policy.task,
   ]
 }

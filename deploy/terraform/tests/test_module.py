@@ -157,6 +157,18 @@ def statements(p: Plan, document: str) -> dict:
     return out
 
 
+def role_documents(p: Plan, role: str) -> dict:
+    """address -> evaluated policy document, for every inline policy attached to `role`."""
+    out = {}
+    for address, inst in p.all_instances("resource").items():
+        if address.startswith("aws_iam_role_policy."):
+            attached = inst.evaluate()
+            if attached["role"] == Unknown(f"{role}.id"):
+                document = attached["policy"].ref.removesuffix(".json")
+                out[document] = to_plain(instance(p, document).evaluate())
+    return out
+
+
 def all_policy_documents(p: Plan) -> dict:
     return {
         address: to_plain(inst.evaluate())
@@ -284,6 +296,9 @@ class Addresses(unittest.TestCase):
             "aws_iam_role_policy.task",
         }
         controller = variables.get("enable_controller", False)
+        if not controller:
+            # The fixed services' credentials; the controller's runners have none.
+            out |= {"aws_iam_role_policy.execution_credentials[0]"}
         for key in expected_keys(variables):
             for rtype in ("aws_cloudwatch_log_group", "aws_ecs_task_definition"):
                 out.add(f'{rtype}.github_runner["{key}"]')
@@ -328,7 +343,7 @@ class Addresses(unittest.TestCase):
         key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
         p = plan({**STANDALONE, "kms_key_arn": key})
         self.assertNotIn("data.aws_kms_alias.ssm[0]", p.all_instances("data"))
-        self.assertEqual(statements(p, "execution")["DecryptRunnerCredentials"]["resources"], [key])
+        self.assertEqual(statements(p, "execution_credentials[0]")["DecryptRunnerCredentials"]["resources"], [key])
 
     def test_outputs(self):
         for name in [
@@ -545,8 +560,8 @@ class Iam(unittest.TestCase):
         for label, variables in MODES.items():
             with self.subTest(label):
                 p = plan(variables)
-                st = statements(p, "execution")
-                self.assertEqual(set(st), {"ReadRunnerCredentials", "DecryptRunnerCredentials", "WriteRunnerLogs"})
+                self.assertEqual(set(statements(p, "execution")), {"WriteRunnerLogs"})
+                st = {**statements(p, "execution"), **statements(p, "execution_credentials[0]")}
                 arns = list(CREDENTIAL_SECRETS[variables["runner_type"]].values())
                 read = st["ReadRunnerCredentials"]
                 self.assertEqual(read["actions"], ["ssm:GetParameters"])
@@ -630,6 +645,10 @@ class Iam(unittest.TestCase):
         p = plan({**ORG, "enable_execute_command": True, "enable_jit_config_parameters": True})
         attached = {
             "aws_iam_role_policy.execution": ("aws_iam_role.execution.id", "data.aws_iam_policy_document.execution.json"),
+            "aws_iam_role_policy.execution_credentials[0]": (
+                "aws_iam_role.execution.id",
+                "data.aws_iam_policy_document.execution_credentials[0].json",
+            ),
             "aws_iam_role_policy.task": ("aws_iam_role.task.id", "data.aws_iam_policy_document.task.json"),
             "aws_iam_role_policy.task_jit[0]": ("aws_iam_role.task.id", "data.aws_iam_policy_document.task_jit[0].json"),
             "aws_iam_role_policy.task_exec[0]": ("aws_iam_role.task.id", "data.aws_iam_policy_document.task_exec[0].json"),
@@ -840,9 +859,38 @@ class ControllerService(unittest.TestCase):
                 self.assertEqual(p.output("service_names"), {})
                 self.assertEqual(p.output("service_replace_arguments"), "-replace='aws_ecs_service.controller[0]'")
                 for key in expected_keys(variables):
-                    # The runners' template is unchanged: its entrypoint is still hangar agent.
+                    # The runners' template is the fixed services' one (its entrypoint is still
+                    # hangar agent) without the credentials.
                     off = {k: v for k, v in variables.items() if k != "enable_controller"}
-                    self.assertEqual(container(p, key), container(plan(off), key))
+                    fixed = container(plan(off), key)
+                    self.assertIn("secrets", fixed)
+                    self.assertEqual(container(p, key), {k: v for k, v in fixed.items() if k != "secrets"})
+
+    def test_runner_tasks_get_no_credential(self):
+        # The controller owns the registration: its runners take a one-shot JIT configuration and
+        # need no GitHub credential, so neither their container nor their execution role has one.
+        for label, variables in CONTROLLER_MODES.items():
+            with self.subTest(label):
+                p = plan(variables)
+                for key in expected_keys(variables):
+                    c = container(p, key)
+                    self.assertNotIn("secrets", c, "no `secrets` at all in a controller's runner task")
+                    env = {e["name"]: e["value"] for e in c["environment"]}
+                    self.assertFalse(CREDENTIAL_NAMES & set(env))
+                    self.assertFalse(any(PREFIX in v for v in env.values()))
+                # The runners' execution role reads no parameter and decrypts nothing.
+                self.assertNotIn("aws_iam_role_policy.execution_credentials[0]", resource_addresses(p))
+                documents = role_documents(p, "aws_iam_role.execution")
+                self.assertIn("data.aws_iam_policy_document.execution", documents)
+                for address, doc in documents.items():
+                    for statement in doc.get("statement", []):
+                        for action in statement["actions"]:
+                            self.assertFalse(action.startswith(("ssm:", "kms:", "secretsmanager:")), f"{address}: {action}")
+                        for resource in statement.get("resources", []):
+                            self.assertFalse(any(arn in resource for arn in CREDENTIAL_SECRETS[variables["runner_type"]].values()))
+                # The controller still reads them, through its own execution role.
+                read = statements(p, "controller_execution[0]")["ReadControllerConfigAndCredentials"]["resources"]
+                self.assertLessEqual(set(CREDENTIAL_SECRETS[variables["runner_type"]].values()), set(read))
 
     def test_task_definition(self):
         for label, variables in CONTROLLER_MODES.items():
@@ -1000,7 +1048,7 @@ class ControllerIam(unittest.TestCase):
         self.assertEqual(statements(p, "task_jit[0]")["DecryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
         self.assertEqual(statements(p, "controller_task[0]")["EncryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
         self.assertEqual(statements(p, "controller_execution[0]")["DecryptControllerCredentials"]["resources"], [CONTROLLER_KEY])
-        self.assertEqual(statements(p, "execution")["DecryptRunnerCredentials"]["resources"], [CONTROLLER_KEY])
+        self.assertNotIn("data.aws_iam_policy_document.execution_credentials[0]", p.all_instances("data"))
         # Without the controller, one-shot parameters are whoever's writes them, with kms_key_arn.
         off = plan({**ORG, "enable_jit_config_parameters": True, "kms_key_arn": CONTROLLER_KEY})
         self.assertEqual(statements(off, "task_jit[0]")["DecryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
@@ -1060,6 +1108,7 @@ COMPARED_LOCALS = [
     "runners",
     "common_environment",
     "container_secrets",
+    "runner_container_credentials",
     "credential_parameter_arns",
     "kms_key_arn",
     "cluster_task_arn_pattern",
