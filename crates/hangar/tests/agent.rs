@@ -672,28 +672,108 @@ async fn an_ephemeral_runner_with_no_job_gives_up_after_the_idle_timeout() {
     .await
 }
 
+/// The calls a stand-in for the ECS agent's task protection endpoint received.
+type ProtectionCalls = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A stand-in for the ECS agent's task protection endpoint: its URI (for `ECS_AGENT_URI`) and
+/// the bodies it received.
+async fn protection_endpoint() -> (String, ProtectionCalls) {
+    use axum::{Json, Router, routing::put};
+    let calls = ProtectionCalls::default();
+    let recorded = calls.clone();
+    let app = Router::new().route(
+        "/task-protection/v1/state",
+        put(move |Json(body): Json<serde_json::Value>| {
+            let recorded = recorded.clone();
+            async move {
+                recorded.lock().unwrap().push(body);
+                Json(serde_json::json!({"protection": {"ProtectionEnabled": true}}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (uri, calls)
+}
+
+fn protection_states(calls: &ProtectionCalls) -> Vec<bool> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c["ProtectionEnabled"].as_bool().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_forged_completed_hook_mid_job_leaves_the_task_protected_and_follows_no_link() {
+    within(60, async {
+        let (ecs_uri, calls) = protection_endpoint().await;
+        let outside = std::env::temp_dir().join(format!(
+            "hangar-outside-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("canary"), "not the job's").unwrap();
+        let emu = emulator().await;
+        let dir = RunnerDir::new("forged");
+        let mut agent = Agent::start(&env(&[
+            base_env(&emu, &dir),
+            pat_env(),
+            with(&[("ECS_AGENT_URI", &ecs_uri)]),
+        ]));
+        online_runner(&emu, &emu_repo(), &agent).await;
+        // The step plants a link to a folder outside the work folder, then calls the completed
+        // hook itself, as any workflow step can, and goes on working.
+        let step = format!(
+            "ln -s '{}' ../../planted && bash \"$ACTIONS_RUNNER_HOOK_JOB_COMPLETED\" && sleep 3",
+            outside.display()
+        );
+        let id = start_job(&emu, JobSpec::new(REPO, "forges").step("forge", &step)).await;
+        wait_until(20, "the forged completed hook", || {
+            !agent.events("job completed").is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(
+            emu.job(id).unwrap().status,
+            JobStatus::InProgress,
+            "the job is still running"
+        );
+        assert_eq!(
+            protection_states(&calls),
+            vec![true],
+            "a forged completed hook must not unprotect a running job"
+        );
+        // The forged call wiped the job's own workspace (nothing the job could not delete
+        // itself), so its completed hook may fail to start there: the job's own business.
+        let job = emu.wait_for_job(id, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(
+            job.steps[0].conclusion,
+            Some(Conclusion::Success),
+            "{job:?}"
+        );
+        wait_until(10, "protection off once the job is really over", || {
+            protection_states(&calls) == vec![true, false]
+        })
+        .await;
+        assert!(
+            outside.join("canary").exists(),
+            "the wipe followed a link the job planted"
+        );
+        agent.signal(Signal::SIGTERM);
+        assert_eq!(agent.exit_code(10).await, 0);
+        std::fs::remove_dir_all(&outside).ok();
+    })
+    .await
+}
+
 #[tokio::test]
 async fn hooks_protect_the_task_during_a_job_and_wipe_the_workspace_after() {
-    use axum::{Json, Router, routing::put};
-    use std::sync::{Arc, Mutex};
     within(60, async {
-        // A stand-in for the ECS agent's task protection endpoint.
-        let calls: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-        let recorded = calls.clone();
-        let app = Router::new().route(
-            "/task-protection/v1/state",
-            put(move |Json(body): Json<serde_json::Value>| {
-                let recorded = recorded.clone();
-                async move {
-                    recorded.lock().unwrap().push(body);
-                    Json(serde_json::json!({"protection": {"ProtectionEnabled": true}}))
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ecs_uri = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
+        let (ecs_uri, calls) = protection_endpoint().await;
         let emu = emulator().await;
         let dir = RunnerDir::new("hooks");
         let mut agent = Agent::start(&env(&[
@@ -712,6 +792,11 @@ async fn hooks_protect_the_task_during_a_job_and_wipe_the_workspace_after() {
         )
         .await;
         assert_eq!(first.conclusion, Some(Conclusion::Success), "{first:?}");
+        // Protection goes once the runner has no job process left, a moment after the hook.
+        wait_until(10, "protection off after the first job", || {
+            protection_states(&calls).last() == Some(&false)
+        })
+        .await;
         let second = run_job(
             &emu,
             JobSpec::new(REPO, "looks-for-it").step(
@@ -726,13 +811,13 @@ async fn hooks_protect_the_task_during_a_job_and_wipe_the_workspace_after() {
             Some(Conclusion::Success),
             "nothing of one job is visible to the next: {second:?}"
         );
+        wait_until(10, "protection off after the second job", || {
+            protection_states(&calls).last() == Some(&false)
+        })
+        .await;
 
+        assert_eq!(protection_states(&calls), vec![true, false, true, false]);
         let calls = calls.lock().unwrap().clone();
-        let states: Vec<bool> = calls
-            .iter()
-            .map(|c| c["ProtectionEnabled"].as_bool().unwrap())
-            .collect();
-        assert_eq!(states, vec![true, false, true, false], "{calls:?}");
         assert_eq!(calls[0]["ExpiresInMinutes"], 360);
         let started = agent.events("job started");
         let completed = agent.events("job completed");

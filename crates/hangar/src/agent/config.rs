@@ -100,6 +100,10 @@ pub struct AgentArgs {
     /// ECS task protection lifetime while a job runs, in minutes (1 to 2880).
     #[arg(long, env = "HANGAR_PROTECTION_MINUTES", default_value_t = 360)]
     pub protection_minutes: u32,
+    /// The agent's private folder for the job hooks' socket and scripts (a subfolder per agent
+    /// is made in it). Default: /run/hangar as root, else /tmp/hangar-UID.
+    #[arg(long, env = "HANGAR_RUNTIME_DIR")]
+    pub runtime_dir: Option<PathBuf>,
 }
 
 /// Where a JIT configuration comes from.
@@ -145,6 +149,7 @@ pub struct AgentConfig {
     pub allow_root: bool,
     pub pass_env: Vec<String>,
     pub protection_minutes: u32,
+    pub runtime_dir: Option<PathBuf>,
 }
 
 /// A bad agent setting (exit 2).
@@ -328,6 +333,15 @@ impl AgentArgs {
         if self.work_dir.trim().is_empty() {
             return Err(err("RUNNER_WORKDIR is empty".into()));
         }
+        if let Some(dir) = &self.runtime_dir
+            && !dir.as_os_str().is_empty()
+            && !dir.is_absolute()
+        {
+            return Err(err(format!(
+                "HANGAR_RUNTIME_DIR {}: give an absolute path",
+                dir.display()
+            )));
+        }
         if !(1..=2880).contains(&self.protection_minutes) {
             return Err(err("HANGAR_PROTECTION_MINUTES must be 1 to 2880".into()));
         }
@@ -355,6 +369,10 @@ impl AgentArgs {
                 .filter(|s| !s.is_empty())
                 .collect(),
             protection_minutes: self.protection_minutes,
+            runtime_dir: self
+                .runtime_dir
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
         })
     }
 }

@@ -3,7 +3,9 @@
 //! JIT configuration blob (GitHub's shape: base64 of a JSON map from file name to base64 file
 //! content), the job hook scripts the agent installs, and the work folder it wipes between jobs.
 //!
-//! Invariant: nothing here reads or writes a credential file's content except to delete it.
+//! Invariants: nothing here reads or writes a credential file's content except to delete it;
+//! jobs can write `RUNNER_HOME`, so nothing here follows a link found in it (the supervisor also
+//! runs every change there with the runner's identity, see `isolation::as_user`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,9 +15,6 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// Files the runner keeps in its root once configured; removing them "unconfigures" it locally.
 pub const LOCAL_CONFIG_FILES: [&str; 3] = [".runner", ".credentials", ".credentials_rsaparams"];
-
-/// The folder under `RUNNER_HOME` that belongs to Hangar (hook scripts, the agent's socket).
-pub const HANGAR_DIR: &str = ".hangar";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -79,10 +78,6 @@ impl RunnerHome {
         self.root.join("bin").join("Runner.Listener")
     }
 
-    pub fn hangar_dir(&self) -> PathBuf {
-        self.root.join(HANGAR_DIR)
-    }
-
     /// The work folder (`--work`), relative to the root unless absolute.
     pub fn work_folder(&self, work: &str) -> PathBuf {
         let p = Path::new(work);
@@ -93,10 +88,25 @@ impl RunnerHome {
         }
     }
 
-    /// The registered runner, if the root holds a configuration (`.runner`).
+    /// The registered runner, if the root holds a configuration (`.runner`). Only a regular
+    /// file is read: a job could have left a link or a pipe in its place.
     pub fn configured(&self) -> Result<Option<RunnerIdentity>, FilesError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.root.join(".runner");
-        match std::fs::read(&path) {
+        let read = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&path)
+            .and_then(|file| {
+                if !file.metadata()?.is_file() {
+                    return Err(std::io::Error::other("not a regular file"));
+                }
+                let mut bytes = Vec::new();
+                file.take(1 << 20).read_to_end(&mut bytes)?;
+                Ok(bytes)
+            });
+        match read {
             Ok(bytes) => parse_runner_settings(&bytes)
                 .map(Some)
                 .map_err(|cause| FilesError::Settings { path, cause }),
@@ -177,16 +187,15 @@ pub fn jit_identity(encoded: &SecretString) -> Result<RunnerIdentity, FilesError
     Ok(id)
 }
 
-/// Writes the two job hook scripts into `RUNNER_HOME/.hangar/hooks`: each runs
-/// `hangar agent hook started|completed --socket SOCKET`. Returns (started, completed).
+/// Writes the two job hook scripts into `dir` (the agent's runtime folder, which jobs cannot
+/// write): each runs `hangar agent hook started|completed --socket SOCKET`. Returns (started,
+/// completed).
 pub fn install_hooks(
-    home: &RunnerHome,
+    dir: &Path,
     hangar_exe: &Path,
     socket: &Path,
 ) -> Result<(PathBuf, PathBuf), FilesError> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = home.hangar_dir().join("hooks");
-    std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
     let mut paths = Vec::new();
     for event in ["started", "completed"] {
         let path = dir.join(format!("job-{event}.sh"));
@@ -212,8 +221,19 @@ fn shell_quote(s: &str) -> String {
 /// Empties the work folder after a job, so nothing of one job is visible to the next:
 /// checkouts, `_tool`, `_actions` (a job could tamper with cached action code) all go. `_temp`
 /// stays: the runner still uses it until the job ends and clears it itself. Returns the number
-/// of entries removed.
+/// of entries removed. A work folder that is a link is not followed (a job may have planted
+/// it): the link itself is removed. Entries are removed without following links
+/// (`remove_dir_all` never leaves the tree it was given).
 pub fn wipe_work_folder(work: &Path) -> Result<usize, FilesError> {
+    match std::fs::symlink_metadata(work) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::remove_file(work).map_err(io("cannot delete", work))?;
+            return Ok(1);
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("cannot inspect", work)(e)),
+    }
     let entries = match std::fs::read_dir(work) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -344,12 +364,55 @@ mod tests {
     }
 
     #[test]
-    fn hook_scripts_call_back_into_the_agent() {
-        let dir = temp_dir("hooks");
+    fn wiping_never_follows_a_link_a_job_planted() {
+        let base = temp_dir("links");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("keep.txt"), "not the job's").unwrap();
+        let work = base.join("_work");
+        std::fs::create_dir_all(work.join("repo")).unwrap();
+        std::os::unix::fs::symlink(&outside, work.join("link-to-outside")).unwrap();
+        std::os::unix::fs::symlink(&outside, work.join("repo/nested-link")).unwrap();
+        assert_eq!(wipe_work_folder(&work).unwrap(), 2);
+        assert!(
+            outside.join("keep.txt").exists(),
+            "a link's target is never entered"
+        );
+        // The work folder itself replaced by a link: only the link goes.
+        std::fs::remove_dir_all(&work).unwrap();
+        std::os::unix::fs::symlink(&outside, &work).unwrap();
+        assert_eq!(wipe_work_folder(&work).unwrap(), 1);
+        assert!(outside.join("keep.txt").exists());
+        assert!(std::fs::symlink_metadata(&work).is_err());
+        std::fs::remove_dir_all(base).ok();
+    }
+
+    #[test]
+    fn a_runner_settings_file_that_is_not_a_regular_file_is_not_read() {
+        let dir = temp_dir("settings");
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         let home = RunnerHome { root: dir.clone() };
+        std::fs::write(dir.join("elsewhere"), r#"{"agentId": 3, "agentName": "x"}"#).unwrap();
+        std::os::unix::fs::symlink(dir.join("elsewhere"), dir.join(".runner")).unwrap();
+        assert!(home.configured().is_err(), "a link is not followed");
+        std::fs::remove_file(dir.join(".runner")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.join(".runner"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        assert!(
+            home.configured().is_err(),
+            "a pipe is not read (nor waited on)"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn hook_scripts_call_back_into_the_agent() {
+        let dir = temp_dir("hooks");
         let (started, completed) = install_hooks(
-            &home,
+            &dir,
             Path::new("/usr/local/bin/hangar"),
             Path::new("/x/it's.sock"),
         )

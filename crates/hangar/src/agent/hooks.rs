@@ -1,9 +1,13 @@
 //! The job hooks' channel back to the agent. The runner runs `ACTIONS_RUNNER_HOOK_JOB_STARTED`
 //! and `_COMPLETED` scripts around every job; ours run `hangar agent hook started|completed`,
-//! which sends one JSON line over a Unix socket in `RUNNER_HOME/.hangar` and waits for the
-//! agent's answer. The agent does the work (task protection, workspace wipe, logs) before it
-//! answers, so protection is on before the job's first step and the wipe is finished before the
-//! runner can take the next job.
+//! which sends one JSON line over a Unix socket in the agent's runtime folder (see
+//! `isolation::RuntimeDir`) and waits for the agent's answer. The agent does the work (task
+//! protection, workspace wipe, logs) before it answers, so protection is on before the job's
+//! first step and the wipe is finished before the runner can take the next job.
+//!
+//! The socket accepts only the runner's uid (`SO_PEERCRED`), but a job runs as that uid too, so
+//! any call may be forged by a workflow step: the agent treats a hook as a claim, never as proof
+//! (see `supervise::on_hook` for what a forged call can and cannot do).
 //!
 //! A hook that cannot reach the agent warns and exits 0: failing the user's job would be worse
 //! than a missing log line. Nothing secret crosses the socket: only the job's name, run id,
@@ -64,28 +68,46 @@ pub struct PendingHook {
     pub done: oneshot::Sender<()>,
 }
 
-/// Binds the socket (replacing a stale one) and forwards every hook call to the returned
-/// receiver. The socket is world-writable because the runner may run as another user than the
-/// agent; its folder is what limits who can reach it.
-pub fn listen(socket: &Path) -> std::io::Result<mpsc::Receiver<PendingHook>> {
+/// Binds the socket in the agent's runtime folder and forwards every hook call from
+/// `runner_uid` to the returned receiver; calls from any other uid are refused unread. With
+/// `shared` (the runner is another user than the agent) the socket is world-writable, so the
+/// runner can connect, and the peer check is what keeps everyone else out.
+pub fn listen(
+    socket: &Path,
+    runner_uid: u32,
+    shared: bool,
+) -> std::io::Result<mpsc::Receiver<PendingHook>> {
     use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-    }
     match std::fs::remove_file(socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(socket)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o777))?;
+    let mode = if shared { 0o666 } else { 0o600 };
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
+            match stream.peer_cred() {
+                Ok(peer) if peer.uid() == runner_uid => {}
+                Ok(peer) => {
+                    tracing::warn!(
+                        uid = peer.uid(),
+                        pid = peer.pid(),
+                        "refused a job hook call from a process that is not the runner's user"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "refused a job hook call whose sender is unknown");
+                    continue;
+                }
+            }
             let tx = tx.clone();
             tokio::spawn(async move {
                 if let Err(e) = serve_one(stream, tx).await {
@@ -155,22 +177,32 @@ pub async fn run_hook(kind: HookKind, socket: PathBuf) -> std::process::ExitCode
 mod tests {
     use super::*;
 
+    fn runtime_dir() -> crate::agent::isolation::RuntimeDir {
+        let base = std::path::PathBuf::from(format!(
+            "/tmp/hangar-hooks-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        crate::agent::isolation::RuntimeDir::create(Some(&base), None).unwrap()
+    }
+
+    fn event() -> HookEvent {
+        HookEvent {
+            kind: HookKind::Started,
+            job: Some("build".into()),
+            run_id: Some("9".into()),
+            repository: Some("o/r".into()),
+            workspace: None,
+        }
+    }
+
     #[tokio::test]
     async fn a_hook_waits_for_the_agent_to_finish() {
         tokio::time::timeout(Duration::from_secs(10), async {
-            let socket = std::env::temp_dir().join(format!(
-                "hangar-hook-{}-{}/agent.sock",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            let mut rx = listen(&socket).unwrap();
-            let event = HookEvent {
-                kind: HookKind::Started,
-                job: Some("build".into()),
-                run_id: Some("9".into()),
-                repository: Some("o/r".into()),
-                workspace: None,
-            };
+            let dir = runtime_dir();
+            let socket = dir.socket();
+            let mut rx = listen(&socket, nix::unistd::geteuid().as_raw(), false).unwrap();
+            let event = event();
             let sent = event.clone();
             let sock = socket.clone();
             let client =
@@ -190,7 +222,33 @@ mod tests {
                 tokio::spawn(async move { notify(&sock, &sent, Duration::from_secs(5)).await });
             drop(rx.recv().await.unwrap());
             assert!(client.await.unwrap().is_err());
-            std::fs::remove_dir_all(socket.parent().unwrap()).ok();
+            std::fs::remove_dir_all(dir.path().parent().unwrap()).ok();
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_caller_of_another_uid_is_refused_unread() {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let dir = runtime_dir();
+            let socket = dir.socket();
+            let me = nix::unistd::geteuid().as_raw();
+            let mut rx = listen(&socket, me.wrapping_add(1), false).unwrap();
+            let err = notify(&socket, &event(), Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(err.contains("hung up") || err.contains("os error"), "{err}");
+            assert!(
+                rx.try_recv().is_err(),
+                "a call from another uid must never reach the agent"
+            );
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            std::fs::remove_dir_all(dir.path().parent().unwrap()).ok();
         })
         .await
         .unwrap();

@@ -7,10 +7,12 @@
 //!
 //! Layout: `config` resolves flags and environment; `policy` holds every decision as pure
 //! functions; `files` knows the runner's folder; `env` builds the runner's environment;
-//! `hooks` is the job hooks' channel back to the agent; `protection` is ECS task scale-in
-//! protection; `supervise` (this module's `run`) does the I/O.
+//! `hooks` is the job hooks' channel back to the agent; `isolation` draws the line between the
+//! agent and the jobs (runtime folder, file work as the runner's user, the process table);
+//! `protection` is ECS task scale-in protection; `supervise` (this module's `run`) does the I/O.
 //!
-//! Invariants: the runner never inherits the agent's environment (see `env`); the registration
+//! Invariants: the runner never inherits the agent's environment (see `env`), and no job can
+//! read the agent's (it is non-dumpable, and as root it runs jobs as `RUNNER_USER`); the registration
 //! token and JIT blob reach the runner only through `ACTIONS_RUNNER_INPUT_*` variables, never
 //! argv or logs; a stop never sends the runner a signal while it holds a job unless the drain
 //! budget ran out or the operator insisted with a second signal.
@@ -22,6 +24,7 @@ pub mod config;
 pub mod env;
 pub mod files;
 pub mod hooks;
+pub mod isolation;
 pub mod policy;
 pub mod protection;
 mod supervise;

@@ -17,6 +17,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use super::config::{AgentConfig, AgentConfigError, ENV_JIT_CONFIG_FILE, JitSource, Registration};
 use super::files::{self, FilesError, RunnerHome, RunnerIdentity};
 use super::hooks::{HookEvent, HookKind, PendingHook};
+use super::isolation::{self, RunAs, RuntimeDir, RuntimeDirError};
 use super::policy::{self, Activity, AfterExit, RunnerEnd, StopPhase, StopStep};
 use super::protection::TaskProtection;
 use crate::commands::{ConnectError, Connection};
@@ -63,6 +64,8 @@ pub enum AgentError {
     GitHub(#[from] GitHubError),
     #[error(transparent)]
     Ssm(#[from] SsmError),
+    #[error(transparent)]
+    RuntimeDir(#[from] RuntimeDirError),
     #[error("cannot start {what}: {cause}")]
     Spawn { what: String, cause: std::io::Error },
     #[error("`Runner.Listener configure` failed ({status}). Its output:\n{output}")]
@@ -75,22 +78,13 @@ impl AgentError {
     /// 2 for what the operator fixes in configuration, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AgentError::Config(_) => 2,
+            AgentError::Config(_) | AgentError::RuntimeDir(_) => 2,
             AgentError::Files(FilesError::NoRunner { .. } | FilesError::BadJitConfig(_)) => 2,
             AgentError::Credentials(CredentialError::Ssm(_)) => 1,
             AgentError::Credentials(_) => 2,
             _ => 1,
         }
     }
-}
-
-/// The user the runner runs as, when the agent switches to it.
-#[derive(Clone, Debug)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
-    name: String,
-    home: PathBuf,
 }
 
 /// The most a one-shot JIT configuration file may hold (GitHub's are a few kilobytes).
@@ -160,6 +154,7 @@ pub async fn run(config: AgentConfig, connection: &Connection) -> Result<AgentEx
     let started = Instant::now();
     let home = RunnerHome::open(&config.runner_home)?;
     let run_as = run_as(&config)?;
+    isolation::harden_self();
     // Listen for stop signals before anything slow, so one that arrives during registration
     // is handled (as a stop of an idle runner) rather than lost.
     let signals = Signals::new().map_err(|e| AgentError::Spawn {
@@ -168,16 +163,22 @@ pub async fn run(config: AgentConfig, connection: &Connection) -> Result<AgentEx
     })?;
     let github = connect(&config, connection).await?;
 
-    let socket = home.hangar_dir().join("agent.sock");
-    let hook_rx = super::hooks::listen(&socket).map_err(|e| AgentError::Spawn {
-        what: format!("the job hook socket {}", socket.display()),
-        cause: e,
+    let runtime = RuntimeDir::create(config.runtime_dir.as_deref(), run_as.as_ref())?;
+    let socket = runtime.socket();
+    let runner_uid = run_as
+        .as_ref()
+        .map_or(nix::unistd::geteuid().as_raw(), |u| u.uid);
+    let hook_rx = super::hooks::listen(&socket, runner_uid, run_as.is_some()).map_err(|e| {
+        AgentError::Spawn {
+            what: format!("the job hook socket {}", socket.display()),
+            cause: e,
+        }
     })?;
     let exe = std::env::current_exe().map_err(|e| AgentError::Spawn {
         what: "hooks (cannot find the hangar executable)".into(),
         cause: e,
     })?;
-    let hook_scripts = files::install_hooks(&home, &exe, &socket)?;
+    let hook_scripts = files::install_hooks(runtime.path(), &exe, &socket)?;
 
     // A configuration left by an earlier agent in this folder (a crash, a restart): remove
     // that registration rather than leave it behind as an offline ghost.
@@ -194,10 +195,12 @@ pub async fn run(config: AgentConfig, connection: &Connection) -> Result<AgentEx
                 }
             }
         }
-        home.remove_local_config()?;
+        remove_local_config(&home, run_as.as_ref()).await?;
     }
 
     let mut sup = Supervisor {
+        _runtime: runtime,
+        release_protection: false,
         run_as,
         github,
         home,
@@ -234,6 +237,19 @@ pub async fn run(config: AgentConfig, connection: &Connection) -> Result<AgentEx
         "runner registered"
     );
     sup.supervise().await
+}
+
+/// Deletes the runner's local configuration with the runner's identity (`RUNNER_HOME` is
+/// writable by jobs).
+async fn remove_local_config(home: &RunnerHome, run_as: Option<&RunAs>) -> Result<(), AgentError> {
+    let home = home.clone();
+    isolation::as_user(run_as, move || home.remove_local_config())
+        .await
+        .map_err(|e| AgentError::Spawn {
+            what: "the runner user's file worker".into(),
+            cause: e,
+        })?
+        .map_err(AgentError::from)
 }
 
 fn run_as(config: &AgentConfig) -> Result<Option<RunAs>, AgentError> {
@@ -355,6 +371,11 @@ fn send_signal(child: &Child, sig: nix::sys::signal::Signal) {
 }
 
 struct Supervisor {
+    /// The hook socket and scripts' folder; removed when the supervisor is dropped.
+    _runtime: RuntimeDir,
+    /// A completed hook asked for task protection to go; it goes once the runner has no job
+    /// process left (a step can forge the hook, not the process table).
+    release_protection: bool,
     config: AgentConfig,
     run_as: Option<RunAs>,
     github: Option<GitHub>,
@@ -431,6 +452,13 @@ impl Supervisor {
         }
         if let Some(u) = &self.run_as {
             cmd.uid(u.uid).gid(u.gid);
+            // No setuid program can give a job more than the runner's user: a root job would
+            // reach the agent's credentials.
+            #[cfg(target_os = "linux")]
+            // SAFETY: prctl is async-signal-safe and touches only the child's own flags.
+            unsafe {
+                cmd.pre_exec(|| nix::sys::prctl::set_no_new_privs().map_err(std::io::Error::from));
+            }
         }
         cmd.spawn().map_err(|e| AgentError::Spawn {
             what: self.home.listener().display().to_string(),
@@ -605,7 +633,7 @@ impl Supervisor {
                             );
                             tracing::error!("{reason}");
                             self.deregister_patiently().await;
-                            let _ = self.home.remove_local_config();
+                            let _ = remove_local_config(&self.home, self.run_as.as_ref()).await;
                             return Err(AgentError::Runner(reason));
                         }
                         let delay = self.config.restart.backoff(self.failures);
@@ -633,7 +661,7 @@ impl Supervisor {
                 AfterExit::Fail(reason) => {
                     tracing::error!(runner_end = %policy::describe(end), "{reason}");
                     self.deregister_patiently().await;
-                    let _ = self.home.remove_local_config();
+                    let _ = remove_local_config(&self.home, self.run_as.as_ref()).await;
                     return Err(AgentError::Runner(reason));
                 }
             }
@@ -665,6 +693,7 @@ impl Supervisor {
             .watchdog_interval
             .map(|p| tokio::time::interval_at(Instant::now() + p, p));
         let mut retry = tokio::time::interval(Duration::from_millis(500));
+        let mut job_check = tokio::time::interval(Duration::from_millis(250));
         loop {
             let deadline = self.deadline;
             let watchdog_on =
@@ -691,11 +720,16 @@ impl Supervisor {
                 _ = async { watchdog.as_mut().map(|w| w.tick()).unwrap_or_else(|| unreachable!()).await }, if watchdog_on => self.on_watchdog(child).await,
                 _ = sleep_until(idle_deadline.unwrap_or(far)), if idle_on => self.on_idle_timeout(child).await,
                 _ = retry.tick(), if drained => self.deregister_then_stop(child).await,
+                _ = job_check.tick(), if self.release_protection => self.release_protection_if_done(child).await,
             }
         }
     }
 
     async fn on_signal(&mut self, sig: &str, child: &Child) {
+        // A forged `completed` hook must not make a running job look idle.
+        if Self::job_process_running(child) == Some(true) {
+            self.activity = Activity::Busy;
+        }
         let step = policy::on_stop_signal(self.phase, self.activity);
         tracing::info!(signal = sig, activity = ?self.activity, phase = ?self.phase, step = ?step, "stop requested");
         self.outcome.get_or_insert(AgentExit::Stopped);
@@ -803,11 +837,21 @@ impl Supervisor {
         self.terminate_idle(child);
     }
 
+    /// A job hook's call. Any workflow step can make the same call (it runs as the runner's
+    /// user), so what a call may do is chosen to be harmless when forged:
+    /// - `started`: a log line, task protection on (it keeps the job's own task from scale-in,
+    ///   for at most `HANGAR_PROTECTION_MINUTES`) and "busy" (a stop drains instead of
+    ///   deregistering; GitHub is asked before anything is removed anyway);
+    /// - `completed`: a log line; protection goes only once the runner has no job process
+    ///   left ([`Self::release_protection_if_done`]); the work folder wipe runs with the
+    ///   runner's identity and follows no link, so a forged one deletes nothing the job could
+    ///   not delete itself.
     async fn on_hook(&mut self, hook: PendingHook) {
         let PendingHook { event, done } = hook;
         match event.kind {
             HookKind::Started => {
                 self.activity = Activity::Busy;
+                self.release_protection = false;
                 if let Some(p) = &self.protection {
                     match p.set(true).await {
                         Ok(()) => tracing::info!("ECS task scale-in protection on"),
@@ -826,19 +870,23 @@ impl Supervisor {
                 self.job = Some((Instant::now(), event));
             }
             HookKind::Completed => {
-                if let Some(p) = &self.protection
-                    && let Err(e) = p.set(false).await
-                {
-                    tracing::warn!(error = %e, "could not turn off ECS task scale-in protection");
-                }
+                self.release_protection = self.protection.is_some();
                 let wiped = if self.identity.ephemeral {
                     None
                 } else {
                     let work = self.home.work_folder(&self.config.work_dir);
-                    match files::wipe_work_folder(&work) {
-                        Ok(n) => Some(n),
-                        Err(e) => {
+                    let wiped = isolation::as_user(self.run_as.as_ref(), move || {
+                        files::wipe_work_folder(&work)
+                    })
+                    .await;
+                    match wiped {
+                        Ok(Ok(n)) => Some(n),
+                        Ok(Err(e)) => {
                             tracing::error!(error = %e, "could not wipe the work folder; the next job could see this one's files");
+                            None
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not wipe the work folder as the runner's user; the next job could see this one's files");
                             None
                         }
                     }
@@ -861,6 +909,30 @@ impl Supervisor {
             }
         }
         let _ = done.send(());
+    }
+
+    /// Whether the runner is running a job, by the process table: the listener has a child
+    /// (`Runner.Worker`, or the stand-in's steps) only during a job. A job cannot fake the
+    /// absence of its own process; `None` if the table cannot be read.
+    fn job_process_running(child: &Child) -> Option<bool> {
+        isolation::has_children(child.id()?)
+    }
+
+    /// Turns task protection off once a completed hook asked for it and no job process is
+    /// left, so a forged `completed` in the middle of a job leaves the job protected.
+    async fn release_protection_if_done(&mut self, child: &Child) {
+        if Self::job_process_running(child) == Some(true) {
+            return;
+        }
+        self.release_protection = false;
+        if let Some(p) = &self.protection {
+            match p.set(false).await {
+                Ok(()) => tracing::info!("ECS task scale-in protection off"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not turn off ECS task scale-in protection")
+                }
+            }
+        }
     }
 
     async fn registration_exists(&self) -> Option<bool> {
@@ -962,11 +1034,11 @@ impl Supervisor {
             self.deregister_patiently().await;
         }
         if let Some(p) = &self.protection
-            && self.activity == Activity::Busy
+            && (self.activity == Activity::Busy || self.release_protection)
         {
             let _ = p.set(false).await;
         }
-        if let Err(e) = self.home.remove_local_config() {
+        if let Err(e) = remove_local_config(&self.home, self.run_as.as_ref()).await {
             tracing::warn!(error = %e, "could not remove the runner's local configuration");
         }
         tracing::info!(runner_end = %policy::describe(end), outcome = ?outcome, jobs = self.jobs_done, "agent done");
