@@ -138,8 +138,13 @@ resource "aws_ecs_service" "controller" {
   enable_ecs_managed_tags = true
   propagate_tags          = "SERVICE"
 
+  # The controller starts runners as soon as it runs: their permissions first, too.
   depends_on = [
     aws_iam_role_policy.controller_execution,
     aws_iam_role_policy.controller_task,
+    aws_iam_role_policy.execution,
+    aws_iam_role_policy.task,
+    aws_iam_role_policy.task_jit,
+    aws_iam_role_policy.task_exec,
   ]
 }

@@ -115,15 +115,41 @@ resource "aws_iam_role_policy" "execution_credentials" {
 }
 
 ################################################################################
-# Task role: what `hangar agent` itself calls AWS for. GitHub credentials arrive as secrets, so
-# it needs no Parameter Store access of its own.
+# Task roles: what `hangar agent` itself calls AWS for, one role per runner key (each
+# repository, or "org"), as each key has its own task definition. GitHub credentials arrive as
+# secrets (or not at all, with the controller), so no task role reads them from Parameter Store.
 ################################################################################
 
 resource "aws_iam_role" "task" {
-  name_prefix          = "github-runner-${var.runner_type}-task-"
-  description          = "ECS task role of the Hangar ${var.runner_type} GitHub runners: task scale-in protection while a job runs."
+  for_each = local.runners
+
+  name_prefix          = each.value.task_role_name_prefix
+  description          = "ECS task role of the Hangar ${var.runner_type} GitHub runners of ${each.key}: task scale-in protection while a job runs${local.grant_jit_config_parameters ? ", and this key's one-shot JIT configurations only (${local.jit_parameter_prefix}/${each.value.pool_name}/)" : ""}."
   assume_role_policy   = data.aws_iam_policy_document.task_assume.json
   permissions_boundary = var.iam_role_permissions_boundary
+}
+
+# The single task role before there was one per key: in org mode it becomes the "org" key's role
+# (its name prefix is the same) with its policies. In standalone mode it moves to a key "org" that
+# does not exist and is destroyed, and each repository gets its own new role.
+moved {
+  from = aws_iam_role.task
+  to   = aws_iam_role.task["org"]
+}
+
+moved {
+  from = aws_iam_role_policy.task
+  to   = aws_iam_role_policy.task["org"]
+}
+
+moved {
+  from = aws_iam_role_policy.task_jit[0]
+  to   = aws_iam_role_policy.task_jit["org"]
+}
+
+moved {
+  from = aws_iam_role_policy.task_exec[0]
+  to   = aws_iam_role_policy.task_exec["org"]
 }
 
 data "aws_iam_policy_document" "task" {
@@ -139,21 +165,24 @@ data "aws_iam_policy_document" "task" {
 }
 
 resource "aws_iam_role_policy" "task" {
+  for_each = local.runners
+
   name   = "task-scale-in-protection"
-  role   = aws_iam_role.task.id
+  role   = aws_iam_role.task[each.key].id
   policy = data.aws_iam_policy_document.task.json
 }
 
 # Optional (forced on by enable_controller): one-shot JIT configurations
-# (RUNNER_JIT_CONFIG_PARAMETER), which the agent reads and then deletes, under <prefix>/jit/ only.
+# (RUNNER_JIT_CONFIG_PARAMETER), which the agent reads and then deletes, under this key's own
+# folder <prefix>/jit/<pool name>/ only.
 data "aws_iam_policy_document" "task_jit" {
-  count = local.grant_jit_config_parameters ? 1 : 0
+  for_each = { for key, runner in local.runners : key => runner if local.grant_jit_config_parameters }
 
   statement {
     sid       = "TakeOneShotJitConfig"
     effect    = "Allow"
     actions   = ["ssm:DeleteParameter", "ssm:GetParameter"]
-    resources = [local.jit_parameter_arn_pattern]
+    resources = [local.runner_jit_parameter_arn_patterns[each.key]]
   }
 
   statement {
@@ -171,17 +200,30 @@ data "aws_iam_policy_document" "task_jit" {
     condition {
       test     = "StringLike"
       variable = "kms:EncryptionContext:PARAMETER_ARN"
-      values   = [local.jit_parameter_arn_pattern]
+      values   = [local.runner_jit_parameter_arn_patterns[each.key]]
     }
   }
 }
 
 resource "aws_iam_role_policy" "task_jit" {
-  count = local.grant_jit_config_parameters ? 1 : 0
+  for_each = { for key, runner in local.runners : key => runner if local.grant_jit_config_parameters }
 
   name   = "one-shot-jit-config"
-  role   = aws_iam_role.task.id
-  policy = data.aws_iam_policy_document.task_jit[0].json
+  role   = aws_iam_role.task[each.key].id
+  policy = data.aws_iam_policy_document.task_jit[each.key].json
+
+  lifecycle {
+    # The controller's pool file checks the same names (aws_ssm_parameter.controller_config);
+    # without it, each key still needs a folder of its own.
+    precondition {
+      condition     = var.enable_controller || can(regex("^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$", each.value.pool_name))
+      error_message = "enable_jit_config_parameters: the repository name \"${each.key}\" gives no one-shot JIT folder name (lowercase letters, digits and '-'; a name made only of '.' and '_' gives none). Rename the repository entry or deploy it without enable_jit_config_parameters."
+    }
+    precondition {
+      condition     = var.enable_controller || length([for key, runner in local.runners : key if runner.pool_name == each.value.pool_name]) == 1
+      error_message = "enable_jit_config_parameters: the repositories ${join(", ", [for key, runner in local.runners : key if runner.pool_name == each.value.pool_name])} give the same one-shot JIT folder ${local.jit_parameter_prefix}/${each.value.pool_name}/, so each could take the other's runners. Shorten or rename them."
+    }
+  }
 }
 
 # Optional: ECS Exec. These ssmmessages actions support no resource-level permissions, so "*"
@@ -203,10 +245,10 @@ data "aws_iam_policy_document" "task_exec" {
 }
 
 resource "aws_iam_role_policy" "task_exec" {
-  count = var.enable_execute_command ? 1 : 0
+  for_each = { for key, runner in local.runners : key => runner if var.enable_execute_command }
 
   name   = "ecs-exec"
-  role   = aws_iam_role.task.id
+  role   = aws_iam_role.task[each.key].id
   policy = data.aws_iam_policy_document.task_exec[0].json
 }
 
@@ -349,12 +391,13 @@ data "aws_iam_policy_document" "controller_task" {
     resources = ["*"]
   }
 
-  # RunTask hands the runners' two roles to ECS, and to ECS tasks only.
+  # RunTask hands the runners' roles to ECS, and to ECS tasks only: their execution role and
+  # each runner key's own task role.
   statement {
     sid       = "PassRunnerRoles"
     effect    = "Allow"
     actions   = ["iam:PassRole"]
-    resources = [aws_iam_role.execution.arn, aws_iam_role.task.arn]
+    resources = concat([aws_iam_role.execution.arn], [for role in aws_iam_role.task : role.arn])
 
     condition {
       test     = "StringEquals"
@@ -363,12 +406,13 @@ data "aws_iam_policy_document" "controller_task" {
     }
   }
 
-  # One-shot JIT configurations: written before RunTask, deleted when a launch fails or is reaped.
+  # One-shot JIT configurations: written before RunTask, deleted when a launch fails or is reaped;
+  # in its pools' folders only (<prefix>/jit/<pool name>/<runner name>).
   statement {
     sid       = "WriteOneShotJitConfig"
     effect    = "Allow"
     actions   = ["ssm:DeleteParameter", "ssm:PutParameter"]
-    resources = [local.jit_parameter_arn_pattern]
+    resources = values(local.runner_jit_parameter_arn_patterns)
   }
 
   # Finds leftover one-shot parameters; DescribeParameters supports no resource-level
@@ -397,7 +441,7 @@ data "aws_iam_policy_document" "controller_task" {
     condition {
       test     = "StringLike"
       variable = "kms:EncryptionContext:PARAMETER_ARN"
-      values   = [local.jit_parameter_arn_pattern]
+      values   = values(local.runner_jit_parameter_arn_patterns)
     }
   }
 }

@@ -18,6 +18,15 @@ locals {
       name = "github-runner-${var.runner_type}-${replace(key, ".", "-")}"
       # The seed's log group names: awslogs-github-runner-standalone-<repo>, awslogs-github-runner-org-org.
       log_group_name = "awslogs-github-runner-${var.runner_type}-${key}"
+      # The controller's pool name, and this key's folder of one-shot JIT configurations,
+      # <prefix>/jit/<pool_name>/: 1 to 32 of [a-z0-9-] without a leading or trailing '-' (it
+      # becomes part of runner names, ECS tags and SSM paths). The key lowercased, every run of
+      # other characters replaced by '-', cut to 32. Preconditions refuse keys that would give an
+      # empty or shared name (aws_ssm_parameter.controller_config, aws_iam_role_policy.task_jit).
+      pool_name = trim(substr(trim(replace(lower(key), "/[^a-z0-9-]+/", "-"), "-"), 0, 32), "-")
+      # This key's own task role (IAM allows 38 characters of prefix): github-runner-org-task-
+      # in org mode (the name the single task role had), github-runner-<repo, cut to 18>-task-.
+      task_role_name_prefix = "github-runner-${substr(key, 0, 18)}-task-"
       # What this runner registers with (hangar agent's RUNNER_SCOPE and its target).
       scope_environment = local.is_org ? [
         { name = "RUNNER_SCOPE", value = "org" },
@@ -69,8 +78,11 @@ locals {
   # a credential. (A `for` expression, so that the key is absent rather than an empty list.)
   runner_container_credentials = { for name, value in { secrets = local.container_secrets } : name => value if !var.enable_controller }
 
-  # One-shot JIT configurations (RUNNER_JIT_CONFIG_PARAMETER) live under <prefix>/jit/.
-  jit_parameter_arn_pattern = "${local.ssm_parameter_arn_prefix}/jit/*"
+  # One-shot JIT configurations (RUNNER_JIT_CONFIG_PARAMETER) live under <prefix>/jit/, in one
+  # folder per runner key: <prefix>/jit/<pool_name>/<runner name>. Each key's task role may take
+  # only its own folder's, so a task role leaked by one pool's job cannot take (and register as)
+  # another pool's pending runners.
+  runner_jit_parameter_arn_patterns = { for key, runner in local.runners : key => "${local.ssm_parameter_arn_prefix}/jit/${runner.pool_name}/*" }
 
   # The AWS managed alias/aws/ssm key (looked up only without kms_key_arn).
   ssm_managed_key_arn = one(data.aws_kms_alias.ssm[*].target_key_arn)
@@ -117,12 +129,11 @@ locals {
   # Every revision of the runners' task definitions: the controller runs the family's latest.
   runner_task_definition_arn_patterns = [for key, runner in local.runners : "arn:${local.partition}:ecs:${var.aws_region}:${local.account_id}:task-definition/${runner.name}:*"]
 
-  # One pool per runner key. A pool name is 1 to 32 of [a-z0-9-] without a leading or trailing
-  # '-' (it becomes part of runner names, ECS tags and SSM paths); the preconditions of
+  # One pool per runner key, named runners[key].pool_name; the preconditions of
   # aws_ssm_parameter.controller_config refuse keys that would give an empty or shared name.
   controller_pools = {
     for key, runner in local.runners : key => {
-      name   = trim(substr(trim(replace(lower(key), "/[^a-z0-9-]+/", "-"), "-"), 0, 32), "-")
+      name   = runner.pool_name
       family = runner.name
     }
   }

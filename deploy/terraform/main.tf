@@ -13,7 +13,7 @@ resource "aws_ecs_task_definition" "github_runner" {
   cpu                      = var.task_cpu
   memory                   = var.task_memory
   execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.task.arn
+  task_role_arn            = aws_iam_role.task[each.key].arn
 
   runtime_platform {
     operating_system_family = "LINUX"
@@ -98,5 +98,7 @@ resource "aws_ecs_service" "github_runner" {
     aws_iam_role_policy.execution,
     aws_iam_role_policy.execution_credentials,
     aws_iam_role_policy.task,
+    aws_iam_role_policy.task_jit,
+    aws_iam_role_policy.task_exec,
   ]
 }

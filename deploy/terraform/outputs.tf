@@ -46,9 +46,14 @@ output "task_execution_role_arn" {
   value       = aws_iam_role.execution.arn
 }
 
-output "task_role_arn" {
-  description = "ARN of the task role (hangar agent's own AWS calls: task scale-in protection, optional JIT parameters and ECS Exec)."
-  value       = aws_iam_role.task.arn
+output "task_role_arns" {
+  description = "Task role ARN per runner key (hangar agent's own AWS calls: task scale-in protection, that key's one-shot JIT parameters under <prefix>/jit/<pool name>/ when enabled, ECS Exec)."
+  value       = { for key, role in aws_iam_role.task : key => role.arn }
+}
+
+output "jit_parameter_prefixes" {
+  description = "Per runner key, the Parameter Store folder its task role may take one-shot JIT configurations from (<prefix>/jit/<pool name>): RUNNER_JIT_CONFIG_PARAMETER must name a parameter in it. Empty unless enable_jit_config_parameters or enable_controller."
+  value       = { for key, runner in local.runners : key => "${local.jit_parameter_prefix}/${runner.pool_name}" if local.grant_jit_config_parameters }
 }
 
 output "ssm_parameter_names" {

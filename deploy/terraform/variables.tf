@@ -99,7 +99,7 @@ variable "kms_key_arn" {
 }
 
 variable "enable_jit_config_parameters" {
-  description = "Let the task role read and delete one-shot JIT runner configurations under `<prefix>/jit/` (RUNNER_JIT_CONFIG_PARAMETER, for tasks started with a JIT configuration). Off by default: the services here register with the credentials above."
+  description = "Let each runner key's task role read and delete one-shot JIT runner configurations in its own folder `<prefix>/jit/<pool name>/` (the key lowercased, other characters than letters, digits and '-' replaced by '-', cut to 32; the output jit_parameter_prefixes lists them): a task started with RUNNER_JIT_CONFIG_PARAMETER must name a parameter in its key's folder. Off by default: the services here register with the credentials above."
   type        = bool
   default     = false
 
@@ -228,7 +228,7 @@ variable "drain_timeout_seconds" {
 }
 
 variable "enable_execute_command" {
-  description = "Allow `aws ecs execute-command` into runner tasks (grants the task role the four ssmmessages actions ECS Exec needs). Off by default."
+  description = "Allow `aws ecs execute-command` into runner tasks (grants each task role the four ssmmessages actions ECS Exec needs). Off by default. A session is a root shell in the container, which can read the agent's credentials: allow ecs:ExecuteCommand only to those trusted with them."
   type        = bool
   default     = false
 
@@ -243,7 +243,7 @@ variable "enable_execute_command" {
 ################################################################################
 
 variable "enable_controller" {
-  description = "Run `hangar controller` (one ECS service) to start ephemeral runners on demand instead of the fixed per-key services: the per-key task definitions stay as the runners' templates, the per-key services are not created, and the task role may take one-shot JIT configurations under `<prefix>/jit/`. The pool file is generated into the String parameter `<prefix>/controller/config`. Off by default."
+  description = "Run `hangar controller` (one ECS service) to start ephemeral runners on demand instead of the fixed per-key services: the per-key task definitions stay as the runners' templates, the per-key services are not created, the runner task definitions get no credential secrets, and each key's task role may take one-shot JIT configurations from its own pool's folder `<prefix>/jit/<pool name>/` only. The pool file is generated into the String parameter `<prefix>/controller/config`. Off by default."
   type        = bool
   default     = false
 
@@ -302,7 +302,7 @@ variable "cloudwatch_log_group_kms_key_id" {
 }
 
 variable "iam_role_permissions_boundary" {
-  description = "ARN of a permissions boundary policy for the two IAM roles; null for none."
+  description = "ARN of a permissions boundary policy for every IAM role of the module (the runners' execution role, each runner key's task role, the controller's two); null for none."
   type        = string
   default     = null
 

@@ -113,7 +113,6 @@ CONTROLLER_ADDRESSES = {
     "aws_iam_role.controller_task[0]",
     "aws_iam_role_policy.controller_execution[0]",
     "aws_iam_role_policy.controller_task[0]",
-    "aws_iam_role_policy.task_jit[0]",
 }
 
 
@@ -291,9 +290,7 @@ class Addresses(unittest.TestCase):
     def expected(self, variables: dict) -> set:
         out = {
             "aws_iam_role.execution",
-            "aws_iam_role.task",
             "aws_iam_role_policy.execution",
-            "aws_iam_role_policy.task",
         }
         controller = variables.get("enable_controller", False)
         if not controller:
@@ -302,7 +299,12 @@ class Addresses(unittest.TestCase):
         for key in expected_keys(variables):
             for rtype in ("aws_cloudwatch_log_group", "aws_ecs_task_definition"):
                 out.add(f'{rtype}.github_runner["{key}"]')
-            if not controller:
+            # One task role per key, with its policies.
+            out |= {f'aws_iam_role.task["{key}"]', f'aws_iam_role_policy.task["{key}"]'}
+            if controller:
+                # Forced on: each runner takes its one-shot JIT configuration from its own folder.
+                out.add(f'aws_iam_role_policy.task_jit["{key}"]')
+            else:
                 out.add(f'aws_ecs_service.github_runner["{key}"]')
         if controller:
             out |= CONTROLLER_ADDRESSES
@@ -334,9 +336,12 @@ class Addresses(unittest.TestCase):
     def test_optional_policies(self):
         p = plan({**ORG, "enable_execute_command": True, "enable_jit_config_parameters": True})
         addresses = resource_addresses(p)
-        self.assertIn("aws_iam_role_policy.task_exec[0]", addresses)
-        self.assertIn("aws_iam_role_policy.task_jit[0]", addresses)
-        self.assertEqual(addresses - self.expected(ORG), {"aws_iam_role_policy.task_exec[0]", "aws_iam_role_policy.task_jit[0]"})
+        self.assertEqual(addresses - self.expected(ORG), {'aws_iam_role_policy.task_exec["org"]', 'aws_iam_role_policy.task_jit["org"]'})
+        two = resource_addresses(plan({**TWO_REPOS, "enable_execute_command": True, "enable_jit_config_parameters": True}))
+        self.assertEqual(
+            two - self.expected(TWO_REPOS),
+            {f'aws_iam_role_policy.{name}["{key}"]' for name in ("task_exec", "task_jit") for key in ("your-repository-name", "another-repo")},
+        )
 
     def test_managed_ssm_key_looked_up_only_without_kms_key_arn(self):
         self.assertIn("data.aws_kms_alias.ssm[0]", plan(STANDALONE).all_instances("data"))
@@ -353,7 +358,8 @@ class Addresses(unittest.TestCase):
             "log_group_names",
             "log_group_arns",
             "task_execution_role_arn",
-            "task_role_arn",
+            "task_role_arns",
+            "jit_parameter_prefixes",
             "service_replace_arguments",
         ]:
             self.assertIn(name, MODULE.outputs)
@@ -373,6 +379,16 @@ class Addresses(unittest.TestCase):
             },
         )
         self.assertEqual(p.output("ssm_parameter_names"), [f"{PREFIX}/pat"])
+        self.assertEqual(
+            p.output("task_role_arns"),
+            {key: Unknown(f'aws_iam_role.task["{key}"].arn') for key in ("another-repo", "your-repository-name")},
+        )
+        self.assertEqual(p.output("jit_parameter_prefixes"), {})
+        self.assertEqual(
+            plan({**TWO_REPOS, "enable_jit_config_parameters": True}).output("jit_parameter_prefixes"),
+            {"another-repo": f"{PREFIX}/jit/another-repo", "your-repository-name": f"{PREFIX}/jit/your-repository-name"},
+        )
+        self.assertEqual(plan({**ORG, "enable_controller": True}).output("jit_parameter_prefixes"), {"org": f"{PREFIX}/jit/org"})
         self.assertEqual(set(plan(ORG).output("service_arns")), {"org"})
 
 
@@ -513,7 +529,8 @@ class TaskDefinitions(unittest.TestCase):
                     self.assertEqual(td["network_mode"], "awsvpc")
                     self.assertEqual((td["cpu"], td["memory"]), (1024, 2048))
                     self.assertEqual(td["execution_role_arn"], Unknown("aws_iam_role.execution.arn"))
-                    self.assertEqual(td["task_role_arn"], Unknown("aws_iam_role.task.arn"))
+                    # Each key's own task role.
+                    self.assertEqual(td["task_role_arn"], Unknown(f'aws_iam_role.task["{key}"].arn'))
                     self.assertEqual(td["family"], json.loads(td["container_definitions"])[0]["name"])
 
     def test_names_are_valid_ecs_names(self):
@@ -597,11 +614,11 @@ class Iam(unittest.TestCase):
 
     def test_jit_parameters_are_under_the_prefix(self):
         p = plan({**STANDALONE, "enable_jit_config_parameters": True})
-        st = statements(p, "task_jit[0]")
+        st = statements(p, 'task_jit["your-repository-name"]')
         self.assertEqual(st["TakeOneShotJitConfig"]["actions"], ["ssm:DeleteParameter", "ssm:GetParameter"])
-        self.assertEqual(st["TakeOneShotJitConfig"]["resources"], [f"{PARAM_ARN}/jit/*"])
+        self.assertEqual(st["TakeOneShotJitConfig"]["resources"], [f"{PARAM_ARN}/jit/your-repository-name/*"])
         conditions = {c["variable"]: c["values"] for c in st["DecryptOneShotJitConfig"]["condition"]}
-        self.assertEqual(conditions["kms:EncryptionContext:PARAMETER_ARN"], [f"{PARAM_ARN}/jit/*"])
+        self.assertEqual(conditions["kms:EncryptionContext:PARAMETER_ARN"], [f"{PARAM_ARN}/jit/your-repository-name/*"])
         self.assertEqual(conditions["kms:ViaService"], ["ssm.us-east-1.amazonaws.com"])
 
     def test_no_wildcard_actions_and_star_resources_only_for_ecs_exec(self):
@@ -629,8 +646,12 @@ class Iam(unittest.TestCase):
                             self.assertNotIn(key, statement)
 
     def test_roles_trust_ecs_tasks(self):
-        p = plan(STANDALONE)
-        for role, document in (("execution", "execution_assume"), ("task", "task_assume")):
+        p = plan(TWO_REPOS)
+        for role, document in (
+            ("execution", "execution_assume"),
+            ('task["your-repository-name"]', "task_assume"),
+            ('task["another-repo"]', "task_assume"),
+        ):
             r = instance(p, f"aws_iam_role.{role}").evaluate()
             self.assertEqual(r["assume_role_policy"], Unknown(f"data.aws_iam_policy_document.{document}.json"))
             (statement,) = statements(p, document).values()
@@ -642,21 +663,221 @@ class Iam(unittest.TestCase):
         self.assertEqual(conditions["aws:SourceArn"], [f"arn:aws:ecs:us-east-1:{ACCOUNT}:*"])
 
     def test_policies_are_attached_to_the_right_roles(self):
-        p = plan({**ORG, "enable_execute_command": True, "enable_jit_config_parameters": True})
+        p = plan({**TWO_REPOS, "enable_execute_command": True, "enable_jit_config_parameters": True})
         attached = {
             "aws_iam_role_policy.execution": ("aws_iam_role.execution.id", "data.aws_iam_policy_document.execution.json"),
             "aws_iam_role_policy.execution_credentials[0]": (
                 "aws_iam_role.execution.id",
                 "data.aws_iam_policy_document.execution_credentials[0].json",
             ),
-            "aws_iam_role_policy.task": ("aws_iam_role.task.id", "data.aws_iam_policy_document.task.json"),
-            "aws_iam_role_policy.task_jit[0]": ("aws_iam_role.task.id", "data.aws_iam_policy_document.task_jit[0].json"),
-            "aws_iam_role_policy.task_exec[0]": ("aws_iam_role.task.id", "data.aws_iam_policy_document.task_exec[0].json"),
         }
+        for key in ("your-repository-name", "another-repo"):
+            role = f'aws_iam_role.task["{key}"].id'
+            attached |= {
+                f'aws_iam_role_policy.task["{key}"]': (role, "data.aws_iam_policy_document.task.json"),
+                f'aws_iam_role_policy.task_jit["{key}"]': (role, f'data.aws_iam_policy_document.task_jit["{key}"].json'),
+                f'aws_iam_role_policy.task_exec["{key}"]': (role, "data.aws_iam_policy_document.task_exec[0].json"),
+            }
         for address, (role, policy) in attached.items():
             with self.subTest(address):
                 r = instance(p, address).evaluate()
                 self.assertEqual((r["role"], r["policy"]), (Unknown(role), Unknown(policy)))
+
+
+################################################################################
+# One task role per runner key, each with its own one-shot JIT folder
+################################################################################
+
+
+def iam_pattern(pattern: str) -> re.Pattern:
+    """An IAM resource or condition pattern: '*' is any run of characters ('/' included), '?' one."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z", re.S)
+
+
+def condition_holds(condition: dict, context: dict) -> bool:
+    if condition["variable"] not in context:
+        return False
+    value = context[condition["variable"]]
+    if condition["test"] in ("StringEquals", "ArnEquals"):
+        return value in condition["values"]
+    if condition["test"] in ("StringLike", "ArnLike"):
+        return any(iam_pattern(v).match(value) for v in condition["values"])
+    raise AssertionError(f"condition {condition['test']} is not simulated here")
+
+
+def allows(documents: dict, action: str, resource: str, context: dict | None = None) -> bool:
+    """Whether any Allow statement of these policy documents grants `action` on `resource` with
+    the request `context` (the module writes no Deny and no wildcard action)."""
+    for document in documents.values():
+        for statement in document.get("statement", []):
+            if statement["effect"] != "Allow" or action not in statement["actions"]:
+                continue
+            if not any(iam_pattern(r).match(resource) for r in statement["resources"]):
+                continue
+            if all(condition_holds(c, context or {}) for c in statement.get("condition", [])):
+                return True
+    return False
+
+
+def ssm_decrypt_context(parameter_arn: str) -> dict:
+    """What KMS sees when SSM decrypts a SecureString for its caller."""
+    return {"kms:ViaService": "ssm.us-east-1.amazonaws.com", "kms:EncryptionContext:PARAMETER_ARN": parameter_arn}
+
+
+def jit_preconditions_failing(p: Plan) -> list:
+    """The error messages of the failing preconditions of every aws_iam_role_policy.task_jit instance."""
+    failing = []
+    for inst in p.instances(p.ref("resource", "aws_iam_role_policy", "task_jit")).values():
+        ev = inst.evaluator()
+        for lifecycle in inst.ref.block.nested("lifecycle"):
+            for condition in lifecycle.nested("precondition"):
+                if not ev.eval(condition.attrs["condition"]):
+                    failing.append(ev.eval(condition.attrs["error_message"]))
+    return failing
+
+
+# Two repositories (standalone) and the organization, with and without the controller.
+JIT_MODES = {
+    "standalone (two repositories), enable_jit_config_parameters": {**TWO_REPOS, "enable_jit_config_parameters": True},
+    "standalone (two repositories) + controller": {**TWO_REPOS, "enable_controller": True},
+    "org, enable_jit_config_parameters": {**ORG, "enable_jit_config_parameters": True},
+    "org + controller": {**ORG, "enable_controller": True},
+}
+# Pools of this deployment or of another one under the same prefix (a standalone and an org
+# deployment in separate states share <prefix>/jit/).
+SOME_POOLS = ["your-repository-name", "another-repo", "org", "another-repo-2", "org-2", "your"]
+
+
+class JitIsolation(unittest.TestCase):
+    def test_each_role_takes_only_its_own_pools_parameters(self):
+        for label, variables in JIT_MODES.items():
+            p = plan(variables)
+            pools = {key: runner["pool_name"] for key, runner in p.local("runners").items()}
+            self.assertEqual(sorted(pools), sorted(expected_keys(variables)))
+            for key, pool in pools.items():
+                with self.subTest(f"{label}: {key}"):
+                    documents = role_documents(p, f'aws_iam_role.task["{key}"]')
+                    own = f"{PARAM_ARN}/jit/{pool}/aws-github-runner-{pool}-1"
+                    for action in ("ssm:GetParameter", "ssm:DeleteParameter"):
+                        self.assertTrue(allows(documents, action, own), f"{action} on its own {own}")
+                    self.assertTrue(allows(documents, "kms:Decrypt", SSM_MANAGED_KEY, ssm_decrypt_context(own)))
+                    # Another pool's pending runners: neither read, delete nor decrypt.
+                    for other in sorted(set(SOME_POOLS) - {pool}):
+                        theirs = f"{PARAM_ARN}/jit/{other}/aws-github-runner-{other}-1"
+                        for action in ("ssm:GetParameter", "ssm:DeleteParameter"):
+                            self.assertFalse(allows(documents, action, theirs), f"{action} on {theirs}")
+                        self.assertFalse(allows(documents, "kms:Decrypt", SSM_MANAGED_KEY, ssm_decrypt_context(theirs)))
+                    # Nor anything else under the prefix: the credentials, the pool file, a folder
+                    # whose name only starts like its own.
+                    for arn in (
+                        f"{PARAM_ARN}/jit/{pool}",
+                        f"{PARAM_ARN}/jit/{pool}-b/r",
+                        f"{PARAM_ARN}/pat",
+                        f"{PARAM_ARN}/private-key",
+                        f"{PARAM_ARN}/controller/config",
+                    ):
+                        for action in ("ssm:GetParameter", "ssm:GetParameters", "ssm:DeleteParameter"):
+                            self.assertFalse(allows(documents, action, arn), f"{action} on {arn}")
+                        self.assertFalse(allows(documents, "kms:Decrypt", SSM_MANAGED_KEY, ssm_decrypt_context(arn)))
+                    # Decrypting its own parameter directly, not through SSM: no.
+                    self.assertFalse(allows(documents, "kms:Decrypt", SSM_MANAGED_KEY, {"kms:EncryptionContext:PARAMETER_ARN": own}))
+
+    def test_the_role_of_a_pools_task_definition_takes_that_pools_handoffs(self):
+        # End to end: the controller writes <parameter_prefix>/<pool>/<runner> for a pool and runs
+        # the pool's task definition; that task definition's role can take it, no other role can.
+        for label, variables in {k: v for k, v in JIT_MODES.items() if "controller" in k}.items():
+            with self.subTest(label):
+                p = plan(variables)
+                controller = role_documents(p, "aws_iam_role.controller_task[0]")
+                roles = {key: role_documents(p, f'aws_iam_role.task["{key}"]') for key in expected_keys(variables)}
+                for pool in pool_file(p)["pool"]:
+                    handoff = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter{pool['ecs']['parameter_prefix']}/{pool['name']}/runner-7"
+                    self.assertTrue(allows(controller, "ssm:PutParameter", handoff))
+                    self.assertTrue(allows(controller, "kms:GenerateDataKey", SSM_MANAGED_KEY, ssm_decrypt_context(handoff)))
+                    (key,) = [
+                        k for k in expected_keys(variables)
+                        if instance(p, f'aws_ecs_task_definition.github_runner["{k}"]').evaluate()["family"] == pool["ecs"]["task_definition"]
+                    ]
+                    task_role = instance(p, f'aws_ecs_task_definition.github_runner["{key}"]').evaluate()["task_role_arn"]
+                    self.assertEqual(task_role, Unknown(f'aws_iam_role.task["{key}"].arn'))
+                    for other, documents in roles.items():
+                        self.assertEqual(allows(documents, "ssm:GetParameter", handoff), other == key, f"{other} on {handoff}")
+                # The controller writes nowhere else under the prefix.
+                for arn in (f"{PARAM_ARN}/pat", f"{PARAM_ARN}/controller/config", f"{PARAM_ARN}/jit/x", f"{PARAM_ARN}/jit/not-a-pool/r"):
+                    self.assertFalse(allows(controller, "ssm:PutParameter", arn), arn)
+
+    def test_no_jit_permission_unless_asked(self):
+        for label, variables in MODES.items():
+            with self.subTest(label):
+                p = plan(variables)
+                for key in expected_keys(variables):
+                    documents = role_documents(p, f'aws_iam_role.task["{key}"]')
+                    self.assertEqual(set(documents), {"data.aws_iam_policy_document.task"})
+
+    def test_pass_role_covers_exactly_the_runner_roles(self):
+        for label, variables in CONTROLLER_MODES.items():
+            with self.subTest(label):
+                p = plan(variables)
+                passed = statements(p, "controller_task[0]")["PassRunnerRoles"]["resources"]
+                roles = {instance(p, f'aws_ecs_task_definition.github_runner["{key}"]').evaluate()["task_role_arn"] for key in expected_keys(variables)}
+                roles.add(Unknown("aws_iam_role.execution.arn"))
+                self.assertEqual(sorted(passed), sorted(str(r) for r in roles))
+                self.assertEqual(len(passed), len(expected_keys(variables)) + 1)
+
+    def test_role_names_fit_and_org_keeps_its_role(self):
+        long_names = {"runner_type": "standalone", "github_repository_name": ["x" * 100, "A.b_c", "a"]}
+        for variables in (STANDALONE, TWO_REPOS, ORG, long_names):
+            p = plan(variables)
+            for key in expected_keys(variables):
+                role = instance(p, f'aws_iam_role.task["{key}"]').evaluate()
+                self.assertLessEqual(len(role["name_prefix"]), 38, role["name_prefix"])
+                self.assertRegex(role["name_prefix"], r"^[\w+=,.@-]+$")
+                self.assertLessEqual(len(role["description"]), 1000)
+        self.assertEqual(instance(plan(ORG), 'aws_iam_role.task["org"]').evaluate()["name_prefix"], "github-runner-org-task-")
+        self.assertEqual(
+            instance(plan(TWO_REPOS), 'aws_iam_role.task["another-repo"]').evaluate()["name_prefix"],
+            "github-runner-another-repo-task-",
+        )
+
+    def test_moved_blocks_keep_the_org_role(self):
+        # The single task role (and its policies) of earlier versions become the "org" key's.
+        moved = {}
+        for file in sorted({block.file for block in MODULE.of_type("moved")}):
+            moved.update(re.findall(r"moved \{\s*from = (\S+)\s*to\s*= (\S+)\s*\}", (MODULE_DIR / file).read_text()))
+        self.assertEqual(len(moved), len(MODULE.of_type("moved")))
+        self.assertEqual(
+            moved,
+            {
+                "aws_iam_role.task": 'aws_iam_role.task["org"]',
+                "aws_iam_role_policy.task": 'aws_iam_role_policy.task["org"]',
+                "aws_iam_role_policy.task_jit[0]": 'aws_iam_role_policy.task_jit["org"]',
+                "aws_iam_role_policy.task_exec[0]": 'aws_iam_role_policy.task_exec["org"]',
+            },
+        )
+        addresses = resource_addresses(plan({**ORG, "enable_execute_command": True, "enable_jit_config_parameters": True}))
+        self.assertLessEqual(set(moved.values()), addresses)
+
+    def test_jit_folders_without_the_controller_must_be_distinct(self):
+        bad = {
+            "a name with no letter or digit": (["_.", "ok"], "gives no one-shot JIT folder name"),
+            "two repositories, one folder": (["a_b", "a-b"], "give the same one-shot JIT folder"),
+        }
+        for label, (repositories, message) in bad.items():
+            with self.subTest(label):
+                variables = {"runner_type": "standalone", "github_repository_name": repositories, "enable_jit_config_parameters": True}
+                failing = jit_preconditions_failing(plan(variables))
+                self.assertTrue(failing)
+                self.assertTrue(all(message in m for m in failing), failing)
+                # The controller's pool file refuses the same with its own message, once.
+                with_controller = plan({**variables, "enable_controller": True})
+                self.assertEqual(jit_preconditions_failing(with_controller), [])
+                self.assertEqual(len(preconditions_failing(with_controller)), 1)
+        self.assertIn("a-b, a_b", " ".join(jit_preconditions_failing(plan(
+            {"runner_type": "standalone", "github_repository_name": ["a_b", "a-b"], "enable_jit_config_parameters": True}
+        ))))
+        for label, variables in JIT_MODES.items():
+            with self.subTest(label):
+                self.assertEqual(jit_preconditions_failing(plan(variables)), [])
 
 
 ################################################################################
@@ -995,6 +1216,7 @@ class ControllerIam(unittest.TestCase):
                     + ":*"
                     for key in expected_keys(variables)
                 )
+                jit_folders = [f"{PARAM_ARN}/jit/{key}/*" for key in sorted(expected_keys(variables))]
 
                 def conditions(sid):
                     return {c["variable"]: (c["test"], c["values"]) for c in st[sid].get("condition", [])}
@@ -1006,19 +1228,21 @@ class ControllerIam(unittest.TestCase):
                     "ListClusterTasks": (["ecs:ListTasks"], ["*"], {"ecs:cluster": ("ArnEquals", [cluster])}),
                     "CheckCluster": (["ecs:DescribeClusters"], [cluster], {}),
                     "CheckTaskDefinitions": (["ecs:DescribeTaskDefinition"], ["*"], {}),
+                    # The execution role and every key's task role, no other.
                     "PassRunnerRoles": (
                         ["iam:PassRole"],
-                        ["${aws_iam_role.execution.arn}", "${aws_iam_role.task.arn}"],
+                        ["${aws_iam_role.execution.arn}"] + [f'${{aws_iam_role.task["{key}"].arn}}' for key in sorted(expected_keys(variables))],
                         {"iam:PassedToService": ("StringEquals", ["ecs-tasks.amazonaws.com"])},
                     ),
-                    "WriteOneShotJitConfig": (["ssm:DeleteParameter", "ssm:PutParameter"], [f"{PARAM_ARN}/jit/*"], {}),
+                    # Its pools' folders only.
+                    "WriteOneShotJitConfig": (["ssm:DeleteParameter", "ssm:PutParameter"], jit_folders, {}),
                     "FindLeftoverJitConfig": (["ssm:DescribeParameters"], ["*"], {}),
                     "EncryptOneShotJitConfig": (
                         ["kms:Encrypt", "kms:GenerateDataKey"],
                         [SSM_MANAGED_KEY],
                         {
                             "kms:ViaService": ("StringEquals", ["ssm.us-east-1.amazonaws.com"]),
-                            "kms:EncryptionContext:PARAMETER_ARN": ("StringLike", [f"{PARAM_ARN}/jit/*"]),
+                            "kms:EncryptionContext:PARAMETER_ARN": ("StringLike", jit_folders),
                         },
                     ),
                 }
@@ -1034,9 +1258,10 @@ class ControllerIam(unittest.TestCase):
         for label, variables in CONTROLLER_MODES.items():
             with self.subTest(label):
                 p = plan({**variables, "enable_jit_config_parameters": False})
-                st = statements(p, "task_jit[0]")
-                self.assertEqual(st["TakeOneShotJitConfig"]["resources"], [f"{PARAM_ARN}/jit/*"])
-                # The controller's parameter_prefix is what the runners may take.
+                for key in expected_keys(variables):
+                    st = statements(p, f'task_jit["{key}"]')
+                    self.assertEqual(st["TakeOneShotJitConfig"]["resources"], [f"{PARAM_ARN}/jit/{key}/*"])
+                # The controller's parameter_prefix is where the runners' folders are.
                 self.assertEqual({pool["ecs"]["parameter_prefix"] for pool in pool_file(p)["pool"]}, {f"{PREFIX}/jit"})
 
     def test_jit_parameters_use_the_key_the_controller_writes_with(self):
@@ -1045,13 +1270,13 @@ class ControllerIam(unittest.TestCase):
         p = plan({**ORG, "enable_controller": True, "kms_key_arn": CONTROLLER_KEY})
         self.assertNotIn("data.aws_kms_alias.ssm[0]", p.all_instances("data"))
         self.assertEqual({pool["ecs"]["kms_key_id"] for pool in pool_file(p)["pool"]}, {CONTROLLER_KEY})
-        self.assertEqual(statements(p, "task_jit[0]")["DecryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
+        self.assertEqual(statements(p, 'task_jit["org"]')["DecryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
         self.assertEqual(statements(p, "controller_task[0]")["EncryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
         self.assertEqual(statements(p, "controller_execution[0]")["DecryptControllerCredentials"]["resources"], [CONTROLLER_KEY])
         self.assertNotIn("data.aws_iam_policy_document.execution_credentials[0]", p.all_instances("data"))
         # Without the controller, one-shot parameters are whoever's writes them, with kms_key_arn.
         off = plan({**ORG, "enable_jit_config_parameters": True, "kms_key_arn": CONTROLLER_KEY})
-        self.assertEqual(statements(off, "task_jit[0]")["DecryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
+        self.assertEqual(statements(off, 'task_jit["org"]')["DecryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
 
     def test_controller_policies_are_attached_to_its_roles(self):
         p = plan({**ORG, "enable_controller": True})
@@ -1112,7 +1337,7 @@ COMPARED_LOCALS = [
     "credential_parameter_arns",
     "kms_key_arn",
     "cluster_task_arn_pattern",
-    "jit_parameter_arn_pattern",
+    "runner_jit_parameter_arn_patterns",
     "grant_jit_config_parameters",
     "jit_kms_key_arn",
     "cluster_arn",
