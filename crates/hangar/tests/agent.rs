@@ -177,6 +177,38 @@ async fn repo_runner_with_a_pat_runs_a_job_and_leaves_github_on_sigterm() {
 }
 
 #[tokio::test]
+async fn a_runner_home_of_200_characters_works() {
+    within(60, async {
+        let emu = emulator().await;
+        // Install folders such as /var/lib/github-runners/<org>/<repo>/<name>/actions-runner
+        // are common; nothing of the agent's may depend on their length.
+        let probe = RunnerDir::new("len");
+        // The random part of the name varies in length: ten more characters cover it.
+        let room = 200 + 10 - probe.root.as_os_str().len();
+        drop(probe);
+        let dir = RunnerDir::new(&format!("len{}", "h".repeat(room - 3)));
+        let len = dir.root.as_os_str().len();
+        assert!((200..=210).contains(&len), "{len}: {}", dir.root.display());
+        let mut agent = Agent::start(&env(&[base_env(&emu, &dir), pat_env()]));
+        online_runner(&emu, &emu_repo(), &agent).await;
+        let job = run_job(
+            &emu,
+            JobSpec::new(REPO, "long-home").step("ok", "true"),
+            &agent,
+        )
+        .await;
+        assert_eq!(job.conclusion, Some(Conclusion::Success), "{job:?}");
+        wait_until(5, "the job's hooks reached the agent", || {
+            agent.events("job completed").len() == 1
+        })
+        .await;
+        agent.signal(Signal::SIGTERM);
+        assert_eq!(agent.exit_code(10).await, 0);
+    })
+    .await
+}
+
+#[tokio::test]
 async fn org_runner_with_the_app_takes_jobs_from_any_repository_of_the_org() {
     within(60, async {
         let emu = emulator().await;

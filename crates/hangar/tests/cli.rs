@@ -546,6 +546,36 @@ async fn dev_scales_each_seed_pool_from_zero_for_a_job_and_back() {
     .await
 }
 
+#[tokio::test]
+async fn dev_runs_from_a_100_character_tmpdir() {
+    within(120, async {
+        // macOS gives about 50 characters before hangar adds its own folders; agents keep their
+        // hook socket elsewhere, so a long TMPDIR must not matter.
+        let base = std::env::temp_dir();
+        let base = if base.as_os_str().len() > 60 {
+            std::path::PathBuf::from("/tmp")
+        } else {
+            base
+        };
+        let prefix = format!("{}/hangar-long-{}-", base.display(), std::process::id());
+        let tmpdir = format!("{prefix}{}", "t".repeat(100 - prefix.len()));
+        assert_eq!(tmpdir.len(), 100);
+        std::fs::create_dir_all(&tmpdir).unwrap();
+        let out = hangar(
+            &["dev", "--exit-after-jobs", "2"],
+            &[("TMPDIR", tmpdir.as_str())],
+        )
+        .await;
+        let shown = text(&out.stdout);
+        assert!(out.status.success(), "{shown}\n{}", text(&out.stderr));
+        assert!(shown.contains("2 jobs done in"), "{shown}");
+        let root = dev_runners_root(&shown).expect("the runners' folder is named");
+        assert!(root.starts_with(&tmpdir), "{}", root.display());
+        std::fs::remove_dir_all(&tmpdir).ok();
+    })
+    .await
+}
+
 /// `hangar dev` (serving) as a child, its stdout read line by line.
 struct DevChild {
     child: tokio::process::Child,

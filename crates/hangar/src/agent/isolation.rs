@@ -65,7 +65,7 @@ pub enum RuntimeDirError {
     TooLong { path: PathBuf, len: usize },
 }
 
-/// The agent's private folder: `<base>/<pid>/` holding `agent.sock` and the hook scripts.
+/// The agent's private folder: `<base>/<pid>-<random>/` holding `agent.sock` and the hook scripts.
 /// The base is `HANGAR_RUNTIME_DIR`, else `/run/hangar` for root, else `/tmp/hangar-<uid>`:
 /// never under `RUNNER_HOME` or `TMPDIR`, which may be long. Removed when dropped.
 #[derive(Debug)]
@@ -89,13 +89,12 @@ impl RuntimeDir {
         };
         let mode = if shared_with.is_some() { 0o711 } else { 0o700 };
         ensure_private_dir(&base, mode)?;
-        let path = base.join(std::process::id().to_string());
-        // A folder left by an earlier process with this pid (a restarted container) is ours.
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(cause) => return Err(RuntimeDirError::Io { path, cause }),
-        }
+        // The pid alone is not unique: agents in PID namespaces of their own may share the base.
+        let path = base.join(format!(
+            "{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         ensure_private_dir(&path, mode)?;
         let dir = RuntimeDir { path };
         let socket = dir.socket();

@@ -16,18 +16,17 @@ pub struct RunnerDir {
 }
 
 impl RunnerDir {
+    /// Made where other users can reach it, linked to a `hangar` they can run, so a runner
+    /// switched to another user works from any checkout (a 0700 home too) and any `TMPDIR`.
     pub fn new(tag: &str) -> RunnerDir {
-        let root = std::env::temp_dir().join(format!(
+        let root = super::reachable_temp_dir().join(format!(
             "hangar-agent-{tag}-{}-{}",
             std::process::id(),
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_hangar"),
-            root.join("bin/Runner.Listener"),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink(super::reachable_hangar(), root.join("bin/Runner.Listener"))
+            .unwrap();
         RunnerDir { root }
     }
 
@@ -108,7 +107,8 @@ impl Agent {
             rand::random::<u32>()
         ));
         let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"));
+        // The hook scripts run the agent's own executable as the runner's user.
+        let mut cmd = tokio::process::Command::new(super::reachable_hangar());
         cmd.arg("agent")
             .env_clear()
             .stdin(Stdio::null())

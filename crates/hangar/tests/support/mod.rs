@@ -153,3 +153,43 @@ impl LogBuffer {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
+
+/// Whether every user may pass through `path` (each folder from `/` down to it lets others
+/// search it). A checkout under a 0700 home, or a `TMPDIR` inside one, does not.
+fn others_can_reach(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors()
+        .all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// A temporary folder other users can reach (for a runner that runs as another user): `TMPDIR`
+/// when others may enter it, else `/tmp`.
+pub fn reachable_temp_dir() -> std::path::PathBuf {
+    let tmp = std::env::temp_dir();
+    if others_can_reach(&tmp) {
+        tmp
+    } else {
+        std::path::PathBuf::from("/tmp")
+    }
+}
+
+/// The `hangar` binary at a path other users can run: the build's own when others can reach
+/// it, else a copy in [`reachable_temp_dir`] (made once per test process).
+pub fn reachable_hangar() -> std::path::PathBuf {
+    static COPY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let built = std::path::Path::new(env!("CARGO_BIN_EXE_hangar"));
+    if others_can_reach(built) {
+        return built.to_path_buf();
+    }
+    COPY.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = reachable_temp_dir().join(format!("hangar-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("hangar");
+        std::fs::copy(built, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    })
+    .clone()
+}
