@@ -8,8 +8,11 @@ use std::path::PathBuf;
 const ENTRYPOINT: [&str; 4] = ["/usr/bin/tini", "--", "/usr/local/bin/hangar", "agent"];
 /// The official runner version the image pins (and our GitHub facts were checked against).
 const RUNNER_VERSION: &str = "2.336.0";
+/// The defaults of the BUILDER_IMAGE and RUNTIME_IMAGE build arguments.
 const BUILDER_IMAGE: &str = "rust:1.95-slim-bookworm";
 const RUNTIME_IMAGE: &str = "debian:bookworm-slim";
+/// How the image takes `hangar` from the stage HANGAR_BUILD selects: root-owned (no --chown), 0755.
+const HANGAR_COPY: &str = "--from=hangar --chmod=0755 /out/hangar /usr/local/bin/hangar";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -45,6 +48,22 @@ impl Stage {
     fn last(&self, keyword: &str) -> Option<&Instruction> {
         self.all(keyword).last()
     }
+    /// The `USER` in effect at `line` (None: the base image's, root for Debian's).
+    fn user_at(&self, line: usize) -> Option<&str> {
+        self.all("USER")
+            .take_while(|u| u.line < line)
+            .last()
+            .map(|u| u.args.as_str())
+    }
+    /// The value the last `ENV` that sets `name` gives it (`ENV A=1 B=2` form).
+    fn env(&self, name: &str) -> Option<String> {
+        self.all("ENV")
+            .flat_map(|e| e.args.split_whitespace())
+            .filter_map(|pair| pair.split_once('='))
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| unquote(v).to_string())
+            .last()
+    }
     /// The default of `ARG name=value` declared in this stage.
     fn arg(&self, name: &str) -> Option<String> {
         self.all("ARG").find_map(|i| {
@@ -55,6 +74,8 @@ impl Stage {
 }
 
 struct Dockerfile {
+    /// `ARG`s before the first `FROM`: what `FROM` lines may use.
+    global_args: Vec<Instruction>,
     stages: Vec<Stage>,
 }
 
@@ -93,6 +114,7 @@ impl Dockerfile {
         );
 
         let mut stages: Vec<Stage> = Vec::new();
+        let mut global_args = Vec::new();
         for (line, text) in logical {
             let (keyword, args) = text.split_once(char::is_whitespace).unwrap_or((&text, ""));
             let instruction = Instruction {
@@ -118,11 +140,53 @@ impl Dockerfile {
                 });
             } else if let Some(stage) = stages.last_mut() {
                 stage.instructions.push(instruction);
+            } else {
+                // Before the first FROM only ARG (and parser directives, dropped above) may stand.
+                assert_eq!(
+                    instruction.keyword, "ARG",
+                    "line {line}: {} before the first FROM",
+                    instruction.keyword
+                );
+                global_args.push(instruction);
             }
-            // Instructions before the first FROM (global ARGs) belong to no stage.
         }
         assert!(!stages.is_empty(), "the Dockerfile has no FROM");
-        Dockerfile { stages }
+        Dockerfile {
+            global_args,
+            stages,
+        }
+    }
+
+    /// The default of the global `ARG name=value` (declared before the first FROM).
+    fn global_arg(&self, name: &str) -> Option<String> {
+        self.global_args.iter().find_map(|i| {
+            let (k, v) = i.args.split_once('=')?;
+            (k.trim() == name).then(|| unquote(v.trim()).to_string())
+        })
+    }
+
+    /// A stage's `FROM` image with the global ARGs' defaults substituted for `${NAME}`.
+    fn resolved_image(&self, stage: &Stage) -> String {
+        let mut image = stage.image.clone();
+        while let Some(start) = image.find("${") {
+            let end = start
+                + image[start..]
+                    .find('}')
+                    .unwrap_or_else(|| panic!("FROM {}: unclosed ${{", stage.image));
+            let name = &image[start + 2..end];
+            let value = self.global_arg(name).unwrap_or_else(|| {
+                panic!(
+                    "FROM {} uses {name}, which has no global ARG default",
+                    stage.image
+                )
+            });
+            image.replace_range(start..=end, &value);
+        }
+        image
+    }
+
+    fn is_stage_name(&self, name: &str) -> bool {
+        self.stages.iter().any(|s| s.name.as_deref() == Some(name))
     }
 
     fn final_stage(&self) -> &Stage {
@@ -195,16 +259,15 @@ fn entrypoint_is_tini_then_hangar_agent_in_exec_form() {
         "CMD should be [] but is {}",
         cmd.args
     );
-    // tini comes from Debian's package, hangar from the builder stage.
+    // tini comes from Debian's package, hangar from the `hangar` stage.
     assert!(
         last.all("RUN").any(|r| r.args.contains("apt-get install")
             && r.args.split_whitespace().any(|w| w == "tini")),
         "tini is not installed in the final stage"
     );
     assert!(
-        last.all("COPY")
-            .any(|c| c.args == "--from=builder /out/hangar /usr/local/bin/hangar"),
-        "the hangar binary is not copied from the builder to /usr/local/bin/hangar"
+        last.all("COPY").any(|c| c.args == HANGAR_COPY),
+        "the hangar binary is not copied with `COPY {HANGAR_COPY}`"
     );
     let readme = read("deploy/docker/README.md");
     assert_eq!(readme_field(&readme, "Entrypoint:"), "tini -- hangar agent");
@@ -241,23 +304,30 @@ fn readme_lists_exactly_the_installed_packages() {
     );
 }
 
+/// The agent runs as root and holds the credentials; the runner and every job run as `runner`
+/// (uid 1001), which cannot read a root process's environment or memory.
 #[test]
-fn final_user_is_runner_uid_1001_never_root() {
+fn agent_runs_as_root_and_jobs_as_runner_uid_1001() {
     let df = Dockerfile::load();
     let last = df.final_stage();
-    let user = last
-        .last("USER")
-        .expect("the final stage has no USER: it would run as root");
-    assert_eq!(user.args, "runner");
-    for u in df.stages.iter().flat_map(|s| s.all("USER")) {
-        let name = u.args.split(':').next().unwrap_or_default();
+    // The image's user is root: the last USER of the final stage, if any, is root.
+    if let Some(user) = last.last("USER") {
+        let name = user.args.split(':').next().unwrap_or_default();
         assert!(
-            name != "root" && name != "0",
-            "line {}: USER {} is root",
-            u.line,
-            u.args
+            name == "root" || name == "0",
+            "line {}: the image's last USER is {}, but the agent must run as root (the runner \
+             switches to RUNNER_USER); see deploy/docker/README.md, Users",
+            user.line,
+            user.args
         );
     }
+    // ... and the agent starts the runner as `runner`, never as root.
+    assert_eq!(last.env("RUNNER_USER").as_deref(), Some("runner"));
+    let text = read("deploy/docker/Dockerfile");
+    assert!(
+        !text.contains("RUNNER_ALLOW_RUNASROOT"),
+        "the Dockerfile mentions RUNNER_ALLOW_RUNASROOT: jobs must never run as root"
+    );
     // The user exists with the documented uid, gid and home, and owns the runner folder.
     assert!(
         last.all("RUN")
@@ -272,15 +342,72 @@ fn final_user_is_runner_uid_1001_never_root() {
         "the runner folder is not handed to user runner"
     );
     assert_eq!(
-        last.last("ENV").map(|e| e.args.as_str()),
-        Some("RUNNER_HOME=/home/runner/actions-runner")
+        last.env("RUNNER_HOME").as_deref(),
+        Some("/home/runner/actions-runner")
     );
     assert_eq!(
         last.last("WORKDIR").map(|w| w.args.as_str()),
         Some("/home/runner")
     );
+    // hangar stays root's: copied without --chown, mode 0755, and the build checks both.
+    let copy = last
+        .all("COPY")
+        .find(|c| c.args.ends_with(" /usr/local/bin/hangar"))
+        .expect("no COPY of /usr/local/bin/hangar");
+    assert!(
+        !copy.args.contains("--chown") && copy.args.contains("--chmod=0755"),
+        "line {}: hangar must be root-owned 0755: {}",
+        copy.line,
+        copy.args
+    );
+    let smoke = smoke_test(last);
+    for check in [
+        "[ \"$(stat -c '%u:%g %a' /usr/local/bin/hangar)\" = \"0:0 755\" ]",
+        "[ ! -w /usr/local/bin/hangar ]",
+    ] {
+        assert!(
+            smoke.args.contains(check),
+            "the smoke test does not check {check}"
+        );
+    }
     let readme = read("deploy/docker/README.md");
-    assert_eq!(readme_field(&readme, "User:"), "runner (uid 1001)");
+    assert_eq!(
+        readme_field(&readme, "Users:"),
+        "tini and hangar agent as root; the runner and every job as runner (uid 1001)"
+    );
+    assert!(
+        readme.contains("## Users") && readme.contains("`ENV RUNNER_USER=runner`"),
+        "the README has no Users section naming ENV RUNNER_USER=runner"
+    );
+    // hadolint's last-USER-is-root rule is ignored on purpose, and says why.
+    let hadolint = read("deploy/docker/.hadolint.yaml");
+    let reason = hadolint_ignore_reason(&hadolint, "DL3002")
+        .expect(".hadolint.yaml does not ignore DL3002 (last USER is root)");
+    assert!(
+        reason.contains("RUNNER_USER") && reason.contains("/proc"),
+        "the reason for ignoring DL3002 does not explain the design: {reason}"
+    );
+}
+
+/// The comment block above `- RULE` in .hadolint.yaml's ignore list.
+fn hadolint_ignore_reason(yaml: &str, rule: &str) -> Option<String> {
+    let lines: Vec<&str> = yaml.lines().map(str::trim).collect();
+    let at = lines.iter().position(|l| *l == format!("- {rule}"))?;
+    let reason: Vec<&str> = lines[..at]
+        .iter()
+        .rev()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim())
+        .collect();
+    Some(reason.into_iter().rev().collect::<Vec<_>>().join(" "))
+}
+
+/// The build-time RUN that starts the installed runner.
+fn smoke_test(stage: &Stage) -> &Instruction {
+    stage
+        .all("RUN")
+        .find(|r| r.args.contains("Runner.Listener\" --version"))
+        .expect("no RUN starts the installed runner")
 }
 
 #[test]
@@ -313,9 +440,7 @@ fn runner_version_is_pinned_and_matches_readme_and_label() {
     );
     // The build itself asks the installed runner for its version.
     assert!(
-        last.all("RUN")
-            .any(|r| r.args.contains("Runner.Listener\" --version")
-                && r.args.contains("${RUNNER_VERSION}")),
+        smoke_test(last).args.contains("${RUNNER_VERSION}"),
         "no build-time check of the installed runner's version"
     );
     // The README's release paragraph names this version's tarballs and release notes.
@@ -332,22 +457,18 @@ fn runner_version_is_pinned_and_matches_readme_and_label() {
 fn smoke_test_runs_both_binaries_as_runner() {
     let df = Dockerfile::load();
     let last = df.final_stage();
-    let smoke = last
-        .all("RUN")
-        .find(|r| r.args.contains("Runner.Listener\" --version"))
-        .expect("no RUN starts the installed runner");
+    let smoke = smoke_test(last);
     assert!(
         smoke.args.contains("/usr/local/bin/hangar --version"),
         "the smoke test does not run hangar: {}",
         smoke.args
     );
-    let user = last.last("USER").expect("the final stage has no USER");
-    assert!(
-        user.line < smoke.line,
-        "line {}: the smoke test runs before USER {} (line {})",
-        smoke.line,
-        user.args,
-        user.line
+    // As the user the jobs run as, so a file runner cannot use fails the build.
+    assert_eq!(
+        last.user_at(smoke.line),
+        Some("runner"),
+        "line {}: the smoke test does not run as USER runner",
+        smoke.line
     );
 }
 
@@ -357,26 +478,35 @@ fn runner_download_is_the_official_release_and_checksum_verified() {
     let last = df.final_stage();
     let download = last
         .all("RUN")
-        .find(|r| r.args.contains("actions-runner-linux-"))
-        .expect("no RUN downloads the runner");
-    assert!(download.args.contains(
-        "https://github.com/actions/runner/releases/download/v${RUNNER_VERSION}/actions-runner-linux-${runner_arch}-${RUNNER_VERSION}.tar.gz"
-    ));
-    assert!(download.args.contains("amd64) runner_arch=x64;"));
-    assert!(download.args.contains("arm64) runner_arch=arm64;"));
-    assert!(last.all("ARG").any(|a| a.args == "TARGETARCH"));
-    // Verification is unconditional: a sha256sum check, and an explicit failure on an empty or
-    // malformed digest (sha256sum alone would accept neither, but say why).
-    assert!(download.args.contains("sha256sum --check --strict"));
-    assert!(download.args.contains("grep -Eqx '[0-9a-f]{64}'"));
-    assert!(download.args.contains("exit 1"));
-    for name in ["RUNNER_SHA256_X64", "RUNNER_SHA256_ARM64"] {
-        assert!(
-            download.args.contains(&format!("\"${{{name}}}\"")),
-            "the download does not use {name}"
+        .find(|r| r.args.contains("sha256sum"))
+        .expect("no RUN downloads and verifies the runner");
+    // The URL is a build argument per architecture, defaulting to the official release.
+    for (arch, runner_arch, suffix) in [("amd64", "x64", "X64"), ("arm64", "arm64", "ARM64")] {
+        assert_eq!(
+            last.arg(&format!("RUNNER_URL_{suffix}")).as_deref(),
+            Some(
+                format!(
+                    "https://github.com/actions/runner/releases/download/v${{RUNNER_VERSION}}/actions-runner-linux-{runner_arch}-${{RUNNER_VERSION}}.tar.gz"
+                )
+                .as_str()
+            ),
+            "ARG RUNNER_URL_{suffix} does not default to the official release"
         );
+        let case = format!(
+            "{arch}) url=\"${{RUNNER_URL_{suffix}}}\"; sha_arg=RUNNER_SHA256_{suffix}; runner_sha256=\"${{RUNNER_SHA256_{suffix}}}\" ;;"
+        );
+        let joined = download
+            .args
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            joined.contains(&case),
+            "the download does not pick {arch}'s URL and checksum: {case}"
+        );
+        let name = format!("RUNNER_SHA256_{suffix}");
         let value = last
-            .arg(name)
+            .arg(&name)
             .unwrap_or_else(|| panic!("no ARG {name} in the final stage"));
         assert!(
             value.len() == 64
@@ -386,16 +516,38 @@ fn runner_download_is_the_official_release_and_checksum_verified() {
             "ARG {name} default is not a lowercase SHA-256 hex digest: {value:?}"
         );
     }
+    assert!(last.all("ARG").any(|a| a.args == "TARGETARCH"));
+    // Verification is unconditional, whatever the URL: the download is followed by a sha256sum
+    // check in the same && chain, and an empty or malformed digest fails with a reason
+    // (sha256sum alone would accept neither, but not say why).
+    assert!(download.args.contains(
+        "-o /tmp/actions-runner.tar.gz \"${url}\" && echo \"${runner_sha256}  /tmp/actions-runner.tar.gz\" | sha256sum --check --strict -"
+    ));
+    assert!(download.args.contains("grep -Eqx '[0-9a-f]{64}'"));
+    assert!(download.args.contains("exit 1"));
     // Extracted into RUNNER_HOME.
     assert!(download.args.contains("-C \"${RUNNER_HOME}\""));
 }
 
 #[test]
-fn base_images_are_pinned_tags_never_latest() {
+fn base_images_are_build_arguments_defaulting_to_pinned_tags() {
     let df = Dockerfile::load();
+    assert_eq!(
+        df.global_arg("BUILDER_IMAGE").as_deref(),
+        Some(BUILDER_IMAGE)
+    );
+    assert_eq!(
+        df.global_arg("RUNTIME_IMAGE").as_deref(),
+        Some(RUNTIME_IMAGE)
+    );
+    assert_eq!(df.stage("hangar-source").image, "${BUILDER_IMAGE}");
+    assert_eq!(df.final_stage().image, "${RUNTIME_IMAGE}");
     for stage in &df.stages {
-        let image = &stage.image;
-        let (_, after_slash) = image.rsplit_once('/').unwrap_or(("", image));
+        let image = df.resolved_image(stage);
+        if image == "scratch" || df.is_stage_name(&image) {
+            continue;
+        }
+        let (_, after_slash) = image.rsplit_once('/').unwrap_or(("", &image));
         let tagged = after_slash.contains(':') || image.contains("@sha256:");
         assert!(tagged, "FROM {image} has no tag or digest");
         assert!(
@@ -403,8 +555,6 @@ fn base_images_are_pinned_tags_never_latest() {
             "FROM {image} uses the moving latest tag"
         );
     }
-    assert_eq!(df.stage("builder").image, BUILDER_IMAGE);
-    assert_eq!(df.final_stage().image, RUNTIME_IMAGE);
     let readme = read("deploy/docker/README.md");
     for image in [BUILDER_IMAGE, RUNTIME_IMAGE] {
         assert!(
@@ -425,10 +575,74 @@ fn base_images_are_pinned_tags_never_latest() {
     );
 }
 
+/// `HANGAR_BUILD` picks the stage `hangar` copies from: `source` (compiled in the builder image)
+/// or `prebuilt` (a binary from the build context), and the image takes hangar from there only.
+#[test]
+fn hangar_comes_from_source_or_a_prebuilt_binary() {
+    let df = Dockerfile::load();
+    assert_eq!(df.global_arg("HANGAR_BUILD").as_deref(), Some("source"));
+    let alias = df.stage("hangar");
+    assert_eq!(alias.image, "hangar-${HANGAR_BUILD}");
+    let position = |name: &str| {
+        df.stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no stage named {name}"))
+    };
+    for choice in ["source", "prebuilt"] {
+        let name = format!("hangar-{choice}");
+        assert!(
+            position(&name) < position("hangar"),
+            "HANGAR_BUILD={choice} names no stage before `hangar`"
+        );
+    }
+    assert!(
+        alias.all("RUN").next().is_none() && alias.all("COPY").next().is_none(),
+        "the `hangar` stage only selects; it builds nothing"
+    );
+    // Both produce /out/hangar.
+    assert!(
+        df.stage("hangar-source").all("RUN").any(|r| r
+            .args
+            .contains("install -D -m 0755 target/release/hangar /out/hangar")),
+        "hangar-source does not put the binary at /out/hangar"
+    );
+    let prebuilt = df.stage("hangar-prebuilt");
+    assert_eq!(prebuilt.image, "scratch");
+    assert!(
+        prebuilt.arg("HANGAR_BINARY").is_some(),
+        "no ARG HANGAR_BINARY=..."
+    );
+    assert!(
+        prebuilt
+            .all("COPY")
+            .any(|c| c.args == "${HANGAR_BINARY} /out/hangar"),
+        "hangar-prebuilt does not COPY ${{HANGAR_BINARY}} to /out/hangar"
+    );
+    // The image copies from the selecting stage only, never from one of the two directly.
+    let froms: Vec<&str> = df
+        .final_stage()
+        .all("COPY")
+        .filter_map(|c| {
+            c.args
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("--from="))
+        })
+        .collect();
+    assert_eq!(froms, ["hangar"], "the final stage copies from {froms:?}");
+    let readme = read("deploy/docker/README.md");
+    for documented in ["`HANGAR_BUILD`", "`HANGAR_BINARY`", "HANGAR_BUILD=prebuilt"] {
+        assert!(
+            readme.contains(documented),
+            "the README does not document {documented}"
+        );
+    }
+}
+
 #[test]
 fn builder_compiles_hangar_release_locked() {
     let df = Dockerfile::load();
-    let builder = df.stage("builder");
+    let builder = df.stage("hangar-source");
     let build = builder
         .all("RUN")
         .find(|r| r.args.contains("cargo build"))
@@ -451,6 +665,62 @@ fn builder_compiles_hangar_release_locked() {
             "the builder does not COPY {copied}"
         );
     }
+}
+
+/// scripts/image-rootfs builds this Dockerfile with local stand-ins: every build argument it
+/// passes must exist here (a renamed ARG would silently fall back to its default, the internet).
+#[test]
+fn image_rootfs_passes_only_arguments_the_dockerfile_declares() {
+    let df = Dockerfile::load();
+    let declared: Vec<String> = df
+        .global_args
+        .iter()
+        .chain(df.stages.iter().flat_map(|s| s.all("ARG")))
+        .map(|a| {
+            a.args
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let script = read("scripts/image-rootfs");
+    let passed: Vec<String> = script
+        .split("--build-arg")
+        .skip(1)
+        .map(|rest| {
+            let arg = rest.trim_start().trim_start_matches('"');
+            arg[..arg.find('=').expect("--build-arg without =")].to_string()
+        })
+        .flat_map(|name| match name.strip_suffix("${arch_suffix}") {
+            Some(stem) => vec![format!("{stem}X64"), format!("{stem}ARM64")],
+            None => vec![name],
+        })
+        .collect();
+    for needed in [
+        "RUNTIME_IMAGE",
+        "HANGAR_BUILD",
+        "HANGAR_BINARY",
+        "TARGETARCH",
+        "RUNNER_URL_X64",
+        "RUNNER_SHA256_X64",
+    ] {
+        assert!(
+            passed.iter().any(|p| p == needed),
+            "scripts/image-rootfs does not pass {needed}"
+        );
+    }
+    for name in &passed {
+        assert!(
+            declared.contains(name),
+            "scripts/image-rootfs passes --build-arg {name}, which the Dockerfile does not declare"
+        );
+    }
+    assert!(
+        script.contains("--build-arg HANGAR_BUILD=prebuilt") && script.contains("--format docker"),
+        "scripts/image-rootfs must build the prebuilt variant in docker format (SHELL)"
+    );
 }
 
 #[test]
@@ -530,11 +800,24 @@ fn readme_build_commands_use_this_dockerfile_and_context() {
 #[test]
 fn parser_joins_continuations_and_drops_comments() {
     let df = Dockerfile::parse(
-        "# syntax=docker/dockerfile:1\nARG GLOBAL=1\nFROM a:1 AS one\nRUN x \\\n  # note\n  && y\n\nFROM b:2\nUSER nobody\n",
+        "# syntax=docker/dockerfile:1\nARG GLOBAL=1\nARG BASE=b:2\nFROM a:1 AS one\nRUN x \\\n  # note\n  && y\n\nFROM ${BASE}\nUSER nobody\nENV A=1 B=\"two\"\nRUN z\nUSER root\n",
     );
     assert_eq!(df.stages.len(), 2);
+    assert_eq!(df.global_arg("GLOBAL").as_deref(), Some("1"));
     assert_eq!(df.stage("one").image, "a:1");
+    assert_eq!(df.resolved_image(df.final_stage()), "b:2");
     let run = df.stage("one").last("RUN").unwrap();
-    assert_eq!((run.args.as_str(), run.line), ("x && y", 4));
-    assert_eq!(df.final_stage().last("USER").unwrap().args, "nobody");
+    assert_eq!((run.args.as_str(), run.line), ("x && y", 5));
+    let last = df.final_stage();
+    assert_eq!(last.last("USER").unwrap().args, "root");
+    assert_eq!(last.user_at(last.last("RUN").unwrap().line), Some("nobody"));
+    assert_eq!(last.user_at(1), None);
+    assert_eq!(last.env("B").as_deref(), Some("two"));
+    let yaml = "ignored:\n  # one\n  # two\n  - DL1\n  - DL2\n";
+    assert_eq!(
+        hadolint_ignore_reason(yaml, "DL1").as_deref(),
+        Some("one two")
+    );
+    assert_eq!(hadolint_ignore_reason(yaml, "DL2").as_deref(), Some(""));
+    assert_eq!(hadolint_ignore_reason(yaml, "DL3"), None);
 }
