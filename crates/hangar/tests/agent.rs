@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use hangar_emulator::{Conclusion, JobSpec, JobStatus, RunnerMessage, Scope as EmuScope};
 use nix::sys::signal::Signal;
-use support::agent::{Agent, RunnerDir, app_env, base_env, pat_env, runner_pids, wait_until};
+use support::agent::{
+    Agent, RunnerDir, app_env, base_env, jit_blob_for, pat_env, protection_endpoint,
+    protection_states, runner_pids, wait_until,
+};
 use support::{ORG, REPO, emulator, within};
 
 fn emu_repo() -> EmuScope {
@@ -65,30 +68,6 @@ async fn run_job(
     }
 }
 
-/// Enqueues a job and waits until its first step runs.
-/// A JIT configuration as a launcher gets it from GitHub (with the seed's PAT).
-async fn jit_blob(
-    emu: &hangar_emulator::Emulator,
-    scope: &hangar::github::Scope,
-    name: &str,
-    labels: &[&str],
-) -> String {
-    use secrecy::ExposeSecret;
-    let jit = support::pat_client(emu, hangar_emulator::SEED_PAT)
-        .jit_config(
-            scope,
-            &hangar::github::JitRequest {
-                name: name.into(),
-                runner_group_id: 1,
-                labels: labels.iter().map(|l| l.to_string()).collect(),
-                work_folder: "_work".into(),
-            },
-        )
-        .await
-        .unwrap();
-    jit.encoded_jit_config.expose_secret().to_string()
-}
-
 /// Moto's endpoint and test credentials, as an agent's environment.
 fn moto_env(moto: &support::moto::Moto) -> Vec<(String, String)> {
     moto.env()
@@ -97,6 +76,7 @@ fn moto_env(moto: &support::moto::Moto) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Enqueues a job and waits until its first step runs.
 async fn start_job(emu: &hangar_emulator::Emulator, spec: JobSpec) -> u64 {
     let id = emu.enqueue_job(spec);
     wait_until(20, "the job's first step to run", || {
@@ -237,7 +217,7 @@ async fn a_jit_runner_given_directly_runs_one_job_and_exits_0() {
     within(60, async {
         let emu = emulator().await;
         let dir = RunnerDir::new("jit");
-        let blob = jit_blob(
+        let blob = jit_blob_for(
             &emu,
             &support::repo(),
             "jit-runner-1",
@@ -278,7 +258,7 @@ async fn a_jit_config_from_a_one_shot_ssm_parameter_is_read_then_deleted() {
         let moto = support::moto::Moto::start();
         let emu = emulator().await;
         let dir = RunnerDir::new("jit-ssm");
-        let blob = jit_blob(&emu, &support::org(), "jit-ssm-1", &["self-hosted"]).await;
+        let blob = jit_blob_for(&emu, &support::org(), "jit-ssm-1", &["self-hosted"]).await;
         let name = "/hangar/jit/jit-ssm-1";
         moto.put(name, &blob, true).await;
         let mut agent = Agent::start(&env(&[
@@ -320,7 +300,7 @@ async fn a_jit_config_from_a_one_shot_file_is_read_then_deleted() {
     within(60, async {
         let emu = emulator().await;
         let dir = RunnerDir::new("jit-file");
-        let blob = jit_blob(
+        let blob = jit_blob_for(
             &emu,
             &support::repo(),
             "jit-file-1",
@@ -702,40 +682,6 @@ async fn an_ephemeral_runner_with_no_job_gives_up_after_the_idle_timeout() {
         );
     })
     .await
-}
-
-/// The calls a stand-in for the ECS agent's task protection endpoint received.
-type ProtectionCalls = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
-
-/// A stand-in for the ECS agent's task protection endpoint: its URI (for `ECS_AGENT_URI`) and
-/// the bodies it received.
-async fn protection_endpoint() -> (String, ProtectionCalls) {
-    use axum::{Json, Router, routing::put};
-    let calls = ProtectionCalls::default();
-    let recorded = calls.clone();
-    let app = Router::new().route(
-        "/task-protection/v1/state",
-        put(move |Json(body): Json<serde_json::Value>| {
-            let recorded = recorded.clone();
-            async move {
-                recorded.lock().unwrap().push(body);
-                Json(serde_json::json!({"protection": {"ProtectionEnabled": true}}))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let uri = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (uri, calls)
-}
-
-fn protection_states(calls: &ProtectionCalls) -> Vec<bool> {
-    calls
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|c| c["ProtectionEnabled"].as_bool().unwrap())
-        .collect()
 }
 
 #[tokio::test]

@@ -204,3 +204,60 @@ pub fn one_shot_file(path: &Path, content: &str) -> PathBuf {
     file.write_all(content.as_bytes()).unwrap();
     path.to_path_buf()
 }
+
+/// A JIT configuration as a launcher gets it from GitHub (with the seed's PAT).
+pub async fn jit_blob_for(
+    emu: &hangar_emulator::Emulator,
+    scope: &hangar::github::Scope,
+    name: &str,
+    labels: &[&str],
+) -> String {
+    use secrecy::ExposeSecret;
+    let jit = super::pat_client(emu, hangar_emulator::SEED_PAT)
+        .jit_config(
+            scope,
+            &hangar::github::JitRequest {
+                name: name.into(),
+                runner_group_id: 1,
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+                work_folder: "_work".into(),
+            },
+        )
+        .await
+        .unwrap();
+    jit.encoded_jit_config.expose_secret().to_string()
+}
+
+/// The calls a stand-in for the ECS agent's task protection endpoint received.
+pub type ProtectionCalls = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A stand-in for the ECS agent's task protection endpoint: its URI (for `ECS_AGENT_URI`) and
+/// the bodies it received.
+pub async fn protection_endpoint() -> (String, ProtectionCalls) {
+    use axum::{Json, Router, routing::put};
+    let calls = ProtectionCalls::default();
+    let recorded = calls.clone();
+    let app = Router::new().route(
+        "/task-protection/v1/state",
+        put(move |Json(body): Json<serde_json::Value>| {
+            let recorded = recorded.clone();
+            async move {
+                recorded.lock().unwrap().push(body);
+                Json(serde_json::json!({"protection": {"ProtectionEnabled": true}}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (uri, calls)
+}
+
+pub fn protection_states(calls: &ProtectionCalls) -> Vec<bool> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c["ProtectionEnabled"].as_bool().unwrap())
+        .collect()
+}
