@@ -65,7 +65,7 @@ resource "aws_ecs_task_definition" "controller" {
   }
 
   # The runners' image with the entry point overridden: `tini -- hangar controller`.
-  container_definitions = jsonencode([
+  container_definitions = jsonencode([merge(
     {
       name       = local.controller_name
       image      = var.runner_image
@@ -101,8 +101,10 @@ resource "aws_ecs_task_definition" "controller" {
           awslogs-stream-prefix = "controller"
         })
       }
-    }
-  ])
+    },
+    # repositoryCredentials, for a private registry outside ECR (repository_credentials_secret_arn).
+    local.image_pull_container_settings,
+  )])
 
   # ECS reads the pool file when a task starts: it must exist first.
   depends_on = [aws_ssm_parameter.controller_config]
@@ -141,8 +143,12 @@ resource "aws_ecs_service" "controller" {
   # The controller starts runners as soon as it runs: their permissions first, too.
   depends_on = [
     aws_iam_role_policy.controller_execution,
+    aws_iam_role_policy.controller_ecr_pull,
+    aws_iam_role_policy.controller_registry_credentials,
     aws_iam_role_policy.controller_task,
     aws_iam_role_policy.execution,
+    aws_iam_role_policy.execution_ecr_pull,
+    aws_iam_role_policy.execution_registry_credentials,
     aws_iam_role_policy.task,
     aws_iam_role_policy.task_jit,
     aws_iam_role_policy.task_exec,

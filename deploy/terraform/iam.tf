@@ -115,6 +115,69 @@ resource "aws_iam_role_policy" "execution_credentials" {
 }
 
 ################################################################################
+# Pulling runner_image, for both execution roles (the runners' and the controller's run the same
+# image): from its ECR repository, or from another private registry with the credentials in
+# repository_credentials_secret_arn. A public image outside ECR needs neither.
+################################################################################
+
+data "aws_iam_policy_document" "ecr_pull" {
+  count = local.image_ecr_repository_arn != null ? 1 : 0
+
+  # GetAuthorizationToken supports no resource-level permissions: AWS accepts only "*". The token
+  # alone reads nothing; each repository's pull is the next statement.
+  statement {
+    sid       = "GetEcrAuthorizationToken"
+    effect    = "Allow"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"]
+  }
+
+  # The image's own repository (its account and region, taken from the image URI). A repository
+  # in another account must also allow these actions to this account in its repository policy.
+  statement {
+    sid       = "PullImage"
+    effect    = "Allow"
+    actions   = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    resources = [local.image_ecr_repository_arn]
+  }
+}
+
+data "aws_iam_policy_document" "registry_credentials" {
+  count = var.repository_credentials_secret_arn != null ? 1 : 0
+
+  # The secret ECS reads for the containers' repositoryCredentials, and no other.
+  statement {
+    sid       = "ReadRegistryCredentials"
+    effect    = "Allow"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.repository_credentials_secret_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "execution_ecr_pull" {
+  count = local.image_ecr_repository_arn != null ? 1 : 0
+
+  name   = "pull-image-ecr"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.ecr_pull[0].json
+}
+
+resource "aws_iam_role_policy" "execution_registry_credentials" {
+  count = var.repository_credentials_secret_arn != null ? 1 : 0
+
+  name   = "pull-image-registry-credentials"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.registry_credentials[0].json
+
+  lifecycle {
+    precondition {
+      condition     = local.image_ecr_repository_arn == null
+      error_message = "repository_credentials_secret_arn is for an image in a registry outside ECR, but runner_image is an ECR image, which the execution roles pull with ECR permissions on its repository: set repository_credentials_secret_arn = null."
+    }
+  }
+}
+
+################################################################################
 # Task roles: what `hangar agent` itself calls AWS for, one role per runner key (each
 # repository, or "org"), as each key has its own task definition. GitHub credentials arrive as
 # secrets (or not at all, with the controller), so no task role reads them from Parameter Store.
@@ -310,6 +373,23 @@ resource "aws_iam_role_policy" "controller_execution" {
   name   = "controller-config-credentials-and-logs"
   role   = aws_iam_role.controller_execution[0].id
   policy = data.aws_iam_policy_document.controller_execution[0].json
+}
+
+# The same image as the runners: the same pull permissions.
+resource "aws_iam_role_policy" "controller_ecr_pull" {
+  count = var.enable_controller && local.image_ecr_repository_arn != null ? 1 : 0
+
+  name   = "pull-image-ecr"
+  role   = aws_iam_role.controller_execution[0].id
+  policy = data.aws_iam_policy_document.ecr_pull[0].json
+}
+
+resource "aws_iam_role_policy" "controller_registry_credentials" {
+  count = var.enable_controller && var.repository_credentials_secret_arn != null ? 1 : 0
+
+  name   = "pull-image-registry-credentials"
+  role   = aws_iam_role.controller_execution[0].id
+  policy = data.aws_iam_policy_document.registry_credentials[0].json
 }
 
 resource "aws_iam_role" "controller_task" {

@@ -89,6 +89,23 @@ locals {
   # The key of the SecureString parameters: the given one, or the AWS managed alias/aws/ssm key.
   kms_key_arn = var.kms_key_arn != null ? var.kms_key_arn : local.ssm_managed_key_arn
 
+  # Pulling runner_image (both task definitions run it). An ECR image URI is
+  # <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]/<repository>[:tag][@sha256:<digest>]; the
+  # same pattern validates runner_image (variables.tf). Its groups: account, region, repository.
+  ecr_image_pattern = "^([0-9]{12})\\.dkr\\.ecr(?:-fips)?\\.([a-z]{2}(?:-[a-z]+)+-[0-9])\\.amazonaws\\.com(?:\\.cn)?/((?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*)(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+  # The image's ECR repository (of any account and region; the partition follows the region),
+  # which both execution roles may pull from; null for an image in another registry.
+  image_ecr_repository_arn = one([
+    for m in regexall(local.ecr_image_pattern, var.runner_image) :
+    "arn:${can(regex("^cn-", m[1])) ? "aws-cn" : (can(regex("^us-gov-", m[1])) ? "aws-us-gov" : "aws")}:ecr:${m[1]}:${m[0]}:repository/${m[2]}"
+  ])
+  # What both containers get for a private registry outside ECR: repositoryCredentials (absent
+  # without repository_credentials_secret_arn; a `for` expression, so the key is left out).
+  image_pull_container_settings = {
+    for name, value in { repositoryCredentials = { credentialsParameter = var.repository_credentials_secret_arn } } :
+    name => value if var.repository_credentials_secret_arn != null
+  }
+
   # Tasks of the cluster, for task scale-in protection (task ARNs carry the cluster name).
   cluster_task_arn_pattern = "arn:${local.partition}:ecs:${var.aws_region}:${local.account_id}:task/${var.ecs_cluster_name}/*"
 

@@ -56,6 +56,8 @@ resource "aws_ecs_task_definition" "github_runner" {
     },
     # `secrets`: the credentials for the fixed services; none with the controller (locals.tf).
     local.runner_container_credentials,
+    # repositoryCredentials, for a private registry outside ECR (repository_credentials_secret_arn).
+    local.image_pull_container_settings,
   )])
 }
 
@@ -97,6 +99,8 @@ resource "aws_ecs_service" "github_runner" {
   depends_on = [
     aws_iam_role_policy.execution,
     aws_iam_role_policy.execution_credentials,
+    aws_iam_role_policy.execution_ecr_pull,
+    aws_iam_role_policy.execution_registry_credentials,
     aws_iam_role_policy.task,
     aws_iam_role_policy.task_jit,
     aws_iam_role_policy.task_exec,

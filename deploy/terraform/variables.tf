@@ -164,11 +164,28 @@ variable "security_group_ids" {
 variable "runner_image" {
   description = "The Hangar runner image (deploy/docker/Dockerfile), whose entrypoint is `tini -- hangar agent`. With a mutable tag, `terraform apply -replace=...` (see README) starts tasks on the newly pushed image."
   type        = string
-  default     = "XXXXXXXXXXXX.dkr.ecr.us-east-1.amazonaws.com/hangar-runner:latest"
+  default     = "123456789012.dkr.ecr.us-east-1.amazonaws.com/hangar-runner:latest"
 
   validation {
     condition     = can(regex("^[^\\s]+$", var.runner_image))
     error_message = "runner_image must be an image reference without spaces."
+  }
+
+  # The same pattern as local.ecr_image_pattern (locals.tf).
+  validation {
+    condition     = !can(regex("^[^/]*\\.dkr\\.ecr", var.runner_image)) || can(regex("^([0-9]{12})\\.dkr\\.ecr(?:-fips)?\\.([a-z]{2}(?:-[a-z]+)+-[0-9])\\.amazonaws\\.com(?:\\.cn)?/((?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*)(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$", var.runner_image))
+    error_message = "runner_image names an ECR registry but is not an ECR image URI: use <12-digit account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag][@sha256:<64 hex digits>], with the repository in lowercase (letters, digits, '.', '_', '-' and '/')."
+  }
+}
+
+variable "repository_credentials_secret_arn" {
+  description = "For a runner_image in a private registry outside ECR: the full ARN of the Secrets Manager secret holding its credentials ({\"username\": ..., \"password\": ...}). Both task definitions (runners and controller) get it as repositoryCredentials, and both execution roles may read exactly this secret (secretsmanager:GetSecretValue). Encrypt the secret with the AWS managed aws/secretsmanager key: the roles get no KMS permission. Null (the default) for an ECR image, which the execution roles pull with ECR permissions on its repository, or a public image."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.repository_credentials_secret_arn == null || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z]{2}(-[a-z]+)+-[0-9]:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$", var.repository_credentials_secret_arn))
+    error_message = "repository_credentials_secret_arn must be null or the full ARN of a Secrets Manager secret, arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters> (with the random suffix the console shows: IAM matches the full ARN)."
   }
 }
 

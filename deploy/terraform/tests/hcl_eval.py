@@ -772,6 +772,19 @@ def _regex(pattern, string):
     return m.group(0)
 
 
+def _regexall(pattern, string):
+    """Every non-overlapping match, each as regex() would return it; [] for none."""
+    out = []
+    for m in re.finditer(_need(pattern, str, "regexall()"), _need(string, str, "regexall()")):
+        if m.groupdict():
+            out.append(m.groupdict())
+        elif m.groups():
+            out.append(list(m.groups()))
+        else:
+            out.append(m.group(0))
+    return out
+
+
 def _replace(string, substring, replacement):
     string, substring = _need(string, str, "replace()"), _need(substring, str, "replace()")
     if len(substring) > 1 and substring.startswith("/") and substring.endswith("/"):
@@ -855,6 +868,7 @@ FUNCTIONS = {
     "merge": _merge,
     "one": _one,
     "regex": _regex,
+    "regexall": _regexall,
     "replace": _replace,
     "sha256": lambda s: hashlib.sha256(_need(s, str, "sha256()").encode()).hexdigest(),
     "substr": _substr,

@@ -51,6 +51,10 @@ STUBS = {
 }
 
 PREFIX = "/your-app-name/github-integration"
+# The default runner_image, an ECR image (AWS's example account), and its repository.
+DEFAULT_IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/hangar-runner:latest"
+DEFAULT_REPOSITORY = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/hangar-runner"
+REGISTRY_SECRET = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:hangar/registry-AbC123"
 PARAM_ARN = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter{PREFIX}"
 
 # The seed's interface: variable -> default ("required" for none).
@@ -80,6 +84,7 @@ OTHER_VARIABLES = {
     "enable_controller",
     "controller_min_idle",
     "controller_max",
+    "repository_credentials_secret_arn",
 }
 
 STANDALONE = {"runner_type": "standalone"}
@@ -254,6 +259,22 @@ class Variables(unittest.TestCase):
             "kms_key_arn": ["alias/aws/ssm", "arn:aws:kms:us-east-1:123456789012:alias/x"],
             "cpu_architecture": ["amd64"],
             "enable_execute_command": [None],
+            # Names ECR but is no ECR image URI.
+            "runner_image": [
+                "12345678901.dkr.ecr.us-east-1.amazonaws.com/hangar-runner:latest",
+                f"{ACCOUNT}.dkr.ecr.amazonaws.com/hangar-runner",
+                f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/Hangar-Runner:latest",
+                f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/hangar-runner@sha256:abc",
+                f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/",
+                f"{ACCOUNT}.dkr.ecr.us-east-1.example.com/hangar-runner",
+                "has space:latest",
+            ],
+            "repository_credentials_secret_arn": [
+                "hangar/registry",
+                f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:hangar/registry",
+                f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/hangar/registry-AbC123",
+                "",
+            ],
         }
         for name, values in bad.items():
             for value in values:
@@ -273,6 +294,15 @@ class Variables(unittest.TestCase):
             # The short placeholders of the top-level README's deploy guide.
             "private_subnet_ids": [["subnet-aaa", "subnet-bbb", "subnet-ccc"], ["subnet-0123456789abcdef0"]],
             "security_group_ids": [["sg-123"]],
+            "runner_image": [
+                "ghcr.io/your-organization/hangar-runner:1.2.3",
+                "public.ecr.aws/your-alias/hangar-runner:latest",
+                "registry.example.com:5000/team/hangar-runner@sha256:" + "a" * 64,
+                f"210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/hangar-runner:v1.2_3@sha256:{'0' * 64}",
+                f"{ACCOUNT}.dkr.ecr.cn-north-1.amazonaws.com.cn/hangar-runner",
+                f"{ACCOUNT}.dkr.ecr-fips.us-gov-west-1.amazonaws.com/hangar-runner:latest",
+            ],
+            "repository_credentials_secret_arn": [REGISTRY_SECRET, f"arn:aws-us-gov:secretsmanager:us-gov-west-1:{ACCOUNT}:secret:r-AbC123"],
         }
         for name, values in good.items():
             for value in values:
@@ -293,6 +323,15 @@ class Addresses(unittest.TestCase):
             "aws_iam_role_policy.execution",
         }
         controller = variables.get("enable_controller", False)
+        # Pulling the image: ECR permissions for an ECR image, the registry secret otherwise.
+        if ".dkr.ecr." in variables.get("runner_image", DEFAULT_IMAGE):
+            out.add("aws_iam_role_policy.execution_ecr_pull[0]")
+            if controller:
+                out.add("aws_iam_role_policy.controller_ecr_pull[0]")
+        if variables.get("repository_credentials_secret_arn"):
+            out.add("aws_iam_role_policy.execution_registry_credentials[0]")
+            if controller:
+                out.add("aws_iam_role_policy.controller_registry_credentials[0]")
         if not controller:
             # The fixed services' credentials; the controller's runners have none.
             out |= {"aws_iam_role_policy.execution_credentials[0]"}
@@ -628,6 +667,7 @@ class Iam(unittest.TestCase):
         # cluster condition instead.
         star = {
             ("data.aws_iam_policy_document.task_exec[0]", "EcsExecChannels"),
+            ("data.aws_iam_policy_document.ecr_pull[0]", "GetEcrAuthorizationToken"),
             ("data.aws_iam_policy_document.controller_task[0]", "CheckTaskDefinitions"),
             ("data.aws_iam_policy_document.controller_task[0]", "FindLeftoverJitConfig"),
             ("data.aws_iam_policy_document.controller_task[0]", "ListClusterTasks"),
@@ -685,6 +725,101 @@ class Iam(unittest.TestCase):
 
 
 ################################################################################
+# Pulling the image: ECR, or a private registry's credentials
+################################################################################
+
+PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
+# The execution roles: the runners' always, the controller's with the controller.
+EXECUTION_ROLES = {"runners": "aws_iam_role.execution", "controller": "aws_iam_role.controller_execution[0]"}
+
+
+class ImagePull(unittest.TestCase):
+    def execution_roles(self, p: Plan) -> dict:
+        return {label: role_documents(p, role) for label, role in EXECUTION_ROLES.items() if role in resource_addresses(p)}
+
+    def test_ecr_repository_from_the_image(self):
+        cases = {
+            DEFAULT_IMAGE: DEFAULT_REPOSITORY,
+            f"210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/hangar-runner:v1.2_3@sha256:{'0' * 64}": "arn:aws:ecr:eu-west-1:210987654321:repository/team/hangar-runner",
+            f"{ACCOUNT}.dkr.ecr.eu-central-1.amazonaws.com/a.b_c-d/e@sha256:{'f' * 64}": f"arn:aws:ecr:eu-central-1:{ACCOUNT}:repository/a.b_c-d/e",
+            f"{ACCOUNT}.dkr.ecr.cn-north-1.amazonaws.com.cn/hangar-runner": f"arn:aws-cn:ecr:cn-north-1:{ACCOUNT}:repository/hangar-runner",
+            f"{ACCOUNT}.dkr.ecr-fips.us-gov-west-1.amazonaws.com/hangar-runner:latest": f"arn:aws-us-gov:ecr:us-gov-west-1:{ACCOUNT}:repository/hangar-runner",
+            "ghcr.io/your-organization/hangar-runner:1.2.3": None,
+            "public.ecr.aws/your-alias/hangar-runner:latest": None,
+            "registry.example.com:5000/team/hangar-runner": None,
+            "hangar-runner:latest": None,
+        }
+        for image, arn in cases.items():
+            with self.subTest(image):
+                p = plan({**STANDALONE, "runner_image": image})
+                self.assertEqual(p.local("image_ecr_repository_arn"), arn)
+                self.assertEqual(container(p, "your-repository-name")["image"], image)
+
+    def test_both_execution_roles_pull_exactly_the_ecr_repository(self):
+        other_account = "arn:aws:ecr:eu-west-1:210987654321:repository/team/hangar-runner"
+        images = {
+            "default": (DEFAULT_IMAGE, DEFAULT_REPOSITORY),
+            "another account and region": (f"210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/hangar-runner@sha256:{'0' * 64}", other_account),
+        }
+        for image_label, (image, repository) in images.items():
+            for label, variables in {**MODES, **CONTROLLER_MODES}.items():
+                with self.subTest(f"{label}, {image_label}"):
+                    p = plan({**variables, "runner_image": image})
+                    roles = self.execution_roles(p)
+                    self.assertEqual(set(roles), {"runners", "controller"} if variables.get("enable_controller") else {"runners"})
+                    for role, documents in roles.items():
+                        self.assertTrue(allows(documents, "ecr:GetAuthorizationToken", "*"), role)
+                        for action in PULL_ACTIONS:
+                            self.assertTrue(allows(documents, action, repository), f"{role}: {action}")
+                            for elsewhere in (f"{repository}-other", f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/other", f"{repository}/nested"):
+                                self.assertFalse(allows(documents, action, elsewhere), f"{role}: {action} on {elsewhere}")
+                        self.assertFalse(any(a.startswith("secretsmanager:") for d in documents.values() for st in d["statement"] for a in st["actions"]))
+                    for c in [container(p, key) for key in expected_keys(variables)] + ([controller_container(p)] if "controller" in roles else []):
+                        self.assertNotIn("repositoryCredentials", c)
+
+    def test_no_ecr_statements_for_another_registry(self):
+        for image in ("ghcr.io/your-organization/hangar-runner:1.2.3", "public.ecr.aws/your-alias/hangar-runner:latest"):
+            for label, variables in {**MODES, **CONTROLLER_MODES}.items():
+                with self.subTest(f"{label}, {image}"):
+                    p = plan({**variables, "runner_image": image})
+                    self.assertNotIn("data.aws_iam_policy_document.ecr_pull[0]", p.all_instances("data"))
+                    for documents in self.execution_roles(p).values():
+                        for document in documents.values():
+                            for statement in document["statement"]:
+                                self.assertFalse([a for a in statement["actions"] if a.startswith(("ecr:", "secretsmanager:"))])
+                    for key in expected_keys(variables):
+                        self.assertNotIn("repositoryCredentials", container(p, key))
+
+    def test_registry_credentials_for_a_private_registry(self):
+        image = "ghcr.io/your-organization/hangar-runner:1.2.3"
+        for label, variables in {**MODES, **CONTROLLER_MODES}.items():
+            with self.subTest(label):
+                p = plan({**variables, "runner_image": image, "repository_credentials_secret_arn": REGISTRY_SECRET})
+                containers = [container(p, key) for key in expected_keys(variables)]
+                roles = self.execution_roles(p)
+                if variables.get("enable_controller"):
+                    containers.append(controller_container(p))
+                self.assertEqual(len(roles), 2 if variables.get("enable_controller") else 1)
+                for c in containers:
+                    self.assertEqual(c["repositoryCredentials"], {"credentialsParameter": REGISTRY_SECRET})
+                for role, documents in roles.items():
+                    self.assertTrue(allows(documents, "secretsmanager:GetSecretValue", REGISTRY_SECRET), role)
+                    self.assertFalse(allows(documents, "secretsmanager:GetSecretValue", REGISTRY_SECRET[:-6] + "XyZ789"), role)
+                    granted = [(a, st["resources"]) for d in documents.values() for st in d["statement"] for a in st["actions"] if a.startswith(("secretsmanager:", "ecr:"))]
+                    self.assertEqual(granted, [("secretsmanager:GetSecretValue", [REGISTRY_SECRET])], role)
+                self.assertEqual(preconditions_of(p, "aws_iam_role_policy", "execution_registry_credentials"), [])
+
+    def test_registry_credentials_are_refused_for_an_ecr_image(self):
+        p = plan({**STANDALONE, "repository_credentials_secret_arn": REGISTRY_SECRET})
+        (message,) = preconditions_of(p, "aws_iam_role_policy", "execution_registry_credentials")
+        self.assertIn("runner_image is an ECR image", message)
+
+    def test_validation_uses_the_same_ecr_pattern(self):
+        local = re.search(r'^  ecr_image_pattern = ("[^\n]+")$', (MODULE_DIR / "locals.tf").read_text(), re.MULTILINE).group(1)
+        self.assertIn(f"can(regex({local}, var.runner_image))", (MODULE_DIR / "variables.tf").read_text())
+
+
+################################################################################
 # One task role per runner key, each with its own one-shot JIT folder
 ################################################################################
 
@@ -726,8 +861,13 @@ def ssm_decrypt_context(parameter_arn: str) -> dict:
 
 def jit_preconditions_failing(p: Plan) -> list:
     """The error messages of the failing preconditions of every aws_iam_role_policy.task_jit instance."""
+    return preconditions_of(p, "aws_iam_role_policy", "task_jit")
+
+
+def preconditions_of(p: Plan, rtype: str, name: str) -> list:
+    """The error messages of the failing preconditions of every instance of a resource."""
     failing = []
-    for inst in p.instances(p.ref("resource", "aws_iam_role_policy", "task_jit")).values():
+    for inst in p.instances(p.ref("resource", rtype, name)).values():
         ev = inst.evaluator()
         for lifecycle in inst.ref.block.nested("lifecycle"):
             for condition in lifecycle.nested("precondition"):
@@ -1066,12 +1206,13 @@ class ControllerPoolFile(unittest.TestCase):
                     self.assertTrue(any(e.startswith(f"{name}:") for e in errors), errors)
 
 
-class ControllerService(unittest.TestCase):
-    def controller_container(self, p: Plan) -> dict:
-        definition = instance(p, "aws_ecs_task_definition.controller[0]").evaluate()
-        (c,) = json.loads(definition["container_definitions"])
-        return c
+def controller_container(p: Plan) -> dict:
+    definition = instance(p, "aws_ecs_task_definition.controller[0]").evaluate()
+    (c,) = json.loads(definition["container_definitions"])
+    return c
 
+
+class ControllerService(unittest.TestCase):
     def test_no_runner_services_but_the_task_definitions_stay(self):
         for label, variables in CONTROLLER_MODES.items():
             with self.subTest(label):
@@ -1123,7 +1264,7 @@ class ControllerService(unittest.TestCase):
                 self.assertEqual(td["network_mode"], "awsvpc")
                 self.assertEqual(td["execution_role_arn"], Unknown("aws_iam_role.controller_execution[0].arn"))
                 self.assertEqual(td["task_role_arn"], Unknown("aws_iam_role.controller_task[0].arn"))
-                c = self.controller_container(p)
+                c = controller_container(p)
                 self.assertEqual(c["image"], p.var_values["runner_image"])
                 self.assertEqual(c["entryPoint"], ["/usr/bin/tini", "--", "/usr/local/bin/hangar"])
                 self.assertEqual(c["command"], ["controller"])
@@ -1145,7 +1286,7 @@ class ControllerService(unittest.TestCase):
 
     def test_a_changed_pool_file_gives_a_new_task_definition(self):
         def label(variables):
-            c = self.controller_container(plan(variables))
+            c = controller_container(plan(variables))
             return c["dockerLabels"]["hangar.config-sha256"]
 
         base = {**ORG, "enable_controller": True}
@@ -1310,6 +1451,28 @@ class Documentation(unittest.TestCase):
                     skips.append((resource, m.group(1)))
         self.assertEqual(len(skips), len(set(skips)), "each check skipped once per resource")
 
+    def test_checkov_tfvars_are_a_valid_deployment(self):
+        # checkov's second run (scripts/lint-terraform) plans with these: they must be values
+        # `terraform plan` accepts, preconditions included.
+        import hcl2
+
+        from hcl_eval import _parse_body, _trees
+
+        text = (MODULE_DIR / "tests" / "checkov-all-features.tfvars").read_text()
+        attrs, blocks = _parse_body(_trees(hcl2.parses_to_tree(text))[0], "checkov-all-features.tfvars")
+        self.assertEqual(blocks, [])
+        literal = Evaluator(Plan(MODULE, STANDALONE, STUBS))
+        variables = {name: literal.eval(expr) for name, expr in attrs.items()}
+        self.assertEqual(variables["repository_credentials_secret_arn"][:4], "arn:")
+        p = plan(variables)
+        for rtype, name in (
+            ("aws_ssm_parameter", "controller_config"),
+            ("aws_iam_role_policy", "task_jit"),
+            ("aws_iam_role_policy", "execution_registry_credentials"),
+        ):
+            self.assertEqual(preconditions_of(p, rtype, name), [], name)
+        self.assertIn("aws_iam_role_policy.controller_registry_credentials[0]", resource_addresses(p))
+
     def test_readme_lists_every_input_and_output(self):
         readme = (MODULE_DIR / "README.md").read_text()
         for name in list(MODULE.variables) + list(MODULE.outputs):
@@ -1338,6 +1501,9 @@ COMPARED_LOCALS = [
     "kms_key_arn",
     "cluster_task_arn_pattern",
     "runner_jit_parameter_arn_patterns",
+    "ecr_image_pattern",
+    "image_ecr_repository_arn",
+    "image_pull_container_settings",
     "grant_jit_config_parameters",
     "jit_kms_key_arn",
     "cluster_arn",
@@ -1394,7 +1560,9 @@ class TerraformAgrees(unittest.TestCase):
         state = self.dir / f"{abs(hash(json.dumps(variables, sort_keys=True)))}.tfstate"
         self.run_tf(["apply", "-auto-approve", "-input=false", "-no-color", f"-state={state}", *self.var_args(variables)])
         out = self.run_tf(["output", f"-state={state}", "-json"]).stdout
-        return {name: o["value"] for name, o in json.loads(out).items()}
+        values = {name: o["value"] for name, o in json.loads(out).items()}
+        # An output whose value is null is left out of the state: it is null.
+        return {name: values.get(name) for name in COMPARED_LOCALS}
 
     def test_locals_match(self):
         key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -1411,6 +1579,18 @@ class TerraformAgrees(unittest.TestCase):
                 "runner_labels": ["gpu", 'a\\b"c'],
                 "controller_min_idle": 2,
                 "controller_max": 5,
+            },
+            "an ECR image in another account and region, by digest": {
+                **ORG,
+                "enable_controller": True,
+                "runner_image": f"210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/hangar-runner@sha256:{'0' * 64}",
+            },
+            "an ECR image in China": {**STANDALONE, "runner_image": f"{ACCOUNT}.dkr.ecr.cn-north-1.amazonaws.com.cn/hangar-runner:1"},
+            "a private registry with credentials": {
+                **STANDALONE,
+                "enable_controller": True,
+                "runner_image": "ghcr.io/your-organization/hangar-runner:1.2.3",
+                "repository_credentials_secret_arn": REGISTRY_SECRET,
             },
             "standalone + controller with odd names": {
                 "runner_type": "standalone",
@@ -1430,6 +1610,8 @@ class TerraformAgrees(unittest.TestCase):
             {"runner_type": "standalone", "github_repository_name": ["my.repo", "my-repo"]},
             {"runner_type": "standalone", "ssm_parameter_prefix": "/trailing/"},
             {"runner_type": "standalone", "drain_timeout_seconds": 86},
+            {"runner_type": "standalone", "runner_image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/Hangar:latest"},
+            {"runner_type": "standalone", "repository_credentials_secret_arn": "hangar/registry"},
         ):
             with self.subTest(variables):
                 mirror = Plan(MODULE, variables, STUBS).validation_errors()
