@@ -486,13 +486,13 @@ data "aws_iam_policy_document" "controller_task" {
     }
   }
 
-  # One-shot JIT configurations: written before RunTask, deleted when a launch fails or is reaped;
-  # in its pools' folders only (<prefix>/jit/<pool name>/<runner name>).
+  # One-shot JIT configurations (<prefix>/jit/<pool name>/<runner name>): written before RunTask,
+  # deleted when a launch fails or is reaped. Under <prefix>/jit/ only, never the credentials.
   statement {
     sid       = "WriteOneShotJitConfig"
     effect    = "Allow"
     actions   = ["ssm:DeleteParameter", "ssm:PutParameter"]
-    resources = values(local.runner_jit_parameter_arn_patterns)
+    resources = [local.jit_parameter_arn_pattern]
   }
 
   # Finds leftover one-shot parameters; DescribeParameters supports no resource-level
@@ -521,7 +521,7 @@ data "aws_iam_policy_document" "controller_task" {
     condition {
       test     = "StringLike"
       variable = "kms:EncryptionContext:PARAMETER_ARN"
-      values   = values(local.runner_jit_parameter_arn_patterns)
+      values   = [local.jit_parameter_arn_pattern]
     }
   }
 }

@@ -83,6 +83,10 @@ locals {
   # only its own folder's, so a task role leaked by one pool's job cannot take (and register as)
   # another pool's pending runners.
   runner_jit_parameter_arn_patterns = { for key, runner in local.runners : key => "${local.ssm_parameter_arn_prefix}/jit/${runner.pool_name}/*" }
+  # The controller writes every pool's folder: all of <prefix>/jit/ (one ARN, not one per pool,
+  # which with a long prefix would outgrow IAM's 10,240 characters of inline policy per role; the
+  # controller holds every pool's credentials anyway).
+  jit_parameter_arn_pattern = "${local.ssm_parameter_arn_prefix}/jit/*"
 
   # The AWS managed alias/aws/ssm key (looked up only without kms_key_arn).
   ssm_managed_key_arn = one(data.aws_kms_alias.ssm[*].target_key_arn)

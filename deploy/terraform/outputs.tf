@@ -42,7 +42,7 @@ output "log_group_arns" {
 }
 
 output "task_execution_role_arn" {
-  description = "ARN of the task execution role (reads the credential parameters, writes the logs)."
+  description = "ARN of the runners' task execution role (writes their logs, pulls the image and, for the fixed services only, reads the credential parameters)."
   value       = aws_iam_role.execution.arn
 }
 
@@ -57,7 +57,7 @@ output "jit_parameter_prefixes" {
 }
 
 output "ssm_parameter_names" {
-  description = "The Parameter Store names the runners' credentials are read from in this mode."
+  description = "The Parameter Store names the GitHub credentials are read from in this mode (by the runners' execution role for the fixed services, by the controller's with enable_controller)."
   value       = [for credential in local.credential_parameters : "${var.ssm_parameter_prefix}/${credential.parameter}"]
 }
 

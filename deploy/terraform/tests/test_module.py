@@ -8,13 +8,18 @@ with two repositories, and org:
 
 - the resource addresses that would exist, including the seed's
   `aws_ecs_service.github_runner["your-repository-name"]` and `...["org"]` for `-replace`;
-- the log group names, the container (image entrypoint kept, non-root, stopTimeout 120, awslogs),
-  credentials as `secrets` only, the network (no public IP, the private subnets);
+- the log group names, the container (image entrypoint kept, no ECS `user`: the image's root
+  agent starts the jobs as RUNNER_USER=runner; stopTimeout 120, awslogs), credentials as
+  `secrets` only, the network (no public IP, the private subnets);
 - the IAM policies: exactly the mode's parameters under the prefix, kms:Decrypt through SSM only,
-  logs on the runners' own groups, no wildcard action;
-- with enable_controller (each mode again): no runner services, the controller's service, task
-  definition and roles, and its generated pool file, parsed with tomllib and checked against the
-  controller's own validation rules (crates/hangar/src/controller/config.rs).
+  logs on the runners' own groups, no wildcard action; one task role per runner key, whose
+  Allow statements (evaluated against requests by `allows`) take one-shot JIT parameters from its
+  own pool's folder and no other's; image pulls from exactly the ECR repository of runner_image,
+  or with exactly repository_credentials_secret_arn;
+- with enable_controller (each mode again): no runner services and no credential in the runner
+  tasks or their execution role, the controller's service, task definition and roles, and its
+  generated pool file, parsed with tomllib and checked against the controller's own validation
+  rules (crates/hangar/src/controller/config.rs).
 
 Data sources answer from STUBS below, standing in for what a plan would read from AWS. When the
 real `terraform` binary is on PATH, TerraformAgrees also has Terraform itself evaluate the
@@ -943,8 +948,9 @@ class JitIsolation(unittest.TestCase):
                     for other, documents in roles.items():
                         self.assertEqual(allows(documents, "ssm:GetParameter", handoff), other == key, f"{other} on {handoff}")
                 # The controller writes nowhere else under the prefix.
-                for arn in (f"{PARAM_ARN}/pat", f"{PARAM_ARN}/controller/config", f"{PARAM_ARN}/jit/x", f"{PARAM_ARN}/jit/not-a-pool/r"):
+                for arn in (f"{PARAM_ARN}/pat", f"{PARAM_ARN}/private-key", f"{PARAM_ARN}/controller/config", f"{PARAM_ARN}/jitter/r"):
                     self.assertFalse(allows(controller, "ssm:PutParameter", arn), arn)
+                    self.assertFalse(allows(controller, "kms:Encrypt", SSM_MANAGED_KEY, ssm_decrypt_context(arn)), arn)
 
     def test_no_jit_permission_unless_asked(self):
         for label, variables in MODES.items():
@@ -1357,7 +1363,7 @@ class ControllerIam(unittest.TestCase):
                     + ":*"
                     for key in expected_keys(variables)
                 )
-                jit_folders = [f"{PARAM_ARN}/jit/{key}/*" for key in sorted(expected_keys(variables))]
+                jit_folders = [f"{PARAM_ARN}/jit/*"]
 
                 def conditions(sid):
                     return {c["variable"]: (c["test"], c["values"]) for c in st[sid].get("condition", [])}
@@ -1375,7 +1381,7 @@ class ControllerIam(unittest.TestCase):
                         ["${aws_iam_role.execution.arn}"] + [f'${{aws_iam_role.task["{key}"].arn}}' for key in sorted(expected_keys(variables))],
                         {"iam:PassedToService": ("StringEquals", ["ecs-tasks.amazonaws.com"])},
                     ),
-                    # Its pools' folders only.
+                    # Under <prefix>/jit/ only (every pool's folder).
                     "WriteOneShotJitConfig": (["ssm:DeleteParameter", "ssm:PutParameter"], jit_folders, {}),
                     "FindLeftoverJitConfig": (["ssm:DescribeParameters"], ["*"], {}),
                     "EncryptOneShotJitConfig": (
@@ -1418,6 +1424,43 @@ class ControllerIam(unittest.TestCase):
         # Without the controller, one-shot parameters are whoever's writes them, with kms_key_arn.
         off = plan({**ORG, "enable_jit_config_parameters": True, "kms_key_arn": CONTROLLER_KEY})
         self.assertEqual(statements(off, 'task_jit["org"]')["DecryptOneShotJitConfig"]["resources"], [CONTROLLER_KEY])
+
+    def test_controller_policies_fit_iam_for_the_largest_pool_file(self):
+        # IAM allows 10,240 characters (white space not counted) of inline policies per role. The
+        # controller's grow with its pools (task definition families, task roles), whose number
+        # the 8 KB pool file bounds: the most pools of the shortest names, and of a long prefix.
+        longest_role = f"arn:aws:iam::{ACCOUNT}:role/" + "x" * 64
+
+        def inline_size(p: Plan, role: str) -> int:
+            text = json.dumps(list(role_documents(p, role).values()))
+            text = re.sub(r"\$\{aws_iam_role\.[^}]*\.arn\}", longest_role, text)
+            return len(re.sub(r"\s", "", text))
+
+        for prefix in ("/a", PREFIX, "/" + "/".join(["segment-abcdefghij"] * 8)):
+            for name_length in (1, 32):
+                with self.subTest(prefix=prefix, name_length=name_length):
+                    largest, count = None, 1
+                    while count < 100:
+                        repositories = [f"{i:02d}" + "r" * (name_length - 2) if name_length > 2 else f"r{i}" for i in range(count)]
+                        p = plan(
+                            {
+                                "runner_type": "standalone",
+                                "enable_controller": True,
+                                "enable_execute_command": True,
+                                "github_repository_name": repositories,
+                                "ssm_parameter_prefix": prefix,
+                                "private_subnet_ids": ["subnet-0"],
+                                "security_group_ids": ["sg-0"],
+                                "runner_labels": ["x"],
+                            }
+                        )
+                        if preconditions_failing(p):
+                            break
+                        largest, count = p, count + 1
+                    self.assertGreater(count, 10)
+                    self.assertLess(inline_size(largest, "aws_iam_role.controller_task[0]"), 10240)
+                    for key in largest.local("runners"):
+                        self.assertLess(inline_size(largest, f'aws_iam_role.task["{key}"]'), 10240)
 
     def test_controller_policies_are_attached_to_its_roles(self):
         p = plan({**ORG, "enable_controller": True})
@@ -1501,6 +1544,7 @@ COMPARED_LOCALS = [
     "kms_key_arn",
     "cluster_task_arn_pattern",
     "runner_jit_parameter_arn_patterns",
+    "jit_parameter_arn_pattern",
     "ecr_image_pattern",
     "image_ecr_repository_arn",
     "image_pull_container_settings",
