@@ -1,5 +1,6 @@
 ################################################################################
-# Trust: both roles are assumed by ECS tasks only.
+# Trust: every role here is assumed by ECS tasks only (execution roles: the first document; task
+# roles: the second).
 ################################################################################
 
 # The execution role trusts ECS tasks with no condition, as AWS documents it: ECS assumes it
@@ -17,7 +18,7 @@ data "aws_iam_policy_document" "execution_assume" {
   }
 }
 
-# The task role only for tasks of this account (AWS's confused-deputy conditions for task roles).
+# Task roles only for tasks of this account (AWS's confused-deputy conditions for task roles).
 data "aws_iam_policy_document" "task_assume" {
   statement {
     sid     = "EcsTasksOfThisAccount"
