@@ -38,6 +38,8 @@ enum Layout {
     Image {
         rootfs: PathBuf,
         env: Vec<(String, String)>,
+        /// `uid:gid` of the image's `USER`, or `None` for root.
+        user: Option<String>,
     },
 }
 
@@ -85,6 +87,7 @@ say() { echo "PROBE $1 $2"; }
 grab() { if cat "$2" > "$LOOT/$1" 2>/dev/null; then say "$1" read; else rm -f "$LOOT/$1"; say "$1" denied; fi; }
 parent() { sed -E 's/^.*\) . ([0-9]+) .*$/\1/' "/proc/$1/stat"; }
 # The process tree above this step: its runner, the agent, PID 1.
+say uid "$(id -u)"
 chain=""; p=$$
 while [ "$p" -gt 1 ]; do p=$(parent "$p"); chain="$chain $p"; done
 say ancestors "$chain"
@@ -277,10 +280,14 @@ async fn probe(layout: Layout) -> Option<Findings> {
         "--kill-child=SIGTERM".into(),
     ];
     match &layout {
-        Layout::Image { rootfs, .. } => {
+        Layout::Image { rootfs, user, .. } => {
             argv.push("--mount".into());
             argv.push(format!("--mount-proc={}", rootfs.join("proc").display()));
-            argv.extend(["chroot".into(), rootfs.display().to_string()]);
+            argv.push("chroot".into());
+            if let Some(user) = user {
+                argv.push(format!("--userspec={user}"));
+            }
+            argv.push(rootfs.display().to_string());
         }
         _ => argv.push("--mount-proc".into()),
     }
@@ -484,6 +491,11 @@ async fn a_job_reaches_no_credential_of_the_agent() {
         return;
     };
     assert_isolated(&findings);
+    assert!(
+        findings.verdicts.iter().any(|l| l == "PROBE uid 65534"),
+        "the job runs as nobody: {:?}",
+        findings.verdicts
+    );
 }
 
 #[tokio::test]
@@ -509,7 +521,10 @@ async fn with_everything_as_one_user_the_probe_finds_the_credentials() {
 
 #[tokio::test]
 async fn inside_the_built_image_a_job_reaches_no_credential() {
-    let Ok(dir) = std::env::var("HANGAR_TEST_IMAGE") else {
+    let Some(dir) = std::env::var("HANGAR_TEST_IMAGE")
+        .ok()
+        .filter(|d| !d.is_empty())
+    else {
         eprintln!(
             "skipped: HANGAR_TEST_IMAGE is unset (scripts/test builds the image with scripts/image-rootfs and sets it)"
         );
@@ -523,8 +538,33 @@ async fn inside_the_built_image_a_job_reaches_no_credential() {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let Some(findings) = within(120, probe(Layout::Image { rootfs, env })).await else {
+    // The image's USER, as ECS would start the container (root when unset).
+    let user = std::fs::read_to_string(dir.join("user"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let user = match user.as_str() {
+        "" | "root" | "0" | "0:0" => None,
+        name => Some(uid_gid_in(&rootfs, name)),
+    };
+    let Some(findings) = within(120, probe(Layout::Image { rootfs, env, user })).await else {
         return;
     };
     assert_isolated(&findings);
+    assert!(
+        findings.verdicts.iter().any(|l| l == "PROBE uid 1001"),
+        "the job runs as the image's runner user (uid 1001): {:?}",
+        findings.verdicts
+    );
+}
+
+/// `uid:gid` of `user` (a name or a number) in the image's `/etc/passwd`.
+fn uid_gid_in(rootfs: &Path, user: &str) -> String {
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && (f[0] == user || f[2] == user))
+        .map(|f| format!("{}:{}", f[2], f[3]))
+        .unwrap_or_else(|| panic!("the image's user {user:?} is not in its /etc/passwd"))
 }
