@@ -852,14 +852,7 @@ impl Supervisor {
             HookKind::Started => {
                 self.activity = Activity::Busy;
                 self.release_protection = false;
-                if let Some(p) = &self.protection {
-                    match p.set(true).await {
-                        Ok(()) => tracing::info!("ECS task scale-in protection on"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not turn on ECS task scale-in protection")
-                        }
-                    }
-                }
+                self.set_protection(true).await;
                 tracing::info!(
                     job = event.job.as_deref().unwrap_or(""),
                     run_id = event.run_id.as_deref().unwrap_or(""),
@@ -876,17 +869,14 @@ impl Supervisor {
                 } else {
                     let work = self.home.work_folder(&self.config.work_dir);
                     let wiped = isolation::as_user(self.run_as.as_ref(), move || {
-                        files::wipe_work_folder(&work)
+                        files::wipe_work_folder(&work).map_err(|e| e.to_string())
                     })
-                    .await;
+                    .await
+                    .unwrap_or_else(|e| Err(format!("as the runner's user: {e}")));
                     match wiped {
-                        Ok(Ok(n)) => Some(n),
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "could not wipe the work folder; the next job could see this one's files");
-                            None
-                        }
+                        Ok(n) => Some(n),
                         Err(e) => {
-                            tracing::error!(error = %e, "could not wipe the work folder as the runner's user; the next job could see this one's files");
+                            tracing::error!(error = %e, "could not wipe the work folder; the next job could see this one's files");
                             None
                         }
                     }
@@ -925,12 +915,19 @@ impl Supervisor {
             return;
         }
         self.release_protection = false;
-        if let Some(p) = &self.protection {
-            match p.set(false).await {
-                Ok(()) => tracing::info!("ECS task scale-in protection off"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not turn off ECS task scale-in protection")
-                }
+        self.set_protection(false).await;
+    }
+
+    /// Turns ECS task scale-in protection on or off, if the task has it; a failure is logged.
+    async fn set_protection(&self, on: bool) {
+        let Some(p) = &self.protection else {
+            return;
+        };
+        let state = if on { "on" } else { "off" };
+        match p.set(on).await {
+            Ok(()) => tracing::info!("ECS task scale-in protection {state}"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not turn {state} ECS task scale-in protection")
             }
         }
     }
@@ -1033,10 +1030,8 @@ impl Supervisor {
         if !matches!(outcome, AgentExit::JobDone) {
             self.deregister_patiently().await;
         }
-        if let Some(p) = &self.protection
-            && (self.activity == Activity::Busy || self.release_protection)
-        {
-            let _ = p.set(false).await;
+        if self.activity == Activity::Busy || self.release_protection {
+            self.set_protection(false).await;
         }
         if let Err(e) = remove_local_config(&self.home, self.run_as.as_ref()).await {
             tracing::warn!(error = %e, "could not remove the runner's local configuration");
