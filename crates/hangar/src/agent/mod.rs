@@ -9,7 +9,9 @@
 //! functions; `files` knows the runner's folder; `env` builds the runner's environment;
 //! `hooks` is the job hooks' channel back to the agent; `isolation` draws the line between the
 //! agent and the jobs (runtime folder, file work as the runner's user, the process table);
-//! `protection` is ECS task scale-in protection; `supervise` (this module's `run`) does the I/O.
+//! `protection` is ECS task scale-in protection; `jit_file` takes a one-shot JIT file, `naming`
+//! names the runner, `output` forwards the runner's output; `supervise` (this module's `run`)
+//! does the I/O.
 //!
 //! Invariants: the runner never inherits the agent's environment (see `env`), and no job can
 //! read the agent's (it is non-dumpable, and as root it runs jobs as `RUNNER_USER`); the registration
@@ -25,6 +27,9 @@ pub mod env;
 pub mod files;
 pub mod hooks;
 pub mod isolation;
+mod jit_file;
+mod naming;
+mod output;
 pub mod policy;
 pub mod protection;
 mod supervise;

@@ -3,21 +3,24 @@
 //! `policy` and doing what it says. One task owns all of the state, so events are handled one at
 //! a time in the order they arrive.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::config::{AgentConfig, AgentConfigError, ENV_JIT_CONFIG_FILE, JitSource, Registration};
+use super::config::{AgentConfig, AgentConfigError, JitSource, Registration};
 use super::files::{self, FilesError, RunnerHome, RunnerIdentity};
 use super::hooks::{HookEvent, HookKind, PendingHook};
 use super::isolation::{self, RunAs, RuntimeDir, RuntimeDirError};
+use super::jit_file::take_jit_file;
+use super::naming::runner_name;
+use super::output::{forward, redact};
 use super::policy::{self, Activity, AfterExit, RunnerEnd, StopPhase, StopStep};
 use super::protection::TaskProtection;
 use crate::commands::{ConnectError, Connection};
@@ -85,68 +88,6 @@ impl AgentError {
             _ => 1,
         }
     }
-}
-
-/// The most a one-shot JIT configuration file may hold (GitHub's are a few kilobytes).
-const MAX_JIT_FILE_BYTES: u64 = 1 << 20;
-
-/// Reads a one-shot JIT configuration file and deletes it, so the secret it holds exists in one
-/// place only: this process. The file is opened, unlinked, then read through the open handle, so
-/// of two agents given the same file only the one whose unlink succeeds goes on. Refuses
-/// anything but a regular file (a link could point at another secret) and a file it cannot
-/// delete (its secret would stay on disk).
-fn take_jit_file(path: &Path) -> Result<SecretString, AgentConfigError> {
-    use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let shown = path.display();
-    let once = "each file serves one agent: launch a new task with a fresh file";
-    let refuse = |why: String| AgentConfigError(format!("{ENV_JIT_CONFIG_FILE} {shown}: {why}"));
-    let kind = match std::fs::symlink_metadata(path) {
-        Ok(m) => m.file_type(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(refuse(format!(
-                "does not exist (already taken by an earlier start, or never written); {once}"
-            )));
-        }
-        Err(e) => return Err(refuse(format!("cannot be read ({e}); {once}"))),
-    };
-    if !kind.is_file() {
-        let what = if kind.is_symlink() {
-            "a symbolic link"
-        } else if kind.is_fifo() || kind.is_socket() {
-            "a pipe or socket"
-        } else {
-            "not a regular file"
-        };
-        return Err(refuse(format!(
-            "is {what}; the launcher must write the configuration to a regular file"
-        )));
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| refuse(format!("cannot be opened ({e}); {once}")))?;
-    if let Err(e) = std::fs::remove_file(path) {
-        let folder = path.parent().unwrap_or(Path::new("/")).display();
-        return Err(refuse(format!(
-            "cannot be deleted ({e}), and the agent will not run while its JIT configuration stays on disk. Fix: let the agent's user write to {folder}, or remove the file and launch a new task"
-        )));
-    }
-    let mut blob = String::new();
-    file.take(MAX_JIT_FILE_BYTES + 1)
-        .read_to_string(&mut blob)
-        .map_err(|e| refuse(format!("cannot be read ({e}); {once}")))?;
-    if blob.len() as u64 > MAX_JIT_FILE_BYTES {
-        return Err(refuse(format!(
-            "holds more than {MAX_JIT_FILE_BYTES} bytes, which is no JIT configuration"
-        )));
-    }
-    let blob = blob.trim();
-    if blob.is_empty() {
-        return Err(refuse(format!("is empty; {once}")));
-    }
-    Ok(SecretString::from(blob.to_string()))
 }
 
 /// Registers the runner and supervises it until it is done; see the module docs for the rules.
@@ -339,17 +280,6 @@ impl Signals {
             _ = self.int.recv() => "SIGINT",
         }
     }
-}
-
-/// Replaces any of `secrets` in `line`: defence in depth for runner output we forward.
-fn redact(line: &str, secrets: &[&str]) -> String {
-    let mut out = line.to_string();
-    for s in secrets.iter().filter(|s| s.len() >= 8) {
-        if out.contains(*s) {
-            out = out.replace(*s, "[REDACTED]");
-        }
-    }
-    out
 }
 
 fn end_of(status: std::process::ExitStatus) -> RunnerEnd {
@@ -1041,171 +971,9 @@ impl Supervisor {
     }
 }
 
-/// Forwards one of the runner's output streams to the log, one event per line, and picks out
-/// the lines that say a job started or ended.
-async fn forward<R: tokio::io::AsyncRead + Unpin>(
-    reader: BufReader<R>,
-    stream: &'static str,
-    secrets: Vec<String>,
-) {
-    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    let mut lines = reader.lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let line = redact(&line, &secrets);
-        // The runner prefixes status lines with a timestamp: "2026-01-01 10:00:00Z: ".
-        let status = line
-            .split_once("Z: ")
-            .filter(|(stamp, _)| {
-                stamp.len() == 19 && stamp.starts_with(|c: char| c.is_ascii_digit())
-            })
-            .map_or(line.trim(), |(_, rest)| rest.trim());
-        if let Some(job) = status.strip_prefix("Running job: ") {
-            tracing::info!(target: "hangar::runner", job, "runner took a job");
-        } else if let Some((job, result)) = status
-            .strip_prefix("Job ")
-            .and_then(|rest| rest.split_once(" completed with result: "))
-        {
-            tracing::info!(target: "hangar::runner", job, result, "runner finished a job");
-        } else {
-            tracing::info!(target: "hangar::runner", stream, "{line}");
-        }
-    }
-}
-
-/// `prefix-<ECS task id>` inside ECS (so GitHub and ECS views can be joined), else
-/// `prefix-<8 random characters>`; at most 64 characters.
-async fn runner_name(prefix: &str) -> String {
-    let suffix = match ecs_task_id().await {
-        Some(id) => id,
-        None => {
-            use rand::Rng;
-            const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-            let mut rng = rand::rng();
-            (0..8)
-                .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-                .collect()
-        }
-    };
-    let room = 64usize.saturating_sub(prefix.len() + 1).max(8);
-    let suffix: String = suffix.chars().take(room).collect();
-    format!("{prefix}-{suffix}")
-}
-
-async fn ecs_task_id() -> Option<String> {
-    let uri = std::env::var("ECS_CONTAINER_METADATA_URI_V4").ok()?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .ok()?;
-    let task: serde_json::Value = http
-        .get(format!("{uri}/task"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    let arn = task.get("TaskARN")?.as_str()?;
-    arn.rsplit('/')
-        .next()
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction_hides_known_secrets_only() {
-        assert_eq!(
-            redact("token AAAABBBBCCCC here", &["AAAABBBBCCCC"]),
-            "token [REDACTED] here"
-        );
-        assert_eq!(
-            redact("short abc", &["abc"]),
-            "short abc",
-            "too short to be a secret"
-        );
-    }
-
-    #[tokio::test]
-    async fn names_are_prefixed_unique_and_bounded() {
-        let a = runner_name("aws-github-runner").await;
-        let b = runner_name("aws-github-runner").await;
-        assert!(a.starts_with("aws-github-runner-") && a.len() == "aws-github-runner-".len() + 8);
-        assert_ne!(a, b);
-        assert_eq!(runner_name(&"p".repeat(55)).await.len(), 64);
-    }
-
-    fn scratch(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "hangar-jit-file-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    #[test]
-    fn a_jit_file_is_read_once_then_gone() {
-        let dir = scratch("once");
-        let path = dir.join("r1.jit");
-        std::fs::write(&path, "eyJqaXQiOiJibG9iIn0=\n").unwrap();
-        let blob = take_jit_file(&path).unwrap();
-        assert_eq!(blob.expose_secret(), "eyJqaXQiOiJibG9iIn0=");
-        assert!(!path.exists(), "the file is deleted once read");
-        let again = take_jit_file(&path).unwrap_err().0;
-        assert!(
-            again.contains("does not exist") && again.contains("launch a new task"),
-            "{again}"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_jit_file_that_is_not_a_plain_file_or_is_empty_is_refused() {
-        let dir = scratch("odd");
-        let target = dir.join("elsewhere");
-        std::fs::write(&target, "secret").unwrap();
-        let link = dir.join("link.jit");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(
-            take_jit_file(&link)
-                .unwrap_err()
-                .0
-                .contains("symbolic link")
-        );
-        assert!(target.exists(), "a link's target is never deleted");
-        assert!(
-            take_jit_file(&dir)
-                .unwrap_err()
-                .0
-                .contains("not a regular file")
-        );
-        let empty = dir.join("empty.jit");
-        std::fs::write(&empty, "  \n").unwrap();
-        assert!(take_jit_file(&empty).unwrap_err().0.contains("is empty"));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_jit_file_that_cannot_be_deleted_is_refused_and_not_used() {
-        if nix::unistd::geteuid().is_root() {
-            return; // root may delete from a read-only folder; unprivileged CI runs reach this
-        }
-        use std::os::unix::fs::PermissionsExt;
-        let dir = scratch("stuck");
-        let path = dir.join("r1.jit");
-        std::fs::write(&path, "blob").unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
-        let err = take_jit_file(&path).unwrap_err().0;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(err.contains("cannot be deleted"), "{err}");
-        assert!(!err.contains("blob"), "the error never holds the content");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 
     #[test]
     fn exit_codes() {
