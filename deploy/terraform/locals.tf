@@ -1,5 +1,5 @@
 # The whole mode switch lives here, in plain expressions (conditionals, `for` expressions and a
-# few functions, no dynamic blocks): tests/test_module.py evaluates these same parsed expressions
+# few functions, no dynamic blocks): tests/module_plan.py evaluates these same parsed expressions
 # to derive the resource addresses of each mode, so keep them this simple.
 
 locals {
