@@ -125,12 +125,16 @@ for d in /run/hangar /tmp/hangar-[0-9]*; do
     grab "runtime-$(echo "$f" | tr / _)" "$f"
   done
 done
-# A forged completed hook, after planting a link to a folder of root's in the work folder.
+# A forged completed hook, after planting a link to a folder of root's in the work folder. The
+# agent wipes the work folder for it, this job's workspace too: the job's own loss, which it
+# repairs so that its real completed hook can start there.
+workspace=$(pwd)
 ln -s "$CANARY_DIR" ../../planted-link 2>/dev/null
 if [ -n "$ACTIONS_RUNNER_HOOK_JOB_COMPLETED" ]; then
   bash "$ACTIONS_RUNNER_HOOK_JOB_COMPLETED" > /dev/null 2>&1
   say forged-hook sent
   sleep 1
+  mkdir -p "$workspace"
 fi
 say done all
 "#;
@@ -252,8 +256,6 @@ async fn probe(layout: Layout) -> Option<Findings> {
             relative_uri.clone(),
         ),
         ("ECS_AGENT_URI", ecs_uri.clone()),
-        // One job, so the forged hook's wipe (of its own workspace) cannot fail the job.
-        ("RUNNER_EPHEMERAL", "true".into()),
         ("HANGAR_LOG_FORMAT", "json".into()),
         ("HANGAR_STANDIN_POLL_SECS", "1".into()),
         ("HANGAR_STANDIN_RETRY_SECS", "1".into()),
@@ -345,8 +347,33 @@ async fn probe(layout: Layout) -> Option<Findings> {
         .wait_for_job(id, Duration::from_secs(60))
         .await
         .unwrap_or_else(|| panic!("the probe job did not finish:\n{}", agent_logs()));
-    // The ephemeral runner's agent exits by itself after its job; then the container ends.
-    let _ = tokio::time::timeout(Duration::from_secs(20), container.wait()).await;
+    // ECS stops the task: SIGTERM to the container's PID 1 (tini, unshare's child), which the
+    // agent turns into a clean deregistration; then the namespace, and unshare, end.
+    let unshare = container.id().expect("unshare runs");
+    if let Some(pid1) = child_of(unshare) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid1 as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(20), container.wait())
+        .await
+        .is_err()
+    {
+        let _ = container.kill().await;
+    }
+    let deregistered = tokio::time::timeout(Duration::from_secs(20), async {
+        // Only the pending JIT runner made above stays: it was never the agent's.
+        while emu
+            .runners(&scope)
+            .iter()
+            .any(|r| r.name != "someone-elses-runner")
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok();
 
     let job_log: String = job.log.iter().map(|l| format!("{}\n", l.text)).collect();
     let verdicts = job_log
@@ -363,6 +390,11 @@ async fn probe(layout: Layout) -> Option<Findings> {
     }
     let protection = support::agent::protection_states(&calls);
     let canary_left = host(&canary).join("keep").exists();
+    assert!(
+        deregistered,
+        "the stopped agent removed its runner:\n{}",
+        agent_logs()
+    );
     let findings = Findings {
         verdicts,
         loot: loot_files,
@@ -453,6 +485,10 @@ fn assert_isolated(findings: &Findings) {
         "{report}"
     );
     assert_eq!(verdict(findings, "forged-hook").len(), 1, "{report}");
+    assert!(
+        findings.agent_logs.contains("workspace_entries_wiped"),
+        "the forged hook's wipe ran: {report}"
+    );
     assert!(
         findings.canary_left,
         "the wipe followed a planted link: {report}"
@@ -567,4 +603,18 @@ fn uid_gid_in(rootfs: &Path, user: &str) -> String {
         .find(|f| f.len() > 3 && (f[0] == user || f[2] == user))
         .map(|f| format!("{}:{}", f[2], f[3]))
         .unwrap_or_else(|| panic!("the image's user {user:?} is not in its /etc/passwd"))
+}
+
+/// The first child of process `pid`, from the process table.
+fn child_of(pid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            let parent: u32 = after_name.split_whitespace().nth(1)?.parse().ok()?;
+            (parent == pid).then_some(child)
+        })
 }
