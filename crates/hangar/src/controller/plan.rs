@@ -9,6 +9,10 @@
 //!   session yet) nothing is scaled in and nothing is launched beyond `min_idle`.
 //! - Capacity is the tasks that are pending or running and whose registration still exists; a
 //!   task whose ephemeral registration is gone has finished its job and is on its way out.
+//! - Listings are eventually consistent (ECS says so of `RunTask`): a task this controller
+//!   launched counts as pending capacity until a listing shows it (by task id or runner id),
+//!   its registration, once seen, is gone (the runner is done), or [`IN_FLIGHT_EXPIRY`] passes.
+//!   So a launch is never repeated because the next listing does not show it yet.
 //! - Launches fill the gap to desired, limited by the launch allowance (GitHub budget) and the
 //!   pool's launch back-off.
 //! - Scale-in retires only runners that are online and idle, oldest first. A busy runner, or one
@@ -81,7 +85,24 @@ pub struct Memory {
     pub seen_online: BTreeSet<u64>,
     /// Launches are held until then (capacity or throttling back-off), and why.
     pub launch_blocked: Option<(DateTime<Utc>, String)>,
+    /// Tasks launched but not yet shown by a listing, by task id.
+    pub in_flight: BTreeMap<String, InFlight>,
 }
+
+/// A task this controller launched that no listing has shown yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub runner_id: u64,
+    pub runner_name: String,
+    pub launched_at: DateTime<Utc>,
+    /// Whether GitHub has listed its registration yet (so a later absence means it is done).
+    pub registration_seen: bool,
+}
+
+/// How long a launched task counts as capacity while no listing shows it. ECS's listings catch
+/// up within seconds; past this the launch is taken as lost, and the reaper deals with its
+/// registration and one-shot secret like any other.
+pub const IN_FLIGHT_EXPIRY: Duration = Duration::from_secs(180);
 
 /// Why a runner or task is removed (a metric label and a log field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -197,8 +218,13 @@ pub fn plan(
     };
     let runners: BTreeMap<u64, &ObservedRunner> =
         observed.runners.iter().map(|r| (r.id, r)).collect();
+    next.in_flight = still_in_flight(memory, observed, &runners, now);
     let live_tasks: Vec<&Task> = observed.tasks.iter().filter(|t| is_live(t)).collect();
-    let live_runner_ids: BTreeSet<u64> = live_tasks.iter().map(|t| t.tags.runner_id).collect();
+    let live_runner_ids: BTreeSet<u64> = live_tasks
+        .iter()
+        .map(|t| t.tags.runner_id)
+        .chain(next.in_flight.values().map(|f| f.runner_id))
+        .collect();
     let mut retired_tasks: BTreeSet<&str> = BTreeSet::new();
     next.seen_online = observed
         .runners
@@ -297,7 +323,7 @@ pub fn plan(
         .filter(|t| !retired_tasks.contains(t.id.as_str()))
         .filter_map(|t| runners.get(&t.tags.runner_id).map(|r| (*t, *r)))
         .collect();
-    let capacity = serving.len() as u32;
+    let capacity = serving.len() as u32 + next.in_flight.len() as u32;
     let desired = match observed.assigned_jobs {
         Some(assigned) => limits.min_idle.saturating_add(assigned).min(limits.max),
         None => capacity.max(limits.min_idle).min(limits.max),
@@ -344,6 +370,7 @@ pub fn plan(
         .iter()
         .filter(|t| !retired_tasks.contains(t.id.as_str()))
         .map(|t| t.tags.runner_name.as_str())
+        .chain(next.in_flight.values().map(|f| f.runner_name.as_str()))
         .collect();
     for handoff in &observed.handoffs {
         let unread_for_too_long = older_than(handoff.created_at, now, limits.handoff_max_age);
@@ -368,7 +395,8 @@ pub fn plan(
     let pending = live_tasks
         .iter()
         .filter(|t| t.state == TaskState::Pending)
-        .count() as u32;
+        .count() as u32
+        + next.in_flight.len() as u32;
     Plan {
         actions,
         status: PoolStatus {
@@ -383,6 +411,35 @@ pub fn plan(
         },
         memory: next,
     }
+}
+
+/// The launches of earlier passes that still count: not yet listed (by task id or runner id),
+/// not done (a registration once seen and now gone), not expired.
+fn still_in_flight(
+    memory: &Memory,
+    observed: &Observed,
+    runners: &BTreeMap<u64, &ObservedRunner>,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, InFlight> {
+    let listed_ids: BTreeSet<&str> = observed.tasks.iter().map(|t| t.id.as_str()).collect();
+    let listed_runners: BTreeSet<u64> = observed.tasks.iter().map(|t| t.tags.runner_id).collect();
+    memory
+        .in_flight
+        .iter()
+        .filter(|(id, f)| {
+            !listed_ids.contains(id.as_str()) && !listed_runners.contains(&f.runner_id)
+        })
+        .filter(|(_, f)| !older_than(f.launched_at, now, IN_FLIGHT_EXPIRY))
+        .filter_map(|(id, f)| {
+            let registered = runners.contains_key(&f.runner_id);
+            if f.registration_seen && !registered {
+                return None;
+            }
+            let mut f = f.clone();
+            f.registration_seen |= registered;
+            Some((id.clone(), f))
+        })
+        .collect()
 }
 
 /// How long a one-shot secret may exist before its task shows up in a listing.
@@ -457,6 +514,135 @@ mod tests {
     /// One pass at `now`, remembering `memory`, with no budget limit.
     fn at(limits: &PoolLimits, observed: &Observed, memory: &Memory, now: DateTime<Utc>) -> Plan {
         plan(limits, observed, memory, &Allowance::unlimited(), now)
+    }
+
+    /// A launch of an earlier pass that no listing has shown.
+    fn flying(id: u64, secs_ago: i64, registration_seen: bool) -> (String, InFlight) {
+        (
+            format!("task-{id}"),
+            InFlight {
+                runner_id: id,
+                runner_name: format!("p-runner{id:02}"),
+                launched_at: ago(secs_ago),
+                registration_seen,
+            },
+        )
+    }
+
+    #[test]
+    fn a_launch_the_listing_does_not_show_yet_is_not_repeated() {
+        let l = limits(0, 10);
+        // Two jobs; two launches last pass; the listing shows neither task, GitHub one runner.
+        let obs = Observed {
+            assigned_jobs: Some(2),
+            runners: vec![runner(1, false, false)],
+            ..Observed::default()
+        };
+        let memory = Memory {
+            in_flight: [flying(1, 2, false), flying(2, 2, false)].into(),
+            ..Memory::default()
+        };
+        let p = at(&l, &obs, &memory, now());
+        assert_eq!(launches(&p), 0, "{:?}", p.actions);
+        assert_eq!((p.status.capacity, p.status.pending), (2, 2));
+        assert!(p.memory.in_flight["task-1"].registration_seen);
+        assert!(!p.memory.in_flight["task-2"].registration_seen);
+        // The same pass without the memory launches both again: the over-launch this prevents.
+        assert_eq!(launches(&at(&l, &obs, &Memory::default(), now())), 2);
+        // A third job: one more launch, not three.
+        let more = Observed {
+            assigned_jobs: Some(3),
+            ..obs.clone()
+        };
+        assert_eq!(launches(&at(&l, &more, &memory, now())), 1);
+        // Never past max, whatever is in flight.
+        let full = Observed {
+            assigned_jobs: Some(30),
+            ..obs
+        };
+        assert_eq!(launches(&at(&l, &full, &memory, now())), 8);
+    }
+
+    #[test]
+    fn an_in_flight_launch_ends_when_listed_done_or_expired() {
+        let l = limits(0, 10);
+        let memory = Memory {
+            in_flight: [flying(1, 2, true), flying(2, 2, false), flying(3, 2, true)].into(),
+            ..Memory::default()
+        };
+        // Task 1 listed (by runner id, under another task id); runner 3's registration, seen
+        // before, is gone (its job is done); runner 2 not registered yet: still in flight.
+        let mut listed = task(1, TaskState::Pending, 2);
+        listed.id = "arn:task/elsewhere".into();
+        let obs = Observed {
+            assigned_jobs: Some(2),
+            runners: vec![runner(1, false, false)],
+            tasks: vec![listed],
+            handoffs: vec![],
+        };
+        let p = at(&l, &obs, &memory, now());
+        assert_eq!(
+            p.memory.in_flight.keys().collect::<Vec<_>>(),
+            vec!["task-2"]
+        );
+        assert_eq!(
+            p.status.capacity, 2,
+            "the listed task and the one in flight"
+        );
+        // Past the expiry nothing counts any more.
+        let late = now() + chrono::Duration::from_std(IN_FLIGHT_EXPIRY).unwrap();
+        let p = at(
+            &l,
+            &Observed::default(),
+            &memory,
+            late + chrono::Duration::seconds(1),
+        );
+        assert!(p.memory.in_flight.is_empty());
+    }
+
+    #[test]
+    fn an_in_flight_runner_is_no_ghost_and_its_secret_no_leftover() {
+        let l = limits(0, 10);
+        let obs = Observed {
+            assigned_jobs: Some(1),
+            runners: vec![runner(1, false, false)],
+            tasks: vec![],
+            handoffs: vec![Handoff {
+                name: "/hangar/jit/p/p-runner01".into(),
+                pool: "p".into(),
+                runner_name: "p-runner01".into(),
+                created_at: ago(150),
+            }],
+        };
+        let memory = Memory {
+            in_flight: [flying(1, 150, true)].into(),
+            ghost_since: [(1, ago(700))].into(),
+            ..Memory::default()
+        };
+        let p = at(&l, &obs, &memory, now());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        // Once it is no longer in flight (expired, never listed), both are cleaned up as usual.
+        let p = at(
+            &l,
+            &obs,
+            &Memory {
+                in_flight: BTreeMap::new(),
+                ..memory
+            },
+            now(),
+        );
+        assert!(
+            p.actions
+                .iter()
+                .any(|a| matches!(a, Action::DeleteHandoff { .. }))
+        );
+        assert!(p.actions.iter().any(|a| matches!(
+            a,
+            Action::Retire {
+                reason: Reason::Ghost,
+                ..
+            }
+        )));
     }
 
     fn run(limits: &PoolLimits, observed: &Observed) -> Plan {
@@ -859,6 +1045,18 @@ mod tests {
                     .collect(),
                 task_seen: BTreeMap::new(),
                 launch_blocked: None,
+                // Launches no listing shows yet, some for runners the listing does show.
+                in_flight: (0..rng.random_range(0..4))
+                    .map(|k| {
+                        let flight = InFlight {
+                            runner_id: rng.random_range(0..40),
+                            runner_name: format!("flying-{k}"),
+                            launched_at: ago(rng.random_range(0..400)),
+                            registration_seen: rng.random_bool(0.5),
+                        };
+                        (format!("flying-task-{k}"), flight)
+                    })
+                    .collect(),
             };
             let p = at(&l, &obs, &memory, now());
             let busy: BTreeSet<u64> = obs

@@ -26,11 +26,11 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{Backend, BackendError, LaunchRequest, TaskTags};
+use super::backend::{Backend, BackendError, LaunchRequest, Task, TaskTags};
 use super::budget::{self, Costs, RateLimitSnapshot};
 use super::config::{PoolConfig, RUNNER_SUFFIX_LEN};
 use super::metrics::LaunchFailure as LaunchFailureKind;
-use super::plan::{self, Action, Memory, Observed, ObservedRunner, PoolStatus, Reason};
+use super::plan::{self, Action, InFlight, Memory, Observed, ObservedRunner, PoolStatus, Reason};
 use crate::github::scaleset::AgentRemoval;
 
 /// What a pool's reconciler needs from GitHub, defined by its caller: the real adapter wraps the
@@ -485,10 +485,22 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         while let Some(joined) = set.join_next().await {
             let Ok(Some(outcome)) = joined else { continue };
             match outcome {
-                Ok(name) => {
+                Ok(task) => {
                     self.report.launched_total += 1;
                     succeeded = true;
-                    self.emit(PoolEvent::Launched { runner_name: name });
+                    // Counted as capacity until a listing shows it (see `plan::InFlight`).
+                    self.memory.in_flight.insert(
+                        task.id.clone(),
+                        InFlight {
+                            runner_id: task.tags.runner_id,
+                            runner_name: task.tags.runner_name.clone(),
+                            launched_at: now,
+                            registration_seen: false,
+                        },
+                    );
+                    self.emit(PoolEvent::Launched {
+                        runner_name: task.tags.runner_name,
+                    });
                 }
                 Err(LaunchError::GitHub(message)) => {
                     tracing::warn!(pool = %self.pool.name, error = %message, "creating a runner registration failed; the next pass retries");
@@ -561,7 +573,7 @@ async fn launch_one<G: PoolGitHub, B: Backend>(
     pool: &PoolConfig,
     github: &G,
     backend: &B,
-) -> Result<String, LaunchError> {
+) -> Result<Task, LaunchError> {
     let mut attempts = 0;
     let runner = loop {
         attempts += 1;
@@ -585,7 +597,7 @@ async fn launch_one<G: PoolGitHub, B: Backend>(
     {
         Ok(task) => {
             tracing::info!(pool = %pool.name, runner = %runner.name, runner_id = runner.id, task = %task.id, "runner launched");
-            Ok(runner.name)
+            Ok(task)
         }
         Err(error) => {
             if let Err(e) = github.remove_runner(runner.id).await {
@@ -679,6 +691,35 @@ mod sim_tests {
         assert_eq!(world.github.registrations(), 0, "no ghost");
         assert!(world.backend.handoffs().is_empty(), "no leftover secret");
         assert_eq!(r.report().launched_total, 25);
+    }
+
+    #[tokio::test]
+    async fn a_burst_on_a_lagging_listing_launches_once_per_job_and_never_past_max() {
+        let world = SimWorld::new();
+        // Every new task is missing from the next three listings, and passes come fast (as
+        // nudges do): without counting launches in flight, each pass would launch again.
+        world.backend.hide_new_tasks_for(3);
+        let mut r = reconciler(&world, 0, 10);
+        world.github.queue_jobs(25);
+        let mut rounds = 0;
+        while world.github.completed() < 25 {
+            for _ in 0..4 {
+                r.pass(&demand(&world), Utc::now()).await;
+                assert!(live_tasks(&world) <= 10, "never more than max");
+            }
+            world.step(true);
+            world.check_no_busy_task_stopped().unwrap();
+            rounds += 1;
+            assert!(rounds < 20, "25 jobs through 10 runners take 3 rounds");
+        }
+        for _ in 0..4 {
+            r.pass(&demand(&world), Utc::now()).await;
+        }
+        assert_eq!(r.report().launched_total, 25, "one runner per job");
+        assert_eq!(world.backend.launches(), 25);
+        assert_eq!(live_tasks(&world), 0);
+        assert_eq!(world.github.registrations(), 0, "no ghost");
+        assert!(world.backend.handoffs().is_empty(), "no leftover secret");
     }
 
     #[tokio::test]

@@ -24,6 +24,10 @@ struct State {
     clock: Option<DateTime<Utc>>,
     /// New tasks start `Running` instead of `Pending`.
     start_running: bool,
+    /// New tasks stay out of this many `list` answers (an eventually consistent listing).
+    hide_new_tasks_for: u32,
+    /// Task id -> `list` answers it is still left out of.
+    hidden: BTreeMap<String, u32>,
 }
 
 /// The fake. Clones share state.
@@ -53,6 +57,12 @@ impl FakeBackend {
     /// New tasks start running at once (a backend with instant capacity).
     pub fn start_running(&self, yes: bool) {
         self.lock().start_running = yes;
+    }
+
+    /// Each new task is left out of the next `lists` listings of its pool, as ECS's eventually
+    /// consistent `ListTasks` may leave out a task `RunTask` just started.
+    pub fn hide_new_tasks_for(&self, lists: u32) {
+        self.lock().hide_new_tasks_for = lists;
     }
 
     /// The next launches fail with these errors, in order.
@@ -162,6 +172,10 @@ impl Backend for FakeBackend {
             stop_reason: None,
         };
         state.tasks.insert(task.id.clone(), task.clone());
+        if state.hide_new_tasks_for > 0 {
+            let lists = state.hide_new_tasks_for;
+            state.hidden.insert(task.id.clone(), lists);
+        }
         state.launches += 1;
         Ok(task)
     }
@@ -171,12 +185,15 @@ impl Backend for FakeBackend {
         if let Some(error) = state.fail_lists.pop_front() {
             return Err(error);
         }
-        Ok(state
-            .tasks
-            .values()
-            .filter(|t| t.tags.pool == pool)
-            .cloned()
-            .collect())
+        let State { tasks, hidden, .. } = &mut *state;
+        let mut listed = Vec::new();
+        for task in tasks.values().filter(|t| t.tags.pool == pool) {
+            match hidden.get_mut(&task.id) {
+                Some(left) if *left > 0 => *left -= 1,
+                _ => listed.push(task.clone()),
+            }
+        }
+        Ok(listed)
     }
 
     async fn stop(&self, task_id: &str, reason: &str) -> Result<(), BackendError> {
