@@ -84,6 +84,18 @@ pub(crate) fn is_access_denied(code: &str) -> bool {
         || code.contains("Unauthorized")
 }
 
+/// Whether an AWS answer means "slow down" (each service has its own code for it).
+pub(crate) fn is_throttling(code: &str, message: &str) -> bool {
+    matches!(
+        code,
+        "ThrottlingException"
+            | "Throttling"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "TooManyUpdates"
+    ) || message.contains("Rate exceeded")
+}
+
 /// Sorts an SDK error into [`AwsError`]; `not_found` maps the service's "does not exist" codes.
 pub(crate) fn classify<E, R>(
     e: SdkError<E, R>,

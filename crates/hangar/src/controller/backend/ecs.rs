@@ -833,15 +833,7 @@ impl Refusal {
 
 impl Answer {
     fn is_throttling(&self) -> bool {
-        matches!(
-            self.code.as_str(),
-            "ThrottlingException"
-                | "Throttling"
-                | "TooManyRequestsException"
-                | "RequestLimitExceeded"
-                | "TooManyUpdates"
-        ) || self.status == 429
-            || self.message.contains("Rate exceeded")
+        crate::aws::is_throttling(&self.code, &self.message) || self.status == 429
     }
 
     fn is_server_side(&self) -> bool {
