@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    DesiredStatus, KeyValuePair, LaunchType, NetworkConfiguration, Tag, TaskField, TaskOverride,
+    KeyValuePair, LaunchType, NetworkConfiguration, Tag, TaskField, TaskOverride,
 };
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier, ParameterType};
 use chrono::{DateTime, Utc};
@@ -349,50 +349,24 @@ impl EcsBackend {
         ))
     }
 
-    /// The ARNs ECS lists for one desired status, narrowed by `startedBy`.
-    async fn task_arns(
-        &self,
-        desired: DesiredStatus,
-        started_by: &str,
-    ) -> Result<Vec<String>, BackendError> {
+    /// The ARNs of the tasks ECS wants running (pending ones included) that were started with
+    /// `started_by`. The API reference: "When you specify startedBy as the filter, it must be
+    /// the only filter that you use", and without `desiredStatus` ECS lists RUNNING. Stopping
+    /// and stopped tasks are not listed: the controller needs only the live ones, and listing
+    /// STOPPED would mean every stopped task of the cluster (an hour of them) each pass.
+    async fn task_arns(&self, started_by: &str) -> Result<Vec<String>, BackendError> {
         let mut arns = Vec::new();
         let mut token = None;
-        let mut narrow = true;
         loop {
-            let answer = self
+            let page = self
                 .ecs
                 .list_tasks()
                 .cluster(&self.launch.cluster)
-                .desired_status(desired.clone())
-                .set_started_by(narrow.then(|| started_by.to_string()))
+                .started_by(started_by)
                 .set_next_token(token.clone())
                 .send()
-                .await;
-            let page = match answer {
-                Ok(page) => page,
-                Err(e) => {
-                    let refused = refusal(&e);
-                    // ECS documents startedBy as a filter to use alone; should it ever refuse the
-                    // pair, the tags still do the filtering.
-                    if narrow
-                        && token.is_none()
-                        && refused.code() == Some("InvalidParameterException")
-                    {
-                        tracing::debug!(
-                            started_by,
-                            "ListTasks refused startedBy with desiredStatus; listing by status only"
-                        );
-                        narrow = false;
-                        continue;
-                    }
-                    return Err(ecs_error(
-                        "ecs:ListTasks",
-                        refused,
-                        &self.launch,
-                        &self.region,
-                    ));
-                }
-            };
+                .await
+                .map_err(|e| ecs_error("ecs:ListTasks", refusal(&e), &self.launch, &self.region))?;
             arns.extend(page.task_arns().iter().cloned());
             token = page.next_token().map(str::to_string);
             if token.is_none() {
@@ -440,18 +414,13 @@ impl Backend for EcsBackend {
     }
 
     async fn list(&self, pool: &str) -> Result<Vec<Task>, BackendError> {
-        let narrow_by = started_by(pool);
         let mut seen = HashSet::new();
-        let mut arns = Vec::new();
-        // ListTasks shows one desired status at a time (RUNNING when unset): pending and running
-        // tasks want RUNNING; stopping and recently stopped ones have STOPPED.
-        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            for arn in self.task_arns(desired, &narrow_by).await? {
-                if seen.insert(arn.clone()) {
-                    arns.push(arn);
-                }
-            }
-        }
+        let arns: Vec<String> = self
+            .task_arns(&started_by(pool))
+            .await?
+            .into_iter()
+            .filter(|arn| seen.insert(arn.clone()))
+            .collect();
         let now = Utc::now();
         let mut tasks = Vec::new();
         for batch in arns.chunks(DESCRIBE_TASKS_BATCH) {
