@@ -154,6 +154,14 @@ impl Default for LoopSettings {
     }
 }
 
+/// How often a pool's leftover one-shot secrets are listed for clean-up: a quarter of the age at
+/// which one is deleted anyway, between 1 s and a minute. Listing them is one SSM
+/// `DescribeParameters` (a scarce, throttled call) per page; deciding anything else never waits
+/// for it.
+pub fn cleanup_interval(pool: &PoolConfig) -> Duration {
+    (pool.limits.handoff_max_age / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
 /// How soon a pool with more runners than desired is looked at again.
 const SURPLUS_RECHECK: Duration = Duration::from_secs(1);
 
@@ -194,6 +202,8 @@ pub struct Reconciler<G: PoolGitHub, B: Backend> {
     backend: Arc<B>,
     settings: LoopSettings,
     memory: Memory,
+    /// When leftover one-shot secrets were last listed (see [`cleanup_interval`]).
+    handoffs_listed_at: Option<DateTime<Utc>>,
     consecutive_launch_failures: u32,
     report: PoolReport,
     calls_at_start: u64,
@@ -219,6 +229,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             backend,
             settings,
             memory: Memory::default(),
+            handoffs_listed_at: None,
             consecutive_launch_failures: 0,
             report,
             calls_at_start,
@@ -303,7 +314,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         self.report.passes += 1;
         self.report.last_pass_at = Some(now);
         self.report.session = demand.session.clone();
-        let observed = match self.observe(demand).await {
+        let observed = match self.observe(demand, now).await {
             Ok(observed) => observed,
             Err(e) => {
                 tracing::warn!(pool = %self.pool.name, error = %e, "observation failed; nothing decided this pass");
@@ -365,15 +376,44 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         verdict.stretch_pass
     }
 
-    async fn observe(&self, demand: &DemandView) -> Result<Observed, String> {
+    /// Runners and tasks every pass, all or nothing; leftover one-shot secrets only every
+    /// [`cleanup_interval`], and a failure there only delays the clean-up (an SSM
+    /// `DescribeParameters` that is throttled must not stop a pool from deciding).
+    async fn observe(
+        &mut self,
+        demand: &DemandView,
+        now: DateTime<Utc>,
+    ) -> Result<Observed, String> {
+        let cleanup_due = self.handoffs_listed_at.is_none_or(|at| {
+            now.signed_duration_since(at)
+                .to_std()
+                .is_ok_and(|age| age >= cleanup_interval(&self.pool))
+        });
+        let handoffs = async {
+            if cleanup_due {
+                Some(self.backend.list_handoffs(&self.pool.name).await)
+            } else {
+                None
+            }
+        };
         let (runners, tasks, handoffs) = tokio::join!(
             self.github.runners(),
             self.backend.list(&self.pool.name),
-            self.backend.list_handoffs(&self.pool.name),
+            handoffs,
         );
         let runners = runners.map_err(|e| format!("listing the pool's runners on GitHub: {e}"))?;
         let tasks = tasks.map_err(|e| format!("listing the pool's tasks: {e}"))?;
-        let handoffs = handoffs.map_err(|e| format!("listing one-shot secrets: {e}"))?;
+        let handoffs = match handoffs {
+            Some(Ok(handoffs)) => {
+                self.handoffs_listed_at = Some(now);
+                handoffs
+            }
+            Some(Err(e)) => {
+                tracing::warn!(pool = %self.pool.name, error = %e, "listing leftover one-shot secrets failed; their clean-up waits for the next try");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
         Ok(Observed {
             assigned_jobs: demand.assigned_jobs,
             runners: runners
@@ -720,6 +760,51 @@ mod sim_tests {
         assert_eq!(live_tasks(&world), 0);
         assert_eq!(world.github.registrations(), 0, "no ghost");
         assert!(world.backend.handoffs().is_empty(), "no leftover secret");
+    }
+
+    #[tokio::test]
+    async fn leftover_secrets_are_listed_on_their_own_timer_and_a_failed_listing_decides_nothing_less()
+     {
+        let world = SimWorld::new();
+        let mut r = reconciler(&world, 0, 10);
+        let every = cleanup_interval(&r.pool);
+        assert_eq!(every, Duration::from_secs(60), "the default: once a minute");
+        let t0 = Utc::now();
+        world.github.queue_jobs(2);
+        world
+            .backend
+            .fail_next_handoff_lists([BackendError::Throttled("Rate exceeded".into())]);
+        r.pass(&demand(&world), t0).await;
+        assert_eq!(world.backend.launches(), 2, "the pass decided all the same");
+        assert!(r.report().last_error.is_none());
+        // The failed listing is tried again at the next pass; then not before the interval.
+        let at = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        r.pass(&demand(&world), at(1)).await;
+        assert_eq!(world.backend.handoff_lists(), 2);
+        world.backend.leave_handoff("p", "p-crashed", at(-600));
+        for secs in [2, 30, 60] {
+            r.pass(&demand(&world), at(secs)).await;
+        }
+        assert_eq!(
+            world.backend.handoff_lists(),
+            2,
+            "not before a minute has passed"
+        );
+        assert_eq!(
+            world.backend.handoffs().len(),
+            3,
+            "the leftover is still there"
+        );
+        r.pass(&demand(&world), at(61)).await;
+        assert_eq!(world.backend.handoff_lists(), 3);
+        assert!(
+            world
+                .backend
+                .handoffs()
+                .iter()
+                .all(|h| h.runner_name != "p-crashed"),
+            "the leftover is deleted at the next listing"
+        );
     }
 
     #[tokio::test]

@@ -19,6 +19,8 @@ struct State {
     handoffs: BTreeMap<String, (Handoff, String)>,
     fail_launches: VecDeque<BackendError>,
     fail_lists: VecDeque<BackendError>,
+    fail_handoff_lists: VecDeque<BackendError>,
+    handoff_lists: u64,
     launches: u64,
     stops: Vec<(String, String)>,
     clock: Option<DateTime<Utc>>,
@@ -73,6 +75,16 @@ impl FakeBackend {
     /// The next `list` calls fail with these errors, in order.
     pub fn fail_next_lists(&self, errors: impl IntoIterator<Item = BackendError>) {
         self.lock().fail_lists.extend(errors);
+    }
+
+    /// The next `list_handoffs` calls fail with these errors, in order.
+    pub fn fail_next_handoff_lists(&self, errors: impl IntoIterator<Item = BackendError>) {
+        self.lock().fail_handoff_lists.extend(errors);
+    }
+
+    /// `list_handoffs` calls so far (failed ones included).
+    pub fn handoff_lists(&self) -> u64 {
+        self.lock().handoff_lists
     }
 
     /// Moves a task to a state (as ECS would).
@@ -209,8 +221,12 @@ impl Backend for FakeBackend {
     }
 
     async fn list_handoffs(&self, pool: &str) -> Result<Vec<Handoff>, BackendError> {
-        Ok(self
-            .lock()
+        let mut state = self.lock();
+        state.handoff_lists += 1;
+        if let Some(error) = state.fail_handoff_lists.pop_front() {
+            return Err(error);
+        }
+        Ok(state
             .handoffs
             .values()
             .filter(|(h, _)| h.pool == pool)
