@@ -684,6 +684,61 @@ async fn an_ephemeral_runner_with_no_job_gives_up_after_the_idle_timeout() {
     .await
 }
 
+/// Runs two one-step jobs on the agent's runner and waits for both completed hooks.
+async fn two_jobs(emu: &hangar_emulator::Emulator, agent: &Agent) {
+    for name in ["first", "second"] {
+        let job = run_job(emu, JobSpec::new(REPO, name).step("ok", "true"), agent).await;
+        assert_eq!(job.conclusion, Some(Conclusion::Success), "{job:?}");
+    }
+    wait_until(5, "both jobs' hooks", || {
+        agent.events("job completed").len() == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_task_outside_a_service_is_asked_about_protection_once_and_never_with_protection_off() {
+    within(60, async {
+        let emu = emulator().await;
+        // The ECS agent answers 409 (not in a service): asked once, then never again.
+        let (ecs_uri, calls) = support::agent::protection_endpoint_answering(409).await;
+        let dir = RunnerDir::new("no-service");
+        let mut agent = Agent::start(&env(&[
+            base_env(&emu, &dir),
+            pat_env(),
+            with(&[("ECS_AGENT_URI", &ecs_uri)]),
+        ]));
+        online_runner(&emu, &emu_repo(), &agent).await;
+        two_jobs(&emu, &agent).await;
+        assert_eq!(protection_states(&calls), vec![true], "{}", agent.logs());
+        assert!(agent.logs().contains("not part of an ECS service"));
+        assert!(
+            !agent.logs().contains("could not turn"),
+            "no warning per job"
+        );
+        agent.signal(Signal::SIGTERM);
+        assert_eq!(agent.exit_code(10).await, 0);
+
+        // Started by the controller (HANGAR_TASK_PROTECTION=off): never asked.
+        let (ecs_uri, calls) = protection_endpoint().await;
+        let dir = RunnerDir::new("protection-off");
+        let mut agent = Agent::start(&env(&[
+            base_env(&emu, &dir),
+            pat_env(),
+            with(&[
+                ("ECS_AGENT_URI", &ecs_uri),
+                ("HANGAR_TASK_PROTECTION", "off"),
+            ]),
+        ]));
+        online_runner(&emu, &emu_repo(), &agent).await;
+        two_jobs(&emu, &agent).await;
+        assert!(protection_states(&calls).is_empty());
+        agent.signal(Signal::SIGTERM);
+        assert_eq!(agent.exit_code(10).await, 0);
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_forged_completed_hook_mid_job_leaves_the_task_protected_and_follows_no_link() {
     within(60, async {

@@ -273,6 +273,8 @@ async fn launch_hands_over_the_jit_config_as_a_one_shot_secure_string() {
             [
                 (ENV_JIT_CONFIG_PARAMETER, parameter),
                 (ENV_RUNNER_NAME, "hangar-standalone-7"),
+                // Not in a service: no task protection to ask for.
+                ("HANGAR_TASK_PROTECTION", "off"),
                 // The agent's scope, so one task definition serves every pool.
                 ("RUNNER_SCOPE", "repo"),
                 ("GITHUB_REPOSITORY", support::REPO),

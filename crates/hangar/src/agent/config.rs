@@ -100,6 +100,11 @@ pub struct AgentArgs {
     /// ECS task protection lifetime while a job runs, in minutes (1 to 2880).
     #[arg(long, env = "HANGAR_PROTECTION_MINUTES", default_value_t = 360)]
     pub protection_minutes: u32,
+    /// ECS task scale-in protection around jobs: `auto` (asked for when `ECS_AGENT_URI` is set;
+    /// given up once ECS says the task is not in a service) or `off` (tasks started by RunTask,
+    /// which the controller starts with `off`).
+    #[arg(long, env = "HANGAR_TASK_PROTECTION", default_value = "auto", value_parser = ["auto", "off"])]
+    pub task_protection: String,
     /// The agent's private folder for the job hooks' socket and scripts (a subfolder per agent
     /// is made in it). Default: /run/hangar as root, else /tmp/hangar-UID.
     #[arg(long, env = "HANGAR_RUNTIME_DIR")]
@@ -149,6 +154,8 @@ pub struct AgentConfig {
     pub allow_root: bool,
     pub pass_env: Vec<String>,
     pub protection_minutes: u32,
+    /// Whether to ask for ECS task scale-in protection at all.
+    pub task_protection: bool,
     pub runtime_dir: Option<PathBuf>,
 }
 
@@ -369,6 +376,7 @@ impl AgentArgs {
                 .filter(|s| !s.is_empty())
                 .collect(),
             protection_minutes: self.protection_minutes,
+            task_protection: self.task_protection != "off",
             runtime_dir: self
                 .runtime_dir
                 .clone()

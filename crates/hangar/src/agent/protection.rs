@@ -1,8 +1,11 @@
 //! ECS task scale-in protection, set from inside the task through the ECS agent's endpoint
 //! (`PUT $ECS_AGENT_URI/task-protection/v1/state`, facts §4). The agent turns it on when a job
 //! starts and off when it ends, so a service scale-in never picks a task that is running a job.
-//! Outside ECS (no `ECS_AGENT_URI`) there is nothing to do. Tasks started by RunTask are not in a
-//! service, and ECS answers them with a `TASK_NOT_VALID` failure: that is reported, not fatal.
+//! Outside ECS (no `ECS_AGENT_URI`) there is nothing to do. Protection exists only for tasks of a
+//! service: for a task started by RunTask the ECS agent answers 409 or 404, or a 200 carrying a
+//! `TASK_NOT_VALID` failure ([`ProtectionError::not_applicable`]); the supervisor then stops
+//! asking, and the controller tells the tasks it starts not to ask at all
+//! (`HANGAR_TASK_PROTECTION=off`).
 
 use std::time::Duration;
 
@@ -16,6 +19,18 @@ pub enum ProtectionError {
     Refused { status: u16, body: String },
     #[error("ECS reported a task protection failure: {reason}")]
     Failure { reason: String },
+}
+
+impl ProtectionError {
+    /// Whether the answer says this task cannot have protection at all (it is not part of a
+    /// service), so asking again would only fail again.
+    pub fn not_applicable(&self) -> bool {
+        match self {
+            ProtectionError::Refused { status, .. } => matches!(status, 404 | 409),
+            ProtectionError::Failure { reason } => reason == "TASK_NOT_VALID",
+            ProtectionError::Unreachable { .. } => false,
+        }
+    }
 }
 
 /// The task's protection endpoint.
@@ -124,10 +139,17 @@ mod tests {
             .await;
             let err = TaskProtection::new(&not_in_service, 60).set(true).await.unwrap_err();
             assert!(err.to_string().contains("TASK_NOT_VALID"), "{err}");
+            assert!(err.not_applicable());
+            for status in [StatusCode::CONFLICT, StatusCode::NOT_FOUND] {
+                let outside = fake_ecs_agent(status, serde_json::json!({"error": "not in a service"})).await;
+                let err = TaskProtection::new(&outside, 60).set(true).await.unwrap_err();
+                assert!(err.not_applicable(), "{status}: {err}");
+            }
 
             let refused = fake_ecs_agent(StatusCode::BAD_REQUEST, serde_json::json!({"error": "bad"})).await;
             let err = TaskProtection::new(&refused, 60).set(false).await.unwrap_err();
             assert!(matches!(err, ProtectionError::Refused { status: 400, .. }), "{err}");
+            assert!(!err.not_applicable(), "a bad request may be ours to fix");
 
             let err = TaskProtection::new("http://127.0.0.1:9", 60).set(true).await.unwrap_err();
             assert!(matches!(err, ProtectionError::Unreachable { .. }), "{err}");

@@ -150,7 +150,7 @@ pub async fn run(config: AgentConfig, connection: &Connection) -> Result<AgentEx
         signals,
         protection: std::env::var("ECS_AGENT_URI")
             .ok()
-            .filter(|u| !u.is_empty())
+            .filter(|u| !u.is_empty() && config.task_protection)
             .map(|u| TaskProtection::new(&u, config.protection_minutes)),
         identity: RunnerIdentity {
             id: 0,
@@ -849,13 +849,20 @@ impl Supervisor {
     }
 
     /// Turns ECS task scale-in protection on or off, if the task has it; a failure is logged.
-    async fn set_protection(&self, on: bool) {
+    /// When ECS answers that the task cannot have it (not part of a service), it is not asked
+    /// again.
+    async fn set_protection(&mut self, on: bool) {
         let Some(p) = &self.protection else {
             return;
         };
         let state = if on { "on" } else { "off" };
         match p.set(on).await {
             Ok(()) => tracing::info!("ECS task scale-in protection {state}"),
+            Err(e) if e.not_applicable() => {
+                tracing::info!(answer = %e, "this task is not part of an ECS service, so it has no scale-in protection; not asking again");
+                self.protection = None;
+                self.release_protection = false;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not turn {state} ECS task scale-in protection")
             }

@@ -232,18 +232,29 @@ pub async fn jit_blob_for(
 pub type ProtectionCalls = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
 
 /// A stand-in for the ECS agent's task protection endpoint: its URI (for `ECS_AGENT_URI`) and
-/// the bodies it received.
+/// the bodies it received. It grants every request.
 pub async fn protection_endpoint() -> (String, ProtectionCalls) {
-    use axum::{Json, Router, routing::put};
+    protection_endpoint_answering(200).await
+}
+
+/// The same, answering every request with `status` (409: the task is not in a service).
+pub async fn protection_endpoint_answering(status: u16) -> (String, ProtectionCalls) {
+    use axum::{Json, Router, http::StatusCode, routing::put};
     let calls = ProtectionCalls::default();
     let recorded = calls.clone();
+    let status = StatusCode::from_u16(status).unwrap();
     let app = Router::new().route(
         "/task-protection/v1/state",
         put(move |Json(body): Json<serde_json::Value>| {
             let recorded = recorded.clone();
             async move {
                 recorded.lock().unwrap().push(body);
-                Json(serde_json::json!({"protection": {"ProtectionEnabled": true}}))
+                let answer = if status.is_success() {
+                    serde_json::json!({"protection": {"ProtectionEnabled": true}})
+                } else {
+                    serde_json::json!({"error": {"Code": "TASK_NOT_VALID", "Message": "not part of a service"}})
+                };
+                (status, Json(answer))
             }
         }),
     );

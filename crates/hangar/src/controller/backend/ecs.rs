@@ -40,6 +40,8 @@ use crate::controller::config::EcsLaunch;
 
 /// The variable that gives the task its one-shot parameter's name (read by `hangar agent`).
 pub const ENV_JIT_CONFIG_PARAMETER: &str = "RUNNER_JIT_CONFIG_PARAMETER";
+/// The variable that tells the agent whether to ask for ECS task scale-in protection.
+pub const ENV_TASK_PROTECTION: &str = "HANGAR_TASK_PROTECTION";
 /// The variable that gives the task its runner's name.
 pub const ENV_RUNNER_NAME: &str = "RUNNER_NAME";
 
@@ -563,6 +565,9 @@ fn task_environment(
     let mut environment = vec![
         (ENV_JIT_CONFIG_PARAMETER, parameter.to_string()),
         (ENV_RUNNER_NAME, runner_name.to_string()),
+        // A task RunTask starts belongs to no service, so it cannot have scale-in protection:
+        // the agent should not ask for it around every job.
+        (ENV_TASK_PROTECTION, "off".to_string()),
     ];
     match scope {
         None => {}
@@ -1303,6 +1308,7 @@ mod tests {
         let base = [
             (ENV_JIT_CONFIG_PARAMETER, "/hangar/jit/p/r".to_string()),
             (ENV_RUNNER_NAME, "r".to_string()),
+            (ENV_TASK_PROTECTION, "off".to_string()),
         ];
         let with = |extra: &[(&'static str, &str)]| {
             let mut want = base.to_vec();
