@@ -18,7 +18,8 @@ use crate::world::Scope;
 pub const RUNNER_FILE: &str = ".runner";
 /// The runner's credential file.
 pub const CREDENTIALS_FILE: &str = ".credentials";
-/// The runner's key-pair file (`{}`: the emulator uses no key pair).
+/// The runner's key-pair file: RSA parameters in the runner's shape (3072-bit sizes; the
+/// emulator never uses the key, but the blob has GitHub's size).
 pub const RSA_PARAMS_FILE: &str = ".credentials_rsaparams";
 
 /// What an emulator `encoded_jit_config` says, decoded from its three files.
@@ -153,8 +154,44 @@ impl JitConfig {
                 serde_json::to_string(&runner).unwrap_or_default(),
             ),
             (CREDENTIALS_FILE.to_owned(), credentials.to_string()),
-            (RSA_PARAMS_FILE.to_owned(), "{}".to_owned()),
+            (RSA_PARAMS_FILE.to_owned(), self.rsa_params().to_string()),
         ])
+    }
+
+    /// `.credentials_rsaparams` in the official runner's shape: each field base64 of its
+    /// big-endian bytes, sized for a 3072-bit key. The bytes are derived from the credential
+    /// (no real key: nothing signs with it here). What matters is the encoded JIT config's
+    /// size: GitHub's have been over 4 KB since June 2025 (reported by users storing them in
+    /// SSM: terraform-aws-github-runner pull request 4613), so SSM's Standard tier (4 KB) no
+    /// longer holds them. GitHub does not say what grew; these sizes put the emulator's blobs
+    /// between 4 and 8 KB, where GitHub's are.
+    fn rsa_params(&self) -> serde_json::Value {
+        use sha2::{Digest, Sha256};
+        let bytes = |field: &str, len: usize| {
+            let mut out = Vec::with_capacity(len);
+            let mut block = 0u32;
+            while out.len() < len {
+                let digest = Sha256::new()
+                    .chain_update(self.credential.as_bytes())
+                    .chain_update(field.as_bytes())
+                    .chain_update(block.to_be_bytes())
+                    .finalize();
+                out.extend_from_slice(&digest);
+                block += 1;
+            }
+            out.truncate(len);
+            STANDARD.encode(out)
+        };
+        json!({
+            "d": bytes("d", 384),
+            "dp": bytes("dp", 192),
+            "dq": bytes("dq", 192),
+            "exponent": "AQAB",
+            "inverseQ": bytes("inverseQ", 192),
+            "modulus": bytes("modulus", 384),
+            "p": bytes("p", 192),
+            "q": bytes("q", 192),
+        })
     }
 
     /// The `encoded_jit_config` blob, in GitHub's shape.
@@ -245,8 +282,27 @@ mod tests {
         let rsa = STANDARD
             .decode(outer[".credentials_rsaparams"].as_str().unwrap())
             .unwrap();
-        assert_eq!(rsa, b"{}");
+        let rsa: serde_json::Value = serde_json::from_slice(&rsa).unwrap();
+        assert_eq!(rsa["exponent"], "AQAB");
+        let modulus = STANDARD.decode(rsa["modulus"].as_str().unwrap()).unwrap();
+        assert_eq!(modulus.len(), 384, "a 3072-bit modulus");
         assert_eq!(JitConfig::decode(&encoded).unwrap(), config);
+    }
+
+    #[test]
+    fn blobs_are_github_sized_over_the_ssm_standard_tier() {
+        let mut config = sample();
+        let small = config.encode().len();
+        assert!((4097..=8192).contains(&small), "{small} bytes");
+        // A long runner name and URLs grow it, still within SSM's Advanced tier (8 KB).
+        config.runner_name = "r".repeat(64);
+        config.scope_url = format!("http://127.0.0.1:9/{}/{}", "o".repeat(39), "r".repeat(100));
+        let large = config.encode().len();
+        assert!(large > small && large <= 8192, "{large} bytes");
+        // Each credential gets its own key material.
+        let mut other = sample();
+        other.credential = "another".into();
+        assert_ne!(other.rsa_params(), sample().rsa_params());
     }
 
     #[test]

@@ -749,14 +749,15 @@ async fn jit_runner_in_githubs_shape_runs_one_job() {
         assert_eq!(runner_file["disableUpdate"], true);
         let credentials = file(".credentials");
         assert_eq!(credentials["scheme"], "OAuth");
-        assert_eq!(file(".credentials_rsaparams"), json!({}));
+        assert_eq!(file(".credentials_rsaparams")["exponent"], "AQAB");
+        assert!(encoded.len() > 4096, "GitHub-sized: {} bytes", encoded.len());
 
         let config = JitConfig::decode(encoded).unwrap();
         assert_eq!(config.runner_id, id);
         assert_eq!(credentials["data"]["clientId"], config.credential);
-        assert_eq!(
-            JitConfig::decode_files(encoded).unwrap()[".credentials_rsaparams"],
-            "{}"
+        assert!(
+            JitConfig::decode_files(encoded).unwrap()[".credentials_rsaparams"]
+                .contains("\"modulus\"")
         );
 
         let runner = TestRunner {
