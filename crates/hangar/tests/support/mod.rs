@@ -1,9 +1,11 @@
-//! Shared test fixtures: the GitHub emulator with the seed's world, a moto server for AWS, and a
-//! runner for the real `hangar` binary with a clean environment.
+//! Shared test fixtures: the GitHub emulator with the seed's world, a moto server for AWS (and an
+//! AWS realism layer in front of it), and a runner for the real `hangar` binary with a clean
+//! environment.
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod agent;
 pub mod moto;
+pub mod realism;
 
 use std::ffi::OsStr;
 use std::future::Future;

@@ -42,6 +42,18 @@ pub fn sdk_config_at(url: &str) -> aws_config::SdkConfig {
         .build()
 }
 
+/// The environment a `hangar` child needs to reach an AWS endpoint at `url` with test
+/// credentials in us-east-1 (and no instance metadata).
+pub fn env_at(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", url.to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
 /// The awsvpc settings RunTask needs for a Fargate task, without a public IP.
 pub fn awsvpc(
     subnets: Vec<String>,
@@ -91,13 +103,7 @@ impl Moto {
 
     /// The environment a `hangar` child needs to reach this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", self.url.clone()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ]
+        env_at(&self.url)
     }
 
     pub async fn put(&self, name: &str, value: &str, secure: bool) {
@@ -145,9 +151,10 @@ impl Moto {
         )
     }
 
-    async fn ec2_first(&self, action: &str, element: &str) -> String {
-        let body = reqwest::Client::new()
-            .post(&self.url)
+    /// The XML answer of an EC2 Query call `action` (no parameters) sent to `url`.
+    pub async fn ec2_query_at(url: &str, action: &str) -> String {
+        reqwest::Client::new()
+            .post(url)
             .header(
                 "authorization",
                 "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
@@ -159,7 +166,11 @@ impl Moto {
             .expect("EC2 query")
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    async fn ec2_first(&self, action: &str, element: &str) -> String {
+        let body = Moto::ec2_query_at(&self.url, action).await;
         let open = format!("<{element}>");
         let start = body
             .find(&open)
