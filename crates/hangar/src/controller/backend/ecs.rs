@@ -51,7 +51,15 @@ const STARTED_BY_MAX_CHARS: usize = 36;
 /// SSM limits: value size per tier, name length (with the ARN), hierarchy depth, page size.
 const STANDARD_TIER_MAX_BYTES: usize = 4096;
 const ADVANCED_TIER_MAX_BYTES: usize = 8192;
-const PARAMETER_NAME_MAX: usize = 1011;
+/// SSM's limit on a parameter's name counts its whole ARN
+/// (`arn:PARTITION:ssm:REGION:ACCOUNT:parameter/NAME`), not the name alone (PutParameter's API
+/// reference: "the length of the following parameter name is 65 characters, not 20").
+const PARAMETER_ARN_MAX: usize = 1011;
+/// `arn:` + the longest partition (`aws-us-gov`) + `:ssm:` + `:` + a 12-digit account +
+/// `:parameter`, around the region: the safe count where the partition is not known.
+const PARAMETER_ARN_OVERHEAD: usize = 4 + 10 + 5 + 1 + 12 + 10;
+/// The longest runner name (GitHub's limit), for checks made before any name exists.
+const RUNNER_NAME_MAX: usize = 64;
 const PARAMETER_DEPTH_MAX: usize = 15;
 const DESCRIBE_PARAMETERS_PAGE: i32 = 50;
 
@@ -107,7 +115,12 @@ impl EcsBackend {
     /// and the network settings. Two ECS calls; changes nothing.
     pub async fn check(&self) -> Result<(), BackendError> {
         let placement = placement(&self.launch)?;
-        handoff_name(&self.launch.parameter_prefix, "pool", "runner")?;
+        handoff_name(
+            &self.launch.parameter_prefix,
+            "pool",
+            &"r".repeat(RUNNER_NAME_MAX),
+            &self.region,
+        )?;
         let launch = &self.launch;
 
         let clusters = self
@@ -402,7 +415,12 @@ impl Backend for EcsBackend {
     async fn launch(&self, request: LaunchRequest) -> Result<Task, BackendError> {
         let LaunchRequest { tags, jit_config } = request;
         let placement = placement(&self.launch)?;
-        let name = handoff_name(&self.launch.parameter_prefix, &tags.pool, &tags.runner_name)?;
+        let name = handoff_name(
+            &self.launch.parameter_prefix,
+            &tags.pool,
+            &tags.runner_name,
+            &self.region,
+        )?;
         let tier = tier_for(jit_config.expose_secret().len())?;
         self.put_handoff(&name, &jit_config, tier, &tags).await?;
         drop(jit_config);
@@ -665,9 +683,14 @@ fn handoff_path(prefix: &str, pool: &str) -> String {
     format!("{}/{pool}", prefix.trim_end_matches('/'))
 }
 
-/// The one-shot parameter's name, checked against SSM's rules so a bad prefix is a
-/// configuration error before anything is written.
-fn handoff_name(prefix: &str, pool: &str, runner_name: &str) -> Result<String, BackendError> {
+/// The one-shot parameter's name, checked against SSM's rules (the length of its ARN in
+/// `region` included) so a bad prefix is a configuration error before anything is written.
+fn handoff_name(
+    prefix: &str,
+    pool: &str,
+    runner_name: &str,
+    region: &str,
+) -> Result<String, BackendError> {
     let name_char = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
     if !prefix.starts_with('/')
         || !prefix.chars().all(|c| name_char(c) || c == '/')
@@ -694,9 +717,11 @@ fn handoff_name(prefix: &str, pool: &str, runner_name: &str) -> Result<String, B
         }
     }
     let name = format!("{}/{runner_name}", handoff_path(prefix, pool));
-    if name.matches('/').count() > PARAMETER_DEPTH_MAX || name.len() > PARAMETER_NAME_MAX {
+    let arn_len = PARAMETER_ARN_OVERHEAD + region.len() + name.len();
+    if name.matches('/').count() > PARAMETER_DEPTH_MAX || arn_len > PARAMETER_ARN_MAX {
         return Err(BackendError::Config(format!(
-            "SSM parameter name {name:?} is too deep or too long (at most {PARAMETER_DEPTH_MAX} levels). \
+            "SSM parameter name {name:?} is too deep or too long (at most {PARAMETER_DEPTH_MAX} levels, \
+             and at most {PARAMETER_ARN_MAX} characters counting its ARN, {arn_len} here). \
              Fix: shorten `parameter_prefix`"
         )));
     }
@@ -1379,24 +1404,36 @@ mod tests {
     #[test]
     fn handoff_names_follow_ssm_rules() {
         assert_eq!(
-            handoff_name("/hangar/jit", "org", "hangar-org-7").unwrap(),
+            handoff_name("/hangar/jit", "org", "hangar-org-7", "us-east-1").unwrap(),
             "/hangar/jit/org/hangar-org-7"
         );
         assert_eq!(
-            handoff_name("/hangar/jit/", "org", "r").unwrap(),
+            handoff_name("/hangar/jit/", "org", "r", "us-east-1").unwrap(),
             "/hangar/jit/org/r"
         );
         for bad in ["hangar/jit", "/hangar jit", "/aws/jit", "/SSM/x", "/a//b"] {
-            let err = handoff_name(bad, "org", "r").unwrap_err();
+            let err = handoff_name(bad, "org", "r", "us-east-1").unwrap_err();
             assert!(
                 err.to_string().contains("`parameter_prefix`"),
                 "{bad}: {err}"
             );
         }
-        assert!(handoff_name("/h", "a/b", "r").is_err());
-        assert!(handoff_name("/h", "org", "").is_err());
+        assert!(handoff_name("/h", "a/b", "r", "us-east-1").is_err());
+        assert!(handoff_name("/h", "org", "", "us-east-1").is_err());
         let deep = "/a/b/c/d/e/f/g/h/i/j/k/l/m/n";
-        assert!(handoff_name(deep, "p", "r").is_err());
+        assert!(handoff_name(deep, "p", "r", "us-east-1").is_err());
+        // The limit counts the ARN: a name that fits alone may not fit with it.
+        let region = "ap-southeast-4";
+        let room = PARAMETER_ARN_MAX - PARAMETER_ARN_OVERHEAD - region.len();
+        let prefix = |len: usize| format!("/{}", "p".repeat(len - 1));
+        let tail = "/pool/runner".len();
+        assert!(handoff_name(&prefix(room - tail), "pool", "runner", region).is_ok());
+        let err = handoff_name(&prefix(room - tail + 1), "pool", "runner", region).unwrap_err();
+        assert!(err.to_string().contains("counting its ARN"), "{err}");
+        assert!(
+            room - tail + 1 + tail < 1011,
+            "the name alone would have passed"
+        );
         assert_eq!(handoff_path("/hangar/jit/", "org"), "/hangar/jit/org");
     }
 
