@@ -1,0 +1,307 @@
+//! The pool file's rules, one test a rule: every mistake names its field and its fix.
+use super::*;
+
+const SEED: &str = r#"
+[controller]
+resync_interval = "20s"
+listen = "127.0.0.1:9464"
+credentials_ssm_prefix = "/your-app-name/github-integration"
+
+[defaults]
+max = 4
+
+[[pool]]
+name = "your-repository-name"
+repository = "your-organization/your-repository-name"
+labels = ["linux", "x64"]
+[pool.ecs]
+cluster = "github-runners"
+task_definition = "hangar-runner"
+subnets = ["subnet-1", "subnet-2", "subnet-3"]
+security_groups = ["sg-1"]
+
+[[pool]]
+name = "org"
+organization = "your-organization"
+min_idle = 1
+max = 8
+runner_group = "ci"
+[pool.ecs]
+cluster = "github-runners"
+task_definition = "hangar-runner:3"
+subnets = ["subnet-1"]
+security_groups = []
+capacity_provider = "FARGATE_SPOT"
+"#;
+
+fn err(text: &str) -> String {
+    ControllerConfig::parse(text, "hangar.toml")
+        .unwrap_err()
+        .to_string()
+}
+
+fn with_pool(pool: &str) -> String {
+    format!("[[pool]]\n{pool}\n")
+}
+
+const LOCAL: &str = "[pool.local]\nwork_root = \"/tmp/x\"";
+
+#[test]
+fn the_seeds_two_set_ups_are_two_pools() {
+    let config = ControllerConfig::parse(SEED, "hangar.toml").unwrap();
+    assert_eq!(config.settings.resync_interval, Duration::from_secs(20));
+    assert_eq!(config.settings.github_api_url, "https://api.github.com");
+    assert_eq!(config.settings.github_budget_share, defaults::BUDGET_SHARE);
+    let repo = config.pool("your-repository-name").unwrap();
+    assert_eq!(
+        repo.scope,
+        Scope::repo("your-organization/your-repository-name").unwrap()
+    );
+    assert_eq!(repo.scale_set, "your-repository-name");
+    assert_eq!(repo.runner_group, "Default");
+    assert_eq!(
+        (repo.limits.min_idle, repo.limits.max),
+        (0, 4),
+        "max from [defaults]"
+    );
+    let BackendConfig::Ecs(ecs) = &repo.backend else {
+        panic!()
+    };
+    assert_eq!(ecs.container_name, "runner");
+    assert_eq!(ecs.parameter_prefix, "/hangar/jit");
+    let org = config.pool("org").unwrap();
+    assert!(org.scope.is_org());
+    assert_eq!((org.limits.min_idle, org.limits.max), (1, 8));
+    assert_eq!(org.runner_group, "ci");
+}
+
+#[test]
+fn mistakes_name_the_field_and_the_fix() {
+    let cases: &[(&str, &[&str])] = &[
+        ("", &["no pools", "[[pool]]"]),
+        (
+            "[[pool]]\nname = \"a\"\nrepository = \"o/r\"\nmax = \"3\"\n[pool.local]\nwork_root = \"/x\"",
+            &["invalid type"],
+        ),
+        (
+            &with_pool(&format!("name = \"A b\"\nrepository = \"o/r\"\n{LOCAL}")),
+            &["pool[0].name", "lowercase"],
+        ),
+        (
+            &with_pool(&format!("name = \"a\"\n{LOCAL}")),
+            &[
+                "neither repository nor organization",
+                "organization = \"ORG\"",
+            ],
+        ),
+        (
+            &with_pool(&format!(
+                "name = \"a\"\nrepository = \"o/r\"\norganization = \"o\"\n{LOCAL}"
+            )),
+            &["both repository and organization"],
+        ),
+        (
+            &with_pool(&format!("name = \"a\"\nrepository = \"justrepo\"\n{LOCAL}")),
+            &["pool \"a\"", "OWNER/REPO"],
+        ),
+        (
+            &with_pool("name = \"a\"\nrepository = \"o/r\""),
+            &["no backend", "[pool.ecs]"],
+        ),
+        (
+            &with_pool(&format!(
+                "name = \"a\"\nrepository = \"o/r\"\nmin_idle = 5\nmax = 2\n{LOCAL}"
+            )),
+            &["min_idle 5 is above max 2"],
+        ),
+        (
+            &with_pool(&format!(
+                "name = \"a\"\nrepository = \"o/r\"\nmax_runtime = \"5 days\"\n{LOCAL}"
+            )),
+            &["max_runtime", "unit"],
+        ),
+        (
+            &with_pool(&format!(
+                "name = \"a\"\nrepository = \"o/r\"\nrunner_group = \"ci\"\n{LOCAL}"
+            )),
+            &["runner groups exist only for organizations"],
+        ),
+        (
+            &with_pool(&format!(
+                "name = \"a\"\nrepository = \"o/r\"\nlabels = [\"a,b\"]\n{LOCAL}"
+            )),
+            &["without commas"],
+        ),
+        (
+            &with_pool(&format!(
+                "name = \"a\"\nrepository = \"o/r\"\nbogus = 1\n{LOCAL}"
+            )),
+            &["unknown field `bogus`"],
+        ),
+        (
+            &format!(
+                "{}{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}")),
+                with_pool(&format!("name = \"a\"\nrepository = \"o/s\"\n{LOCAL}"))
+            ),
+            &["used by two pools"],
+        ),
+        (
+            &format!(
+                "{}{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}")),
+                with_pool(&format!(
+                    "name = \"b\"\nscale_set = \"a\"\nrepository = \"O/R\"\n{LOCAL}"
+                ))
+            ),
+            &["used by another pool"],
+        ),
+        (
+            &with_pool(
+                "name = \"a\"\nrepository = \"o/r\"\n[pool.ecs]\ncluster = \"c\"\ntask_definition = \"t\"\nsubnets = []\nsecurity_groups = []",
+            ),
+            &["no subnets", "private subnets"],
+        ),
+        (
+            &with_pool(
+                "name = \"a\"\nrepository = \"o/r\"\n[pool.ecs]\ncluster = \"c\"\ntask_definition = \"t\"\nsubnets = [\"s\"]\nsecurity_groups = []\nlaunch_type = \"FARGATE\"\ncapacity_provider = \"FARGATE_SPOT\"",
+            ),
+            &["one or the other"],
+        ),
+        (
+            &with_pool(
+                "name = \"a\"\nrepository = \"o/r\"\n[pool.ecs]\ncluster = \"c\"\ntask_definition = \"t\"\nsubnets = [\"s\"]\nsecurity_groups = []\nlaunch_type = \"fargate\"",
+            ),
+            &["use FARGATE, EC2 or EXTERNAL"],
+        ),
+        (
+            &with_pool(
+                "name = \"a\"\nrepository = \"o/r\"\n[pool.ecs]\ncluster = \"c\"\ntask_definition = \"t\"\nsubnets = [\"s\"]\nsecurity_groups = []\nparameter_prefix = \"hangar/\"",
+            ),
+            &["SSM path prefix"],
+        ),
+        (
+            &format!(
+                "[controller]\ngithub_budget_share = 1.5\n{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+            ),
+            &["outside (0, 1]"],
+        ),
+        (
+            &format!(
+                "[controller]\nlisten = \"nowhere\"\n{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+            ),
+            &["controller.listen", "127.0.0.1:0"],
+        ),
+        (
+            &format!(
+                "[controller]\nresync_interval = \"0s\"\n{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+            ),
+            &["never resync"],
+        ),
+        (
+            &format!(
+                "[controller]\nwebhook_secret_env = \"my secret\"\n{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+            ),
+            &["never goes in this file"],
+        ),
+    ];
+    for (text, wanted) in cases {
+        let message = err(text);
+        assert!(message.starts_with("hangar.toml"), "{message}");
+        for w in *wanted {
+            assert!(
+                message.contains(w),
+                "{text}\n -> {message}\n (wanted {w:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn pools_on_one_credential_split_its_budget_share() {
+    let config = ControllerConfig::parse(
+        &format!(
+            "[controller]\ngithub_budget_share = 0.6\n{}{}{}",
+            with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}")),
+            with_pool(&format!("name = \"b\"\nrepository = \"o/s\"\n{LOCAL}")),
+            with_pool(&format!("name = \"c\"\norganization = \"o\"\n{LOCAL}"))
+        ),
+        "t",
+    )
+    .unwrap();
+    let share = |name: &str| config.budget_share(config.pool(name).unwrap());
+    assert!((share("a") - 0.3).abs() < 1e-9, "two PAT pools halve it");
+    assert!((share("b") - 0.3).abs() < 1e-9);
+    assert!((share("c") - 0.6).abs() < 1e-9, "the App pool has it alone");
+}
+
+#[test]
+fn runner_names_belong_to_exactly_one_pool() {
+    let config = ControllerConfig::parse(
+        &format!(
+            "{}{}",
+            with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}")),
+            with_pool(&format!("name = \"a-b\"\nrepository = \"o/r\"\n{LOCAL}"))
+        ),
+        "t",
+    )
+    .unwrap();
+    let (a, ab) = (config.pool("a").unwrap(), config.pool("a-b").unwrap());
+    assert!(a.owns_runner_name("a-x1y2z3w4"));
+    assert!(!a.owns_runner_name("a-b-x1y2z3w4"));
+    assert!(ab.owns_runner_name("a-b-x1y2z3w4"));
+    assert!(!a.owns_runner_name("a-X1Y2Z3W4"));
+    assert!(!a.owns_runner_name("aws-github-runner-1234"));
+}
+
+#[test]
+fn a_reload_applies_valid_changes_and_keeps_the_running_config_otherwise() {
+    let dir = std::env::temp_dir().join(format!("hangar-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hangar.toml");
+    let one = with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"));
+    std::fs::write(&path, &one).unwrap();
+    let first = ControllerConfig::load(&path).unwrap();
+    let mut watcher = ConfigWatcher::new(&path);
+    assert!(matches!(watcher.check(), Reload::Unchanged));
+    let two = format!(
+        "{one}{}",
+        with_pool(&format!("name = \"b\"\norganization = \"o\"\n{LOCAL}"))
+    )
+    .replace("name = \"a\"\n", "name = \"a\"\nmax = 3\n");
+    std::fs::write(&path, &two).unwrap();
+    let Reload::Changed(second) = watcher.check() else {
+        panic!("a valid change applies")
+    };
+    let change = ConfigChange::between(&first, &second);
+    assert_eq!(
+        change,
+        ConfigChange {
+            added: vec!["b".into()],
+            removed: vec![],
+            changed: vec!["a".into()]
+        }
+    );
+    std::fs::write(&path, "[[pool]]\nname = ").unwrap();
+    assert!(matches!(
+        watcher.check(),
+        Reload::Rejected(ConfigError::Syntax { .. })
+    ));
+    assert!(
+        matches!(watcher.check(), Reload::Unchanged),
+        "reported once"
+    );
+    std::fs::write(&path, &one).unwrap();
+    let Reload::Changed(third) = watcher.check() else {
+        panic!()
+    };
+    assert_eq!(
+        ConfigChange::between(&second, &third).removed,
+        vec!["b".to_string()]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
