@@ -1,7 +1,11 @@
-//! The controller's ECS backend against moto: RunTask with Hangar's tags and the one-shot SSM
+//! The controller's ECS backend against moto behind the AWS realism layer (`support::realism`,
+//! AWS's rates and SSM's size limits on): RunTask with Hangar's tags and the one-shot SSM
 //! handoff (taken by the agent's own code), listing and stopping by tag, configuration errors
-//! that leave nothing behind, name clashes, leftover parameters, and how many AWS calls each
-//! operation makes (counted by an SDK interceptor on the backend's own clients).
+//! that leave nothing behind, name clashes, leftover parameters, how many AWS calls each
+//! operation makes (counted by an SDK interceptor on the backend's own clients), and what AWS
+//! does that moto does not: throttled calls, RunTask's capacity `failures[]`, listings that lag
+//! behind RunTask, and values too large for their SSM tier. Set-up and checks talk to moto
+//! directly.
 
 mod support;
 
@@ -22,6 +26,7 @@ use hangar::controller::config::EcsLaunch;
 use hangar::credentials::SsmParameterStore;
 use secrecy::{ExposeSecret, SecretString};
 use support::moto::{Moto, awsvpc, sdk_config_at};
+use support::realism::{Limit, Rates, Realism, THROTTLING};
 use support::{LogBuffer, unused_loopback_port, within};
 
 const CLUSTER: &str = "hangar-runners";
@@ -91,8 +96,8 @@ struct Rig {
     ssm_calls: Calls,
 }
 
-fn rig(moto: &Moto, launch: EcsLaunch) -> Rig {
-    let sdk = moto.sdk_config();
+fn rig(world: &World, launch: EcsLaunch) -> Rig {
+    let sdk = world.aws.sdk_config();
     let (ecs_calls, ssm_calls) = (Calls::default(), Calls::default());
     let ecs = aws_sdk_ecs::Client::from_conf(
         aws_sdk_ecs::config::Builder::from(&sdk)
@@ -127,13 +132,25 @@ fn launch_settings(subnets: Vec<String>, security_groups: Vec<String>) -> EcsLau
     }
 }
 
+/// AWS as the code under test meets it: moto behind the realism layer with AWS's rates and
+/// size limits on (`aws`), and moto itself for what the tests set up and check (`moto`).
+struct World {
+    aws: Realism,
+    moto: Moto,
+}
+
 /// A moto server with the cluster and the task definition (container `runner`), tasks holding
-/// their state, and launch settings for them in moto's default VPC.
-async fn deploy() -> (Moto, EcsLaunch) {
+/// their state, the realism layer in front of it, and launch settings for them in moto's default
+/// VPC.
+async fn deploy() -> (World, EcsLaunch) {
     let moto = Moto::start();
     moto.ecs_cluster(CLUSTER, &[TASK_DEFINITION]).await;
     let (subnet, security_group) = moto.default_network().await;
-    (moto, launch_settings(vec![subnet], vec![security_group]))
+    let aws = Realism::aws(&moto.url);
+    (
+        World { aws, moto },
+        launch_settings(vec![subnet], vec![security_group]),
+    )
 }
 
 /// The value of a task's tag `key`.
@@ -213,8 +230,9 @@ async fn parameter_exists(moto: &Moto, name: &str) -> bool {
 #[tokio::test]
 async fn launch_hands_over_the_jit_config_as_a_one_shot_secure_string() {
     within(60, async {
-        let (moto, launch) = deploy().await;
-        let rig = rig(&moto, launch);
+        let (world, launch) = deploy().await;
+        let moto = &world.moto;
+        let rig = rig(&world, launch);
         rig.backend.check().await.expect("the settings are right");
         rig.ecs_calls.clear();
 
@@ -303,11 +321,11 @@ async fn launch_hands_over_the_jit_config_as_a_one_shot_secure_string() {
         let age = chrono::Utc::now() - handoffs[0].created_at;
         assert!(age.num_seconds().abs() < 60, "created {age} ago");
 
-        // The agent's side takes it: read, then deleted.
-        let agent = SsmParameterStore::from_config(&moto.sdk_config());
+        // The agent's side takes it through the layer: read, then deleted.
+        let agent = SsmParameterStore::from_config(&world.aws.sdk_config());
         let taken = agent.take_parameter(parameter).await.unwrap();
         assert_eq!(taken.expose_secret(), jit);
-        assert!(!parameter_exists(&moto, parameter).await);
+        assert!(!parameter_exists(moto, parameter).await);
         assert!(
             rig.backend
                 .list_handoffs("standalone")
@@ -315,6 +333,8 @@ async fn launch_hands_over_the_jit_config_as_a_one_shot_secure_string() {
                 .unwrap()
                 .is_empty()
         );
+        assert_eq!(world.aws.calls("GetParameter"), 1);
+        assert_eq!(world.aws.calls("DeleteParameter"), 1);
     })
     .await
 }
@@ -322,14 +342,15 @@ async fn launch_hands_over_the_jit_config_as_a_one_shot_secure_string() {
 #[tokio::test]
 async fn list_sees_only_its_pool_and_stop_works_by_id() {
     within(60, async {
-        let (moto, launch) = deploy().await;
-        let rig = rig(&moto, launch.clone());
+        let (world, launch) = deploy().await;
+        let moto = &world.moto;
+        let rig = rig(&world, launch.clone());
         let a1 = rig.backend.launch(request(&tags("a", 1))).await.unwrap();
         let a2 = rig.backend.launch(request(&tags("a", 2))).await.unwrap();
         let b1 = rig.backend.launch(request(&tags("b", 3))).await.unwrap();
         // A task nobody tagged, and one whose tags are incomplete: neither is Hangar's.
         for tags in [vec![], vec![(TAG_POOL, "a".to_string())]] {
-            run_task_by_hand(&moto, &launch, "hangar/a", &tags).await;
+            run_task_by_hand(moto, &launch, "hangar/a", &tags).await;
         }
 
         let listed = rig.backend.list("a").await.unwrap();
@@ -388,7 +409,8 @@ async fn list_sees_only_its_pool_and_stop_works_by_id() {
 #[tokio::test]
 async fn bad_settings_are_config_errors_that_leave_no_parameter() {
     within(60, async {
-        let (moto, good) = deploy().await;
+        let (world, good) = deploy().await;
+        let moto = &world.moto;
         let cases: Vec<(EcsLaunch, &str)> = vec![
             (
                 EcsLaunch {
@@ -413,7 +435,11 @@ async fn bad_settings_are_config_errors_that_leave_no_parameter() {
             ),
         ];
         for (launch, setting) in cases {
-            let rig = rig(&moto, launch);
+            // Four launches and listings in a row outrun SSM's write and listing rates; this
+            // test is about the settings, so it keeps to the rates.
+            world.aws.wait_for_tokens("PutParameter", 1.0).await;
+            world.aws.wait_for_tokens("DescribeParameters", 1.0).await;
+            let rig = rig(&world, launch);
             let runner = tags("p", 1);
             let err = rig.backend.launch(request(&runner)).await.unwrap_err();
             let BackendError::Config(message) = &err else {
@@ -424,11 +450,11 @@ async fn bad_settings_are_config_errors_that_leave_no_parameter() {
             assert!(!format!("{err:?}").contains(&jit_for(&runner)));
             // Written, then deleted: nothing is left for anyone to read.
             assert_eq!(rig.ssm_calls.names(), ["PutParameter", "DeleteParameter"]);
-            assert!(!parameter_exists(&moto, "/hangar/jit/p/hangar-p-1").await);
+            assert!(!parameter_exists(moto, "/hangar/jit/p/hangar-p-1").await);
             assert!(rig.backend.list_handoffs("p").await.unwrap().is_empty());
         }
         assert!(
-            rig(&moto, good.clone())
+            rig(&world, good.clone())
                 .backend
                 .list("p")
                 .await
@@ -442,7 +468,7 @@ async fn bad_settings_are_config_errors_that_leave_no_parameter() {
             capacity_provider: Some("FARGATE_SPOT".into()),
             ..good.clone()
         };
-        let rig_both = rig(&moto, both);
+        let rig_both = rig(&world, both);
         let err = rig_both
             .backend
             .launch(request(&tags("p", 2)))
@@ -457,8 +483,8 @@ async fn bad_settings_are_config_errors_that_leave_no_parameter() {
 #[tokio::test]
 async fn check_names_the_setting_to_fix() {
     within(60, async {
-        let (moto, good) = deploy().await;
-        rig(&moto, good.clone()).backend.check().await.unwrap();
+        let (world, good) = deploy().await;
+        rig(&world, good.clone()).backend.check().await.unwrap();
         let cases: Vec<(EcsLaunch, &str)> = vec![
             (
                 EcsLaunch {
@@ -504,7 +530,7 @@ async fn check_names_the_setting_to_fix() {
             ),
         ];
         for (launch, setting) in cases {
-            let err = rig(&moto, launch).backend.check().await.unwrap_err();
+            let err = rig(&world, launch).backend.check().await.unwrap_err();
             let BackendError::Config(message) = &err else {
                 panic!("{setting}: {err:?}");
             };
@@ -517,8 +543,9 @@ async fn check_names_the_setting_to_fix() {
 #[tokio::test]
 async fn a_name_clash_is_refused_and_leaves_the_existing_parameter_alone() {
     within(60, async {
-        let (moto, launch) = deploy().await;
-        let rig = rig(&moto, launch);
+        let (world, launch) = deploy().await;
+        let moto = &world.moto;
+        let rig = rig(&world, launch);
         let runner = tags("org", 5);
         let name = "/hangar/jit/org/hangar-org-5";
         moto.put(name, "somebody else's handoff", true).await;
@@ -547,8 +574,9 @@ async fn a_name_clash_is_refused_and_leaves_the_existing_parameter_alone() {
 #[tokio::test]
 async fn handoffs_are_listed_per_pool_across_pages_and_deleted() {
     within(60, async {
-        let (moto, launch) = deploy().await;
-        let rig = rig(&moto, launch);
+        let (world, launch) = deploy().await;
+        let moto = &world.moto;
+        let rig = rig(&world, launch);
         for i in 0..23 {
             moto.put(&format!("{PREFIX}/a/runner-{i:02}"), "jit", true)
                 .await;
@@ -562,6 +590,17 @@ async fn handoffs_are_listed_per_pool_across_pages_and_deleted() {
             moto.put(&name, "jit", true).await;
         }
 
+        // moto pages DescribeParameters by 10 where AWS gives the 50 the backend asks for, so 23
+        // handoffs take three calls here (one on AWS). With AWS's guessed burst of 2 the third
+        // page is throttled, and the whole listing says so: no partial answer.
+        let err = rig.backend.list_handoffs("a").await.unwrap_err();
+        assert!(matches!(err, BackendError::Throttled(_)), "{err:?}");
+        assert_eq!(world.aws.throttled("DescribeParameters"), 1);
+        rig.ssm_calls.clear();
+        // The same rate with a burst five times larger, as moto's pages are five times smaller.
+        world
+            .aws
+            .throttle("DescribeParameters", Limit::new(2.0, 10.0), THROTTLING);
         let listed = rig.backend.list_handoffs("a").await.unwrap();
         let names: Vec<&str> = listed.iter().map(|h| h.runner_name.as_str()).collect();
         let want: Vec<String> = (0..23).map(|i| format!("runner-{i:02}")).collect();
@@ -579,7 +618,7 @@ async fn handoffs_are_listed_per_pool_across_pages_and_deleted() {
         assert_eq!(b[0].runner_name, "runner-x");
 
         rig.backend.delete_handoff(&listed[0].name).await.unwrap();
-        assert!(!parameter_exists(&moto, &listed[0].name).await);
+        assert!(!parameter_exists(moto, &listed[0].name).await);
         assert_eq!(rig.backend.list_handoffs("a").await.unwrap().len(), 22);
         // A missing parameter is already deleted.
         rig.backend.delete_handoff(&listed[0].name).await.unwrap();
@@ -590,8 +629,9 @@ async fn handoffs_are_listed_per_pool_across_pages_and_deleted() {
 #[tokio::test]
 async fn list_describes_tasks_in_batches_of_one_hundred() {
     within(90, async {
-        let (moto, launch) = deploy().await;
-        let rig = rig(&moto, launch.clone());
+        let (world, launch) = deploy().await;
+        let moto = &world.moto;
+        let rig = rig(&world, launch.clone());
         let mut started = 0;
         while started < 105 {
             let id = started + 1;
@@ -600,7 +640,7 @@ async fn list_describes_tasks_in_batches_of_one_hundred() {
                 (TAG_RUNNER_NAME, format!("r-{id}")),
                 (TAG_RUNNER_ID, id.to_string()),
             ];
-            started += run_task_by_hand(&moto, &launch, "hangar/big", &tags).await;
+            started += run_task_by_hand(moto, &launch, "hangar/big", &tags).await;
         }
 
         let listed = rig.backend.list("big").await.unwrap();
@@ -628,13 +668,13 @@ async fn list_describes_tasks_in_batches_of_one_hundred() {
 #[tokio::test]
 async fn a_capacity_provider_replaces_the_launch_type() {
     within(60, async {
-        let (moto, deployed) = deploy().await;
+        let (world, deployed) = deploy().await;
         let launch = EcsLaunch {
             capacity_provider: Some("FARGATE_SPOT".into()),
             assign_public_ip: true,
             ..deployed
         };
-        let rig = rig(&moto, launch);
+        let rig = rig(&world, launch);
         rig.backend.check().await.unwrap();
         rig.backend.launch(request(&tags("spot", 1))).await.unwrap();
         let run = &rig.ecs_calls.bodies("RunTask")[0];
@@ -655,10 +695,10 @@ async fn a_capacity_provider_replaces_the_launch_type() {
 #[tokio::test]
 async fn a_configured_kms_key_encrypts_the_one_shot_parameter() {
     within(60, async {
-        let (moto, deployed) = deploy().await;
+        let (world, deployed) = deploy().await;
         let key = "alias/hangar-jit";
         let with_key = rig(
-            &moto,
+            &world,
             EcsLaunch {
                 kms_key_id: Some(key.into()),
                 ..deployed.clone()
@@ -671,7 +711,7 @@ async fn a_configured_kms_key_encrypts_the_one_shot_parameter() {
             .unwrap();
         assert_eq!(with_key.ssm_calls.bodies("PutParameter")[0]["KeyId"], key);
         // Without one, no KeyId: SSM uses the account's aws/ssm key.
-        let without = rig(&moto, deployed);
+        let without = rig(&world, deployed);
         without
             .backend
             .launch(request(&tags("kms", 2)))
@@ -685,6 +725,185 @@ async fn a_configured_kms_key_encrypts_the_one_shot_parameter() {
     .await
 }
 
+/// The tasks moto has in the cluster that are meant to run (RunTask's ground truth).
+async fn tasks_on_moto(moto: &Moto) -> usize {
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config());
+    let listed = ecs.list_tasks().cluster(CLUSTER).send().await.unwrap();
+    listed.task_arns().len()
+}
+
+#[tokio::test]
+async fn throttled_launches_are_throttled_and_leave_no_parameter() {
+    within(60, async {
+        let (world, launch) = deploy().await;
+        let moto = &world.moto;
+        let rig = rig(&world, launch);
+
+        // RunTask's bucket kept empty (a drained one refills a token every 50 ms, before the
+        // parameter is even written): throttled, and the parameter written for it deleted again.
+        world.aws.starve("RunTask");
+        let runner = tags("busy", 1);
+        let err = rig.backend.launch(request(&runner)).await.unwrap_err();
+        let BackendError::Throttled(message) = &err else {
+            panic!("not throttled: {err:?}");
+        };
+        assert!(message.contains("ecs:RunTask"), "{message}");
+        assert!(!format!("{err:?}").contains(JIT_MARK));
+        assert_eq!(world.aws.throttled("RunTask"), 1);
+        assert_eq!(rig.ssm_calls.names(), ["PutParameter", "DeleteParameter"]);
+        assert!(!parameter_exists(moto, "/hangar/jit/busy/hangar-busy-1").await);
+        assert_eq!(tasks_on_moto(moto).await, 0);
+        // Tokens again (AWS's 20 a second): the next launch works.
+        world.aws.set_throttling(Some(Rates::aws()));
+        rig.backend.launch(request(&tags("busy", 2))).await.unwrap();
+        assert_eq!(tasks_on_moto(moto).await, 1);
+
+        // PutParameter's bucket kept empty: nothing written, nothing started.
+        rig.ssm_calls.clear();
+        rig.ecs_calls.clear();
+        world.aws.starve("PutParameter");
+        let err = rig
+            .backend
+            .launch(request(&tags("busy", 3)))
+            .await
+            .unwrap_err();
+        let BackendError::Throttled(message) = &err else {
+            panic!("not throttled: {err:?}");
+        };
+        assert!(message.contains("ssm:PutParameter"), "{message}");
+        assert_eq!(rig.ssm_calls.names(), ["PutParameter"]);
+        assert!(
+            rig.ecs_calls.names().is_empty(),
+            "no task without its parameter"
+        );
+        assert!(!parameter_exists(moto, "/hangar/jit/busy/hangar-busy-3").await);
+        assert_eq!(tasks_on_moto(moto).await, 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn capacity_failures_are_capacity_and_leave_no_parameter() {
+    within(60, async {
+        let (world, launch) = deploy().await;
+        let moto = &world.moto;
+        let rig = rig(&world, launch);
+        let reasons = [
+            "RESOURCE:FARGATE",
+            "Capacity is unavailable at this time. Please try again later or in a different \
+             availability zone",
+        ];
+        for (i, reason) in reasons.into_iter().enumerate() {
+            world.aws.fail_run_tasks(1, reason, None);
+            rig.ssm_calls.clear();
+            let runner = tags("full", i as u64 + 1);
+            let err = rig.backend.launch(request(&runner)).await.unwrap_err();
+            let BackendError::Capacity(message) = &err else {
+                panic!("{reason}: not a capacity error: {err:?}");
+            };
+            assert!(message.contains(reason), "{message}");
+            assert_eq!(rig.ssm_calls.names(), ["PutParameter", "DeleteParameter"]);
+            let name = format!("/hangar/jit/full/{}", runner.runner_name);
+            assert!(!parameter_exists(moto, &name).await, "{name} left behind");
+        }
+        assert_eq!(world.aws.calls("RunTask"), 2);
+        assert_eq!(tasks_on_moto(moto).await, 0);
+        assert!(rig.backend.list_handoffs("full").await.unwrap().is_empty());
+
+        // When even the delete is throttled, the error says so and the reaper's listing finds
+        // the parameter, to delete once SSM lets it.
+        world.aws.fail_run_tasks(1, "RESOURCE:FARGATE", None);
+        world.aws.starve("DeleteParameter");
+        let runner = tags("full", 3);
+        let err = rig.backend.launch(request(&runner)).await.unwrap_err();
+        let BackendError::Capacity(message) = &err else {
+            panic!("not a capacity error: {err:?}");
+        };
+        assert!(message.contains("could not be deleted either"), "{message}");
+        assert_eq!(world.aws.throttled("DeleteParameter"), 1);
+        let left = rig.backend.list_handoffs("full").await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].runner_name, runner.runner_name);
+        world.aws.set_throttling(Some(Rates::aws()));
+        rig.backend.delete_handoff(&left[0].name).await.unwrap();
+        assert!(!parameter_exists(moto, &left[0].name).await);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_listing_that_lags_behind_run_task_is_no_error() {
+    within(60, async {
+        let (world, launch) = deploy().await;
+        let rig = rig(&world, launch);
+        let lag = Duration::from_millis(1500);
+        world.aws.set_visibility_delay(lag);
+        let kept = rig.backend.launch(request(&tags("lag", 1))).await.unwrap();
+        let stopped = rig.backend.launch(request(&tags("lag", 2))).await.unwrap();
+        let launched = std::time::Instant::now();
+        // ECS does not list them yet: an empty listing, not a failure.
+        assert!(rig.backend.list("lag").await.unwrap().is_empty());
+        // Stopping one it does not list yet works.
+        rig.backend.stop(&stopped.id, "scaled in").await.unwrap();
+        assert!(launched.elapsed() < lag, "all of it within the lag");
+
+        tokio::time::sleep(lag.saturating_sub(launched.elapsed())).await;
+        let listed = rig.backend.list("lag").await.unwrap();
+        let live: Vec<&str> = listed
+            .iter()
+            .filter(|t| matches!(t.state, TaskState::Pending | TaskState::Running))
+            .map(|t| t.id.as_str())
+            .collect();
+        assert_eq!(live, [kept.id.as_str()]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn jit_configs_over_4_kb_take_the_advanced_tier_and_over_8_kb_are_refused_unwritten() {
+    within(60, async {
+        let (world, launch) = deploy().await;
+        let moto = &world.moto;
+        let rig = rig(&world, launch);
+        let truth = aws_sdk_ssm::Client::new(&moto.sdk_config());
+        // The layer refuses Standard values over 4096 bytes and Advanced ones over 8192, as AWS.
+        for (bytes, tier) in [(4096, "Standard"), (4097, "Advanced"), (8192, "Advanced")] {
+            world.aws.wait_for_tokens("PutParameter", 1.0).await;
+            let runner = tags("big", bytes as u64);
+            let jit = "j".repeat(bytes);
+            rig.backend
+                .launch(LaunchRequest {
+                    tags: runner.clone(),
+                    jit_config: SecretString::from(jit.clone()),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{bytes} bytes: {e}"));
+            let put = rig.ssm_calls.bodies("PutParameter").pop().unwrap();
+            assert_eq!(put["Tier"], tier, "{bytes} bytes");
+            let stored = truth
+                .get_parameter()
+                .name(format!("/hangar/jit/big/{}", runner.runner_name))
+                .with_decryption(true)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(stored.parameter().unwrap().value(), Some(jit.as_str()));
+        }
+        rig.ssm_calls.clear();
+        let err = rig
+            .backend
+            .launch(LaunchRequest {
+                tags: tags("big", 8193),
+                jit_config: SecretString::from("j".repeat(8193)),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "config", "{err}");
+        assert!(rig.ssm_calls.names().is_empty(), "refused before writing");
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_jit_value_stays_out_of_trace_logs() {
     let logs = LogBuffer::default();
@@ -694,10 +913,10 @@ async fn the_jit_value_stays_out_of_trace_logs() {
     // every JIT value of these tests starts with JIT_MARK.
     tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
     within(60, async {
-        let (moto, launch) = deploy().await;
-        let good = EcsBackend::new(&moto.sdk_config(), launch.clone());
+        let (world, launch) = deploy().await;
+        let good = EcsBackend::new(&world.aws.sdk_config(), launch.clone());
         let bad = EcsBackend::new(
-            &moto.sdk_config(),
+            &world.aws.sdk_config(),
             EcsLaunch {
                 task_definition: "no-such-family".into(),
                 ..launch
@@ -806,10 +1025,10 @@ impl Drop for ControllerConfig {
     }
 }
 
-/// What `hangar controller` needs besides PATH: moto's endpoint and test credentials, and the
-/// seed PAT.
-fn controller_env(moto: &Moto) -> Vec<(&'static str, String)> {
-    let mut env = moto.env();
+/// What `hangar controller` needs besides PATH: the realism layer's endpoint and test
+/// credentials, and the seed PAT.
+fn controller_env(aws: &Realism) -> Vec<(&'static str, String)> {
+    let mut env = aws.env();
     env.push(("GITHUB_PAT", hangar_emulator::SEED_PAT.to_string()));
     env
 }
@@ -818,11 +1037,16 @@ fn controller_env(moto: &Moto) -> Vec<(&'static str, String)> {
 /// job becomes a tagged RunTask whose container is given only the name of a one-shot SecureString
 /// holding the runner's JIT configuration. moto runs no container, so the runner never comes
 /// online: the controller retires it after `registration_timeout` (registration removed, task
-/// stopped with the reason) and deletes the unread parameter, then tries again.
+/// stopped with the reason) and deletes the unread parameter, then tries again. AWS's rates are
+/// on, and a new task stays out of listings for 1.5 s: the controller must not launch a second
+/// runner for the job while its listing lags.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_binary_launches_on_ecs_and_reaps_a_runner_that_never_comes_online() {
     within(180, async {
-        let (moto, launch) = deploy().await;
+        let (world, launch) = deploy().await;
+        let moto = &world.moto;
+        let lag = Duration::from_millis(1500);
+        world.aws.set_visibility_delay(lag);
         let emu = support::emulator().await;
         let config = ControllerConfig::write(
             &emu,
@@ -840,7 +1064,7 @@ handoff_max_age = "4s""#,
             .arg(&config.path)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(controller_env(&moto))
+            .envs(controller_env(&world.aws))
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -898,6 +1122,11 @@ handoff_max_age = "4s""#,
             }
         })
         .await;
+        // Seen on moto within 200 ms of its launch. A pass of the controller (every second) has
+        // listed nothing since, as the lag hides the task: one launch all the same.
+        tokio::time::sleep(lag - Duration::from_millis(200)).await;
+        assert_eq!(world.aws.calls("RunTask"), 1, "one launch for one job");
+        assert!(world.aws.calls("ListTasks") >= 1);
         assert_eq!(tag(&first, TAG_POOL).as_deref(), Some("standalone"));
         let runner_name = tag(&first, TAG_RUNNER_NAME).unwrap();
         let runner_id: u64 = tag(&first, TAG_RUNNER_ID).unwrap().parse().unwrap();
@@ -988,7 +1217,7 @@ handoff_max_age = "4s""#,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_refuses_to_start_on_a_missing_cluster_with_the_fix() {
     within(120, async {
-        let (moto, deployed) = deploy().await;
+        let (world, deployed) = deploy().await;
         let launch = EcsLaunch {
             cluster: "no-such-cluster".into(),
             security_groups: vec![],
@@ -998,7 +1227,7 @@ async fn the_controller_refuses_to_start_on_a_missing_cluster_with_the_fix() {
         let config = ControllerConfig::write(&emu, &launch, "");
         let out = support::hangar(
             &["controller", "--config", config.path.to_str().unwrap()],
-            &controller_env(&moto),
+            &controller_env(&world.aws),
         )
         .await;
         let err = support::text(&out.stderr);

@@ -410,6 +410,21 @@ impl Realism {
         bucket.drain(now);
     }
 
+    /// Empties `operation`'s bucket for good, as when other callers in the account take every
+    /// token as it comes: a bucket of its own with no refill. [`Realism::set_throttling`] with
+    /// [`Rates::aws`] undoes it.
+    pub fn starve(&self, operation: &str) {
+        let code = self
+            .inner()
+            .switches
+            .throttling
+            .as_ref()
+            .and_then(|rates| rates.get(operation))
+            .map_or(THROTTLING, |t| t.code);
+        self.throttle(operation, Limit::new(0.0, 1.0), code);
+        self.drain(operation);
+    }
+
     /// Waits until the bucket `operation` draws from holds `n` tokens (a test pacing itself at
     /// AWS's rate, as a careful client would). Returns at once when `operation` is not throttled.
     pub async fn wait_for_tokens(&self, operation: &str, n: f64) {
