@@ -2,7 +2,7 @@
 //! as pure functions, then each switch against moto through the proxy with the real AWS SDK
 //! clients (ECS and SSM): a task RunTask started missing from ListTasks and DescribeTasks until
 //! the delay passes, the call past the burst throttled, `failures[]` injected, SSM's 4 KB and 8 KB
-//! value limits, and everything else passed through unchanged.
+//! value limits, an answer lost after moto acted, and everything else passed through unchanged.
 
 mod support;
 
@@ -473,6 +473,43 @@ async fn parameter_values_over_their_tier_limit_are_refused_as_aws_does() {
         realism.wait_for_tokens("PutParameter", 1.0).await;
         realism.set_size_limits(false);
         put("/realism/standard-over", 4097, None).await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_lost_answer_reaches_moto_and_never_the_client() {
+    within(60, async {
+        let moto = Moto::start();
+        let realism = Realism::start(&moto.url);
+        realism.lose_answers("PutParameter", 1);
+        let ssm = aws_sdk_ssm::Client::new(&realism.sdk_config());
+        let put = |name: &'static str| {
+            ssm.put_parameter()
+                .name(name)
+                .value("v")
+                .r#type(ParameterType::String)
+                .send()
+        };
+        let err = put("/realism/lost").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                aws_sdk_ssm::error::SdkError::DispatchFailure(_)
+                    | aws_sdk_ssm::error::SdkError::ResponseError(_)
+            ),
+            "no answer: {err:?}"
+        );
+        let truth = aws_sdk_ssm::Client::new(&moto.sdk_config());
+        truth
+            .get_parameter()
+            .name("/realism/lost")
+            .send()
+            .await
+            .expect("the call reached moto");
+        // Only the next one: the one after is answered.
+        put("/realism/answered").await.unwrap();
+        assert_eq!(realism.calls("PutParameter"), 2);
     })
     .await
 }

@@ -6,8 +6,9 @@
 //! while, answered MISSING as AWS answers an unknown ARN), `throttling` (per-operation token
 //! buckets answering AWS's throttling error; [`Rates::aws`] holds AWS's rates with their
 //! sources), `run_task_failures` (the next N RunTask calls answered 200 with `failures[]`, never
-//! forwarded) and `size_limits` (PutParameter values over their tier's size refused). Every call
-//! is counted per operation ([`Realism::calls`], [`Realism::throttled`]).
+//! forwarded), `size_limits` (PutParameter values over their tier's size refused) and
+//! `lost_answers` (a call reaches moto, its answer never reaches the client). Every call is
+//! counted per operation ([`Realism::calls`], [`Realism::throttled`]).
 //!
 //! ECS and SSM speak AWS JSON 1.1: `POST /` with `X-Amz-Target: <service>.<Operation>` and JSON
 //! bodies. Everything else (EC2 Query calls, `/moto-api/...`) passes through untouched: method,
@@ -239,6 +240,10 @@ pub struct Switches {
     /// `size_limits`: PutParameter values over 4096 bytes (Standard tier or no tier) or 8192
     /// bytes (Advanced, Intelligent-Tiering) refused. Default off.
     pub size_limits: bool,
+    /// `lost_answers`: per operation, how many more calls are forwarded (AWS acts on them) and
+    /// then answered with nothing, the connection closed, as when the network fails on the way
+    /// back. Default none.
+    pub lost_answers: BTreeMap<String, u32>,
 }
 
 impl Switches {
@@ -454,6 +459,15 @@ impl Realism {
     /// Switch `size_limits`.
     pub fn set_size_limits(&self, on: bool) {
         self.inner().switches.size_limits = on;
+    }
+
+    /// Switch `lost_answers`: the next `count` calls of `operation` reach moto, and their
+    /// answers are lost (the connection closes).
+    pub fn lose_answers(&self, operation: &str, count: u32) {
+        self.inner()
+            .switches
+            .lost_answers
+            .insert(operation.to_string(), count);
     }
 
     /// Calls of `operation` received (throttled, injected and refused ones included).
@@ -709,10 +723,28 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         }
         _ => bytes,
     };
+    if let Some(op) = &op
+        && answer_lost(&mut shared.inner.lock().unwrap(), op)
+    {
+        // Unwinding out of the connection's task closes it without an answer (and, unlike a
+        // panic, prints nothing).
+        std::panic::resume_unwind(Box::new("realism: answer lost"));
+    }
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// Whether `op`'s answer is to be lost (and one fewer from now on).
+fn answer_lost(inner: &mut Inner, op: &str) -> bool {
+    match inner.switches.lost_answers.get_mut(op) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Records the tasks a RunTask started; hides tasks not visible yet from listings.
