@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod pace;
 pub mod plan;
 pub mod reconcile;
 pub mod runtime;

@@ -142,6 +142,8 @@ struct Shared {
     on_local_backend: Option<LocalBackendHook>,
     started_at: DateTime<Utc>,
     reload_error: Mutex<Option<String>>,
+    /// One pace for the SSM writes of every pool (see `pace`).
+    ssm_writes: Arc<crate::controller::pace::Pacer>,
 }
 
 impl Shared {
@@ -180,6 +182,9 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
         on_local_backend: options.on_local_backend.clone(),
         started_at: Utc::now(),
         reload_error: Mutex::new(None),
+        ssm_writes: Arc::new(crate::controller::pace::Pacer::new(
+            settings.ssm_writes_per_second,
+        )),
     });
     let root = options.shutdown.child_token();
     for pool in &config.pools {
@@ -341,7 +346,9 @@ async fn start_pool(
     match &pool.backend {
         BackendConfig::Ecs(launch) => {
             let sdk = shared.aws.get_or_init(crate::aws::load_config).await;
-            let backend = EcsBackend::new(sdk, launch.clone()).with_scope(pool.scope.clone());
+            let backend = EcsBackend::new(sdk, launch.clone())
+                .with_scope(pool.scope.clone())
+                .with_ssm_pacer(shared.ssm_writes.clone());
             // Wrong settings fail the start with their fix; AWS being unreachable does not
             // (launches will say so, and retry).
             match backend.check().await {

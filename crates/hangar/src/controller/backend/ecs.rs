@@ -10,15 +10,19 @@
 //!   only the parameter's name, the runner's name and the pool's scope (`RUNNER_SCOPE`,
 //!   `GITHUB_REPOSITORY` or `GITHUB_ORG`), and no error or log line holds the value.
 //! - A parameter is never overwritten: an existing one is somebody's handoff (a name clash is an
-//!   error, and that parameter is left alone).
+//!   error, and that parameter is left alone), unless its description carries this write's own
+//!   random mark (the SDK sent the write again after its first answer was lost): then it is the
+//!   handoff, and the launch goes on.
 //! - When RunTask fails after the parameter was written, the parameter is deleted before the
 //!   error is returned (if even that delete fails, the error says so and the reaper's
 //!   [`Backend::list_handoffs`] finds it).
-//! - A launch costs one SSM write (plus one delete when it fails), well inside SSM's default
-//!   40 transactions per second.
+//! - A launch costs one SSM write (plus one delete when it fails). SSM's write quotas are small
+//!   (about 3 `PutParameter` a second per account and region by default, as reported), so every
+//!   write waits for the process-wide pacer (`controller::pace`, `ssm_writes_per_second`).
 //! - Tasks without all three Hangar tags, or tagged for another pool, are never reported.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
@@ -30,6 +34,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::aws::ecs::{DESCRIBE_TASKS_BATCH, to_chrono};
+use crate::controller::pace::Pacer;
 use crate::github::Scope;
 
 use super::{
@@ -73,6 +78,8 @@ pub struct EcsBackend {
     /// Passed to the agent (`RUNNER_SCOPE`, `GITHUB_REPOSITORY` / `GITHUB_ORG`), so one task
     /// definition serves repository and organization pools alike.
     scope: Option<Scope>,
+    /// Paces `PutParameter` and `DeleteParameter`, shared by every pool of the process.
+    ssm_writes: Option<Arc<Pacer>>,
 }
 
 impl EcsBackend {
@@ -101,6 +108,7 @@ impl EcsBackend {
             launch,
             region,
             scope: None,
+            ssm_writes: None,
         }
     }
 
@@ -108,6 +116,18 @@ impl EcsBackend {
     pub fn with_scope(mut self, scope: Scope) -> EcsBackend {
         self.scope = Some(scope);
         self
+    }
+
+    /// Every SSM write (one-shot parameters put and deleted) waits for `pacer` first.
+    pub fn with_ssm_pacer(mut self, pacer: Arc<Pacer>) -> EcsBackend {
+        self.ssm_writes = Some(pacer);
+        self
+    }
+
+    async fn pace_ssm_write(&self) {
+        if let Some(pacer) = &self.ssm_writes {
+            pacer.acquire().await;
+        }
     }
 
     /// Checks the launch settings against ECS before any launch: the cluster exists and is
@@ -224,7 +244,11 @@ impl EcsBackend {
         Ok(())
     }
 
-    /// Writes the one-shot parameter; never overwrites.
+    /// Writes the one-shot parameter; never overwrites. Each write carries a random mark in
+    /// its description, so when SSM answers `ParameterAlreadyExists` the backend can tell its
+    /// own first attempt (whose answer was lost, and which the SDK sent again) from somebody
+    /// else's parameter: its own is the handoff, and the launch goes on; anybody else's is left
+    /// alone and the launch fails as a name clash.
     async fn put_handoff(
         &self,
         name: &str,
@@ -232,6 +256,8 @@ impl EcsBackend {
         tier: ParameterTier,
         tags: &TaskTags,
     ) -> Result<(), BackendError> {
+        let mark = format!("write {:016x}", rand::random::<u64>());
+        self.pace_ssm_write().await;
         let answer = self
             .ssm
             .put_parameter()
@@ -242,7 +268,7 @@ impl EcsBackend {
             .tier(tier)
             .overwrite(false)
             .description(format!(
-                "hangar: one-shot JIT configuration of runner {} (pool {}), deleted by the task that reads it",
+                "hangar: one-shot JIT configuration of runner {} (pool {}), deleted by the task that reads it; {mark}",
                 tags.runner_name, tags.pool
             ))
             .send()
@@ -251,6 +277,18 @@ impl EcsBackend {
             return Ok(());
         };
         let refused = refusal(&e);
+        if refused.code() == Some("ParameterAlreadyExists")
+            && self
+                .description_of(name)
+                .await
+                .is_some_and(|d| d.ends_with(&mark))
+        {
+            tracing::debug!(
+                parameter = name,
+                "the one-shot parameter is this launch's own (a retried write whose first answer was lost)"
+            );
+            return Ok(());
+        }
         let error = ssm_error(
             "ssm:PutParameter",
             refused.clone(),
@@ -263,6 +301,29 @@ impl EcsBackend {
             return Err(self.discard_handoff(name, error).await);
         }
         Err(error)
+    }
+
+    /// The description of parameter `name` (no value is read), if SSM says.
+    async fn description_of(&self, name: &str) -> Option<String> {
+        let filter = ParameterStringFilter::builder()
+            .key("Name")
+            .option("Equals")
+            .values(name)
+            .build()
+            .ok()?;
+        let answer = self
+            .ssm
+            .describe_parameters()
+            .parameter_filters(filter)
+            .send()
+            .await
+            .ok()?;
+        answer
+            .parameters()
+            .iter()
+            .find(|p| p.name() == Some(name))
+            .and_then(|p| p.description())
+            .map(str::to_string)
     }
 
     /// Deletes the parameter of a failed launch; `error` says so if even that fails.
@@ -554,6 +615,7 @@ impl Backend for EcsBackend {
     }
 
     async fn delete_handoff(&self, name: &str) -> Result<(), BackendError> {
+        self.pace_ssm_write().await;
         match self.ssm.delete_parameter().name(name).send().await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -1071,8 +1133,8 @@ fn ssm_error(
     }
     if answer.is_throttling() {
         return BackendError::Throttled(format!(
-            "{said}; backing off (SSM allows 40 transactions per second per account and region by \
-             default)"
+            "{said}; backing off (SSM takes only a few writes a second per account and region by \
+             default: lower `controller.ssm_writes_per_second`, or turn on SSM's higher throughput)"
         ));
     }
     if crate::aws::is_access_denied(code) || code.contains("KMS") || code == "InvalidKeyId" {
@@ -1286,7 +1348,7 @@ mod tests {
                 "unavailable",
                 "already exists",
             ),
-            ("TooManyUpdates", 400, "throttled", "40 transactions"),
+            ("TooManyUpdates", 400, "throttled", "ssm_writes_per_second"),
             ("ThrottlingException", 400, "throttled", "backing off"),
             ("AccessDeniedException", 400, "config", denied_put),
             ("KMSAccessDeniedException", 400, "config", "kms:"),

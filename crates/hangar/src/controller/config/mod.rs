@@ -94,6 +94,9 @@ pub struct ControllerSettings {
     pub credentials_ssm_prefix: Option<String>,
     /// The share of each credential's hourly GitHub rate limit the controller may use (0..=1].
     pub github_budget_share: f64,
+    /// SSM `PutParameter` and `DeleteParameter` calls a second, all pools together (one-shot
+    /// parameters: one of each per runner). Read at start.
+    pub ssm_writes_per_second: f64,
     /// The `ownerName` of scale-set sessions (the host name by default), for "who holds it".
     pub owner_name: String,
     /// The environment variable holding the `workflow_job` webhook secret; `None` = no receiver.
@@ -227,6 +230,7 @@ struct RawController {
     github_web_url: Option<String>,
     credentials_ssm_prefix: Option<String>,
     github_budget_share: Option<f64>,
+    ssm_writes_per_second: Option<f64>,
     owner_name: Option<String>,
     webhook_secret_env: Option<String>,
     reload_interval: Option<String>,
@@ -266,6 +270,9 @@ pub mod defaults {
     pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
     pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
     pub const BUDGET_SHARE: f64 = 0.5;
+    /// SSM's default throughput takes about 3 `PutParameter` a second per account and region
+    /// (reported; AWS publishes no figure): the safe default.
+    pub const SSM_WRITES_PER_SECOND: f64 = 3.0;
     pub const MIN_IDLE: u32 = 0;
     pub const MAX: u32 = 10;
     /// GitHub's own job timeout is 6 h; an idle runner this old is surely stale.
@@ -409,6 +416,16 @@ impl Resolver<'_> {
                 "give the share of the hourly GitHub rate limit the controller may use, e.g. 0.5",
             ));
         }
+        let ssm_writes = raw
+            .ssm_writes_per_second
+            .unwrap_or(defaults::SSM_WRITES_PER_SECOND);
+        if !(ssm_writes > 0.0 && ssm_writes <= 1000.0) {
+            return Err(self.invalid(
+                "controller.ssm_writes_per_second",
+                format!("{ssm_writes} is outside (0, 1000]"),
+                "give the SSM PutParameter/DeleteParameter calls a second the controller may make, e.g. 3 (default throughput) or 10 (higher throughput turned on)",
+            ));
+        }
         let url = |field: &str,
                    value: Option<String>,
                    default: &str|
@@ -460,6 +477,7 @@ impl Resolver<'_> {
             )?,
             credentials_ssm_prefix: raw.credentials_ssm_prefix.filter(|p| !p.trim().is_empty()),
             github_budget_share: share,
+            ssm_writes_per_second: ssm_writes,
             owner_name: raw
                 .owner_name
                 .filter(|o| !o.trim().is_empty())

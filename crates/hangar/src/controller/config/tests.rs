@@ -52,6 +52,10 @@ fn the_seeds_two_set_ups_are_two_pools() {
     assert_eq!(config.settings.resync_interval, Duration::from_secs(20));
     assert_eq!(config.settings.github_api_url, "https://api.github.com");
     assert_eq!(config.settings.github_budget_share, defaults::BUDGET_SHARE);
+    assert_eq!(
+        config.settings.ssm_writes_per_second,
+        defaults::SSM_WRITES_PER_SECOND
+    );
     let repo = config.pool("your-repository-name").unwrap();
     assert_eq!(
         repo.scope,
@@ -186,6 +190,13 @@ fn mistakes_name_the_field_and_the_fix() {
                 with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
             ),
             &["outside (0, 1]"],
+        ),
+        (
+            &format!(
+                "[controller]\nssm_writes_per_second = 0\n{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+            ),
+            &["controller.ssm_writes_per_second", "outside (0, 1000]"],
         ),
         (
             &format!(
