@@ -1342,3 +1342,27 @@ async fn the_ssm_pacer_keeps_a_burst_of_launches_under_the_put_parameter_rate() 
     })
     .await
 }
+
+/// A clean-up listing of several pages at AWS's guessed DescribeParameters rate (2 a second,
+/// burst 2): paced as `hangar controller` paces it, it is never throttled.
+#[tokio::test]
+async fn a_paced_listing_of_many_pages_is_not_throttled() {
+    within(60, async {
+        let (world, launch) = deploy().await;
+        for i in 0..23 {
+            world
+                .moto
+                .put(&format!("{PREFIX}/many/runner-{i:02}"), "jit", true)
+                .await;
+        }
+        let pacer = std::sync::Arc::new(hangar::controller::pace::Pacer::new(
+            hangar::controller::pace::SSM_DESCRIBES_PER_SECOND,
+        ));
+        let backend = rig(&world, launch).backend.with_ssm_describe_pacer(pacer);
+        // moto pages by 10: three pages where AWS would answer in one.
+        let listed = backend.list_handoffs("many").await.unwrap();
+        assert_eq!(listed.len(), 23);
+        assert_eq!(world.aws.throttled("DescribeParameters"), 0);
+    })
+    .await
+}

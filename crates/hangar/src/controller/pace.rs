@@ -15,6 +15,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// `DescribeParameters` calls a second for the clean-up listings of all pools together. AWS
+/// publishes no figure; a few a second is what users report, so this stays under it.
+pub const SSM_DESCRIBES_PER_SECOND: f64 = 1.5;
+
 /// `rate` tokens a second, at most `burst` saved up; starts full.
 #[derive(Clone, Debug)]
 pub struct TokenBucket {

@@ -144,6 +144,8 @@ struct Shared {
     reload_error: Mutex<Option<String>>,
     /// One pace for the SSM writes of every pool (see `pace`).
     ssm_writes: Arc<crate::controller::pace::Pacer>,
+    /// One pace for the `DescribeParameters` pages of every pool's clean-up listing.
+    ssm_describes: Arc<crate::controller::pace::Pacer>,
 }
 
 impl Shared {
@@ -184,6 +186,9 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
         reload_error: Mutex::new(None),
         ssm_writes: Arc::new(crate::controller::pace::Pacer::new(
             settings.ssm_writes_per_second,
+        )),
+        ssm_describes: Arc::new(crate::controller::pace::Pacer::new(
+            crate::controller::pace::SSM_DESCRIBES_PER_SECOND,
         )),
     });
     let root = options.shutdown.child_token();
@@ -348,7 +353,8 @@ async fn start_pool(
             let sdk = shared.aws.get_or_init(crate::aws::load_config).await;
             let backend = EcsBackend::new(sdk, launch.clone())
                 .with_scope(pool.scope.clone())
-                .with_ssm_pacer(shared.ssm_writes.clone());
+                .with_ssm_pacer(shared.ssm_writes.clone())
+                .with_ssm_describe_pacer(shared.ssm_describes.clone());
             // Wrong settings fail the start with their fix; AWS being unreachable does not
             // (launches will say so, and retry).
             match backend.check().await {

@@ -80,6 +80,9 @@ pub struct EcsBackend {
     scope: Option<Scope>,
     /// Paces `PutParameter` and `DeleteParameter`, shared by every pool of the process.
     ssm_writes: Option<Arc<Pacer>>,
+    /// Paces `DescribeParameters` pages (a few a second per account; the leftover listing of a
+    /// pool with many parameters takes several), shared likewise.
+    ssm_describes: Option<Arc<Pacer>>,
 }
 
 impl EcsBackend {
@@ -109,6 +112,7 @@ impl EcsBackend {
             region,
             scope: None,
             ssm_writes: None,
+            ssm_describes: None,
         }
     }
 
@@ -122,6 +126,18 @@ impl EcsBackend {
     pub fn with_ssm_pacer(mut self, pacer: Arc<Pacer>) -> EcsBackend {
         self.ssm_writes = Some(pacer);
         self
+    }
+
+    /// Every `DescribeParameters` call (each page) waits for `pacer` first.
+    pub fn with_ssm_describe_pacer(mut self, pacer: Arc<Pacer>) -> EcsBackend {
+        self.ssm_describes = Some(pacer);
+        self
+    }
+
+    async fn pace_ssm_describe(&self) {
+        if let Some(pacer) = &self.ssm_describes {
+            pacer.acquire().await;
+        }
     }
 
     async fn pace_ssm_write(&self) {
@@ -311,6 +327,7 @@ impl EcsBackend {
             .values(name)
             .build()
             .ok()?;
+        self.pace_ssm_describe().await;
         let answer = self
             .ssm
             .describe_parameters()
@@ -569,6 +586,7 @@ impl Backend for EcsBackend {
         let mut handoffs = Vec::new();
         let mut token = None;
         loop {
+            self.pace_ssm_describe().await;
             let page = self
                 .ssm
                 .describe_parameters()
@@ -1133,8 +1151,8 @@ fn ssm_error(
     }
     if answer.is_throttling() {
         return BackendError::Throttled(format!(
-            "{said}; backing off (SSM takes only a few writes a second per account and region by \
-             default: lower `controller.ssm_writes_per_second`, or turn on SSM's higher throughput)"
+            "{said}; backing off (SSM takes only a few writes and DescribeParameters calls a second per \
+             account and region by default: lower `controller.ssm_writes_per_second`, or turn on SSM's higher throughput)"
         ));
     }
     if crate::aws::is_access_denied(code) || code.contains("KMS") || code == "InvalidKeyId" {
