@@ -113,6 +113,21 @@ async fn run_jit_runner(jit: &JitRunner) -> std::process::ExitStatus {
     status
 }
 
+/// Every event of this test binary, at trace level, in one buffer. Global, not per thread: with
+/// a thread-local subscriber, events went missing while other tests of the binary ran in
+/// parallel (callsite interest is process-wide). The checks that read it look for secrets in
+/// all of it, which only widens them.
+fn global_logs() -> LogBuffer {
+    static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogBuffer::default();
+        tracing::subscriber::set_global_default(logs.subscriber())
+            .expect("the only global subscriber of this binary");
+        logs
+    })
+    .clone()
+}
+
 #[tokio::test]
 async fn pat_round_trip_on_a_repository() {
     within(60, async {
@@ -518,7 +533,7 @@ async fn a_busy_runner_is_never_removed() {
 
 #[tokio::test]
 async fn tokens_stay_out_of_trace_logs_and_errors() {
-    let (logs, _guard) = LogBuffer::capture();
+    let logs = global_logs();
     within(30, async {
         let (emu, svc) = repo_service().await;
         emu.set_scaleset_session_idle_timeout(Duration::from_secs(10 * 3600));
@@ -964,7 +979,7 @@ async fn an_unreadable_message_that_cannot_be_acknowledged_reopens_the_session()
 
 #[tokio::test]
 async fn tokens_go_only_where_they_belong_never_into_logs_and_polls_carry_one_accept() {
-    let (logs, _guard) = LogBuffer::capture();
+    let logs = global_logs();
     within(30, async {
         let scripted = Scripted::start().await;
         let svc = scripted.client();
