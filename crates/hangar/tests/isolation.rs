@@ -613,8 +613,6 @@ fn child_of(pid: u32) -> Option<u32> {
         .find_map(|entry| {
             let child: u32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let after_name = &stat[stat.rfind(')')? + 1..];
-            let parent: u32 = after_name.split_whitespace().nth(1)?.parse().ok()?;
-            (parent == pid).then_some(child)
+            (hangar::agent::isolation::parent_of(&stat)? == pid).then_some(child)
         })
 }

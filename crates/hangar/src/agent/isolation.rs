@@ -244,7 +244,7 @@ pub fn has_children(pid: u32) -> Option<bool> {
 
 /// The parent pid in a `/proc/PID/stat` line. The command name is in parentheses and may
 /// itself hold spaces or parentheses, so the fields are read after its last `)`.
-fn parent_of(stat: &str) -> Option<u32> {
+pub fn parent_of(stat: &str) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     fields.next()?; // state
