@@ -10,3 +10,4 @@ pub mod credentials;
 pub mod deployment;
 pub mod github;
 pub mod logging;
+pub mod report;

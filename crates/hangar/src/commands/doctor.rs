@@ -11,24 +11,7 @@ use serde::Serialize;
 use super::Connection;
 use crate::credentials::{AuthMode, CredentialError, Credentials, Origin};
 use crate::github::{GitHub, Scope};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    Warn,
-    Fail,
-    Skip,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-    pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
-}
+use crate::report::{self, Check, Checks, Status};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -40,10 +23,7 @@ pub struct Report {
 
 impl Report {
     pub fn failed(&self) -> usize {
-        self.checks
-            .iter()
-            .filter(|c| c.status == Status::Fail)
-            .count()
+        report::count(&self.checks, Status::Fail)
     }
 
     /// The report for a terminal.
@@ -54,26 +34,9 @@ impl Report {
             self.mode.as_deref().unwrap_or("(no credentials)"),
             self.api_url
         );
-        for c in &self.checks {
-            let tag = match c.status {
-                Status::Pass => "PASS",
-                Status::Warn => "WARN",
-                Status::Fail => "FAIL",
-                Status::Skip => "SKIP",
-            };
-            out.push_str(&format!("  {tag}  {:<27} {}\n", c.name, c.detail));
-            if let Some(fix) = &c.fix {
-                out.push_str(&format!("        {:<27} fix: {fix}\n", ""));
-            }
-        }
-        let count = |s| self.checks.iter().filter(|c| c.status == s).count();
-        out.push_str(&format!(
-            "\nResult: {} of {} checks failed ({} warnings, {} skipped)\n",
-            count(Status::Fail),
-            self.checks.len(),
-            count(Status::Warn),
-            count(Status::Skip)
-        ));
+        out.push_str(&report::render_checks(&self.checks, 27));
+        out.push('\n');
+        out.push_str(&report::summary(&self.checks));
         out
     }
 }
@@ -81,49 +44,6 @@ impl Report {
 /// Tolerances on clock skew: the JWT is backdated 60 s, so beyond that GitHub rejects it.
 const SKEW_WARN_SECS: i64 = 10;
 const SKEW_FAIL_SECS: i64 = 60;
-
-struct Checks(Vec<Check>);
-
-impl Checks {
-    fn push(
-        &mut self,
-        name: &'static str,
-        status: Status,
-        detail: impl Into<String>,
-        fix: Option<String>,
-    ) {
-        self.0.push(Check {
-            name,
-            status,
-            detail: detail.into(),
-            fix,
-        });
-    }
-    fn pass(&mut self, name: &'static str, detail: impl Into<String>) {
-        self.push(name, Status::Pass, detail, None);
-    }
-    fn fail(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
-        self.push(name, Status::Fail, detail, Some(fix.into()));
-    }
-    fn skip(&mut self, names: &[&'static str], because: &str) {
-        for name in names {
-            self.push(name, Status::Skip, format!("skipped: {because}"), None);
-        }
-    }
-    /// A failure described by an error whose message ends in "Fix: …" (all of Hangar's do).
-    fn fail_on(&mut self, name: &'static str, err: &dyn std::fmt::Display) {
-        let (detail, fix) = split_fix(&err.to_string());
-        self.push(name, Status::Fail, detail, fix);
-    }
-}
-
-/// Splits "… . Fix: …" messages into the finding and the fix.
-fn split_fix(message: &str) -> (String, Option<String>) {
-    match message.split_once(" Fix: ") {
-        Some((detail, fix)) => (detail.to_string(), Some(fix.to_string())),
-        None => (message.to_string(), None),
-    }
-}
 
 const APP_CHECKS: [&str; 4] = [
     "JWT accepted (GET /app)",
@@ -135,13 +55,13 @@ const PAT_CHECKS: [&str; 3] = ["PAT valid (GET /user)", "PAT scopes", "registrat
 
 /// Runs every check for `scope` and returns the report; it never stops at the first failure.
 pub async fn run(connection: &Connection, scope: &Scope) -> Report {
-    let mut checks = Checks(Vec::new());
+    let mut checks = Checks::default();
     let mode = diagnose(connection, scope, &mut checks).await;
     Report {
         scope: scope.to_string(),
         mode: mode.map(|m| format!("{m} auth")),
         api_url: connection.github.api_url.clone(),
-        checks: checks.0,
+        checks: checks.into_vec(),
     }
 }
 
@@ -403,19 +323,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splits_messages_at_the_fix() {
-        let (d, f) = split_fix("GitHub refused x (403: no). Fix: add the scope");
-        assert_eq!(d, "GitHub refused x (403: no).");
-        assert_eq!(f.as_deref(), Some("add the scope"));
-        assert_eq!(split_fix("plain").1, None);
-    }
-
-    #[test]
     fn clock_thresholds() {
         let at = |offset: i64| {
-            let mut c = Checks(Vec::new());
+            let mut c = Checks::default();
             clock_check(Utc::now() - chrono::Duration::seconds(offset), &mut c);
-            c.0[0].status
+            c.as_slice()[0].status
         };
         assert_eq!(at(0), Status::Pass);
         assert_eq!(at(30), Status::Warn);

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pace;
 pub mod plan;
+pub mod preflight;
 pub mod reconcile;
 pub mod runtime;
 pub mod sim;

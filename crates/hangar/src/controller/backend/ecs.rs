@@ -765,7 +765,8 @@ fn handoff_path(prefix: &str, pool: &str) -> String {
 
 /// The one-shot parameter's name, checked against SSM's rules (the length of its ARN in
 /// `region` included) so a bad prefix is a configuration error before anything is written.
-fn handoff_name(
+/// (`controller::preflight` names its probe resource with it too.)
+pub(crate) fn handoff_name(
     prefix: &str,
     pool: &str,
     runner_name: &str,
