@@ -4,7 +4,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | GitHub or AWS refused or failed (bad credential, missing permission, unreachable API), or `doctor` found a failing check |
+//! | 1 | GitHub or AWS refused or failed (bad credential, missing permission, unreachable API), or `doctor` or `controller check-config --aws` found a failing check |
 //! | 2 | usage or configuration error: bad flags or URLs, missing or malformed credentials |
 //! | 2 | `controller`: the pool file does not validate, or a pool's credentials or backend cannot be set up |
 //! | 3 | `agent` only: GitHub no longer knows the runner, or an ephemeral runner got no job in time; replace the task |
@@ -35,6 +35,9 @@ Examples:
   # Check everything a runner needs, and say what to fix
   hangar --ssm-prefix /your-app-name/github-integration doctor --org your-organization
 
+  # The controller's pool file, and the AWS side of every pool before the first job
+  hangar controller check-config --config hangar.toml --aws
+
   # The runner container's entrypoint (the image runs it; settings from RUNNER_*/GITHUB_* vars)
   GITHUB_REPOSITORY=your-organization/your-repository-name RUNNER_HOME=/home/runner/actions-runner hangar agent
 
@@ -52,7 +55,8 @@ Credentials (environment, or SSM with --ssm-prefix; the environment wins):
   GITHUB_APP_INSTALLATION_ID     optional; looked up from the organization or repository when unset
   SSM layout: <prefix>/pat, <prefix>/client-id, <prefix>/installation-id, <prefix>/private-key
 
-Exit codes: 0 success; 1 GitHub/AWS failure or a failed doctor check; 2 usage or configuration error;
+Exit codes: 0 success; 1 GitHub/AWS failure or a failed doctor or check-config --aws check;
+2 usage or configuration error;
 `agent` also 3: the runner is gone from GitHub or idle too long, replace the task.";
 
 /// Run GitHub Actions self-hosted runners on AWS ECS.
@@ -190,8 +194,18 @@ enum AgentAction {
 #[derive(Debug, Subcommand)]
 enum ControllerAction {
     /// Validate the pool file and print what the controller would do with it (no GitHub or
-    /// AWS calls).
-    CheckConfig,
+    /// AWS calls). With --aws, then check the AWS side of every ECS pool (read-only: cluster,
+    /// task definition, roles, KMS key, subnets, security groups, SSM throughput, Fargate
+    /// quotas) and exit 1 if a check fails.
+    CheckConfig {
+        /// Check each ECS pool's AWS side too, with the AWS credentials of the environment.
+        /// Changes nothing in AWS.
+        #[arg(long)]
+        aws: bool,
+        /// Output format of the AWS checks (json: the AWS checks only).
+        #[arg(long, value_enum, default_value = "text", requires = "aws")]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -340,13 +354,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Controller {
-            action: Some(ControllerAction::CheckConfig),
+            action: Some(ControllerAction::CheckConfig { aws, output }),
             config,
         } => {
             let text = controller::runtime::config_text_from_env();
             let config = controller::runtime::load_config(&config, text.as_deref())?;
-            print!("{}", controller::check::describe(&config));
-            Ok(ExitCode::SUCCESS)
+            if output == OutputFormat::Text {
+                print!("{}", controller::check::describe(&config));
+            }
+            if !aws {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let sdk = crate::aws::load_config().await;
+            let inspector = crate::aws::inspect::SdkInspector::from_config(&sdk);
+            let report = controller::preflight::run(&config, &inspector, inspector.region()).await;
+            match output {
+                OutputFormat::Text => print!("{}", report.render_text()),
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(if report.failed() > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Controller {
             action: None,

@@ -151,7 +151,8 @@ pub(super) fn not_checked(checks: &mut Checks, name: &'static str, err: &Inspect
         ),
         InspectError::Unavailable { .. } => unreachable_fix().to_string(),
         InspectError::NotFound { .. } | InspectError::Refused { .. } => {
-            "run the preflight again; if AWS keeps refusing, check this by hand".to_string()
+            "run the preflight again; if AWS keeps refusing, check this by hand in the AWS console"
+                .to_string()
         }
     };
     checks.warn(name, format!("not checked: {err}"), fix);
