@@ -277,10 +277,7 @@ impl AwsInspect for SdkInspector {
                 .key_state()
                 .map_or("Unknown", |s| s.as_str())
                 .to_string(),
-            usage: meta
-                .key_usage()
-                .map_or("Unknown", |u| u.as_str())
-                .to_string(),
+            usage: meta.key_usage().map(|u| u.as_str().to_string()),
             spec: meta
                 .key_spec()
                 .map_or("Unknown", |s| s.as_str())

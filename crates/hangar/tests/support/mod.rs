@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod agent;
+pub mod aws_control;
 pub mod moto;
 pub mod realism;
 

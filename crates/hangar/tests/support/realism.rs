@@ -8,7 +8,10 @@
 //! sources), `run_task_failures` (the next N RunTask calls answered 200 with `failures[]`, never
 //! forwarded), `size_limits` (PutParameter values over their tier's size refused) and
 //! `lost_answers` (a call reaches moto, its answer never reaches the client). Every call is
-//! counted per operation ([`Realism::calls`], [`Realism::throttled`]).
+//! counted per operation ([`Realism::calls`], [`Realism::throttled`]). IAM
+//! SimulatePrincipalPolicy, SSM GetServiceSetting and Service Quotas GetServiceQuota, which moto
+//! does not implement, are answered by [`super::aws_control`] ([`Realism::control`]), not
+//! forwarded.
 //!
 //! ECS and SSM speak AWS JSON 1.1: `POST /` with `X-Amz-Target: <service>.<Operation>` and JSON
 //! bodies. Everything else (EC2 Query calls, `/moto-api/...`) passes through untouched: method,
@@ -300,6 +303,7 @@ struct Shared {
     upstream: String,
     http: reqwest::Client,
     inner: Mutex<Inner>,
+    control: super::aws_control::Control,
 }
 
 /// A running proxy in front of `upstream`; stops on drop.
@@ -335,6 +339,7 @@ impl Realism {
                 switches,
                 ..Inner::default()
             }),
+            control: super::aws_control::Control::default(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = shared.clone();
@@ -378,6 +383,11 @@ impl Realism {
     /// The environment a `hangar` child needs to reach AWS through this proxy.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         super::moto::env_at(&self.url)
+    }
+
+    /// The calls answered here instead of by moto, and their switches.
+    pub fn control(&self) -> &super::aws_control::Control {
+        &self.shared.control
     }
 
     /// Switch `visibility_delay`.
@@ -677,6 +687,11 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         if let Decision::Answer(response) = decision {
             return response;
         }
+    }
+    if let Some(response) =
+        super::aws_control::answer(&shared.control, &shared.upstream, &parts.headers, &body).await
+    {
+        return response;
     }
 
     let path = parts

@@ -558,9 +558,10 @@ async fn kms<A: AwsInspect + Sync>(
              or set `kms_key_id` to an enabled key",
         ));
     }
-    if key.usage != "ENCRYPT_DECRYPT" || key.spec != "SYMMETRIC_DEFAULT" {
+    let usage = key.usage.as_deref().unwrap_or("ENCRYPT_DECRYPT");
+    if usage != "ENCRYPT_DECRYPT" || key.spec != "SYMMETRIC_DEFAULT" {
         problems.push((
-            format!("it is a {} {} key", key.spec, key.usage),
+            format!("it is a {} {usage} key", key.spec),
             "SSM SecureStrings need a symmetric ENCRYPT_DECRYPT key (SYMMETRIC_DEFAULT): set \
              `kms_key_id` to one",
         ));

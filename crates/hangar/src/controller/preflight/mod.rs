@@ -204,8 +204,9 @@ pub struct KeyInfo {
     pub arn: String,
     /// Enabled, Disabled, PendingDeletion, PendingImport, Unavailable, ...
     pub state: String,
-    /// ENCRYPT_DECRYPT, SIGN_VERIFY, ...
-    pub usage: String,
+    /// ENCRYPT_DECRYPT, SIGN_VERIFY, ...; `None` when not given (AWS always gives it; moto
+    /// 5.2.5 does not), and then the key spec alone decides.
+    pub usage: Option<String>,
     /// SYMMETRIC_DEFAULT, RSA_2048, ...
     pub spec: String,
 }

@@ -299,7 +299,7 @@ fn green_aws() -> FakeAws {
         KeyInfo {
             arn: KEY_ARN.into(),
             state: "Enabled".into(),
-            usage: "ENCRYPT_DECRYPT".into(),
+            usage: Some("ENCRYPT_DECRYPT".into()),
             spec: "SYMMETRIC_DEFAULT".into(),
         },
     );
@@ -748,13 +748,19 @@ async fn the_kms_key_must_exist_be_enabled_and_symmetric() {
     let mut aws = green_aws();
     let key = aws.keys.get_mut("alias/hangar").unwrap();
     key.spec = "RSA_2048".into();
-    key.usage = "SIGN_VERIFY".into();
+    key.usage = Some("SIGN_VERIFY".into());
     let report = preflight(GREEN_FILE, &aws).await;
     assert_says(
         web(&report, KMS_KEY),
         Status::Fail,
         &["RSA_2048 SIGN_VERIFY", "symmetric"],
     );
+
+    // A key described without its usage (moto omits it) is judged by its spec.
+    let mut aws = green_aws();
+    aws.keys.get_mut("alias/hangar").unwrap().usage = None;
+    let report = preflight(GREEN_FILE, &aws).await;
+    assert_eq!(web(&report, KMS_KEY).status, Status::Pass);
 
     let mut aws = green_aws();
     aws.keys.clear();
