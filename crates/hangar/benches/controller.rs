@@ -281,6 +281,8 @@ fn sim_pool(max: u32) -> PoolConfig {
 fn demand(world: &SimWorld) -> DemandView {
     DemandView {
         assigned_jobs: Some(world.github.assigned()),
+        // The simulation's statistics are always current.
+        statistics_at: Some(Utc::now()),
         session: "live".into(),
     }
 }

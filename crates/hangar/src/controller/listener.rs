@@ -115,6 +115,8 @@ pub struct Demand {
     pub scale_set_id: Option<u64>,
     /// The latest statistics from the session or a message.
     pub statistics: Option<Statistics>,
+    /// When those statistics were received.
+    pub statistics_at: Option<DateTime<Utc>>,
     pub session: SessionState,
     pub last_message_at: Option<DateTime<Utc>>,
     /// The latest failure, kept after recovery (the session state says whether it is current).
@@ -126,6 +128,7 @@ impl Default for Demand {
         Demand {
             scale_set_id: None,
             statistics: None,
+            statistics_at: None,
             session: SessionState::Connecting,
             last_message_at: None,
             last_error: None,
@@ -394,6 +397,7 @@ impl Listener {
             d.scale_set_id = Some(scale_set_id);
             if statistics.is_some() {
                 d.statistics = statistics;
+                d.statistics_at = Some(Utc::now());
             }
         });
         self.nudge.notify_one();
@@ -406,6 +410,7 @@ impl Listener {
             .statistics_refresh
             .max(Duration::from_millis(10));
         let mut next_refresh = tokio::time::Instant::now() + refresh_every;
+        let mut asked = false;
         loop {
             let polled = {
                 let poll = self.cancellable(self.service.get_message(
@@ -416,13 +421,17 @@ impl Listener {
                 tokio::select! {
                     result = poll => Some(result),
                     _ = tokio::time::sleep_until(next_refresh) => None,
-                    _ = self.spec.refresh.notified() => None,
+                    _ = self.spec.refresh.notified() => {
+                        asked = true;
+                        None
+                    }
                 }
             };
             let result = match polled {
                 // The long poll is abandoned (a message it was about to carry stays
                 // unacknowledged and comes again) to re-read the statistics.
                 None => {
+                    let was_asked = std::mem::take(&mut asked);
                     next_refresh = tokio::time::Instant::now() + refresh_every;
                     match self
                         .cancellable(self.service.refresh_session(&mut session))
@@ -432,7 +441,7 @@ impl Listener {
                             self.close(&session).await;
                             return Ended::Cancelled;
                         }
-                        Some(Ok(())) => self.publish_statistics(session.statistics),
+                        Some(Ok(())) => self.publish_statistics(session.statistics, was_asked),
                         Some(Err(e)) => {
                             tracing::debug!(pool = %self.spec.pool, error = %e, "refreshing the session's statistics failed; the poll will tell");
                         }
@@ -525,19 +534,23 @@ impl Listener {
         }
     }
 
-    /// Publishes re-read statistics; a change nudges a reconcile.
-    fn publish_statistics(&self, statistics: Option<Statistics>) {
+    /// Publishes re-read statistics; a change nudges a reconcile, and so do statistics somebody
+    /// asked for (`asked`: the reconciler waits for them).
+    fn publish_statistics(&self, statistics: Option<Statistics>, asked: bool) {
         let Some(statistics) = statistics else { return };
         let mut changed = false;
         self.demand.send_modify(|d| {
             changed = d.statistics != Some(statistics);
             d.statistics = Some(statistics);
+            d.statistics_at = Some(Utc::now());
         });
-        if changed {
+        if changed && !asked {
             tracing::info!(
                 pool = %self.spec.pool, assigned = statistics.total_assigned_jobs,
                 "statistics changed without a message (a lost message?)"
             );
+        }
+        if changed || asked {
             self.nudge.notify_one();
         }
     }
@@ -572,6 +585,7 @@ impl Listener {
             d.last_message_at = Some(Utc::now());
             if statistics.is_some() {
                 d.statistics = statistics;
+                d.statistics_at = d.last_message_at;
             }
         });
         for job in &message.jobs {
@@ -788,6 +802,7 @@ mod tests {
                 total_assigned_jobs: 2,
                 ..Statistics::default()
             }),
+            statistics_at: None,
             session: SessionState::Waiting {
                 reason: WAITING_FOR_SESSION.into(),
             },

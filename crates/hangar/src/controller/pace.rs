@@ -9,10 +9,11 @@
 //! The bucket is pure ([`TokenBucket::take`] is given the time and says how long to wait); the
 //! pacer only sleeps what it says.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// `DescribeParameters` calls a second for the clean-up listings of all pools together. AWS
@@ -56,23 +57,43 @@ impl TokenBucket {
 }
 
 /// A process-wide pace for one kind of call. Clone the `Arc` it lives in to share it.
+///
+/// It has no burst of its own: calls are spaced `1 / per_second` apart from the first. AWS's
+/// own bucket has a burst (3 `PutParameter` at once), and that burst is what absorbs the jitter
+/// between this clock and AWS's (a call that waited on a busy runtime, then one on time): a
+/// client that spent AWS's burst itself and then sent at exactly the rate would be throttled by
+/// any jitter (measured: 37 throttled writes in a 200-launch burst before this rule).
 #[derive(Debug)]
 pub struct Pacer {
     bucket: Mutex<TokenBucket>,
     waited_ms: AtomicU64,
+    /// Work that will make a paced call soon (a JIT configuration minted for a write), at most
+    /// about a second's worth: see [`Pacer::reserve`].
+    queue: Arc<Semaphore>,
 }
 
 impl Pacer {
-    /// `per_second` calls a second, with a burst of as many (at least one).
+    /// `per_second` calls a second, spaced evenly (no burst).
     pub fn new(per_second: f64) -> Pacer {
         Pacer {
-            bucket: Mutex::new(TokenBucket::new(
-                per_second,
-                per_second.ceil(),
-                Instant::now(),
-            )),
+            bucket: Mutex::new(TokenBucket::new(per_second, 1.0, Instant::now())),
             waited_ms: AtomicU64::new(0),
+            queue: Arc::new(Semaphore::new(
+                (per_second.ceil() as usize).clamp(1, Semaphore::MAX_PERMITS),
+            )),
         }
+    }
+
+    /// Waits for a place among the callers that will make a paced call within about a second
+    /// (`ceil(per_second)` places), and holds it until the permit is dropped. A launch reserves
+    /// before it mints its JIT configuration, so configurations are minted no faster than they
+    /// can be written.
+    pub async fn reserve(&self) -> OwnedSemaphorePermit {
+        self.queue
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the pacer's queue is never closed")
     }
 
     /// Waits until the next call may be made.
@@ -153,12 +174,34 @@ mod tests {
                 calls.spawn(async move { pacer.acquire().await });
             }
             while calls.join_next().await.is_some() {}
-            // 20 at once, then 10 more at 20 a second.
+            // No burst: one at once, then 29 more at 20 a second.
             let took = started.elapsed();
-            assert!(took >= Duration::from_millis(450), "{took:?}");
+            assert!(took >= Duration::from_millis(1400), "{took:?}");
             assert!(pacer.waited() > Duration::ZERO);
         })
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn reservations_are_about_a_seconds_worth() {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let pacer = Pacer::new(3.0);
+            let held: Vec<_> = futures_reserve(&pacer, 3).await;
+            let fourth = tokio::time::timeout(Duration::from_millis(100), pacer.reserve()).await;
+            assert!(fourth.is_err(), "a fourth waits while three are held");
+            drop(held);
+            let _fourth = pacer.reserve().await;
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn futures_reserve(pacer: &Pacer, n: usize) -> Vec<OwnedSemaphorePermit> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(pacer.reserve().await);
+        }
+        out
     }
 }

@@ -8,7 +8,11 @@
 //! - desired = min(max, min_idle + totalAssignedJobs). While the statistics are unknown (no
 //!   session yet) nothing is scaled in and nothing is launched beyond `min_idle`.
 //! - Capacity is the tasks that are pending or running and whose registration still exists; a
-//!   task whose ephemeral registration is gone has finished its job and is on its way out.
+//!   task whose ephemeral registration is gone has finished its job and is on its way out. But
+//!   the statistics and the runner list are read at different times: a runner list that no
+//!   longer shows a finished runner may meet statistics that still count its job. So such a
+//!   task still counts as capacity until statistics received after the listing that first
+//!   showed its registration gone (otherwise that job would get a second runner).
 //! - Listings are eventually consistent (ECS says so of `RunTask`): a task this controller
 //!   launched counts as pending capacity until a listing shows it (by task id or runner id),
 //!   its registration, once seen, is gone (the runner is done), or [`IN_FLIGHT_EXPIRY`] passes.
@@ -47,6 +51,10 @@ pub struct ObservedRunner {
 pub struct Observed {
     /// `statistics.totalAssignedJobs` of the scale set; `None` while no session is live.
     pub assigned_jobs: Option<u32>,
+    /// When those statistics were received (`None`: unknown, taken as older than anything).
+    pub statistics_at: Option<DateTime<Utc>>,
+    /// When the listings below had all been answered (`None`: the pass's `now`).
+    pub listed_at: Option<DateTime<Utc>>,
     pub runners: Vec<ObservedRunner>,
     pub tasks: Vec<Task>,
     pub handoffs: Vec<Handoff>,
@@ -87,6 +95,9 @@ pub struct Memory {
     pub launch_blocked: Option<(DateTime<Utc>, String)>,
     /// Tasks launched but not yet shown by a listing, by task id.
     pub in_flight: BTreeMap<String, InFlight>,
+    /// Task id -> when the listings that first showed it live with its registration gone had
+    /// been answered (its runner finished; see the capacity rule).
+    pub finishing: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// A task this controller launched that no listing has shown yet.
@@ -175,6 +186,9 @@ pub struct PoolStatus {
     pub idle: u32,
     /// Why fewer runners are launched than desired, if so.
     pub launch_held: Option<String>,
+    /// Launches held only because tasks whose runner finished still count as capacity (the
+    /// statistics may still count their jobs): fresher statistics would let them go ahead.
+    pub awaiting_statistics: u32,
 }
 
 /// The result of one decision.
@@ -323,7 +337,21 @@ pub fn plan(
         .filter(|t| !retired_tasks.contains(t.id.as_str()))
         .filter_map(|t| runners.get(&t.tags.runner_id).map(|r| (*t, *r)))
         .collect();
-    let capacity = serving.len() as u32 + next.in_flight.len() as u32;
+    // Finishing: registration gone, and the statistics may predate that.
+    let listed_at = observed.listed_at.unwrap_or(now);
+    let mut finishing_counted = 0u32;
+    for task in live_tasks
+        .iter()
+        .filter(|t| !retired_tasks.contains(t.id.as_str()))
+        .filter(|t| !runners.contains_key(&t.tags.runner_id))
+    {
+        let since = memory.finishing.get(&task.id).copied().unwrap_or(listed_at);
+        next.finishing.insert(task.id.clone(), since);
+        if observed.statistics_at.is_none_or(|at| at <= since) {
+            finishing_counted += 1;
+        }
+    }
+    let capacity = serving.len() as u32 + next.in_flight.len() as u32 + finishing_counted;
     let desired = match observed.assigned_jobs {
         Some(assigned) => limits.min_idle.saturating_add(assigned).min(limits.max),
         None => capacity.max(limits.min_idle).min(limits.max),
@@ -408,6 +436,9 @@ pub fn plan(
             busy,
             idle,
             launch_held,
+            awaiting_statistics: desired
+                .saturating_sub(capacity - finishing_counted)
+                .min(finishing_counted),
         },
         memory: next,
     }
@@ -508,6 +539,7 @@ mod tests {
             runners: pairs.iter().map(|p| p.1.clone()).collect(),
             tasks: pairs.iter().map(|p| p.0.clone()).collect(),
             handoffs: vec![],
+            ..Observed::default()
         }
     }
 
@@ -579,6 +611,7 @@ mod tests {
             runners: vec![runner(1, false, false)],
             tasks: vec![listed],
             handoffs: vec![],
+            ..Observed::default()
         };
         let p = at(&l, &obs, &memory, now());
         assert_eq!(
@@ -605,6 +638,8 @@ mod tests {
         let l = limits(0, 10);
         let obs = Observed {
             assigned_jobs: Some(1),
+            statistics_at: None,
+            listed_at: None,
             runners: vec![runner(1, false, false)],
             tasks: vec![],
             handoffs: vec![Handoff {
@@ -903,8 +938,11 @@ mod tests {
     #[test]
     fn a_task_whose_registration_is_gone_is_not_capacity_and_is_stopped_after_grace() {
         let limits = limits(0, 10);
+        // Statistics received after the listing: they no longer count the finished job.
         let obs = Observed {
             assigned_jobs: Some(1),
+            statistics_at: Some(now() + chrono::Duration::seconds(1)),
+            listed_at: Some(now()),
             tasks: vec![task(1, TaskState::Running, 60)],
             ..Observed::default()
         };
@@ -927,6 +965,66 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_runner_counts_until_statistics_newer_than_the_listing_that_showed_it_gone() {
+        // 20 jobs assigned, 19 runners busy, and runner 20's registration gone from a listing
+        // answered at t0: its job finished. Statistics received before t0 may still count that
+        // job (GitHub's runner list and statistics are read at different times).
+        let limits = limits(0, 20);
+        let t0 = now();
+        let pairs: Vec<(Task, ObservedRunner)> = (1..=19).map(|i| serving(i, true, 60)).collect();
+        let mut tasks: Vec<Task> = pairs.iter().map(|p| p.0.clone()).collect();
+        tasks.push(task(20, TaskState::Running, 60));
+        let runners: Vec<ObservedRunner> = pairs.iter().map(|p| p.1.clone()).collect();
+        let stale = Observed {
+            assigned_jobs: Some(20),
+            statistics_at: Some(t0 - chrono::Duration::milliseconds(50)),
+            listed_at: Some(t0),
+            runners: runners.clone(),
+            tasks: tasks.clone(),
+            handoffs: vec![],
+        };
+        let first = at(&limits, &stale, &Memory::default(), t0);
+        assert_eq!(launches(&first), 0, "no second runner for the finished job");
+        assert_eq!(first.status.capacity, 20);
+        assert_eq!(
+            first.status.awaiting_statistics, 1,
+            "fresher statistics would decide"
+        );
+        // The same stale statistics on a later pass (a later listing): still counted, as the
+        // task was first seen finished at t0.
+        let later = Observed {
+            listed_at: Some(t0 + chrono::Duration::seconds(2)),
+            ..stale.clone()
+        };
+        let second = at(
+            &limits,
+            &later,
+            &first.memory,
+            t0 + chrono::Duration::seconds(2),
+        );
+        assert_eq!(launches(&second), 0);
+        // Statistics received after t0 that still show 20 assigned: a new job came, launch.
+        let fresh = Observed {
+            statistics_at: Some(t0 + chrono::Duration::milliseconds(10)),
+            ..later.clone()
+        };
+        let third = at(
+            &limits,
+            &fresh,
+            &second.memory,
+            t0 + chrono::Duration::seconds(3),
+        );
+        assert_eq!(launches(&third), 1);
+        assert_eq!(third.status.awaiting_statistics, 0);
+        // Unknown statistics time: taken as old (the safe reading).
+        let unknown = Observed {
+            statistics_at: None,
+            ..stale
+        };
+        assert_eq!(launches(&at(&limits, &unknown, &Memory::default(), t0)), 0);
+    }
+
+    #[test]
     fn stopping_and_stopped_tasks_are_not_capacity() {
         let obs = Observed {
             assigned_jobs: Some(2),
@@ -936,6 +1034,7 @@ mod tests {
             ],
             runners: vec![runner(1, true, true)],
             handoffs: vec![],
+            ..Observed::default()
         };
         let plan = run(&limits(0, 10), &obs);
         assert_eq!(launches(&plan), 2);
@@ -977,6 +1076,8 @@ mod tests {
         };
         let obs = Observed {
             assigned_jobs: Some(2),
+            statistics_at: None,
+            listed_at: None,
             tasks: vec![
                 task(1, TaskState::Pending, 30),
                 task(2, TaskState::Pending, 1300),
@@ -1045,6 +1146,7 @@ mod tests {
                     .collect(),
                 task_seen: BTreeMap::new(),
                 launch_blocked: None,
+                finishing: BTreeMap::new(),
                 // Launches no listing shows yet, some for runners the listing does show.
                 in_flight: (0..rng.random_range(0..4))
                     .map(|k| {

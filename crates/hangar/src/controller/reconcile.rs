@@ -77,6 +77,8 @@ pub enum CreateError {
 pub struct DemandView {
     /// `statistics.totalAssignedJobs`; `None` until a session is live.
     pub assigned_jobs: Option<u32>,
+    /// When those statistics were received (`None`: unknown, taken as old).
+    pub statistics_at: Option<DateTime<Utc>>,
     /// Whether the pool's message session is live, and if not, why.
     pub session: String,
 }
@@ -208,6 +210,8 @@ pub struct Reconciler<G: PoolGitHub, B: Backend> {
     report: PoolReport,
     calls_at_start: u64,
     events: Option<tokio::sync::mpsc::UnboundedSender<(String, PoolEvent)>>,
+    /// Where to ask the listener for fresh statistics.
+    statistics_refresh: Option<Arc<Notify>>,
 }
 
 impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
@@ -234,7 +238,16 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             report,
             calls_at_start,
             events: None,
+            statistics_refresh: None,
         }
+    }
+
+    /// Asks `refresh` for fresh statistics when launches wait for them (see
+    /// [`plan::PoolStatus::awaiting_statistics`]); the listener nudges the next pass once they
+    /// are in.
+    pub fn with_statistics_refresh(mut self, refresh: Arc<Notify>) -> Self {
+        self.statistics_refresh = Some(refresh);
+        self
     }
 
     /// Sends every [`PoolEvent`] to `events` (tagged with the pool name).
@@ -271,6 +284,11 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             let view = demand.borrow().clone();
             let stretch = self.pass(&view, Utc::now()).await;
             let _ = reports.send(self.report.clone());
+            if self.report.status.awaiting_statistics > 0
+                && let Some(refresh) = &self.statistics_refresh
+            {
+                refresh.notify_one();
+            }
             // More runners than desired (a launch raced a shrinking demand, or a runner is
             // still starting): look again soon, so a surplus runner that comes online idle is
             // retired in about a second, not a whole resync interval later.
@@ -416,6 +434,9 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         };
         Ok(Observed {
             assigned_jobs: demand.assigned_jobs,
+            statistics_at: demand.statistics_at,
+            // After the listings: what they show happened before this.
+            listed_at: Some(Utc::now()),
             runners: runners
                 .into_iter()
                 .filter(|r| self.pool.owns_runner_name(&r.name))
@@ -614,6 +635,9 @@ async fn launch_one<G: PoolGitHub, B: Backend>(
     github: &G,
     backend: &B,
 ) -> Result<Task, LaunchError> {
+    // Minted only once the backend can hand it over soon (SSM's write pace, for ECS); the slot
+    // is held until the launch call returns.
+    let _slot = backend.ready_to_launch().await;
     let mut attempts = 0;
     let runner = loop {
         attempts += 1;
@@ -699,8 +723,40 @@ mod sim_tests {
     fn demand(world: &SimWorld) -> DemandView {
         DemandView {
             assigned_jobs: Some(world.github.assigned()),
+            // The simulation's statistics are always current.
+            statistics_at: Some(Utc::now()),
             session: "live".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn no_jit_config_is_minted_before_the_backend_can_hand_it_over() {
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let world = SimWorld::new();
+            let queue = world.backend.handover_queue(2);
+            world.github.queue_jobs(4);
+            // Every place is taken (the writes of other launches are slow): nothing is minted.
+            let held = queue.clone().acquire_many_owned(2).await.unwrap();
+            let mut r = reconciler(&world, 0, 10);
+            let view = demand(&world);
+            let pass = tokio::spawn(async move {
+                r.pass(&view, Utc::now()).await;
+                r
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert_eq!(
+                world.github.registrations(),
+                0,
+                "minted before a place was free"
+            );
+            drop(held);
+            let r = pass.await.unwrap();
+            assert_eq!(world.github.registrations(), 4);
+            assert_eq!(r.report().launched_total, 4);
+            assert_eq!(queue.available_permits(), 2, "every place given back");
+        })
+        .await
+        .unwrap();
     }
 
     fn live_tasks(world: &SimWorld) -> usize {
@@ -848,6 +904,7 @@ mod sim_tests {
         world.github.busy_on_removal(runner.runner_id);
         let stale = DemandView {
             assigned_jobs: Some(0),
+            statistics_at: Some(Utc::now()),
             session: "live".into(),
         };
         r0.pass(&stale, Utc::now()).await;
@@ -967,6 +1024,7 @@ mod sim_tests {
         demand_tx
             .send(DemandView {
                 assigned_jobs: Some(2),
+                statistics_at: Some(Utc::now()),
                 session: "live".into(),
             })
             .unwrap();

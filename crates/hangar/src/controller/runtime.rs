@@ -64,6 +64,9 @@ pub struct RunOptions {
     /// Called with every local backend the controller creates, with its pool's name (tests
     /// inject launch failures through it).
     pub on_local_backend: Option<LocalBackendHook>,
+    /// The AWS configuration of the ECS pools, instead of the environment's (tests point it at
+    /// a local AWS emulator).
+    pub aws_config: Option<aws_config::SdkConfig>,
 }
 
 pub type LocalBackendHook = Arc<dyn Fn(&str, &LocalBackend) + Send + Sync>;
@@ -79,6 +82,7 @@ impl RunOptions {
             listener_timing: ListenerTiming::default(),
             debounce: LoopSettings::default().debounce,
             on_local_backend: None,
+            aws_config: None,
         }
     }
 }
@@ -176,7 +180,10 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         clients: tokio::sync::Mutex::new(Clients::load(&connection).await),
-        aws: tokio::sync::OnceCell::new(),
+        aws: match options.aws_config.take() {
+            Some(config) => tokio::sync::OnceCell::new_with(Some(config)),
+            None => tokio::sync::OnceCell::new(),
+        },
         metrics: Metrics::new(),
         workers: Mutex::new(BTreeMap::new()),
         listener_timing: options.listener_timing.clone(),
@@ -456,7 +463,8 @@ fn spawn_pool<B: Backend>(
             ..LoopSettings::default()
         },
     )
-    .with_events(events_tx);
+    .with_events(events_tx)
+    .with_statistics_refresh(refresh.clone());
     tasks.push(tokio::spawn(reconciler.run(
         view_rx,
         nudge.clone(),
@@ -529,6 +537,7 @@ pub async fn bridge_demand(
                 .as_ref()
                 .filter(|_| live)
                 .map(|s| s.total_assigned_jobs.min(u32::MAX as u64) as u32),
+            statistics_at: current.statistics_at,
             session: session_text(&current.session),
         });
         tokio::select! {

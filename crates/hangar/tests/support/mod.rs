@@ -5,6 +5,8 @@
 
 pub mod agent;
 pub mod aws_control;
+pub mod ecs_burst;
+pub mod ecs_dataplane;
 pub mod moto;
 pub mod realism;
 

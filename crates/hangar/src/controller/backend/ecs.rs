@@ -18,7 +18,9 @@
 //!   [`Backend::list_handoffs`] finds it).
 //! - A launch costs one SSM write (plus one delete when it fails). SSM's write quotas are small
 //!   (about 3 `PutParameter` a second per account and region by default, as reported), so every
-//!   write waits for the process-wide pacer (`controller::pace`, `ssm_writes_per_second`).
+//!   write waits for the process-wide pacer (`controller::pace`, `ssm_writes_per_second`). A
+//!   launch first takes a place in the pacer's queue ([`Backend::ready_to_launch`]), before its
+//!   JIT configuration is minted, so none is minted faster than it can be written.
 //! - Tasks without all three Hangar tags, or tagged for another pool, are never reported.
 
 use std::collections::HashSet;
@@ -38,8 +40,8 @@ use crate::controller::pace::Pacer;
 use crate::github::Scope;
 
 use super::{
-    Backend, BackendError, Handoff, LaunchRequest, TAG_POOL, TAG_RUNNER_ID, TAG_RUNNER_NAME, Task,
-    TaskState, TaskTags,
+    Backend, BackendError, Handoff, LaunchRequest, LaunchSlot, TAG_POOL, TAG_RUNNER_ID,
+    TAG_RUNNER_NAME, Task, TaskState, TaskTags,
 };
 use crate::controller::config::EcsLaunch;
 
@@ -488,6 +490,14 @@ impl EcsBackend {
 impl Backend for EcsBackend {
     fn kind(&self) -> &'static str {
         "ecs"
+    }
+
+    /// A place among the launches whose SSM write comes within about a second.
+    async fn ready_to_launch(&self) -> LaunchSlot {
+        match &self.ssm_writes {
+            Some(pacer) => LaunchSlot::held(pacer.reserve().await),
+            None => LaunchSlot::free(),
+        }
     }
 
     async fn launch(&self, request: LaunchRequest) -> Result<Task, BackendError> {

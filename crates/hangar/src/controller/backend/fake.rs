@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
-use super::{Backend, BackendError, Handoff, LaunchRequest, Task, TaskState};
+use super::{Backend, BackendError, Handoff, LaunchRequest, LaunchSlot, Task, TaskState};
 
 #[derive(Default)]
 struct State {
@@ -36,6 +36,8 @@ struct State {
 #[derive(Clone, Default)]
 pub struct FakeBackend {
     state: Arc<Mutex<State>>,
+    /// Places in the hand-over queue ([`Backend::ready_to_launch`]); `None`: no queue.
+    handover_queue: Arc<Mutex<Option<Arc<tokio::sync::Semaphore>>>>,
 }
 
 impl FakeBackend {
@@ -49,6 +51,13 @@ impl FakeBackend {
 
     fn now(state: &State) -> DateTime<Utc> {
         state.clock.unwrap_or_else(Utc::now)
+    }
+
+    /// Gives launches a hand-over queue of `places`, returned so a test can hold them.
+    pub fn handover_queue(&self, places: usize) -> Arc<tokio::sync::Semaphore> {
+        let queue = Arc::new(tokio::sync::Semaphore::new(places));
+        *self.handover_queue.lock().expect("fake backend poisoned") = Some(queue.clone());
+        queue
     }
 
     /// Fixes the time stamped on new tasks and secrets (default: the real clock).
@@ -147,6 +156,23 @@ impl FakeBackend {
 impl Backend for FakeBackend {
     fn kind(&self) -> &'static str {
         "fake"
+    }
+
+    async fn ready_to_launch(&self) -> LaunchSlot {
+        let queue = self
+            .handover_queue
+            .lock()
+            .expect("fake backend poisoned")
+            .clone();
+        match queue {
+            Some(queue) => LaunchSlot::held(
+                queue
+                    .acquire_owned()
+                    .await
+                    .expect("the queue is never closed"),
+            ),
+            None => LaunchSlot::free(),
+        }
     }
 
     async fn launch(&self, request: LaunchRequest) -> Result<Task, BackendError> {

@@ -127,10 +127,38 @@ impl From<&BackendError> for super::metrics::LaunchFailure {
     }
 }
 
+/// Held by a launch from [`Backend::ready_to_launch`] until its [`Backend::launch`] returns.
+#[must_use = "the slot is the launch's place in the hand-over queue until dropped"]
+#[derive(Debug)]
+pub struct LaunchSlot {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl LaunchSlot {
+    /// No queue to wait in.
+    pub fn free() -> LaunchSlot {
+        LaunchSlot { _permit: None }
+    }
+
+    pub fn held(permit: tokio::sync::OwnedSemaphorePermit) -> LaunchSlot {
+        LaunchSlot {
+            _permit: Some(permit),
+        }
+    }
+}
+
 /// A compute backend for one pool's runners. One value serves one pool's launch settings.
 pub trait Backend: Send + Sync + 'static {
     /// `ecs`, `local` or `fake`, for logs and status.
     fn kind(&self) -> &'static str;
+
+    /// Waits until a launch could hand its JIT configuration over at once, and reserves that
+    /// hand-over: the reconciler mints the configuration only after this returns, so no JIT
+    /// configuration is minted faster than the backend can hand it over (and none ages, minted,
+    /// in a queue). Backends without a hand-over quota return at once.
+    fn ready_to_launch(&self) -> impl Future<Output = LaunchSlot> + Send {
+        async { LaunchSlot::free() }
+    }
 
     /// Writes the one-shot secret, then starts one task for the runner, tagged with `tags`.
     /// On failure after the secret was written, the secret is deleted before returning.
