@@ -368,15 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let sdk = crate::aws::load_config().await;
             let inspector = crate::aws::inspect::SdkInspector::from_config(&sdk);
             let report = controller::preflight::run(&config, &inspector, inspector.region()).await;
-            match output {
-                OutputFormat::Text => print!("{}", report.render_text()),
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-            }
-            Ok(if report.failed() > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            print_checks(&report, output, report.render_text(), report.failed())
         }
         Command::Controller {
             action: None,
@@ -480,15 +472,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor { scope, output } => {
             let scope = scope.resolve()?;
             let report = doctor::run(&connection, &scope).await;
-            match output {
-                OutputFormat::Text => print!("{}", report.render_text()),
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-            }
-            Ok(if report.failed() > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            print_checks(&report, output, report.render_text(), report.failed())
         }
     }
 }
@@ -522,6 +506,25 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
     } else {
         1
     }
+}
+
+/// Prints a report of checks (`doctor`, `check-config --aws`) as text or JSON; exit 1 when a
+/// check failed.
+fn print_checks(
+    report: &impl serde::Serialize,
+    output: OutputFormat,
+    text: String,
+    failed: usize,
+) -> anyhow::Result<ExitCode> {
+    match output {
+        OutputFormat::Text => print!("{text}"),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //!   the statistics and the runner list are read at different times: a runner list that no
 //!   longer shows a finished runner may meet statistics that still count its job. So such a
 //!   task still counts as capacity until statistics received after the listing that first
-//!   showed its registration gone (otherwise that job would get a second runner).
+//!   showed its registration gone (otherwise that job would get a second runner); so does a
+//!   task gone from the listing since a pass saw it live (its runner exited and ECS stopped
+//!   it). These hold launches only: scale-in counts runners that hold or wait for a job.
 //! - Listings are eventually consistent (ECS says so of `RunTask`): a task this controller
 //!   launched counts as pending capacity until a listing shows it (by task id or runner id),
 //!   its registration, once seen, is gone (the runner is done), or [`IN_FLIGHT_EXPIRY`] passes.
@@ -108,6 +110,9 @@ pub struct InFlight {
     pub launched_at: DateTime<Utc>,
     /// Whether GitHub has listed its registration yet (so a later absence means it is done).
     pub registration_seen: bool,
+    /// When the listings that first showed that registration gone had been answered: the
+    /// runner finished, and the launch counts only until statistics newer than this.
+    pub finished_seen: Option<DateTime<Utc>>,
 }
 
 /// How long a launched task counts as capacity while no listing shows it. ECS's listings catch
@@ -337,8 +342,14 @@ pub fn plan(
         .filter(|t| !retired_tasks.contains(t.id.as_str()))
         .filter_map(|t| runners.get(&t.tags.runner_id).map(|r| (*t, *r)))
         .collect();
-    // Finishing: registration gone, and the statistics may predate that.
+    // Finishing: runners whose job the statistics may still count. A live task whose
+    // registration is gone, or a task gone from the listing since a pass saw it live (its
+    // essential container exited and ECS stopped it), counts until statistics received after
+    // the listing that first showed it so; a live one stays remembered, a gone one is
+    // forgotten then. It holds launches only: scale-in never counts it (it would retire a
+    // runner for a phantom).
     let listed_at = observed.listed_at.unwrap_or(now);
+    let live_ids: BTreeSet<&str> = live_tasks.iter().map(|t| t.id.as_str()).collect();
     let mut finishing_counted = 0u32;
     for task in live_tasks
         .iter()
@@ -347,14 +358,41 @@ pub fn plan(
     {
         let since = memory.finishing.get(&task.id).copied().unwrap_or(listed_at);
         next.finishing.insert(task.id.clone(), since);
-        if observed.statistics_at.is_none_or(|at| at <= since) {
+        if !statistics_newer_than(observed, since) {
             finishing_counted += 1;
         }
     }
-    let capacity = serving.len() as u32 + next.in_flight.len() as u32 + finishing_counted;
+    let gone: BTreeSet<&String> = memory
+        .task_seen
+        .keys()
+        .chain(memory.finishing.keys())
+        .filter(|id| !live_ids.contains(id.as_str()))
+        .collect();
+    for id in gone {
+        let since = memory.finishing.get(id).copied().unwrap_or(listed_at);
+        if !statistics_newer_than(observed, since) {
+            next.finishing.insert(id.clone(), since);
+            finishing_counted += 1;
+        }
+    }
+    // In-flight launches whose runner already finished are kept (and counted) on the same
+    // terms by `still_in_flight`.
+    finishing_counted += next
+        .in_flight
+        .values()
+        .filter(|f| f.finished_seen.is_some())
+        .count() as u32;
+    let unfinished_in_flight = next
+        .in_flight
+        .values()
+        .filter(|f| f.finished_seen.is_none())
+        .count() as u32;
+    // Runners that hold or wait for a job.
+    let working = serving.len() as u32 + unfinished_in_flight;
+    let capacity = working + finishing_counted;
     let desired = match observed.assigned_jobs {
         Some(assigned) => limits.min_idle.saturating_add(assigned).min(limits.max),
-        None => capacity.max(limits.min_idle).min(limits.max),
+        None => working.max(limits.min_idle).min(limits.max),
     };
 
     let mut launch_held = None;
@@ -376,13 +414,13 @@ pub fn plan(
         if count > 0 {
             actions.push(Action::Launch { count });
         }
-    } else if desired < capacity && observed.assigned_jobs.is_some() {
+    } else if desired < working && observed.assigned_jobs.is_some() {
         let mut idle: Vec<&(&Task, &ObservedRunner)> = serving
             .iter()
             .filter(|(t, r)| t.state == TaskState::Running && r.online && !r.busy)
             .collect();
         idle.sort_by(|a, b| (born(a.0), &a.0.id).cmp(&(born(b.0), &b.0.id)));
-        for (task, runner) in idle.into_iter().take((capacity - desired) as usize) {
+        for (task, runner) in idle.into_iter().take((working - desired) as usize) {
             actions.push(Action::Retire {
                 runner_id: runner.id,
                 runner_name: runner.name.clone(),
@@ -436,9 +474,7 @@ pub fn plan(
             busy,
             idle,
             launch_held,
-            awaiting_statistics: desired
-                .saturating_sub(capacity - finishing_counted)
-                .min(finishing_counted),
+            awaiting_statistics: desired.saturating_sub(working).min(finishing_counted),
         },
         memory: next,
     }
@@ -454,6 +490,7 @@ fn still_in_flight(
 ) -> BTreeMap<String, InFlight> {
     let listed_ids: BTreeSet<&str> = observed.tasks.iter().map(|t| t.id.as_str()).collect();
     let listed_runners: BTreeSet<u64> = observed.tasks.iter().map(|t| t.tags.runner_id).collect();
+    let listed_at = observed.listed_at.unwrap_or(now);
     memory
         .in_flight
         .iter()
@@ -463,14 +500,23 @@ fn still_in_flight(
         .filter(|(_, f)| !older_than(f.launched_at, now, IN_FLIGHT_EXPIRY))
         .filter_map(|(id, f)| {
             let registered = runners.contains_key(&f.runner_id);
-            if f.registration_seen && !registered {
-                return None;
-            }
             let mut f = f.clone();
+            if f.registration_seen && !registered {
+                // Done; counted like a listed task whose runner finished (see `plan`).
+                let since = *f.finished_seen.get_or_insert(listed_at);
+                if statistics_newer_than(observed, since) {
+                    return None;
+                }
+            }
             f.registration_seen |= registered;
             Some((id.clone(), f))
         })
         .collect()
+}
+
+/// Whether the statistics were received after `at` (unknown: no).
+fn statistics_newer_than(observed: &Observed, at: DateTime<Utc>) -> bool {
+    observed.statistics_at.is_some_and(|received| received > at)
 }
 
 /// How long a one-shot secret may exist before its task shows up in a listing.
@@ -557,6 +603,7 @@ mod tests {
                 runner_name: format!("p-runner{id:02}"),
                 launched_at: ago(secs_ago),
                 registration_seen,
+                finished_seen: None,
             },
         )
     }
@@ -606,12 +653,14 @@ mod tests {
         // before, is gone (its job is done); runner 2 not registered yet: still in flight.
         let mut listed = task(1, TaskState::Pending, 2);
         listed.id = "arn:task/elsewhere".into();
+        // Statistics received after the listing: runner 3's job is out of them.
         let obs = Observed {
             assigned_jobs: Some(2),
+            statistics_at: Some(now() + chrono::Duration::seconds(1)),
+            listed_at: Some(now()),
             runners: vec![runner(1, false, false)],
             tasks: vec![listed],
             handoffs: vec![],
-            ..Observed::default()
         };
         let p = at(&l, &obs, &memory, now());
         assert_eq!(
@@ -622,6 +671,18 @@ mod tests {
             p.status.capacity, 2,
             "the listed task and the one in flight"
         );
+        // Statistics from before that listing may still count runner 3's job: it counts, and
+        // stays remembered as finished, until newer statistics come.
+        let stale = Observed {
+            statistics_at: Some(now() - chrono::Duration::seconds(1)),
+            ..obs.clone()
+        };
+        let p = at(&l, &stale, &memory, now());
+        assert_eq!(p.status.capacity, 3);
+        assert_eq!(p.status.awaiting_statistics, 0, "nothing to launch anyway");
+        assert_eq!(p.memory.in_flight["task-3"].finished_seen, Some(now()));
+        let p = at(&l, &obs, &p.memory, now() + chrono::Duration::seconds(2));
+        assert!(!p.memory.in_flight.contains_key("task-3"));
         // Past the expiry nothing counts any more.
         let late = now() + chrono::Duration::from_std(IN_FLIGHT_EXPIRY).unwrap();
         let p = at(
@@ -1025,6 +1086,64 @@ mod tests {
     }
 
     #[test]
+    fn a_task_gone_from_the_listing_counts_until_newer_statistics_and_never_drives_scale_in() {
+        let limits = limits(0, 10);
+        let t0 = now();
+        // Pass 1: runners 1 and 2 busy, 3 idle; 3 jobs assigned.
+        let pairs = [
+            serving(1, true, 60),
+            serving(2, true, 60),
+            serving(3, false, 60),
+        ];
+        let first = at(
+            &limits,
+            &Observed {
+                statistics_at: Some(t0 - chrono::Duration::seconds(1)),
+                listed_at: Some(t0),
+                ..observed(Some(3), &pairs)
+            },
+            &Memory::default(),
+            t0,
+        );
+        assert!(first.actions.is_empty());
+        // Pass 2: runner 1 finished, its task already stopped and gone from the listing; the
+        // statistics are from before that listing and still say 3.
+        let t1 = t0 + chrono::Duration::seconds(2);
+        let stale = Observed {
+            statistics_at: Some(t1 - chrono::Duration::milliseconds(500)),
+            listed_at: Some(t1),
+            ..observed(Some(3), &pairs[1..])
+        };
+        let second = at(&limits, &stale, &first.memory, t1);
+        assert_eq!(launches(&second), 0, "no runner for a job that is done");
+        assert_eq!(second.status.awaiting_statistics, 1);
+        // Statistics now say 1 job (runner 2's): runner 3 is surplus, and retired; the gone
+        // task is counted for launches only, so no second runner is retired for it.
+        let fewer = Observed {
+            assigned_jobs: Some(1),
+            ..stale.clone()
+        };
+        let third = at(&limits, &fewer, &second.memory, t1);
+        assert_eq!(retired(&third).len(), 1, "{:?}", third.actions);
+        // Fresh statistics (after t1) still saying 3: two new jobs, one runner each.
+        let fresh = Observed {
+            statistics_at: Some(t1 + chrono::Duration::milliseconds(100)),
+            ..stale
+        };
+        let fourth = at(
+            &limits,
+            &fresh,
+            &second.memory,
+            t1 + chrono::Duration::seconds(1),
+        );
+        assert_eq!(launches(&fourth), 1);
+        assert!(
+            fourth.memory.finishing.is_empty(),
+            "the gone task is forgotten"
+        );
+    }
+
+    #[test]
     fn stopping_and_stopped_tasks_are_not_capacity() {
         let obs = Observed {
             assigned_jobs: Some(2),
@@ -1155,6 +1274,7 @@ mod tests {
                             runner_name: format!("flying-{k}"),
                             launched_at: ago(rng.random_range(0..400)),
                             registration_seen: rng.random_bool(0.5),
+                            finished_seen: None,
                         };
                         (format!("flying-task-{k}"), flight)
                     })

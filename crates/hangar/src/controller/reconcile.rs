@@ -557,6 +557,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                             runner_name: task.tags.runner_name.clone(),
                             launched_at: now,
                             registration_seen: false,
+                            finished_seen: None,
                         },
                     );
                     self.emit(PoolEvent::Launched {

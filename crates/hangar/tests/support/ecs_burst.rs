@@ -66,8 +66,11 @@ pub struct Outcome {
     pub aws_calls: BTreeMap<String, u64>,
     /// Throttling answers per AWS operation.
     pub throttled: BTreeMap<String, u64>,
-    /// Requests GitHub (REST and Actions service) served during the burst.
+    /// Requests GitHub (REST and the Actions service's scale-set API) served during the burst:
+    /// all of them the controller's (the runners hold no credential).
     pub github_calls: usize,
+    /// Runner-protocol requests (the runners' own sessions, job messages and results).
+    pub runner_protocol_calls: usize,
     /// What the controller said held launches, each distinct reason once.
     pub launch_held: BTreeSet<String>,
     /// `hangar_launch_failures_total` by reason.
@@ -287,7 +290,9 @@ pub async fn run(burst: &Burst) -> Outcome {
     })
     .await;
 
-    let github_before = emu.calls().len() + emu.scaleset_call_counts().values().sum::<usize>();
+    // `calls` holds every REST and scale-set request (the scale-set counts are a view of it).
+    let github_before = emu.calls().len();
+    let runner_protocol_before = emu.runner_calls().len();
     let started = Instant::now();
     let ids: Vec<u64> = (0..burst.jobs)
         .map(|n| {
@@ -327,8 +332,8 @@ pub async fn run(burst: &Burst) -> Outcome {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let elapsed = started.elapsed();
-    let github_calls =
-        emu.calls().len() + emu.scaleset_call_counts().values().sum::<usize>() - github_before;
+    let github_calls = emu.calls().len() - github_before;
+    let runner_protocol_calls = emu.runner_calls().len() - runner_protocol_before;
 
     // Drained: every task stopped and no parameter left (the agents delete their own; the
     // controller's clean-up finds any other), within a minute.
@@ -407,6 +412,7 @@ pub async fn run(burst: &Burst) -> Outcome {
             .map(|op| (op.to_string(), aws.throttled(op)))
             .collect(),
         github_calls,
+        runner_protocol_calls,
         launch_held,
         launch_failures: metric_by_label(&metrics, "hangar_launch_failures_total", "reason"),
     }
