@@ -358,7 +358,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let text = controller::runtime::config_text_from_env();
-            let config = controller::runtime::load_config(&config, text.as_deref())?;
+            let config = controller::runtime::load_config(&config, text.as_deref())?
+                .with_github_urls(&connection.github.api_url, &connection.github.web_url);
             if output == OutputFormat::Text {
                 print!("{}", controller::check::describe(&config));
             }
@@ -383,6 +384,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             let mut options = controller::runtime::RunOptions::new(config, shutdown);
             options.config_text = controller::runtime::config_text_from_env();
+            options.github_urls = Some((
+                connection.github.api_url.clone(),
+                connection.github.web_url.clone(),
+            ));
             controller::runtime::run(options).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -745,3 +745,94 @@ async fn check_config_prints_the_plan_and_bad_input_exits_2_with_the_fix() {
     assert!(emu.scale_sets().is_empty(), "nothing was created");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `hangar controller` follows `GITHUB_API_URL` and `GITHUB_URL` like every other command when
+/// the file sets no URL (GitHub Enterprise Server), and the file wins when it sets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_follows_github_api_url_and_github_url_unless_the_file_sets_them() {
+    within(120, async {
+        let emu = emulator().await;
+        let dir = std::env::temp_dir().join(format!(
+            "hangar-e2e-urls-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The seed pools with neither URL in the file.
+        let text: Vec<String> = toml(&emu, &dir, &Pools::default())
+            .lines()
+            .filter(|l| !l.starts_with("github_api_url") && !l.starts_with("github_web_url"))
+            .map(str::to_string)
+            .collect();
+        let path = dir.join("hangar.toml");
+        std::fs::write(&path, text.join("\n")).unwrap();
+        let path_text = path.display().to_string();
+        let (api, web) = (emu.api_url(), emu.web_url());
+        let urls = [
+            ("GITHUB_API_URL", api.as_str()),
+            ("GITHUB_URL", web.as_str()),
+        ];
+
+        let out = support::hangar(
+            &["controller", "check-config", "--config", &path_text],
+            &urls,
+        )
+        .await;
+        let report = support::text(&out.stdout);
+        assert!(out.status.success(), "{}", support::text(&out.stderr));
+        assert!(report.contains(&format!("GitHub {api}")), "{report}");
+
+        // The controller itself: both pools' scale sets appear on the emulator named there.
+        let log_path = dir.join("controller.log");
+        let mut controller = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"))
+            .args(["controller", "--config", &path_text])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(urls)
+            .envs(support::SEED_CREDENTIALS)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            while emu.scale_sets().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(controller.id().unwrap() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = within(30, controller.wait()).await.unwrap();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(found.is_ok(), "no scale set on {api}:\n{log}");
+        assert!(status.success(), "{log}");
+
+        // A URL in the file wins over the environment.
+        let mut with_file_url = text.clone();
+        let at = with_file_url
+            .iter()
+            .position(|l| l == "[controller]")
+            .unwrap();
+        with_file_url.insert(
+            at + 1,
+            "github_api_url = \"https://ghe.example.com/api/v3\"".into(),
+        );
+        std::fs::write(&path, with_file_url.join("\n")).unwrap();
+        let out = support::hangar(
+            &["controller", "check-config", "--config", &path_text],
+            &urls,
+        )
+        .await;
+        let report = support::text(&out.stdout);
+        assert!(
+            report.contains("GitHub https://ghe.example.com/api/v3"),
+            "{report}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+}

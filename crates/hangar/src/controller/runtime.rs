@@ -67,6 +67,9 @@ pub struct RunOptions {
     /// The AWS configuration of the ECS pools, instead of the environment's (tests point it at
     /// a local AWS emulator).
     pub aws_config: Option<aws_config::SdkConfig>,
+    /// GitHub's API and web bases from the command line or the environment (`GITHUB_API_URL`,
+    /// `GITHUB_URL`), for a file that sets none (the file wins).
+    pub github_urls: Option<(String, String)>,
 }
 
 pub type LocalBackendHook = Arc<dyn Fn(&str, &LocalBackend) + Send + Sync>;
@@ -83,6 +86,7 @@ impl RunOptions {
             debounce: LoopSettings::default().debounce,
             on_local_backend: None,
             aws_config: None,
+            github_urls: None,
         }
     }
 }
@@ -160,7 +164,15 @@ impl Shared {
 
 /// Runs the controller until `options.shutdown` is cancelled.
 pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
-    let config = load_config(&options.config_path, options.config_text.as_deref())?;
+    let github_urls = options.github_urls.clone();
+    let with_urls = move |config: ControllerConfig| match &github_urls {
+        Some((api, web)) => config.with_github_urls(api, web),
+        None => config,
+    };
+    let config = with_urls(load_config(
+        &options.config_path,
+        options.config_text.as_deref(),
+    )?);
     let settings = config.settings.clone();
     let connection = Connection {
         github: GitHubConfig::new(&settings.github_api_url, &settings.github_web_url),
@@ -263,6 +275,7 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
                 *shared.reload_error.lock().expect("poisoned") = Some(e.to_string());
             }
             Reload::Changed(new) => {
+                let new = Box::new(with_urls(*new));
                 *shared.reload_error.lock().expect("poisoned") = None;
                 if new.settings != running.settings {
                     tracing::warn!(

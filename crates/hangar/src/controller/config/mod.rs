@@ -88,8 +88,14 @@ pub struct ControllerSettings {
     pub resync_interval: Duration,
     /// Where `/metrics`, `/healthz`, `/status` (and `/webhook`) are served; `None` = not served.
     pub listen: Option<SocketAddr>,
+    /// GitHub's API base: `controller.github_api_url`, else what the command line or
+    /// `GITHUB_API_URL` says (see [`ControllerConfig::with_github_urls`]), else api.github.com.
     pub github_api_url: String,
+    /// GitHub's web base, likewise (`controller.github_web_url`, `GITHUB_URL`).
     pub github_web_url: String,
+    /// Which of the two the file itself set (the file wins over the environment).
+    #[serde(skip)]
+    pub github_urls_in_file: (bool, bool),
     /// Credentials are read from SSM under this prefix (environment variables win).
     pub credentials_ssm_prefix: Option<String>,
     /// The share of each credential's hourly GitHub rate limit the controller may use (0..=1].
@@ -303,6 +309,19 @@ impl ControllerConfig {
         Resolver { origin }.resolve(raw)
     }
 
+    /// Fills the GitHub URLs the file does not set with `api` and `web` (the command line's or
+    /// the environment's `GITHUB_API_URL` / `GITHUB_URL`, as every other command reads them).
+    pub fn with_github_urls(mut self, api: &str, web: &str) -> ControllerConfig {
+        let (api_in_file, web_in_file) = self.settings.github_urls_in_file;
+        if !api_in_file {
+            self.settings.github_api_url = api.trim_end_matches('/').to_string();
+        }
+        if !web_in_file {
+            self.settings.github_web_url = web.trim_end_matches('/').to_string();
+        }
+        self
+    }
+
     pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.name == name)
     }
@@ -462,9 +481,11 @@ impl Resolver<'_> {
         {
             return Err(self.invalid("controller.webhook_secret_env", format!("{name:?} is not an environment variable name"), "name the variable that holds the secret, e.g. \"HANGAR_WEBHOOK_SECRET\" (the secret itself never goes in this file)"));
         }
+        let github_urls_in_file = (raw.github_api_url.is_some(), raw.github_web_url.is_some());
         Ok(ControllerSettings {
             resync_interval,
             listen,
+            github_urls_in_file,
             github_api_url: url(
                 "controller.github_api_url",
                 raw.github_api_url,

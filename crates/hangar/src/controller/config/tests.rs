@@ -316,3 +316,28 @@ fn a_reload_applies_valid_changes_and_keeps_the_running_config_otherwise() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn github_urls_from_the_environment_fill_only_what_the_file_leaves_unset() {
+    let pool = "[[pool]]\nname = \"p\"\nrepository = \"o/r\"\n[pool.local]\nwork_root = \"/w\"\n";
+    let none = ControllerConfig::parse(pool, "t")
+        .unwrap()
+        .with_github_urls("https://ghe.example.com/api/v3/", "https://ghe.example.com");
+    assert_eq!(
+        none.settings.github_api_url,
+        "https://ghe.example.com/api/v3"
+    );
+    assert_eq!(none.settings.github_web_url, "https://ghe.example.com");
+    let text = format!("[controller]\ngithub_api_url = \"https://file.example/api/v3\"\n{pool}");
+    let api_in_file = ControllerConfig::parse(&text, "t")
+        .unwrap()
+        .with_github_urls("https://ghe.example.com/api/v3", "https://ghe.example.com");
+    assert_eq!(
+        api_in_file.settings.github_api_url,
+        "https://file.example/api/v3"
+    );
+    assert_eq!(
+        api_in_file.settings.github_web_url,
+        "https://ghe.example.com"
+    );
+}
