@@ -836,3 +836,44 @@ async fn the_controller_follows_github_api_url_and_github_url_unless_the_file_se
     })
     .await
 }
+
+/// The statistics are re-read every refresh interval (500 ms here) without dropping the long
+/// poll: an idle controller holds one poll per pool across many re-reads, as the reference
+/// client holds its poll (issue "GitHub at scale", defect 3; before, every refresh abandoned
+/// the poll and replaced its queue token: 12 polls in these 4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_long_poll_is_held_across_statistics_refreshes() {
+    use hangar_emulator::ScaleSetCallKind;
+    let emu = emulator().await;
+    let mut controller = Controller::start(&emu, "poll", &Pools::default()).await;
+    controller.wait_live().await;
+    let count =
+        |kind: ScaleSetCallKind| emu.scaleset_call_counts().get(&kind).copied().unwrap_or(0);
+    let before = |kind| count(kind);
+    let (polls, rereads, session_refreshes) = (
+        before(ScaleSetCallKind::GetMessage),
+        before(ScaleSetCallKind::GetScaleSet),
+        before(ScaleSetCallKind::RefreshSession),
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let polls = count(ScaleSetCallKind::GetMessage) - polls;
+    let rereads = count(ScaleSetCallKind::GetScaleSet) - rereads;
+    let session_refreshes = count(ScaleSetCallKind::RefreshSession) - session_refreshes;
+    assert!(
+        rereads >= 8,
+        "two pools re-read their statistics every 500 ms: {rereads}"
+    );
+    assert_eq!(
+        session_refreshes, 0,
+        "the session (and the poll's queue token) is left alone"
+    );
+    assert!(
+        polls <= 2,
+        "{polls} polls in 4 idle seconds for two pools: a poll was dropped at a refresh"
+    );
+    // And a job still arrives through the held poll.
+    let id = emu.enqueue_job(job(REPO_POOL, 0));
+    let done = wait_all_done(&emu, &[id], 60).await;
+    assert_eq!(done[0].conclusion, Some(Conclusion::Success));
+    controller.stop().await;
+}

@@ -410,29 +410,40 @@ impl Listener {
             .statistics_refresh
             .max(Duration::from_millis(10));
         let mut next_refresh = tokio::time::Instant::now() + refresh_every;
-        let mut asked = false;
         loop {
+            // The statistics are re-read from the scale set (with the admin token) while the
+            // long poll goes on: abandoning the poll for each refresh would cost a poll a
+            // refresh and delay the message it was about to carry, and refreshing the session
+            // replaces the queue token the poll holds. Only if the service's scale set carries
+            // no statistics is the poll abandoned for a session refresh, as before.
             let polled = {
                 let poll = self.cancellable(self.service.get_message(
                     &mut session,
                     last_message_id,
                     self.spec.max_runners,
                 ));
-                tokio::select! {
-                    result = poll => Some(result),
-                    _ = tokio::time::sleep_until(next_refresh) => None,
-                    _ = self.spec.refresh.notified() => {
-                        asked = true;
-                        None
+                tokio::pin!(poll);
+                loop {
+                    let was_asked = tokio::select! {
+                        result = &mut poll => break Polled::Answer(result),
+                        _ = tokio::time::sleep_until(next_refresh) => false,
+                        _ = self.spec.refresh.notified() => true,
+                    };
+                    next_refresh = tokio::time::Instant::now() + refresh_every;
+                    match self.cancellable(self.service.scale_set(scale_set_id)).await {
+                        None => break Polled::Answer(None),
+                        Some(Ok(set)) if set.statistics.is_some() => {
+                            self.publish_statistics(set.statistics, was_asked);
+                        }
+                        Some(Ok(_)) => break Polled::RefreshSession { was_asked },
+                        Some(Err(e)) => {
+                            tracing::debug!(pool = %self.spec.pool, error = %e, "re-reading the scale set's statistics failed; the poll will tell");
+                        }
                     }
                 }
             };
             let result = match polled {
-                // The long poll is abandoned (a message it was about to carry stays
-                // unacknowledged and comes again) to re-read the statistics.
-                None => {
-                    let was_asked = std::mem::take(&mut asked);
-                    next_refresh = tokio::time::Instant::now() + refresh_every;
+                Polled::RefreshSession { was_asked } => {
                     match self
                         .cancellable(self.service.refresh_session(&mut session))
                         .await
@@ -448,11 +459,11 @@ impl Listener {
                     }
                     continue;
                 }
-                Some(None) => {
+                Polled::Answer(None) => {
                     self.close(&session).await;
                     return Ended::Cancelled;
                 }
-                Some(Some(result)) => result,
+                Polled::Answer(Some(result)) => result,
             };
             let mut failure = match result {
                 Ok(None) => {
@@ -662,6 +673,12 @@ impl Listener {
     async fn cancellable<F: Future>(&self, work: F) -> Option<F::Output> {
         until_cancelled(&self.cancel, work).await
     }
+}
+
+/// How a long poll ended: its answer (`None`: cancelled), or abandoned for a session refresh.
+enum Polled<T> {
+    Answer(Option<T>),
+    RefreshSession { was_asked: bool },
 }
 
 /// `None` as soon as `cancel` fires (dropping `work`), else what `work` returned.
