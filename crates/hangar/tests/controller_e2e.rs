@@ -877,3 +877,35 @@ async fn one_long_poll_is_held_across_statistics_refreshes() {
     assert_eq!(done[0].conclusion, Some(Conclusion::Success));
     controller.stop().await;
 }
+
+/// GitHub Enterprise Server offers jobs (`JobAvailable`) and assigns only acquired ones; here
+/// each job is offered once. Ten jobs for two pools of max 3: the listener acquires every
+/// offered job and leaves the limit to the service, so all ten run (issue "GitHub at scale",
+/// defect 1; before, it acquired only the room left under `max` and four jobs waited forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_an_enterprise_server_every_job_offered_once_is_served_beyond_max() {
+    let emu = emulator().await;
+    emu.set_scaleset_acquire_required(true);
+    emu.set_scaleset_reassign_after(Duration::from_secs(3600));
+    let pools = Pools {
+        repo_max: 3,
+        org_max: 3,
+        ..Pools::default()
+    };
+    let mut controller = Controller::start(&emu, "ghes", &pools).await;
+    controller.wait_live().await;
+    let ids: Vec<u64> = (0..5)
+        .map(|n| emu.enqueue_job(job(REPO_POOL, n)))
+        .chain((0..5).map(|n| emu.enqueue_job(job(ORG_POOL, n))))
+        .collect();
+    let done = wait_all_done(&emu, &ids, 120).await;
+    assert!(
+        done.iter()
+            .all(|j| j.conclusion == Some(Conclusion::Success)),
+        "{done:?}"
+    );
+    for id in &ids {
+        assert_eq!(emu.job_assignments(*id), 1, "job {id} assigned once");
+    }
+    controller.stop().await;
+}

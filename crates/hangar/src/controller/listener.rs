@@ -62,7 +62,7 @@ pub struct ListenerTiming {
     pub error_max: Duration,
     /// Limit on deleting the session when cancelled.
     pub delete_session_timeout: Duration,
-    /// Statistics are re-read (by refreshing the session) at least this often, even when no
+    /// Statistics are re-read (from the scale set) at least this often, even when no
     /// message comes: a message lost on the way would otherwise leave its job uncounted until
     /// the next one. The controller sets it to its resync interval.
     pub statistics_refresh: Duration,
@@ -149,17 +149,11 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Dura
     step.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-/// The offered jobs (`JobAvailable`) to acquire: in order, without repeats, no more than the
-/// room `max_runners` leaves beyond the jobs already assigned to or acquired by the scale set.
-pub fn jobs_to_acquire(
-    jobs: &[JobMessage],
-    statistics: Option<&Statistics>,
-    max_runners: u32,
-) -> Vec<u64> {
-    let committed = statistics
-        .map(|s| s.total_assigned_jobs + s.total_acquired_jobs)
-        .unwrap_or(0);
-    let room = u64::from(max_runners).saturating_sub(committed);
+/// The offered jobs (`JobAvailable`) to acquire: every one, in order, without repeats. The
+/// service keeps the limit (the session tells it `max_runners` through
+/// `X-ScaleSetMaxCapacity`) and assigns acquired jobs as runners free up; a job left
+/// unacquired here would depend on a second offer, which an Enterprise Server may never make.
+pub fn jobs_to_acquire(jobs: &[JobMessage]) -> Vec<u64> {
     let mut ids: Vec<u64> = Vec::new();
     for job in jobs {
         if let JobMessage::JobAvailable { job, .. } = job
@@ -168,7 +162,6 @@ pub fn jobs_to_acquire(
             ids.push(job.runner_request_id);
         }
     }
-    ids.truncate(usize::try_from(room).unwrap_or(usize::MAX));
     ids
 }
 
@@ -568,11 +561,7 @@ impl Listener {
 
     /// Acquires offered jobs, then publishes the statistics and forwards the job messages.
     async fn handle(&self, session: &mut Session, message: &Message) -> Handled {
-        let wanted = jobs_to_acquire(
-            &message.jobs,
-            message.statistics.as_ref(),
-            self.spec.max_runners,
-        );
+        let wanted = jobs_to_acquire(&message.jobs);
         if !wanted.is_empty() {
             match self.service.acquire_jobs(session, &wanted).await {
                 Ok(acquired) => tracing::info!(
@@ -722,7 +711,7 @@ mod tests {
     }
 
     #[test]
-    fn acquires_offered_jobs_up_to_the_room_left() {
+    fn acquires_every_offered_job_once_whatever_the_room_left() {
         let assigned = JobMessage::JobAssigned {
             job: JobInfo {
                 runner_request_id: 9,
@@ -736,16 +725,9 @@ mod tests {
             available(1),
             available(3),
         ];
-        assert_eq!(jobs_to_acquire(&jobs, None, 10), [1, 2, 3]);
-        let stats = Statistics {
-            total_assigned_jobs: 6,
-            total_acquired_jobs: 2,
-            ..Statistics::default()
-        };
-        assert_eq!(jobs_to_acquire(&jobs, Some(&stats), 10), [1, 2]);
-        assert_eq!(jobs_to_acquire(&jobs, Some(&stats), 8), Vec::<u64>::new());
-        assert_eq!(jobs_to_acquire(&jobs, Some(&stats), 3), Vec::<u64>::new());
-        assert_eq!(jobs_to_acquire(&[], None, 10), Vec::<u64>::new());
+        // The service enforces `max`: a job not acquired now might never be offered again.
+        assert_eq!(jobs_to_acquire(&jobs), [1, 2, 3]);
+        assert_eq!(jobs_to_acquire(&[]), Vec::<u64>::new());
     }
 
     #[test]
