@@ -292,7 +292,8 @@ pub enum JobEvent {
         /// When.
         at: DateTime<Utc>,
     },
-    /// A runner was deleted (REST delete, remove token, or an ephemeral runner after its job).
+    /// A runner was deleted (REST delete, remove token, an ephemeral runner after its job, or an
+    /// idle JIT runner expiring, see [`crate::Emulator::set_idle_jit_runner_expiry`]).
     RunnerRemoved {
         /// The runner.
         runner_id: u64,

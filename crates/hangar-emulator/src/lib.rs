@@ -43,6 +43,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 mod auth;
+mod bad_days;
 mod error;
 mod faults;
 mod jit;
@@ -55,6 +56,7 @@ mod state;
 mod webhooks;
 mod world;
 
+pub use bad_days::SecondaryLimit;
 pub use jit::{JitConfig, JitConfigError};
 pub use jobs::{
     Conclusion, JobEvent, JobSpec, JobStatus, JobView, LogLine, RunnerMessage, StepView,
@@ -306,6 +308,56 @@ impl Emulator {
         state.faults.exhausted_until = Some(until);
     }
 
+    /// Turns GitHub's secondary rate limit on the runner endpoints that create something on
+    /// (`Some`) or off (`None`, the default). It applies to `POST …/actions/runners/
+    /// generate-jitconfig`, `…/registration-token` and `…/remove-token` (repository and
+    /// organization) and to the scale-set `POST …/runnerscalesets/{id}/generatejitconfig`,
+    /// each a separate endpoint, per credential (a PAT, an installation; a scale-set admin token
+    /// spends the points of the credential whose registration token it was traded for), over a
+    /// rolling [`SecondaryLimit::window`]. Each request costs [`SecondaryLimit::post_cost`]
+    /// points, whatever its answer; one that would go over [`SecondaryLimit::points_per_minute`]
+    /// is answered [`SecondaryLimit::status`] with `retry-after` (whole seconds until enough
+    /// points are back) and GitHub's "You have exceeded a secondary rate limit" message, and
+    /// does nothing (no runner, no token) and costs nothing. It is recorded in
+    /// [`Emulator::calls`] like any refused call. Setting the limit forgets the points spent.
+    ///
+    /// # Panics
+    /// If the limit's `status` is not an HTTP status code (100..=999).
+    pub fn set_secondary_limit(&self, limit: Option<SecondaryLimit>) {
+        self.state().bad_days.set_secondary(limit);
+    }
+
+    /// How many requests the secondary limit ([`Emulator::set_secondary_limit`]) refused.
+    pub fn secondary_limited(&self) -> usize {
+        self.state().bad_days.secondary_limited
+    }
+
+    /// Makes the REST runner answers (list, get) report `busy: false` for a runner until `lag`
+    /// has passed since it took its job (or was set busy), as users see GitHub do for 25-60 s;
+    /// `Duration::ZERO` (the default) turns the lag off. Nothing else lags: deleting a busy
+    /// runner is still refused (REST 422, scale-set `JobStillRunningException`), and the
+    /// scale-set statistics, the job stream and [`Emulator::runner`] stay truthful.
+    pub fn set_busy_flag_lag(&self, lag: Duration) {
+        self.state().bad_days.busy_flag_lag = lag;
+    }
+
+    /// Makes the emulator delete a runner made from a JIT config (REST `generate-jitconfig` or
+    /// scale-set `generatejitconfig`) that has never taken a job once its registration is older
+    /// than `after`, as GitHub has been seen to drop idle JIT runners after a few minutes;
+    /// `None` (the default) turns it off. The deletion is the API's: the registration leaves
+    /// the REST lists and the scale-set agents, its protocol session ends (a waiting long poll
+    /// answers 404, a new session 401, so a runner exits 0) and [`JobEvent::RunnerRemoved`] is
+    /// published; no webhook is sent. Checked on every request and every 200 ms. Runners made
+    /// before the switch count too.
+    pub fn set_idle_jit_runner_expiry(&self, after: Option<Duration>) {
+        self.inner.shared.lock().set_idle_jit_expiry(after);
+    }
+
+    /// How many idle JIT runners [`Emulator::set_idle_jit_runner_expiry`] deleted.
+    pub fn idle_jit_runners_expired(&self) -> usize {
+        self.state().bad_days.idle_jit_expired
+    }
+
     /// Drops queued faults and any exhausted rate limit (latency is kept).
     pub fn clear_faults(&self) {
         self.state().faults.clear();
@@ -428,12 +480,18 @@ impl Emulator {
             .is_some()
     }
 
-    /// Sets whether a runner is running a job; false if there is no such runner.
+    /// Sets whether a runner is running a job; false if there is no such runner. A runner set
+    /// busy counts as busy from now on for [`Emulator::set_busy_flag_lag`].
     pub fn set_runner_busy(&self, id: u64, busy: bool) -> bool {
         self.state()
             .runners
             .get_mut(&id)
-            .map(|r| r.busy = busy)
+            .map(|r| {
+                if busy && !r.busy {
+                    r.busy_since = Some(std::time::Instant::now());
+                }
+                r.busy = busy;
+            })
             .is_some()
     }
 

@@ -20,7 +20,7 @@ use jsonwebtoken::{EncodingKey, Header, encode};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::faults::Faults;
+use crate::faults::{Bucket, Faults};
 use crate::jobs::{Conclusion, Job, JobStatus};
 use crate::state::{ALNUM, State, random_string, timestamp, uuid_like};
 use crate::world::Scope;
@@ -92,6 +92,8 @@ pub(crate) struct AdminToken {
     /// The tenant key it works for.
     pub tenant: String,
     pub expires_at: DateTime<Utc>,
+    /// The REST credential that made the registration token it was traded for, if known.
+    pub credential: Option<Bucket>,
 }
 
 /// Where a job is in a scale set's hands.
@@ -441,8 +443,9 @@ impl State {
         key
     }
 
-    /// A new admin token for `tenant`: a signed JWT whose `exp` says when it stops working.
-    pub fn mint_admin_token(&mut self, tenant: &str) -> String {
+    /// A new admin token for `tenant`, on behalf of `credential` (the REST credential behind
+    /// the registration token): a signed JWT whose `exp` says when it stops working.
+    pub fn mint_admin_token(&mut self, tenant: &str, credential: Option<Bucket>) -> String {
         let now = self.now();
         let expires_at = self.expiry(self.scaleset.admin_token_ttl);
         let sub = self
@@ -471,6 +474,7 @@ impl State {
             AdminToken {
                 tenant: tenant.to_owned(),
                 expires_at,
+                credential,
             },
         );
         token
@@ -985,6 +989,7 @@ mod tests {
             AdminToken {
                 tenant: "t".into(),
                 expires_at: Utc::now(),
+                credential: None,
             },
         );
         let printed = format!("{service:?}");

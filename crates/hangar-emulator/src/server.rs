@@ -1,11 +1,12 @@
 //! The HTTP side: the axum service and the request pipeline every REST call goes through, in
-//! order —
-//! added latency, `User-Agent` check, injected faults, exhausted rate limit, authentication,
-//! rate-limit accounting, routing (with or without the `/api/v3` prefix) — then the headers every
-//! response carries (`Date` on the emulator clock, `x-ratelimit-*`, `x-oauth-scopes` for classic
-//! PATs) and the call log entry. Runner-protocol paths (`/_runner/…`) branch off to their own
-//! pipeline in `routes::runner_protocol`, and runner scale set paths (`/actions/runner-registration`,
-//! `/_services/pipelines/…`) to theirs in `routes::scaleset`, before any of this.
+//! order — added latency, `User-Agent` check, injected faults, exhausted rate limit,
+//! authentication, rate-limit accounting, the secondary limit of the runner endpoints that create
+//! something (when switched on, `bad_days.rs`), routing (with or without the `/api/v3` prefix) —
+//! then the headers every response carries (`Date` on the emulator clock, `x-ratelimit-*`,
+//! `x-oauth-scopes` for classic PATs) and the call log entry. Runner-protocol paths (`/_runner/…`)
+//! branch off to their own pipeline in `routes::runner_protocol`, and runner scale set paths
+//! (`/actions/runner-registration`, `/_services/pipelines/…`) to theirs in `routes::scaleset`,
+//! before any of this.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::auth::{self, Identity, Presented};
+use crate::bad_days::{Caller, rest_endpoint};
 use crate::error::{ApiError, ApiResult, USER_AGENT_MESSAGE, answer_parts};
 use crate::faults::Bucket;
 use crate::faults::{Snapshot, rate_limit_exceeded};
@@ -96,6 +98,7 @@ fn process(state: &mut State, parts: &Parts, body: &Bytes, ip: IpAddr) -> Respon
     let user_agent = header(parts, USER_AGENT).filter(|ua| !ua.trim().is_empty());
     let api_version = header(parts, "x-github-api-version");
     let presented = Presented::from_headers(&parts.headers);
+    let request_id = random_string(ALNUM, 16);
 
     let mut send_scopes = true;
     let (result, identity, snapshot): (ApiResult, Identity, Snapshot) = if user_agent.is_none() {
@@ -132,19 +135,28 @@ fn process(state: &mut State, parts: &Parts, body: &Bytes, ip: IpAddr) -> Respon
                         (Err(err), identity, snapshot)
                     }
                     Ok(snapshot) => {
-                        let host_url = host_url(parts);
-                        let mut cx = Ctx {
-                            state,
-                            cred,
-                            method: parts.method.as_str(),
-                            path,
-                            uri: &parts.uri,
-                            query,
-                            body,
-                            api_url: format!("{host_url}{prefix}"),
-                            host_url,
-                        };
-                        (routes::dispatch(&mut cx), identity, snapshot)
+                        // The secondary limit counts per credential (hence after auth) and
+                        // refuses before the handler, so a refused request does nothing.
+                        let caller = Caller::Credential(identity.bucket.clone());
+                        let charged = rest_endpoint(parts.method.as_str(), path)
+                            .map_or(Ok(()), |e| state.charge_secondary(caller, e));
+                        if let Err(refusal) = charged {
+                            (Err(refusal.error(&request_id)), identity, snapshot)
+                        } else {
+                            let host_url = host_url(parts);
+                            let mut cx = Ctx {
+                                state,
+                                cred,
+                                method: parts.method.as_str(),
+                                path,
+                                uri: &parts.uri,
+                                query,
+                                body,
+                                api_url: format!("{host_url}{prefix}"),
+                                host_url,
+                            };
+                            (routes::dispatch(&mut cx), identity, snapshot)
+                        }
                     }
                 }
             }
@@ -165,7 +177,7 @@ fn process(state: &mut State, parts: &Parts, body: &Bytes, ip: IpAddr) -> Respon
     let mut headers: Vec<(&str, String)> = vec![
         ("x-github-api-version-selected", "2022-11-28".to_owned()),
         ("x-github-media-type", "github.v3; format=json".to_owned()),
-        ("x-github-request-id", random_string(ALNUM, 16)),
+        ("x-github-request-id", request_id),
     ];
     headers.extend(snapshot.headers());
     if send_scopes && let Some(scopes) = &identity.oauth_scopes {

@@ -18,7 +18,8 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use rand::Rng;
 use tokio::sync::{Notify, broadcast, mpsc};
 
-use crate::faults::{Faults, RateLimiter};
+use crate::bad_days::BadDays;
+use crate::faults::{Bucket, Faults, RateLimiter};
 use crate::jobs::{
     Conclusion, Job, JobEvent, JobSpec, JobStatus, JobView, LogLine, RunnerMessage, StepView,
 };
@@ -154,6 +155,13 @@ pub(crate) struct Runner {
     pub listening_announced: bool,
     /// The runner scale set whose JIT config made it: it takes only that scale set's jobs.
     pub scale_set_id: Option<u64>,
+    /// When it was created (registered, or its JIT config made).
+    pub created_at: Instant,
+    /// When it last became busy (took a job, or was set busy); the REST `busy` flag may lag
+    /// behind it (`bad_days.rs`).
+    pub busy_since: Option<Instant>,
+    /// Whether it ever took a job (an idle JIT runner that never did may expire, `bad_days.rs`).
+    pub took_a_job: bool,
 }
 
 /// A runner's protocol session.
@@ -224,6 +232,9 @@ pub(crate) struct RunnerToken {
     pub kind: RunnerTokenKind,
     pub scope: Scope,
     pub expires_at: DateTime<Utc>,
+    /// The credential that asked for it (an admin token traded for it spends that
+    /// credential's secondary-limit points).
+    pub issued_by: Option<Bucket>,
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +301,8 @@ pub(crate) struct State {
     pub runner_groups: BTreeMap<u64, RunnerGroup>,
     /// The Actions runner scale set service.
     pub scaleset: Service,
+    /// GitHub's bad days: secondary limit, lagging `busy`, idle JIT runner expiry.
+    pub bad_days: BadDays,
 }
 
 impl State {
@@ -329,6 +342,7 @@ impl State {
             runner_calls: Vec::new(),
             runner_groups: BTreeMap::new(),
             scaleset: Service::default(),
+            bad_days: BadDays::default(),
         };
         for label in DEFAULT_LABELS {
             state.label_id(label);
@@ -573,6 +587,9 @@ impl State {
                 messages: VecDeque::new(),
                 listening_announced: false,
                 scale_set_id: None,
+                created_at: Instant::now(),
+                busy_since: None,
+                took_a_job: false,
             },
         );
         id
@@ -603,7 +620,9 @@ impl State {
             .expect("insert_runner just inserted this id");
         runner.credential = Some(credential.clone());
         runner.jit = true;
+        let created_at = runner.created_at;
         self.jit_configs_issued += 1;
+        self.watch_jit_runner(id, created_at);
         (id, credential)
     }
 
@@ -663,10 +682,12 @@ impl State {
 
     /// Timers that run whenever anyone looks at the state: expired runner sessions end (a job
     /// delivered on one but never started goes back to the queue), then the scale-set timers
-    /// run (see [`State::scale_set_housekeeping`]).
+    /// run (see [`State::scale_set_housekeeping`]), then idle JIT runners past their expiry go
+    /// (when switched on, see [`State::expire_idle_jit_runners`]).
     pub fn housekeeping(&mut self) {
         self.expire_sessions();
         self.scale_set_housekeeping();
+        self.expire_idle_jit_runners();
     }
 
     /// Ends the sessions nobody polled or posted an event on for the session timeout.
@@ -938,6 +959,8 @@ impl State {
         let now = self.now();
         let runner = self.runners.get_mut(&runner_id)?;
         runner.busy = true;
+        runner.busy_since = Some(Instant::now());
+        runner.took_a_job = true;
         runner.job = Some(job_id);
         let runner_name = runner.name.clone();
         let job = self.jobs.get_mut(&job_id)?;

@@ -1,8 +1,9 @@
 //! Self-hosted runner endpoints, for an organization (`/orgs/{org}/actions/runners…`) or a
 //! repository (`/repos/{owner}/{repo}/actions/runners…`): list (paginated, `Link` header, `name=`
-//! filter), get, delete (422 while busy; deleting ends the runner's protocol session), registration
-//! and remove tokens, and JIT configs (in GitHub's shape, see `jit.rs`); and an organization's
-//! runner groups (`/orgs/{org}/actions/runner-groups`).
+//! filter; `busy` may lag, see `bad_days.rs`), get, delete (422 while busy, truthfully; deleting
+//! ends the runner's protocol session), registration and remove tokens, and JIT configs (in
+//! GitHub's shape, see `jit.rs`); and an organization's runner groups
+//! (`/orgs/{org}/actions/runner-groups`).
 
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
@@ -10,6 +11,7 @@ use serde_json::{Map, Value, json};
 use super::Ctx;
 use super::query::QueryParams;
 use crate::auth::authorize_runners;
+use crate::bad_days::credential_bucket;
 use crate::error::{ApiError, ApiResult, Reply};
 use crate::jit::JitConfig;
 use crate::state::{
@@ -60,7 +62,8 @@ pub(crate) fn runner_json(state: &State, runner: &Runner) -> Value {
         "name": runner.name,
         "os": "Linux",
         "status": if runner.online { "online" } else { "offline" },
-        "busy": runner.busy,
+        // The REST flag may lag behind the truth (`Emulator::set_busy_flag_lag`).
+        "busy": state.rest_busy(runner),
         "ephemeral": runner.ephemeral,
         "runner_group_id": runner.runner_group_id,
         "labels": labels,
@@ -182,6 +185,7 @@ fn runner_token(cx: &mut Ctx<'_>, scope: &Scope, kind: RunnerTokenKind) -> ApiRe
             kind,
             scope: scope.normalized(),
             expires_at,
+            issued_by: credential_bucket(&cx.cred),
         },
     );
     Ok(Reply::created(json!({

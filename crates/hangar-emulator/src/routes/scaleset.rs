@@ -5,7 +5,9 @@
 //! acquire). It has its own pipeline, entered from `server.rs` before the REST one: no
 //! `User-Agent` rule, no REST rate limit, its own fault queue; calls go to the REST call log with
 //! their own [`AuthKind`]s. Everything but the long poll runs under the state lock; the long poll
-//! checks under the lock, then waits for [`State::changed`] outside it.
+//! checks under the lock, then waits for [`State::changed`] outside it. `generatejitconfig` is
+//! subject to the secondary limit when it is on (`bad_days.rs`), charged to the REST credential
+//! whose registration token the admin token was traded for.
 //!
 //! Errors under `/_services/…` always take the Actions service's shape (`typeName`, `message`);
 //! registration errors take GitHub's REST shape, as that endpoint lives on the REST API.
@@ -23,6 +25,7 @@ use tokio::time::Instant;
 
 use super::query::QueryParams;
 use super::runner_protocol::Presented;
+use crate::bad_days::{Caller, Endpoint, SECONDARY_MESSAGE};
 use crate::error::{ApiError, ApiResult, Reply, answer_parts, json_object};
 use crate::jit::{JitConfig, scope_of_url};
 use crate::scaleset::{QUEUE_MESSAGE_TYPE, ScaleSet, ScaleSetCallKind, scale_set_labels};
@@ -362,7 +365,11 @@ fn register(state: &mut State, presented: &Presented, body: &Bytes, host_url: &s
         return Err(ApiError::not_found());
     }
     let tenant = state.tenant_for(&token_scope, host_url);
-    let admin_token = state.mint_admin_token(&tenant);
+    let credential = state
+        .runner_tokens
+        .get(token.as_str())
+        .and_then(|t| t.issued_by.clone());
+    let admin_token = state.mint_admin_token(&tenant, credential);
     let base_url = state
         .scaleset
         .tenants
@@ -398,6 +405,35 @@ fn admin_scope(state: &State, presented: &Presented, tenant: &str) -> Result<Sco
         .get(tenant)
         .map(|t| t.scope.clone())
         .ok_or_else(ApiError::not_found)
+}
+
+/// Spends a JIT config's secondary-limit points (when the limit is on, `bad_days.rs`) for the
+/// credential behind the admin token presented (already checked), or else its tenant; refused
+/// past the limit with the limit's status, `retry-after` and GitHub's message.
+fn charge_secondary(
+    state: &mut State,
+    presented: &Presented,
+    tenant: &str,
+) -> Result<(), ApiError> {
+    let credential = match presented {
+        Presented::Bearer(token) => state
+            .scaleset
+            .admin_tokens
+            .get(token.as_str())
+            .and_then(|t| t.credential.clone()),
+        _ => None,
+    };
+    let caller = credential.map_or_else(|| Caller::Tenant(tenant.to_owned()), Caller::Credential);
+    state
+        .charge_secondary(caller, Endpoint::ScaleSetJitConfig)
+        .map_err(|refusal| {
+            ApiError::actions(
+                refusal.status,
+                "TooManyRequestsException",
+                SECONDARY_MESSAGE,
+            )
+            .with_header("retry-after", refusal.retry_after_secs.to_string())
+        })
 }
 
 /// Routes an Actions-service call under `tenant`.
@@ -436,6 +472,9 @@ fn service(
         call => {
             let scope = admin_scope(state, presented, tenant)?;
             require_api_version(parts)?;
+            if let Call::GenerateJitConfig(_) = call {
+                charge_secondary(state, presented, tenant)?;
+            }
             admin_call(state, tenant, &scope, call, parts, body)
         }
     }
