@@ -1114,14 +1114,188 @@ async fn agents_by_id_and_name_and_busy_ones_are_not_removed() {
             .await;
         removed.assert_status(StatusCode::NO_CONTENT);
         assert_eq!(emu.runner(idle_id), None);
-        let unknown = org
+        // Removing it again is not an error (the service answers 204 for a runner it does not
+        // know); reading it is 404.
+        let again = org
             .admin(Method::DELETE, &format!("{AGENTS}/{idle_id}"), None)
             .await;
-        unknown.assert_refused(StatusCode::NOT_FOUND, "AgentNotFoundException");
+        again.assert_status(StatusCode::NO_CONTENT);
         let unknown = org
             .admin(Method::GET, &format!("{AGENTS}/{idle_id}"), None)
             .await;
-        unknown.assert_status(StatusCode::NOT_FOUND);
+        unknown.assert_refused(StatusCode::NOT_FOUND, "AgentNotFoundException");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn deleting_a_runner_the_scope_does_not_know_answers_204() {
+    within(async {
+        let emu = seed().await;
+        let (org, id) = hangar_scale_set(&emu, &["hangar"]).await;
+
+        // ARC's finalizer removes every finished runner, which the service has already removed
+        // after its job: that must be a 204, not an error.
+        let finished = org.runner(id, "finished-1").await;
+        let job_id = emu.enqueue_job(job("short", &["hangar"]));
+        assert_eq!(finished.take_job().await, job_id);
+        finished.run(job_id, "success").await;
+        assert_eq!(emu.runner(finished.id), None);
+        let r = org
+            .admin(Method::DELETE, &format!("{AGENTS}/{}", finished.id), None)
+            .await;
+        r.assert_status(StatusCode::NO_CONTENT);
+
+        // An id that never existed: 204 as well, and nothing else goes.
+        let idle = org.jit(id, "idle-1").await;
+        idle.assert_status(StatusCode::OK);
+        let idle_id = id_of(&idle.json["runner"]);
+        let r = org
+            .admin(Method::DELETE, &format!("{AGENTS}/987654"), None)
+            .await;
+        r.assert_status(StatusCode::NO_CONTENT);
+        assert!(emu.runner(idle_id).is_some());
+
+        // Another scope's runner is unknown here: 204, and it is left alone.
+        let repo = repo_service(&emu).await;
+        let repo_set = id_of(&repo.create("repo-set", &[]).await);
+        let theirs = repo.jit(repo_set, "theirs-1").await;
+        theirs.assert_status(StatusCode::OK);
+        let theirs_id = id_of(&theirs.json["runner"]);
+        let r = org
+            .admin(Method::DELETE, &format!("{AGENTS}/{theirs_id}"), None)
+            .await;
+        r.assert_status(StatusCode::NO_CONTENT);
+        assert!(emu.runner(theirs_id).is_some());
+
+        // Credentials and the api-version are still checked first, known runner or not.
+        for target in [idle_id, 987654] {
+            let path = format!("{AGENTS}/{target}");
+            let crossed = Service {
+                url: org.url.clone(),
+                token: repo.token.clone(),
+            };
+            crossed
+                .admin(Method::DELETE, &path, None)
+                .await
+                .assert_refused(StatusCode::UNAUTHORIZED, "Unauthorized");
+            let forged = send(
+                Method::DELETE,
+                &format!("{}{}", org.url, versioned(&path)),
+                bearer("not-a-token"),
+                None,
+                &[],
+            )
+            .await;
+            forged.assert_refused(StatusCode::UNAUTHORIZED, "Unauthorized");
+            let unversioned = send(
+                Method::DELETE,
+                &format!("{}{path}", org.url),
+                bearer(&org.token),
+                None,
+                &[],
+            )
+            .await;
+            unversioned.assert_refused(StatusCode::BAD_REQUEST, "VersionNotSpecified");
+        }
+        assert!(emu.runner(idle_id).is_some());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_empty_work_folder_means_the_default_one() {
+    within(async {
+        let emu = seed().await;
+        let (org, id) = hangar_scale_set(&emu, &[]).await;
+        let jit = |body: Value| {
+            let org = &org;
+            async move {
+                org.admin(
+                    Method::POST,
+                    &format!("{SCALE_SETS}/{id}/generatejitconfig"),
+                    Some(body),
+                )
+                .await
+            }
+        };
+        let folder = |r: &Resp| {
+            r.assert_status(StatusCode::OK);
+            let encoded = r.json["encodedJITConfig"].as_str().expect("a JIT config");
+            JitConfig::decode(encoded).unwrap().work_folder
+        };
+        // What the Go client and a default ARC install send: the field, empty.
+        assert_eq!(
+            folder(&jit(json!({"name": "go-1", "workFolder": ""})).await),
+            "_work"
+        );
+        assert_eq!(folder(&jit(json!({"name": "absent-1"})).await), "_work");
+        assert_eq!(
+            folder(&jit(json!({"name": "null-1", "workFolder": null})).await),
+            "_work"
+        );
+        assert_eq!(
+            folder(&jit(json!({"name": "set-1", "workFolder": "/runner/w"})).await),
+            "/runner/w"
+        );
+        jit(json!({"name": "bad-1", "workFolder": 7}))
+            .await
+            .assert_refused(StatusCode::BAD_REQUEST, "ArgumentException");
+        // The runner made from the empty-folder config takes its scale set's jobs.
+        let r = jit(json!({"name": "go-2", "workFolder": ""})).await;
+        r.assert_status(StatusCode::OK);
+        let runner = Runner::start(r.json["encodedJITConfig"].as_str().unwrap()).await;
+        let job_id = emu.enqueue_job(job("go", &["hangar"]));
+        assert_eq!(runner.take_job().await, job_id);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_update_whose_runner_setting_omits_disable_update_turns_it_off() {
+    within(async {
+        let emu = seed().await;
+        let (org, id) = hangar_scale_set(&emu, &[]).await;
+        assert!(emu.scale_set(id).unwrap().disable_update);
+        let patch = |body: Value| {
+            let org = &org;
+            async move {
+                let r = org
+                    .admin(Method::PATCH, &format!("{SCALE_SETS}/{id}"), Some(body))
+                    .await;
+                r.assert_status(StatusCode::OK);
+                r.json["runnerSetting"]["disableUpdate"].clone()
+            }
+        };
+        // No setting at all (or null) keeps the value.
+        assert_eq!(patch(json!({"name": "hangar"})).await, true);
+        assert_eq!(patch(json!({"RunnerSetting": null})).await, true);
+        // What the Go client sends to turn it off (`disableUpdate` is omitempty), in its
+        // struct's spelling, with the rest of the struct.
+        let off = patch(json!({
+            "id": id, "name": "hangar", "runnerGroupId": 1,
+            "labels": [{"name": "hangar", "type": "System"}],
+            "RunnerSetting": {}, "createdOn": "0001-01-01T00:00:00Z",
+        }))
+        .await;
+        assert_eq!(off, false);
+        assert!(!emu.scale_set(id).unwrap().disable_update);
+        assert_eq!(
+            patch(json!({"RunnerSetting": {"disableUpdate": true}})).await,
+            true
+        );
+        assert_eq!(patch(json!({"runnerSetting": {}})).await, false);
+        assert!(!emu.scale_set(id).unwrap().disable_update);
+        // A new scale set whose setting says nothing is created with false, as before.
+        let created = org
+            .admin(
+                Method::POST,
+                SCALE_SETS,
+                Some(json!({"name": "plain", "RunnerSetting": {}})),
+            )
+            .await;
+        created.assert_status(StatusCode::OK);
+        assert_eq!(created.json["runnerSetting"]["disableUpdate"], false);
     })
     .await
 }

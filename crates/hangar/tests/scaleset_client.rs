@@ -249,7 +249,9 @@ async fn pat_round_trip_on_a_repository() {
         assert!(seen.contains(&"JobStarted".to_string()), "{seen:?}");
         assert_eq!(emu.job(job_id).unwrap().status, JobStatus::Completed);
 
-        // Names are unique; an idle registration is removed, then is gone.
+        // Names are unique; an idle registration is removed, then is gone: removing it again is
+        // not an error (the service answers 204 for a runner it no longer knows, which reads as
+        // removed; a 404 would read as `NotFound`).
         let second = svc
             .generate_jit_config(id, "hangar-repo-runner-2", "_work")
             .await
@@ -264,7 +266,7 @@ async fn pat_round_trip_on_a_repository() {
         );
         assert_eq!(
             svc.delete_agent(second.id).await.unwrap(),
-            AgentRemoval::NotFound
+            AgentRemoval::Removed
         );
         assert!(svc.agent(second.id).await.unwrap().is_none());
 
@@ -851,7 +853,8 @@ struct Received {
 
 /// Answers as a repository's REST API and Actions service would, with one scale set
 /// (`hangar-scripted`, id 1) whose queue offers only an unreadable message (id 7), and whose
-/// acknowledgement is refused with 403.
+/// acknowledgement is refused with 403. It knows no runner, and says so with 404
+/// `AgentNotFoundException` where the real service (and the emulator) answer 204.
 #[derive(Clone)]
 struct Scripted {
     base: String,
@@ -948,6 +951,10 @@ async fn scripted_answer(
             403,
             serde_json::json!({"typeName": "AccessDeniedException", "message": "acknowledging is not allowed"}),
         ),
+        ("DELETE", path) if path.starts_with("/service/_apis/distributedtask/pools/0/agents/") => (
+            404,
+            serde_json::json!({"typeName": "GitHub.DistributedTask.WebApi.AgentNotFoundException, GitHub.DistributedTask.WebApi", "message": "No runner exists."}),
+        ),
         _ => (404, serde_json::json!({"message": "not scripted"})),
     };
     (
@@ -972,6 +979,22 @@ async fn an_unreadable_message_that_cannot_be_acknowledged_reopens_the_session()
         assert!(
             scripted.count("DELETE", "/queue/7") <= scripted.count("POST", sessions),
             "one refused acknowledgement per session"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_runner_answered_404_on_removal_is_gone_too() {
+    within(30, async {
+        let scripted = Scripted::start().await;
+        let svc = scripted.client();
+        // A 404 for a removal reads as already gone, not as an error (the emulator answers
+        // 204 for an unknown runner, as the service does, which reads as removed).
+        assert_eq!(svc.delete_agent(42).await.unwrap(), AgentRemoval::NotFound);
+        assert_eq!(
+            scripted.count("DELETE", "/service/_apis/distributedtask/pools/0/agents/42"),
+            1
         );
     })
     .await

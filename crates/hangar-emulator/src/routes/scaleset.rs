@@ -542,7 +542,12 @@ fn admin_call(
         }
         Call::GetRunner(id) => Ok(Reply::ok(agent_json(agent_in(state, scope, id)?))),
         Call::DeleteRunner(id) => {
-            let runner = agent_in(state, scope, id)?;
+            // A runner the scope does not know (never made, already removed, or another
+            // scope's) is gone as far as the caller is concerned: 204, as the service answers
+            // (ARC's ADR), and nothing is touched.
+            let Ok(runner) = agent_in(state, scope, id) else {
+                return Ok(Reply::no_content());
+            };
             if runner.busy || runner.job.is_some() {
                 return Err(ApiError::actions(
                     StatusCode::BAD_REQUEST,
@@ -668,10 +673,12 @@ fn parse_scale_set(body: &Map<String, Value>) -> Result<ScaleSetFields, ApiError
     let setting = body
         .get("RunnerSetting")
         .or_else(|| body.get("runnerSetting"));
+    // An absent or null setting keeps the old value; a setting given without `disableUpdate`
+    // means false (the Go client omits a false `disableUpdate`, so `{}` is how it says so).
     match setting {
         None | Some(Value::Null) => {}
         Some(Value::Object(o)) => match o.get("disableUpdate") {
-            None | Some(Value::Null) => {}
+            None | Some(Value::Null) => fields.disable_update = Some(false),
             Some(Value::Bool(b)) => fields.disable_update = Some(*b),
             Some(other) => {
                 return Err(bad_argument(format!(
@@ -783,7 +790,8 @@ fn find_scale_sets(state: &State, tenant: &str, parts: &Parts) -> ApiResult {
     Ok(Reply::ok(json!({ "count": found.len(), "value": found })))
 }
 
-/// `PATCH …/runnerscalesets/{id}`: the fields given replace the scale set's.
+/// `PATCH …/runnerscalesets/{id}`: the fields given replace the scale set's (a `RunnerSetting`
+/// object without `disableUpdate` sets it to false).
 fn update_scale_set(
     state: &mut State,
     tenant: &str,
@@ -963,9 +971,12 @@ fn generate_jitconfig(
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
         _ => return Err(bad_argument("A JIT runner needs a name.")),
     };
+    // Clients that have no folder to ask for send `""` (the Go client never omits the field):
+    // that means the runner's default, as an absent or null one does.
     let work_folder = match body.get("workFolder") {
         None | Some(Value::Null) => "_work".to_owned(),
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) if s.is_empty() => "_work".to_owned(),
+        Some(Value::String(s)) => s.clone(),
         Some(other) => return Err(bad_argument(format!("workFolder {other} is not a folder."))),
     };
     if state.runner_named(&set.scope, &name).is_some() {
@@ -1229,6 +1240,18 @@ mod tests {
         let lower: Map<String, Value> =
             serde_json::from_value(json!({"runnerSetting": {"disableUpdate": false}})).unwrap();
         assert_eq!(parse_scale_set(&lower).unwrap().disable_update, Some(false));
+        // `{}` is how the Go client (omitempty) says false; no setting at all keeps the old one.
+        for empty in [
+            json!({"RunnerSetting": {}}),
+            json!({"runnerSetting": {"disableUpdate": null}}),
+        ] {
+            let empty: Map<String, Value> = serde_json::from_value(empty).unwrap();
+            assert_eq!(parse_scale_set(&empty).unwrap().disable_update, Some(false));
+        }
+        for keep in [json!({}), json!({"RunnerSetting": null})] {
+            let keep: Map<String, Value> = serde_json::from_value(keep).unwrap();
+            assert_eq!(parse_scale_set(&keep).unwrap().disable_update, None);
+        }
         let bad: Map<String, Value> = serde_json::from_value(json!({"labels": [1]})).unwrap();
         assert!(parse_scale_set(&bad).is_err());
     }
