@@ -1,6 +1,7 @@
 //! GitHub App endpoints, all authenticated with an App JWT: `GET /app`, the installation of an
-//! org or repo, listing installations, and minting installation access tokens
-//! (`POST /app/installations/{id}/access_tokens`).
+//! org or repo, listing installations (paginated, `Link` header), and minting installation access
+//! tokens (`POST /app/installations/{id}/access_tokens`). The App and installation objects carry
+//! every field GitHub's OpenAPI description requires; accounts come from `user::account_json`.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,8 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::Ctx;
+use super::query::QueryParams;
+use super::user::{AccountKind, WORLD_CREATED_AT, account_json, node_id};
 use crate::auth::require_app;
 use crate::error::{ApiError, ApiResult, Reply};
 use crate::state::{ALNUM, Installation, InstallationToken, State, random_string, timestamp};
@@ -25,23 +28,48 @@ fn rank(level: &str) -> u8 {
     }
 }
 
-fn installation_json(state: &State, inst: &Installation, api_url: &str) -> Value {
+/// An organization account by display login (id 0 if the world has no such organization).
+fn org_account(cx: &Ctx<'_>, login: &str) -> Value {
+    let id = cx.state.org(login).map(|o| o.id).unwrap_or_default();
+    account_json(
+        login,
+        id,
+        AccountKind::Organization,
+        &cx.api_url,
+        &cx.host_url,
+    )
+}
+
+fn installation_json(cx: &Ctx<'_>, inst: &Installation) -> Value {
+    let state = &*cx.state;
     let app = state.apps.get(&inst.app_id);
-    let account_id = state.org(&inst.account).map(|o| o.id).unwrap_or_default();
+    let account = org_account(cx, &inst.account);
+    let suspended_at = inst.suspended_at.map(timestamp);
+    let api_url = &cx.api_url;
     json!({
         "id": inst.id,
-        "app_id": inst.app_id,
-        "client_id": app.map(|a| a.client_id.clone()),
-        "app_slug": app.map(|a| a.slug.clone()),
-        "account": { "login": inst.account, "id": account_id, "type": "Organization" },
-        "target_id": account_id,
-        "target_type": "Organization",
+        "account": account,
         "repository_selection": "all",
+        "access_tokens_url": format!("{api_url}/app/installations/{}/access_tokens", inst.id),
+        "repositories_url": format!("{api_url}/installation/repositories"),
+        "html_url": format!(
+            "{}/organizations/{}/settings/installations/{}",
+            cx.host_url, inst.account, inst.id
+        ),
+        "app_id": inst.app_id,
+        "client_id": app.map(|a| a.client_id.clone()).unwrap_or_default(),
+        "app_slug": app.map(|a| a.slug.clone()).unwrap_or_default(),
+        "target_id": account["id"],
+        "target_type": "Organization",
         "permissions": inst.permissions,
         "events": [],
-        "suspended_at": inst.suspended_at.map(timestamp),
+        "created_at": WORLD_CREATED_AT,
+        "updated_at": suspended_at.clone().unwrap_or_else(|| WORLD_CREATED_AT.to_owned()),
+        "single_file_name": Value::Null,
+        "has_multiple_single_files": false,
+        "single_file_paths": [],
         "suspended_by": Value::Null,
-        "access_tokens_url": format!("{api_url}/app/installations/{}/access_tokens", inst.id),
+        "suspended_at": suspended_at,
     })
 }
 
@@ -59,9 +87,11 @@ fn own_installation<'a>(
         .ok_or_else(ApiError::not_found)
 }
 
-/// `GET /app`.
+/// `GET /app`. Its owner is the account of its first installation (the world does not say who
+/// made the App), else the world's first organization.
 pub(crate) fn get_app(cx: &mut Ctx<'_>) -> ApiResult {
     let app_id = require_app(&cx.cred)?;
+    let cx = &*cx;
     let state = &*cx.state;
     let app = state.apps.get(&app_id).ok_or_else(ApiError::not_found)?;
     let installations: Vec<&Installation> = state
@@ -81,60 +111,118 @@ pub(crate) fn get_app(cx: &mut Ctx<'_>) -> ApiResult {
     let owner = installations
         .first()
         .map(|i| i.account.clone())
+        .or_else(|| state.orgs.values().next().map(|o| o.login.clone()))
         .unwrap_or_else(|| app.slug.clone());
+    let html_url = format!("{}/apps/{}", cx.host_url, app.slug);
     Ok(Reply::ok(json!({
         "id": app.id,
         "slug": app.slug,
+        "node_id": node_id("Integration", app.id),
         "client_id": app.client_id,
+        "owner": org_account(cx, &owner),
         "name": app.slug,
-        "owner": { "login": owner, "type": "Organization" },
-        "html_url": format!("{}/apps/{}", cx.host_url, app.slug),
+        "description": Value::Null,
+        "external_url": html_url,
+        "html_url": html_url,
+        "created_at": WORLD_CREATED_AT,
+        "updated_at": WORLD_CREATED_AT,
         "permissions": permissions,
         "events": [],
         "installations_count": installations.len(),
     })))
 }
 
-/// `GET /app/installations` (all of them, no pagination).
+/// `GET /app/installations?per_page=&page=`: one page, with a `Link` header when there are more.
 pub(crate) fn list_installations(cx: &mut Ctx<'_>) -> ApiResult {
     let app_id = require_app(&cx.cred)?;
-    let list: Vec<Value> = cx
+    let cx = &*cx;
+    let paging = QueryParams::of(cx.uri).paging();
+    let all: Vec<&Installation> = cx
         .state
         .installations
         .values()
         .filter(|i| i.app_id == app_id)
-        .map(|i| installation_json(cx.state, i, &cx.api_url))
         .collect();
-    Ok(Reply::ok(Value::Array(list)))
+    let list: Vec<Value> = paging.of(&all).map(|i| installation_json(cx, i)).collect();
+    let last = all.len().div_ceil(paging.per_page).max(1);
+    let reply = Reply::ok(Value::Array(list));
+    Ok(match link_header(cx, paging.page, last) {
+        Some(link) => reply.with_header("link", link),
+        None => reply,
+    })
+}
+
+/// GitHub's `Link` header for page `page` of `last` pages of this request (`None` for a single
+/// page): `prev`, `next`, `last` and `first` as they apply, each this request's URL with `page`
+/// replaced and every other parameter kept as sent.
+fn link_header(cx: &Ctx<'_>, page: usize, last: usize) -> Option<String> {
+    if last <= 1 {
+        return None;
+    }
+    let mut rels = Vec::new();
+    if page > 1 {
+        rels.push((page.min(last + 1) - 1, "prev"));
+    }
+    if page < last {
+        rels.push((page + 1, "next"));
+        rels.push((last, "last"));
+    }
+    if page > 1 {
+        rels.push((1, "first"));
+    }
+    let kept: Vec<&str> = cx
+        .query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("page"))
+        .collect();
+    let links: Vec<String> = rels
+        .into_iter()
+        .map(|(p, rel)| {
+            let mut pairs = kept.clone();
+            let page_pair = format!("page={p}");
+            pairs.push(&page_pair);
+            format!(
+                "<{}{}?{}>; rel=\"{rel}\"",
+                cx.api_url,
+                cx.path,
+                pairs.join("&")
+            )
+        })
+        .collect();
+    Some(links.join(", "))
 }
 
 /// `GET /app/installations/{id}`.
 pub(crate) fn get_installation(cx: &mut Ctx<'_>, id: &str) -> ApiResult {
     let app_id = require_app(&cx.cred)?;
+    let cx = &*cx;
     let inst = own_installation(cx.state, app_id, id)?;
-    Ok(Reply::ok(installation_json(cx.state, inst, &cx.api_url)))
+    Ok(Reply::ok(installation_json(cx, inst)))
 }
 
 /// `GET /orgs/{org}/installation`.
 pub(crate) fn org_installation(cx: &mut Ctx<'_>, org: &str) -> ApiResult {
     let app_id = require_app(&cx.cred)?;
+    let cx = &*cx;
     let state = &*cx.state;
     state.org(org).ok_or_else(ApiError::not_found)?;
     let inst = state
         .installation_of(app_id, org)
         .ok_or_else(ApiError::not_found)?;
-    Ok(Reply::ok(installation_json(state, inst, &cx.api_url)))
+    Ok(Reply::ok(installation_json(cx, inst)))
 }
 
 /// `GET /repos/{owner}/{repo}/installation`.
 pub(crate) fn repo_installation(cx: &mut Ctx<'_>, owner: &str, repo: &str) -> ApiResult {
     let app_id = require_app(&cx.cred)?;
+    let cx = &*cx;
     let state = &*cx.state;
     let repo = state.repo(owner, repo).ok_or_else(ApiError::not_found)?;
     let inst = state
         .installation_of(app_id, &repo.owner)
         .ok_or_else(ApiError::not_found)?;
-    Ok(Reply::ok(installation_json(state, inst, &cx.api_url)))
+    Ok(Reply::ok(installation_json(cx, inst)))
 }
 
 /// `POST /app/installations/{id}/access_tokens`. An optional body `{"permissions": {..}}` narrows
