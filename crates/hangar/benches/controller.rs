@@ -177,8 +177,48 @@ fn emulator_calls(emu: &Emulator) -> usize {
     emu.calls().len()
 }
 
-/// Case 2: (jobs, GitHub calls during the burst, seconds, idle calls per minute).
-async fn calls_per_job(jobs: usize) -> (usize, usize, f64, f64) {
+/// A call's kind for the breakdown: method and path with ids and names folded.
+fn call_kind(call: &hangar_emulator::CallRecord) -> String {
+    let path: Vec<&str> = call
+        .path
+        .split('/')
+        .map(|segment| {
+            if segment.chars().all(|c| c.is_ascii_digit()) && !segment.is_empty() {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    let path = path.join("/");
+    // Owner and repository names say nothing about the kind of call.
+    let path = path
+        .replace(&format!("/repos/{}/", support::REPO), "/repos/{repo}/")
+        .replace(&format!("/orgs/{}/", support::ORG), "/orgs/{org}/");
+    format!("{} {path}", call.method)
+}
+
+/// What the calls-per-job case measured.
+struct CallsPerJob {
+    jobs: usize,
+    calls: usize,
+    secs: f64,
+    idle_per_hour_per_pool: f64,
+    breakdown: Vec<(String, usize)>,
+}
+
+/// Case 2: a burst of `jobs` through the whole controller, counted from the first job queued to
+/// five seconds after the last one finished (so the burst's tail of messages is counted too).
+async fn calls_per_job(jobs: usize) -> CallsPerJob {
+    // HANGAR_BENCH_LOG=FILE keeps the controller's log, to see why a figure is what it is.
+    if let Ok(path) = std::env::var("HANGAR_BENCH_LOG") {
+        let file = std::fs::File::create(path).expect("HANGAR_BENCH_LOG is writable");
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .with_env_filter("hangar=debug")
+            .try_init();
+    }
     let emu = support::emulator().await;
     let root = std::env::temp_dir().join(format!("hangar-bench-ctl-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
@@ -197,7 +237,7 @@ github_web_url = "{web}"
 [[pool]]
 name = "standalone"
 repository = "{repo}"
-max = 20
+max = 100
 [pool.local]
 hangar_binary = "{binary}"
 work_root = "{root}/standalone"
@@ -206,7 +246,7 @@ work_root = "{root}/standalone"
 [[pool]]
 name = "org"
 organization = "{org}"
-max = 20
+max = 100
 [pool.local]
 hangar_binary = "{binary}"
 work_root = "{root}/org"
@@ -236,9 +276,17 @@ work_root = "{root}/org"
     // Let both sessions open, then measure idle cost for a few seconds.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_from = emulator_calls(&emu);
-    let idle_window = Duration::from_secs(if full() { 35 } else { 2 });
+    // Long enough for every idle timer to fire: the statistics re-read and the long poll's
+    // timeout (30 s) and the REST list interval (300 s).
+    let idle_window = Duration::from_secs(
+        std::env::var("HANGAR_BENCH_IDLE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if full() { 310 } else { 2 }),
+    );
     tokio::time::sleep(idle_window).await;
-    let idle_per_min = (emulator_calls(&emu) - idle_from) as f64 * 60.0 / idle_window.as_secs_f64();
+    let idle_per_hour_per_pool =
+        (emulator_calls(&emu) - idle_from) as f64 * 3600.0 / idle_window.as_secs_f64() / 2.0;
     let before = emulator_calls(&emu);
     let started = Instant::now();
     let ids: Vec<u64> = (0..jobs)
@@ -263,7 +311,15 @@ work_root = "{root}/org"
         assert_eq!(view.conclusion, Some(hangar_emulator::Conclusion::Success));
     }
     let secs = started.elapsed().as_secs_f64();
-    let calls = emulator_calls(&emu) - before;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let burst_calls: Vec<_> = emu.calls().into_iter().skip(before).collect();
+    let calls = burst_calls.len();
+    let mut breakdown: std::collections::BTreeMap<String, usize> = Default::default();
+    for call in &burst_calls {
+        *breakdown.entry(call_kind(call)).or_default() += 1;
+    }
+    let mut breakdown: Vec<(String, usize)> = breakdown.into_iter().collect();
+    breakdown.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), controller).await;
     for backend in backends.lock().unwrap().iter() {
@@ -271,7 +327,13 @@ work_root = "{root}/org"
     }
     emu.shutdown().await;
     let _ = std::fs::remove_dir_all(&root);
-    (jobs, calls, secs, idle_per_min)
+    CallsPerJob {
+        jobs,
+        calls,
+        secs,
+        idle_per_hour_per_pool,
+        breakdown,
+    }
 }
 
 fn sim_pool(max: u32) -> PoolConfig {
@@ -347,9 +409,37 @@ async fn memory_at(runners: usize) -> (u64, u64, u64, f64, f64) {
     (before, after, peak, launch_pass, observe_pass)
 }
 
+async fn print_calls_per_job(full: bool) {
+    let burst = calls_per_job(if full { 200 } else { 4 }).await;
+    println!(
+        "## GitHub calls per job (whole controller and its runners, local runners, both seed pools)\n"
+    );
+    println!(
+        "| jobs | GitHub calls (burst + 5 s) | calls per job | burst time | idle calls per pool per hour |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {:.2} | {:.1} s | {:.0} |\n",
+        burst.jobs,
+        burst.calls,
+        burst.calls as f64 / burst.jobs as f64,
+        burst.secs,
+        burst.idle_per_hour_per_pool
+    );
+    println!("| call | count |\n|---|---|");
+    for (kind, count) in &burst.breakdown {
+        println!("| {kind} | {count} |");
+    }
+    println!();
+}
+
 #[tokio::main]
 async fn main() {
     let full = full();
+    if std::env::var_os("HANGAR_BENCH_CALLS_ONLY").is_some() {
+        print_calls_per_job(full).await;
+        return;
+    }
     println!(
         "# hangar controller benchmarks{}\n",
         if full { "" } else { " (smoke)" }
@@ -374,16 +464,7 @@ async fn main() {
         percentile(&samples, 100.0)
     );
 
-    let (jobs, calls, secs, idle) = calls_per_job(if full { 50 } else { 4 }).await;
-    println!("## GitHub calls per job (whole controller, local runners, both seed pools)\n");
-    println!(
-        "| jobs | calls during the burst | calls per job | burst time | idle calls per minute (2 pools) |"
-    );
-    println!("|---|---|---|---|---|");
-    println!(
-        "| {jobs} | {calls} | {:.2} | {secs:.1} s | {idle:.1} |\n",
-        calls as f64 / jobs as f64
-    );
+    print_calls_per_job(full).await;
 
     println!("## Jobs per second (in-memory backend, simulated GitHub)\n");
     println!("| jobs | max runners | passes | time | jobs/s |");

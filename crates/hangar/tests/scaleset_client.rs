@@ -614,6 +614,7 @@ fn listener_spec(name: &str, labels: &[&str]) -> ListenerSpec {
         owner_name: format!("{name}-controller"),
         timing: ListenerTiming::fast(),
         refresh: Default::default(),
+        stream: None,
     }
 }
 

@@ -27,6 +27,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::ledger::{RunnerEvent, StreamItem};
 use crate::github::Scope;
 use crate::github::scaleset::{
     ActionsService, JobMessage, Message, ScaleSetError, ScaleSetSpec, Session, Statistics,
@@ -49,6 +50,8 @@ pub struct ListenerSpec {
     /// Notified: re-read the statistics now, without waiting for the refresh interval (the
     /// webhook receiver heard of a job).
     pub refresh: Arc<Notify>,
+    /// Where the runners' starts and completions go (the pool's [`super::ledger::Ledger`]).
+    pub stream: Option<mpsc::UnboundedSender<StreamItem>>,
 }
 
 /// The listener's waits.
@@ -66,6 +69,18 @@ pub struct ListenerTiming {
     /// message comes: a message lost on the way would otherwise leave its job uncounted until
     /// the next one. The controller sets it to its resync interval.
     pub statistics_refresh: Duration,
+    /// After a message, the next poll waits this long, so the job messages of a burst arrive
+    /// batched: each queue message costs two calls (poll and acknowledgement) whatever the
+    /// number of jobs in it. It bounds the delay a job queued meanwhile gets.
+    pub batch_window: Duration,
+    /// After a message that brought no new job (only runners starting and completing jobs),
+    /// the next poll waits this long instead: what such messages say is needed only when new
+    /// jobs come, and the pause ends at once when the webhook receiver hears of one.
+    pub quiet_pause: Duration,
+    /// When asked for fresh statistics (the webhook receiver heard of a job, or the reconciler
+    /// waits for them), the listener waits this long for a message to bring them before it
+    /// reads the scale set: a webhook per job must not become a GitHub call per job.
+    pub ask_grace: Duration,
 }
 
 impl Default for ListenerTiming {
@@ -77,6 +92,9 @@ impl Default for ListenerTiming {
             error_max: Duration::from_secs(60),
             delete_session_timeout: Duration::from_secs(10),
             statistics_refresh: Duration::from_secs(30),
+            batch_window: Duration::from_millis(250),
+            quiet_pause: Duration::from_secs(3),
+            ask_grace: Duration::from_secs(2),
         }
     }
 }
@@ -91,6 +109,9 @@ impl ListenerTiming {
             error_max: Duration::from_millis(100),
             delete_session_timeout: Duration::from_secs(5),
             statistics_refresh: Duration::from_millis(500),
+            batch_window: Duration::ZERO,
+            quiet_pause: Duration::ZERO,
+            ask_grace: Duration::ZERO,
         }
     }
 }
@@ -136,6 +157,10 @@ impl Default for Demand {
     }
 }
 
+/// The most job messages the service puts in one queue message (actions/scaleset's README:
+/// "at most 50"); a message this full means more are waiting, so the next poll goes at once.
+pub const SERVICE_BATCH_LIMIT: usize = 50;
+
 pub const WAITING_FOR_SESSION: &str = "waiting: another controller holds the session";
 
 // ----- pure decisions ----------------------------------------------------------------------
@@ -163,6 +188,41 @@ pub fn jobs_to_acquire(jobs: &[JobMessage]) -> Vec<u64> {
         }
     }
     ids
+}
+
+/// Whether a message offers or assigns a job (the next poll then goes out at once).
+pub fn brings_new_jobs(jobs: &[JobMessage]) -> bool {
+    jobs.iter().any(|job| {
+        matches!(
+            job,
+            JobMessage::JobAvailable { .. } | JobMessage::JobAssigned { .. }
+        )
+    })
+}
+
+/// What a message's job messages say about runners: who started a job, whose job completed.
+pub fn runner_events(jobs: &[JobMessage]) -> Vec<RunnerEvent> {
+    jobs.iter()
+        .filter_map(|job| match job {
+            JobMessage::JobStarted {
+                runner_id,
+                runner_name,
+                ..
+            } => Some(RunnerEvent::Started {
+                id: *runner_id,
+                name: runner_name.clone(),
+            }),
+            JobMessage::JobCompleted {
+                runner_id,
+                runner_name,
+                ..
+            } => Some(RunnerEvent::Completed {
+                id: runner_id.filter(|id| *id != 0),
+                name: runner_name.clone().filter(|n| !n.is_empty()),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What to do after a poll (or acknowledgement) failed.
@@ -403,6 +463,9 @@ impl Listener {
             .statistics_refresh
             .max(Duration::from_millis(10));
         let mut next_refresh = tokio::time::Instant::now() + refresh_every;
+        // Somebody asked for fresh statistics: read them then, unless a message brings them.
+        let mut ask_deadline: Option<tokio::time::Instant> = None;
+        let ask_grace = self.spec.timing.ask_grace;
         loop {
             // The statistics are re-read from the scale set (with the admin token) while the
             // long poll goes on: abandoning the poll for each refresh would cost a poll a
@@ -417,11 +480,21 @@ impl Listener {
                 ));
                 tokio::pin!(poll);
                 loop {
+                    let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
                     let was_asked = tokio::select! {
                         result = &mut poll => break Polled::Answer(result),
                         _ = tokio::time::sleep_until(next_refresh) => false,
-                        _ = self.spec.refresh.notified() => true,
+                        _ = tokio::time::sleep_until(ask_deadline.unwrap_or(far)), if ask_deadline.is_some() => true,
+                        _ = self.spec.refresh.notified() => {
+                            if ask_grace.is_zero() {
+                                true
+                            } else {
+                                ask_deadline.get_or_insert(tokio::time::Instant::now() + ask_grace);
+                                continue;
+                            }
+                        }
                     };
+                    ask_deadline = None;
                     next_refresh = tokio::time::Instant::now() + refresh_every;
                     match self.cancellable(self.service.scale_set(scale_set_id)).await {
                         None => break Polled::Answer(None),
@@ -485,6 +558,27 @@ impl Listener {
                                 Some(Ok(())) => {
                                     failures = 0;
                                     last_message_id = message.id;
+                                    let pause = if message.jobs.len() >= SERVICE_BATCH_LIMIT {
+                                        // A full message: more are waiting.
+                                        Duration::ZERO
+                                    } else if brings_new_jobs(&message.jobs) {
+                                        self.spec.timing.batch_window
+                                    } else {
+                                        self.spec.timing.quiet_pause
+                                    };
+                                    // The message brought fresh statistics.
+                                    ask_deadline = None;
+                                    match self.pause(pause).await {
+                                        None => {
+                                            self.close(&session).await;
+                                            return Ended::Cancelled;
+                                        }
+                                        Some(true) => {
+                                            ask_deadline =
+                                                Some(tokio::time::Instant::now() + ask_grace);
+                                        }
+                                        Some(false) => {}
+                                    }
                                     continue;
                                 }
                                 Some(Err(e)) => e,
@@ -580,9 +674,19 @@ impl Listener {
             pool = %self.spec.pool, message_id = message.id, jobs = message.jobs.len(),
             assigned = statistics.map(|s| s.total_assigned_jobs), "message"
         );
+        let received = Utc::now();
+        // Before the statistics: a pass that reads them finds the runners' events in its ledger.
+        if let Some(stream) = &self.spec.stream {
+            for event in runner_events(&message.jobs) {
+                let _ = stream.send(StreamItem {
+                    statistics_at: received,
+                    event,
+                });
+            }
+        }
         self.demand.send_modify(|d| {
             d.session = SessionState::Live;
-            d.last_message_at = Some(Utc::now());
+            d.last_message_at = Some(received);
             if statistics.is_some() {
                 d.statistics = statistics;
                 d.statistics_at = d.last_message_at;
@@ -653,6 +757,21 @@ impl Listener {
             rand::random(),
         );
         self.sleep(wait).await
+    }
+
+    /// Waits `wait` between polls; somebody asking for statistics ends it early. `None` when
+    /// cancelled, else whether it was asked.
+    async fn pause(&self, wait: Duration) -> Option<bool> {
+        if wait.is_zero() {
+            return Some(false);
+        }
+        self.cancellable(async {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                _ = self.spec.refresh.notified() => true,
+            }
+        })
+        .await
     }
 
     async fn sleep(&self, wait: Duration) -> bool {
@@ -728,6 +847,52 @@ mod tests {
         // The service enforces `max`: a job not acquired now might never be offered again.
         assert_eq!(jobs_to_acquire(&jobs), [1, 2, 3]);
         assert_eq!(jobs_to_acquire(&[]), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn runner_events_name_who_started_and_whose_job_completed() {
+        let job = JobInfo::default();
+        let jobs = vec![
+            JobMessage::JobAssigned { job: job.clone() },
+            JobMessage::JobStarted {
+                job: job.clone(),
+                runner_id: 7,
+                runner_name: "p-7".into(),
+            },
+            JobMessage::JobCompleted {
+                job: job.clone(),
+                result: "succeeded".into(),
+                runner_id: Some(7),
+                runner_name: Some("p-7".into()),
+            },
+            // A job cancelled before any runner took it names none.
+            JobMessage::JobCompleted {
+                job,
+                result: "canceled".into(),
+                runner_id: Some(0),
+                runner_name: Some(String::new()),
+            },
+        ];
+        assert_eq!(
+            runner_events(&jobs),
+            vec![
+                RunnerEvent::Started {
+                    id: 7,
+                    name: "p-7".into()
+                },
+                RunnerEvent::Completed {
+                    id: Some(7),
+                    name: Some("p-7".into())
+                },
+                RunnerEvent::Completed {
+                    id: None,
+                    name: None
+                },
+            ]
+        );
+        assert!(brings_new_jobs(&jobs[..1]));
+        assert!(!brings_new_jobs(&jobs[1..]));
+        assert!(brings_new_jobs(&[available(1)]));
     }
 
     #[test]

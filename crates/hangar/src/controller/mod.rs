@@ -9,6 +9,7 @@ pub mod budget;
 pub mod check;
 pub mod config;
 pub mod http;
+pub mod ledger;
 pub mod listener;
 pub mod metrics;
 pub mod pace;

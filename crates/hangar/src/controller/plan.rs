@@ -58,6 +58,9 @@ pub struct Observed {
     /// When the listings below had all been answered (`None`: the pass's `now`).
     pub listed_at: Option<DateTime<Utc>>,
     pub runners: Vec<ObservedRunner>,
+    /// Registration id -> when it was known gone, where known more precisely than `listed_at`
+    /// (the message stream says when a runner completed; see `controller::ledger`).
+    pub gone_at: BTreeMap<u64, DateTime<Utc>>,
     pub tasks: Vec<Task>,
     pub handoffs: Vec<Handoff>,
 }
@@ -185,6 +188,8 @@ pub struct PoolStatus {
     pub desired: u32,
     /// Pending or running tasks whose registration exists.
     pub capacity: u32,
+    /// Runners that hold or wait for a job (what scale-in compares with `desired`).
+    pub working: u32,
     pub pending: u32,
     pub registered: u32,
     pub busy: u32,
@@ -356,7 +361,12 @@ pub fn plan(
         .filter(|t| !retired_tasks.contains(t.id.as_str()))
         .filter(|t| !runners.contains_key(&t.tags.runner_id))
     {
-        let since = memory.finishing.get(&task.id).copied().unwrap_or(listed_at);
+        let since = memory
+            .finishing
+            .get(&task.id)
+            .or(observed.gone_at.get(&task.tags.runner_id))
+            .copied()
+            .unwrap_or(listed_at);
         next.finishing.insert(task.id.clone(), since);
         if !statistics_newer_than(observed, since) {
             finishing_counted += 1;
@@ -469,6 +479,7 @@ pub fn plan(
             assigned_jobs: observed.assigned_jobs,
             desired,
             capacity,
+            working,
             pending,
             registered,
             busy,
@@ -488,22 +499,38 @@ fn still_in_flight(
     runners: &BTreeMap<u64, &ObservedRunner>,
     now: DateTime<Utc>,
 ) -> BTreeMap<String, InFlight> {
-    let listed_ids: BTreeSet<&str> = observed.tasks.iter().map(|t| t.id.as_str()).collect();
-    let listed_runners: BTreeSet<u64> = observed.tasks.iter().map(|t| t.tags.runner_id).collect();
+    let listed: BTreeMap<&str, bool> = observed
+        .tasks
+        .iter()
+        .map(|t| (t.id.as_str(), is_live(t)))
+        .collect();
+    let listed_live_runners: BTreeSet<u64> = observed
+        .tasks
+        .iter()
+        .filter(|t| is_live(t))
+        .map(|t| t.tags.runner_id)
+        .collect();
     let listed_at = observed.listed_at.unwrap_or(now);
     memory
         .in_flight
         .iter()
+        // Listed live: an ordinary task from now on.
         .filter(|(id, f)| {
-            !listed_ids.contains(id.as_str()) && !listed_runners.contains(&f.runner_id)
+            listed.get(id.as_str()) != Some(&true) && !listed_live_runners.contains(&f.runner_id)
         })
         .filter(|(_, f)| !older_than(f.launched_at, now, IN_FLIGHT_EXPIRY))
         .filter_map(|(id, f)| {
             let registered = runners.contains_key(&f.runner_id);
+            // First listed already stopped (a backend that lists stopped tasks, and a runner
+            // done before any pass saw it live): done too.
+            let stopped = listed.get(id.as_str()) == Some(&false);
             let mut f = f.clone();
-            if f.registration_seen && !registered {
+            if (f.registration_seen && !registered) || stopped {
                 // Done; counted like a listed task whose runner finished (see `plan`).
-                let since = *f.finished_seen.get_or_insert(listed_at);
+                let known_gone = observed.gone_at.get(&f.runner_id).copied();
+                let since = *f
+                    .finished_seen
+                    .get_or_insert(known_gone.unwrap_or(listed_at));
                 if statistics_newer_than(observed, since) {
                     return None;
                 }
@@ -659,6 +686,7 @@ mod tests {
             statistics_at: Some(now() + chrono::Duration::seconds(1)),
             listed_at: Some(now()),
             runners: vec![runner(1, false, false)],
+            gone_at: Default::default(),
             tasks: vec![listed],
             handoffs: vec![],
         };
@@ -695,6 +723,44 @@ mod tests {
     }
 
     #[test]
+    fn a_launch_first_listed_already_stopped_counts_until_statistics_newer_than_its_end() {
+        // A backend that lists stopped tasks, and a runner that did its job before any pass
+        // saw its task live: the statistics of the last message may still count that job.
+        let l = limits(0, 10);
+        let memory = Memory {
+            in_flight: [flying(1, 5, false)].into(),
+            ..Memory::default()
+        };
+        let stopped = task(1, TaskState::Stopped, 5);
+        let stale = Observed {
+            assigned_jobs: Some(1),
+            statistics_at: Some(now() - chrono::Duration::seconds(3)),
+            listed_at: Some(now()),
+            tasks: vec![stopped.clone()],
+            ..Observed::default()
+        };
+        let p = at(&l, &stale, &memory, now());
+        assert_eq!(
+            launches(&p),
+            0,
+            "no second runner for a job that may be done"
+        );
+        assert_eq!(p.status.awaiting_statistics, 1);
+        // The stream said when its runner completed: statistics after that let it go.
+        let told = Observed {
+            gone_at: [(1, now() - chrono::Duration::seconds(4))].into(),
+            ..stale.clone()
+        };
+        let p = at(&l, &told, &memory, now());
+        assert!(p.memory.in_flight.is_empty());
+        assert_eq!(
+            launches(&p),
+            1,
+            "the statistics still count a job: it gets a runner"
+        );
+    }
+
+    #[test]
     fn an_in_flight_runner_is_no_ghost_and_its_secret_no_leftover() {
         let l = limits(0, 10);
         let obs = Observed {
@@ -702,6 +768,7 @@ mod tests {
             statistics_at: None,
             listed_at: None,
             runners: vec![runner(1, false, false)],
+            gone_at: Default::default(),
             tasks: vec![],
             handoffs: vec![Handoff {
                 name: "/hangar/jit/p/p-runner01".into(),
@@ -1041,6 +1108,7 @@ mod tests {
             statistics_at: Some(t0 - chrono::Duration::milliseconds(50)),
             listed_at: Some(t0),
             runners: runners.clone(),
+            gone_at: Default::default(),
             tasks: tasks.clone(),
             handoffs: vec![],
         };
@@ -1197,6 +1265,7 @@ mod tests {
             assigned_jobs: Some(2),
             statistics_at: None,
             listed_at: None,
+            gone_at: Default::default(),
             tasks: vec![
                 task(1, TaskState::Pending, 30),
                 task(2, TaskState::Pending, 1300),

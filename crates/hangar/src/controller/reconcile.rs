@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::backend::{Backend, BackendError, LaunchRequest, Task, TaskTags};
 use super::budget::{self, Costs, RateLimitSnapshot};
 use super::config::{PoolConfig, RUNNER_SUFFIX_LEN};
+use super::ledger::{Ledger, ListingReason, STREAM_GRACE, StreamItem};
 use super::metrics::LaunchFailure as LaunchFailureKind;
 use super::plan::{self, Action, InFlight, Memory, Observed, ObservedRunner, PoolStatus, Reason};
 use crate::github::scaleset::AgentRemoval;
@@ -141,6 +142,9 @@ pub struct LoopSettings {
     /// Launches in flight at once (each: one GitHub call, then the backend).
     pub launch_concurrency: usize,
     pub budget_share: f64,
+    /// With a message stream, GitHub's REST runner list is read at least this often (more
+    /// often when the ledger asks: see `controller::ledger`).
+    pub runner_list_interval: Duration,
 }
 
 impl Default for LoopSettings {
@@ -152,6 +156,7 @@ impl Default for LoopSettings {
             debounce: Duration::from_millis(5),
             launch_concurrency: 8,
             budget_share: 1.0,
+            runner_list_interval: Duration::from_secs(300),
         }
     }
 }
@@ -212,6 +217,14 @@ pub struct Reconciler<G: PoolGitHub, B: Backend> {
     events: Option<tokio::sync::mpsc::UnboundedSender<(String, PoolEvent)>>,
     /// Where to ask the listener for fresh statistics.
     statistics_refresh: Option<Arc<Notify>>,
+    /// The runners' starts and completions from the listener; without it every pass reads
+    /// the REST runner list.
+    stream: Option<tokio::sync::mpsc::UnboundedReceiver<StreamItem>>,
+    ledger: Ledger,
+    /// Since when launches have waited for fresher statistics (see `run`).
+    awaiting_statistics_since: Option<DateTime<Utc>>,
+    /// REST runner listings read, by why (for the log and tests).
+    listings: u64,
 }
 
 impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
@@ -239,7 +252,23 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             calls_at_start,
             events: None,
             statistics_refresh: None,
+            stream: None,
+            ledger: Ledger::default(),
+            awaiting_statistics_since: None,
+            listings: 0,
         }
+    }
+
+    /// Takes the runners' state from the scale set's message stream (and this reconciler's own
+    /// actions), reading the REST runner list only when the ledger asks for it.
+    pub fn with_stream(mut self, stream: tokio::sync::mpsc::UnboundedReceiver<StreamItem>) -> Self {
+        self.stream = Some(stream);
+        self
+    }
+
+    /// REST runner listings this reconciler has read.
+    pub fn listings(&self) -> u64 {
+        self.listings
     }
 
     /// Asks `refresh` for fresh statistics when launches wait for them (see
@@ -284,10 +313,21 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             let view = demand.borrow().clone();
             let stretch = self.pass(&view, Utc::now()).await;
             let _ = reports.send(self.report.clone());
-            if self.report.status.awaiting_statistics > 0
-                && let Some(refresh) = &self.statistics_refresh
-            {
-                refresh.notify_one();
+            if self.report.status.awaiting_statistics > 0 {
+                let now = Utc::now();
+                let since = *self.awaiting_statistics_since.get_or_insert(now);
+                // With a message stream, the completion that holds launches usually comes with
+                // fresh statistics in its own message: ask only when it is late.
+                let late = self.stream.is_none()
+                    || now
+                        .signed_duration_since(since)
+                        .to_std()
+                        .is_ok_and(|waited| waited >= STREAM_GRACE);
+                if late && let Some(refresh) = &self.statistics_refresh {
+                    refresh.notify_one();
+                }
+            } else {
+                self.awaiting_statistics_since = None;
             }
             // More runners than desired (a launch raced a shrinking demand, or a runner is
             // still starting): look again soon, so a surplus runner that comes online idle is
@@ -359,13 +399,44 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             now,
         );
         self.report.budget_left = (verdict.left != u64::MAX).then_some(verdict.left);
-        let plan = plan::plan(
+        let (mut observed, listed) = observed;
+        let mut plan = plan::plan(
             &self.pool.limits,
             &observed,
             &self.memory,
             &verdict.allowance,
             now,
         );
+        // Scale-in needs to know which runners are online and idle, which only the REST list
+        // says: read it and decide again.
+        let listed_lately = self.ledger.listed_at().is_some_and(|at| {
+            now.signed_duration_since(at)
+                .to_std()
+                .is_ok_and(|age| age < SURPLUS_RECHECK)
+        });
+        if !listed
+            && !listed_lately
+            && plan.status.working > plan.status.desired
+            && observed.assigned_jobs.is_some()
+            && observed.runners.iter().any(|r| !r.busy)
+        {
+            match self.list_runners(ListingReason::ScaleIn).await {
+                Ok(()) => {
+                    observed.runners = self.ledger_runners();
+                    observed.gone_at = self.ledger_gone_at(&observed.tasks);
+                    plan = plan::plan(
+                        &self.pool.limits,
+                        &observed,
+                        &self.memory,
+                        &verdict.allowance,
+                        now,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(pool = %self.pool.name, error = %e, "listing the pool's runners for scale-in failed; scale-in waits");
+                }
+            }
+        }
         tracing::info!(
             pool = %self.pool.name,
             assigned = ?observed.assigned_jobs,
@@ -396,12 +467,14 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
 
     /// Runners and tasks every pass, all or nothing; leftover one-shot secrets only every
     /// [`cleanup_interval`], and a failure there only delays the clean-up (an SSM
-    /// `DescribeParameters` that is throttled must not stop a pool from deciding).
+    /// `DescribeParameters` that is throttled must not stop a pool from deciding). With a
+    /// message stream the runners come from the ledger, and the REST list is read only when it
+    /// asks. Returns whether the REST list was read.
     async fn observe(
         &mut self,
         demand: &DemandView,
         now: DateTime<Utc>,
-    ) -> Result<Observed, String> {
+    ) -> Result<(Observed, bool), String> {
         let cleanup_due = self.handoffs_listed_at.is_none_or(|at| {
             now.signed_duration_since(at)
                 .to_std()
@@ -414,12 +487,16 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                 None
             }
         };
-        let (runners, tasks, handoffs) = tokio::join!(
-            self.github.runners(),
-            self.backend.list(&self.pool.name),
-            handoffs,
-        );
-        let runners = runners.map_err(|e| format!("listing the pool's runners on GitHub: {e}"))?;
+        let streamed = self.stream.is_some();
+        let rest_runners = async {
+            if streamed {
+                None
+            } else {
+                Some(self.github.runners().await)
+            }
+        };
+        let (runners, tasks, handoffs) =
+            tokio::join!(rest_runners, self.backend.list(&self.pool.name), handoffs,);
         let tasks = tasks.map_err(|e| format!("listing the pool's tasks: {e}"))?;
         let handoffs = match handoffs {
             Some(Ok(handoffs)) => {
@@ -432,18 +509,101 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             }
             None => Vec::new(),
         };
-        Ok(Observed {
-            assigned_jobs: demand.assigned_jobs,
-            statistics_at: demand.statistics_at,
-            // After the listings: what they show happened before this.
-            listed_at: Some(Utc::now()),
-            runners: runners
-                .into_iter()
-                .filter(|r| self.pool.owns_runner_name(&r.name))
-                .collect(),
-            tasks,
-            handoffs,
-        })
+        let (runners, gone_at, listed) = match runners {
+            Some(runners) => {
+                let runners =
+                    runners.map_err(|e| format!("listing the pool's runners on GitHub: {e}"))?;
+                self.listings += 1;
+                let runners = runners
+                    .into_iter()
+                    .filter(|r| self.pool.owns_runner_name(&r.name))
+                    .collect();
+                (runners, Default::default(), true)
+            }
+            None => {
+                self.drain_stream();
+                self.ledger.tasks_seen(&tasks, now);
+                self.ledger.prune(now);
+                let due = self.ledger.listing_due(
+                    &tasks,
+                    now,
+                    self.settings.runner_list_interval,
+                    self.settings.resync_interval,
+                );
+                if let Some(reason) = due {
+                    self.list_runners(reason).await?;
+                }
+                (
+                    self.ledger_runners(),
+                    self.ledger_gone_at(&tasks),
+                    due.is_some(),
+                )
+            }
+        };
+        Ok((
+            Observed {
+                assigned_jobs: demand.assigned_jobs,
+                statistics_at: demand.statistics_at,
+                // After the listings: what they show happened before this.
+                listed_at: Some(Utc::now()),
+                runners,
+                gone_at,
+                tasks,
+                handoffs,
+            },
+            listed,
+        ))
+    }
+
+    /// Applies the stream's events that came since the last pass.
+    fn drain_stream(&mut self) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let pool = &self.pool;
+        while let Ok(item) = stream.try_recv() {
+            self.ledger.apply(&item, |name| pool.owns_runner_name(name));
+        }
+    }
+
+    /// Reads the REST runner list into the ledger.
+    async fn list_runners(&mut self, reason: ListingReason) -> Result<(), String> {
+        let asked_at = Utc::now();
+        let runners = self
+            .github
+            .runners()
+            .await
+            .map_err(|e| format!("listing the pool's runners on GitHub: {e}"))?;
+        self.listings += 1;
+        let runners: Vec<ObservedRunner> = runners
+            .into_iter()
+            .filter(|r| self.pool.owns_runner_name(&r.name))
+            .collect();
+        tracing::debug!(pool = %self.pool.name, reason = reason.as_str(), runners = runners.len(), "runner list read");
+        // Events that came while the list was read are older than its answer.
+        self.drain_stream();
+        self.ledger.listed(&runners, asked_at, Utc::now());
+        Ok(())
+    }
+
+    fn ledger_runners(&self) -> Vec<ObservedRunner> {
+        self.ledger
+            .view()
+            .into_iter()
+            .filter(|r| self.pool.owns_runner_name(&r.name))
+            .collect()
+    }
+
+    /// When the registrations of the pool's tasks and launches were known gone (only those:
+    /// the ledger remembers many more).
+    fn ledger_gone_at(&self, tasks: &[Task]) -> std::collections::BTreeMap<u64, DateTime<Utc>> {
+        let gone = self.ledger.gone_at();
+        tasks
+            .iter()
+            .map(|t| t.tags.runner_id)
+            .chain(self.memory.in_flight.values().map(|f| f.runner_id))
+            .filter_map(|id| gone.get(&id).map(|at| (id, *at)))
+            .collect()
     }
 
     async fn act(&mut self, action: Action, now: DateTime<Utc>) {
@@ -460,6 +620,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                     "left alone: GitHub says a job is running on it"
                 ),
                 Ok(removal) => {
+                    self.ledger.removed(runner_id, now);
                     tracing::info!(
                         pool = %self.pool.name, runner = %runner_name, runner_id,
                         task = task_id.as_deref().unwrap_or("-"), reason = reason.as_str(),
@@ -549,6 +710,8 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                 Ok(task) => {
                     self.report.launched_total += 1;
                     succeeded = true;
+                    self.ledger
+                        .launched(task.tags.runner_id, &task.tags.runner_name, now);
                     // Counted as capacity until a listing shows it (see `plan::InFlight`).
                     self.memory.in_flight.insert(
                         task.id.clone(),
@@ -1044,5 +1207,81 @@ mod sim_tests {
             2,
             "runners are left running on shutdown"
         );
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+    use crate::controller::backend::fake::FakeBackend;
+    use crate::controller::config::ControllerConfig;
+    use crate::controller::ledger::RunnerEvent;
+    use crate::controller::sim::{SimGitHub, SimWorld};
+
+    fn pool() -> PoolConfig {
+        let text = "[[pool]]\nname = \"p\"\nrepository = \"o/r\"\nmax = 4\n[pool.local]\nwork_root = \"/unused\"\n";
+        ControllerConfig::parse(text, "test")
+            .unwrap()
+            .pools
+            .remove(0)
+    }
+
+    fn demand(assigned: u32) -> DemandView {
+        DemandView {
+            assigned_jobs: Some(assigned),
+            statistics_at: Some(Utc::now()),
+            session: "live".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn with_a_stream_the_rest_list_is_read_when_due_not_on_every_pass() {
+        let world = SimWorld::new();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut r: Reconciler<SimGitHub, FakeBackend> = Reconciler::new(
+            pool(),
+            Arc::new(world.github.clone()),
+            Arc::new(world.backend.clone()),
+            LoopSettings::default(),
+        )
+        .with_stream(rx);
+        let t0 = Utc::now();
+        for n in 0..5 {
+            r.pass(&demand(0), t0 + chrono::Duration::seconds(n)).await;
+        }
+        assert_eq!(r.listings(), 1, "only the first pass reads the list");
+
+        // Two jobs: two launches, whose runners the ledger knows without a listing.
+        world.github.queue_jobs(2);
+        r.pass(&demand(2), t0 + chrono::Duration::seconds(6)).await;
+        assert_eq!(world.backend.tasks().len(), 2);
+        let names: Vec<(u64, String)> = world
+            .backend
+            .tasks()
+            .iter()
+            .map(|t| (t.tags.runner_id, t.tags.runner_name.clone()))
+            .collect();
+        // Both start their jobs, as the stream says: busy, no listing needed, nothing launched.
+        for (id, name) in &names {
+            tx.send(StreamItem {
+                statistics_at: Utc::now(),
+                event: RunnerEvent::Started {
+                    id: *id,
+                    name: name.clone(),
+                },
+            })
+            .unwrap();
+        }
+        r.pass(&demand(2), t0 + chrono::Duration::seconds(7)).await;
+        assert_eq!(r.listings(), 1);
+        assert_eq!(r.report().status.busy, 2);
+        assert_eq!(world.backend.tasks().len(), 2, "no launch beyond the two");
+
+        // Long past the list interval: read again.
+        r.pass(&demand(2), t0 + chrono::Duration::seconds(400))
+            .await;
+        assert_eq!(r.listings(), 2);
+        // The sim's registrations say idle; the stream's busy stands.
+        assert_eq!(r.report().status.busy, 2);
     }
 }

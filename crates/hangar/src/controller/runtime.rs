@@ -425,7 +425,8 @@ fn spawn_pool<B: Backend>(
     let nudge = Arc::new(Notify::new());
     let refresh = Arc::new(Notify::new());
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-    let spec = listener_spec(
+    let (stream_tx, stream_rx) = mpsc::unbounded_channel();
+    let mut spec = listener_spec(
         &pool,
         &shared.settings.owner_name,
         ListenerTiming {
@@ -438,6 +439,7 @@ fn spawn_pool<B: Backend>(
         },
         refresh.clone(),
     );
+    spec.stream = Some(stream_tx);
     let mut tasks = vec![tokio::spawn(listener::run(
         service.clone(),
         spec,
@@ -477,7 +479,8 @@ fn spawn_pool<B: Backend>(
         },
     )
     .with_events(events_tx)
-    .with_statistics_refresh(refresh.clone());
+    .with_statistics_refresh(refresh.clone())
+    .with_stream(stream_rx);
     tasks.push(tokio::spawn(reconciler.run(
         view_rx,
         nudge.clone(),
@@ -528,6 +531,7 @@ pub fn listener_spec(
         owner_name: owner_name.to_string(),
         timing,
         refresh,
+        stream: None,
     }
 }
 

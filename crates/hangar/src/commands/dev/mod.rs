@@ -354,6 +354,10 @@ impl Controller {
         options.on_local_backend = Some(hook);
         options.listener_timing = ListenerTiming {
             statistics_refresh: RESYNC,
+            // A newcomer watches jobs one by one: pickup time matters more here than the
+            // GitHub calls that batching messages saves at scale.
+            batch_window: Duration::from_millis(20),
+            quiet_pause: Duration::from_millis(100),
             ..ListenerTiming::default()
         };
         let done = stopped.clone();
