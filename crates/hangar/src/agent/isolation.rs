@@ -76,7 +76,10 @@ pub struct RuntimeDir {
 impl RuntimeDir {
     /// Creates this agent's folder. With `shared_with` (a runner of another uid) the folder is
     /// searchable (0711) so the runner's hooks can reach the socket and scripts by name, but
-    /// neither list nor change them; otherwise it is 0700.
+    /// neither list nor change them; otherwise it is 0700. The base, which every agent of the
+    /// host shares, is always 0711: an agent whose runner is root setting it to 0700 would cut
+    /// off the runners of the other agents on the host (seen: two agents on one host, the
+    /// second one's hooks "Permission denied"). The privacy is in each agent's own folder.
     pub fn create(
         base: Option<&Path>,
         shared_with: Option<&RunAs>,
@@ -88,7 +91,7 @@ impl RuntimeDir {
             None => PathBuf::from(format!("/tmp/hangar-{}", euid.as_raw())),
         };
         let mode = if shared_with.is_some() { 0o711 } else { 0o700 };
-        ensure_private_dir(&base, mode)?;
+        ensure_private_dir(&base, 0o711)?;
         // The pid alone is not unique: agents in PID namespaces of their own may share the base.
         let path = base.join(format!(
             "{}-{:08x}",
@@ -297,6 +300,12 @@ mod tests {
             0o700
         );
         assert!(dir.socket().starts_with(&base));
+        // The shared base stays searchable, whatever this agent's runner: another agent's
+        // runner of another uid must still reach its own folder.
+        assert_eq!(
+            std::fs::metadata(&base).unwrap().permissions().mode() & 0o777,
+            0o711
+        );
         drop(dir);
         assert!(!path.exists());
         std::fs::remove_dir_all(&base).ok();
