@@ -48,10 +48,11 @@ fn ceilings(burst: &Burst, outcome: &Outcome) -> Vec<(String, f64)> {
             burst.max as f64 / mean_slot * 60.0,
         ));
     }
-    // The emulator models no GitHub secondary rate limit yet (issue "GitHub at scale").
+    // GitHub's secondary limit (modelled at its documented 180 creations a minute); the
+    // controller paces under it at `github_creations_per_minute` (default 150).
     out.push((
-        "GitHub (no secondary limit modelled)".to_string(),
-        f64::INFINITY,
+        "GitHub runner creations (controller pace 150/min under GitHub's 180)".to_string(),
+        150.0,
     ));
     out
 }
@@ -101,6 +102,10 @@ fn print(burst: &Burst, outcome: &Outcome) {
         "| runner-protocol requests (the runners' own) | {} ({:.1} per job) |",
         outcome.runner_protocol_calls,
         outcome.runner_protocol_calls as f64 / outcome.jobs.max(1) as f64
+    );
+    println!(
+        "| runner creations GitHub's secondary limit refused | {} |",
+        outcome.secondary_limited
     );
     let held: Vec<&str> = outcome.launch_held.iter().map(String::as_str).collect();
     println!(

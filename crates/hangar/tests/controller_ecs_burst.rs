@@ -58,4 +58,6 @@ async fn two_hundred_jobs_with_lagging_listings_get_one_runner_each_within_max()
         "{:?}",
         outcome.throttled
     );
+    // And its runner creations under GitHub's secondary limit: none was refused.
+    assert_eq!(outcome.secondary_limited, 0);
 }

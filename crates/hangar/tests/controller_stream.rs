@@ -45,14 +45,7 @@ async fn pool_report(c: &Controller, pool: &str) -> serde_json::Value {
 /// busy one (which, read from the flag alone, looks idle and is the older of the two).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_in_with_a_lagging_busy_flag_never_removes_a_runner_that_holds_a_job() {
-    if let Ok(path) = std::env::var("HANGAR_TEST_LOG") {
-        let file = std::fs::File::create(path).unwrap();
-        let _ = tracing_subscriber::fmt()
-            .with_writer(std::sync::Mutex::new(file))
-            .with_ansi(false)
-            .with_env_filter("hangar=debug")
-            .try_init();
-    }
+    log_to_file();
     within(120, async {
         let emu = emulator().await;
         emu.set_busy_flag_lag(Duration::from_secs(300));
@@ -177,6 +170,18 @@ async fn scale_in_with_a_lagging_busy_flag_never_removes_a_runner_that_holds_a_j
     .await
 }
 
+/// HANGAR_TEST_LOG=FILE keeps the controller's log (of the first test that runs).
+fn log_to_file() {
+    if let Ok(path) = std::env::var("HANGAR_TEST_LOG") {
+        let file = std::fs::File::create(path).unwrap();
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .with_env_filter("hangar=debug")
+            .try_init();
+    }
+}
+
 fn repo_scope() -> hangar_emulator::Scope {
     hangar_emulator::Scope::repo("your-organization", "your-repository-name")
 }
@@ -189,4 +194,152 @@ fn tempfile_dir(tag: &str) -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+fn warm(toml: String, recycle_after: &str) -> String {
+    toml.replace(
+        "[defaults]\n",
+        &format!("[defaults]\nmin_idle = 1\nidle_recycle_after = \"{recycle_after}\"\n"),
+    )
+}
+
+fn ready_idle(emu: &hangar_emulator::Emulator) -> usize {
+    emu.runners(&repo_scope())
+        .iter()
+        .filter(|r| r.online && !r.busy)
+        .count()
+}
+
+/// GitHub drops idle JIT runners after a few minutes (here: 10 s). A warm pool recycles its idle
+/// runner before that age (here: 2 s; passes come about every 3 s, as the GitHub budget spaces
+/// them): a replacement first, the old one retired once the new one is ready, so the pool never
+/// has fewer ready runners than `min_idle`, and none is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_runners_are_recycled_before_github_drops_them_and_the_pool_never_dips_under_min_idle()
+{
+    log_to_file();
+    within(90, async {
+        let emu = emulator().await;
+        emu.set_idle_jit_runner_expiry(Some(Duration::from_secs(10)));
+        let mut c = Controller::start_custom(
+            &emu,
+            "recycle",
+            &Pools {
+                repo_max: 3,
+                // Room for a replacement in both pools (both are warm).
+                org_max: 3,
+                resync: "1s",
+            },
+            |toml| warm(toml, "2s"),
+            |_| {},
+        )
+        .await;
+        c.wait_for_session(REPO_POOL, "live").await;
+        within(30, async {
+            while ready_idle(&emu) == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        let first = emu.runners(&repo_scope())[0].id;
+        // Watch for 20 s: several recycling rounds.
+        let mut fewest = usize::MAX;
+        let mut seen = std::collections::BTreeSet::new();
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < until {
+            fewest = fewest.min(ready_idle(&emu));
+            seen.extend(emu.runners(&repo_scope()).iter().map(|r| r.id));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            emu.idle_jit_runners_expired(),
+            0,
+            "no warm runner lived long enough to be dropped"
+        );
+        assert!(fewest >= 1, "the pool went without a ready runner");
+        assert!(
+            seen.len() >= 3 && emu.runner(first).is_none(),
+            "recycled: {seen:?}"
+        );
+        let recycled: u64 = c
+            .metrics()
+            .await
+            .lines()
+            .filter(|l| {
+                l.starts_with("hangar_runners_stopped_total{")
+                    && l.contains("repository=")
+                    && l.contains("reason=\"recycle\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert!(recycled >= 2, "{recycled} recycled");
+        // A warm runner takes a job at once.
+        let job = emu.enqueue_job(
+            JobSpec::new(REPO, "warm")
+                .labels([REPO_POOL])
+                .step("work", "true"),
+        );
+        let done = emu
+            .wait_for_job(job, Duration::from_secs(20))
+            .await
+            .expect("the job is served");
+        assert_eq!(done.conclusion, Some(Conclusion::Success));
+        c.stop().await;
+    })
+    .await
+}
+
+/// With recycling later than GitHub's drop, a dropped warm runner is noticed within one pass
+/// (its registration gone) and replaced at once: no statistics wait, no grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_runner_github_drops_is_replaced_within_one_pass() {
+    log_to_file();
+    within(90, async {
+        let emu = emulator().await;
+        // Not a multiple of the pass interval (about 3 s here, as the GitHub budget spaces
+        // passes), so the drop falls between two passes.
+        emu.set_idle_jit_runner_expiry(Some(Duration::from_millis(4_500)));
+        let mut c = Controller::start_custom(
+            &emu,
+            "dropped",
+            &Pools {
+                repo_max: 3,
+                org_max: 1,
+                resync: "2s",
+            },
+            |toml| warm(toml, "10m"),
+            |_| {},
+        )
+        .await;
+        c.wait_for_session(REPO_POOL, "live").await;
+        within(30, async {
+            while ready_idle(&emu) == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        let first = emu.runners(&repo_scope())[0].id;
+        within(30, async {
+            while emu.runner(first).is_some() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(emu.idle_jit_runners_expired() >= 1);
+        let dropped_at = std::time::Instant::now();
+        within(30, async {
+            while !emu.runners(&repo_scope()).iter().any(|r| r.id != first) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let replaced_in = dropped_at.elapsed();
+        eprintln!("dropped runner replaced in {replaced_in:?}");
+        assert!(
+            replaced_in <= Duration::from_millis(3_000 + 1_500),
+            "replaced {replaced_in:?} after the drop: more than one pass (about 3 s)"
+        );
+        c.stop().await;
+    })
+    .await
 }

@@ -82,6 +82,7 @@ impl PoolGitHub for LivePoolGitHub {
                 jit_config: runner.encoded,
             }),
             Err(ScaleSetError::AgentExists { name, .. }) => Err(CreateError::NameInUse(name)),
+            Err(ScaleSetError::RateLimited { wait, .. }) => Err(CreateError::Limited(wait)),
             Err(e) => Err(CreateError::Other(e.to_string())),
         }
     }

@@ -118,6 +118,11 @@ pub struct Ledger {
     runners: BTreeMap<u64, Entry>,
     /// Registration id -> when it was known gone.
     gone: BTreeMap<u64, DateTime<Utc>>,
+    /// Gone registrations no job had started on: GitHub dropped them (it removes JIT runners
+    /// that wait too long), so no job of theirs is finishing.
+    dropped: BTreeSet<u64>,
+    /// Registrations this controller removed (retired runners): no job of theirs is finishing.
+    retired: BTreeSet<u64>,
     /// When the last REST listing was answered.
     listed_at: Option<DateTime<Utc>>,
     /// The stream named an owned runner the ledger did not know.
@@ -186,7 +191,11 @@ impl Ledger {
 
     /// A registration this controller removed at `at`.
     pub fn removed(&mut self, id: u64, at: DateTime<Utc>) {
-        self.runners.remove(&id);
+        if let Some(entry) = self.runners.remove(&id)
+            && !entry.started
+        {
+            self.retired.insert(id);
+        }
         self.gone.entry(id).or_insert(at);
     }
 
@@ -216,15 +225,18 @@ impl Ledger {
             entry.listed_busy = r.busy;
             entry.gone_task_listed = entry.task_gone_since.is_some();
         }
-        let missing: Vec<u64> = self
+        let missing: Vec<(u64, bool)> = self
             .runners
             .iter()
             .filter(|(id, e)| !listed.contains(id) && e.known_since < asked_at)
-            .map(|(id, _)| *id)
+            .map(|(id, e)| (*id, !e.started && !e.listed_busy))
             .collect();
-        for id in missing {
+        for (id, idle) in missing {
             self.runners.remove(&id);
             self.gone.entry(id).or_insert(answered_at);
+            if idle {
+                self.dropped.insert(id);
+            }
         }
         self.listed_at = Some(answered_at);
         self.unknown_named = false;
@@ -251,6 +263,19 @@ impl Ledger {
     /// Forgets gone registrations older than [`GONE_MEMORY`].
     pub fn prune(&mut self, now: DateTime<Utc>) {
         self.gone.retain(|_, at| !older_than(*at, now, GONE_MEMORY));
+        let gone = &self.gone;
+        self.dropped.retain(|id| gone.contains_key(id));
+        self.retired.retain(|id| gone.contains_key(id));
+    }
+
+    /// Registrations this controller removed from runners that had started no job.
+    pub fn retired(&self) -> &BTreeSet<u64> {
+        &self.retired
+    }
+
+    /// Registrations GitHub removed while their runner waited for a job.
+    pub fn dropped(&self) -> &BTreeSet<u64> {
+        &self.dropped
     }
 
     /// Whether (and why) the REST list should be read before this pass decides.

@@ -66,6 +66,9 @@ pub struct PoolGauges {
     pub pending_runners: u64,
     /// Backend tasks running -> `gha_controller_running_ephemeral_runners`.
     pub running_runners: u64,
+    /// 1 while launches wait for GitHub's secondary rate limit (the pace of runner creations,
+    /// or a refusal's `retry-after`) -> `hangar_launches_held_by_secondary_limit`.
+    pub held_by_secondary_limit: u64,
 }
 
 /// Why a launch failed (`hangar_launch_failures_total{reason}`).
@@ -82,15 +85,18 @@ pub enum LaunchFailure {
     Unavailable,
     /// The GitHub rate-limit budget is spent; the launch waits.
     Budget,
+    /// GitHub's secondary rate limit refused the runner's creation.
+    SecondaryLimit,
 }
 
 impl LaunchFailure {
-    pub const ALL: [LaunchFailure; 5] = [
+    pub const ALL: [LaunchFailure; 6] = [
         LaunchFailure::Capacity,
         LaunchFailure::Throttled,
         LaunchFailure::Config,
         LaunchFailure::Unavailable,
         LaunchFailure::Budget,
+        LaunchFailure::SecondaryLimit,
     ];
 
     /// The label value.
@@ -101,6 +107,7 @@ impl LaunchFailure {
             LaunchFailure::Config => "config",
             LaunchFailure::Unavailable => "unavailable",
             LaunchFailure::Budget => "budget",
+            LaunchFailure::SecondaryLimit => "secondary_limit",
         }
     }
 }
@@ -602,7 +609,7 @@ impl Registry {
             &mut out,
             (
                 "hangar_launch_failures_total",
-                "Runner launches that failed, by reason (capacity, throttled, config, unavailable, budget).",
+                "Runner launches that failed, by reason (capacity, throttled, config, unavailable, budget, secondary_limit).",
             ),
             "reason",
             |series| {
@@ -625,6 +632,15 @@ impl Registry {
                     .map(|reason| (reason.as_str(), series.stopped[reason as usize]))
                     .collect()
             },
+        );
+        self.per_pool(
+            &mut out,
+            (
+                "hangar_launches_held_by_secondary_limit",
+                "gauge",
+                "1 while the pool's launches wait for GitHub's secondary rate limit (\"limited by GitHub's secondary limit\" in status), else 0.",
+            ),
+            |series| series.gauges.held_by_secondary_limit,
         );
         self.per_pool(
             &mut out,
@@ -964,6 +980,7 @@ mod tests {
                 desired_runners: 4,
                 pending_runners: 1,
                 running_runners: 4,
+                held_by_secondary_limit: 1,
             },
         );
         metrics.session("org", true);
@@ -980,6 +997,8 @@ mod tests {
             "gha_controller_pending_ephemeral_runners{name=\"standalone\",organization=\"acme\",repository=\"widgets\"} 1",
             "hangar_session_live{name=\"org\",organization=\"acme\"} 1",
             "hangar_session_live{name=\"standalone\",organization=\"acme\",repository=\"widgets\"} 0",
+            "hangar_launches_held_by_secondary_limit{name=\"standalone\",organization=\"acme\",repository=\"widgets\"} 1",
+            "hangar_launches_held_by_secondary_limit{name=\"org\",organization=\"acme\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }

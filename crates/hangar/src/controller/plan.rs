@@ -61,6 +61,12 @@ pub struct Observed {
     /// Registration id -> when it was known gone, where known more precisely than `listed_at`
     /// (the message stream says when a runner completed; see `controller::ledger`).
     pub gone_at: BTreeMap<u64, DateTime<Utc>>,
+    /// Registrations GitHub removed while their runner waited for a job (no job started on
+    /// them): not finished, dropped.
+    pub dropped: BTreeSet<u64>,
+    /// Registrations this controller removed from runners that had started no job (their tasks
+    /// are being stopped): no job of theirs is finishing either.
+    pub retired: BTreeSet<u64>,
     pub tasks: Vec<Task>,
     pub handoffs: Vec<Handoff>,
 }
@@ -103,6 +109,9 @@ pub struct Memory {
     /// Task id -> when the listings that first showed it live with its registration gone had
     /// been answered (its runner finished; see the capacity rule).
     pub finishing: BTreeMap<String, DateTime<Utc>>,
+    /// Task id -> its runner's id, for the live tasks of the last pass (so a task gone from the
+    /// listing can be told from one whose runner GitHub dropped).
+    pub task_runner: BTreeMap<String, u64>,
 }
 
 /// A task this controller launched that no listing has shown yet.
@@ -134,10 +143,14 @@ pub enum Reason {
     Ghost,
     Orphan,
     Handoff,
+    /// An idle runner past `idle_recycle_after`, retired once a fresh one is ready.
+    Recycle,
+    /// GitHub removed an idle runner's registration (it drops JIT runners that wait too long).
+    Dropped,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 9] = [
         Reason::ScaleIn,
         Reason::MaxRuntime,
         Reason::PendingTimeout,
@@ -145,6 +158,8 @@ impl Reason {
         Reason::Ghost,
         Reason::Orphan,
         Reason::Handoff,
+        Reason::Recycle,
+        Reason::Dropped,
     ];
 
     /// The label value.
@@ -157,6 +172,8 @@ impl Reason {
             Reason::Ghost => "ghost",
             Reason::Orphan => "orphan",
             Reason::Handoff => "handoff",
+            Reason::Recycle => "recycle",
+            Reason::Dropped => "dropped",
         }
     }
 }
@@ -297,6 +314,8 @@ pub fn plan(
                 Some(Reason::MaxRuntime)
             }
             Some(_) => None,
+            // Its runner can never get a job now: stop it at once, and replace it below.
+            None if observed.dropped.contains(&task.tags.runner_id) => Some(Reason::Dropped),
             None if task.state == TaskState::Running => {
                 let since = memory.orphan_since.get(&task.id).copied().unwrap_or(now);
                 if older_than(since, now, limits.offline_grace) {
@@ -356,10 +375,13 @@ pub fn plan(
     let listed_at = observed.listed_at.unwrap_or(now);
     let live_ids: BTreeSet<&str> = live_tasks.iter().map(|t| t.id.as_str()).collect();
     let mut finishing_counted = 0u32;
+    let released =
+        |runner: u64| observed.dropped.contains(&runner) || observed.retired.contains(&runner);
     for task in live_tasks
         .iter()
         .filter(|t| !retired_tasks.contains(t.id.as_str()))
         .filter(|t| !runners.contains_key(&t.tags.runner_id))
+        .filter(|t| !released(t.tags.runner_id))
     {
         let since = memory
             .finishing
@@ -377,6 +399,13 @@ pub fn plan(
         .keys()
         .chain(memory.finishing.keys())
         .filter(|id| !live_ids.contains(id.as_str()))
+        // A dropped or retired runner's task had no job to finish.
+        .filter(|id| {
+            memory
+                .task_runner
+                .get(id.as_str())
+                .is_none_or(|runner| !released(*runner))
+        })
         .collect();
     for id in gone {
         let since = memory.finishing.get(id).copied().unwrap_or(listed_at);
@@ -405,9 +434,65 @@ pub fn plan(
         None => working.max(limits.min_idle).min(limits.max),
     };
 
+    // Recycling: an idle runner past `idle_recycle_after` is replaced first (a launch, if
+    // `max` has room), and retired only once enough fresh runners are ready and idle for what
+    // the pool needs waiting (`desired` minus the busy), so the pool never dips under it.
+    let mut stale: Vec<&(&Task, &ObservedRunner)> = serving
+        .iter()
+        .filter(|(t, r)| {
+            t.state == TaskState::Running
+                && r.online
+                && !r.busy
+                && older_than(born(t), now, limits.idle_recycle_after)
+        })
+        .collect();
+    stale.sort_by(|a, b| (born(a.0), &a.0.id).cmp(&(born(b.0), &b.0.id)));
+    let busy_serving = serving.iter().filter(|(_, r)| r.busy).count() as u32;
+    let fresh_ready_idle = serving
+        .iter()
+        .filter(|(t, r)| t.state == TaskState::Running && r.online && !r.busy)
+        .count() as u32
+        - stale.len() as u32;
+    let idle_needed = desired.saturating_sub(busy_serving);
+    let retire_stale = (stale.len() as u32)
+        .min((fresh_ready_idle + stale.len() as u32).saturating_sub(idle_needed));
+    let mut recycled: BTreeSet<&str> = BTreeSet::new();
+    if observed.assigned_jobs.is_some() {
+        // Those the pool has too many of even without the replacements are scale-in; the rest
+        // were replaced.
+        let surplus = working
+            .saturating_sub(stale.len() as u32)
+            .saturating_sub(desired) as usize;
+        for (n, (task, runner)) in stale.iter().take(retire_stale as usize).enumerate() {
+            recycled.insert(task.id.as_str());
+            actions.push(Action::Retire {
+                runner_id: runner.id,
+                runner_name: runner.name.clone(),
+                task_id: Some(task.id.clone()),
+                reason: if n < surplus {
+                    Reason::ScaleIn
+                } else {
+                    Reason::Recycle
+                },
+            });
+        }
+    }
+    let retired_now = recycled.len() as u32;
+    let stale_left = stale.len() as u32 - retired_now;
+    let after_retire = capacity - retired_now;
+    // Stale runners left are replaced where `max` has room; until then they count.
+    let replaceable = if observed.assigned_jobs.is_some() {
+        stale_left.min(limits.max.saturating_sub(after_retire))
+    } else {
+        0
+    };
+    let launch_capacity = after_retire - replaceable;
+    let working_fresh = working - retired_now - stale_left;
+
     let mut launch_held = None;
-    if desired > capacity {
-        let mut count = desired - capacity;
+    if desired > launch_capacity {
+        // Never past `max`, replacements included.
+        let mut count = (desired - launch_capacity).min(limits.max.saturating_sub(after_retire));
         if let Some((until, why)) = &next.launch_blocked {
             launch_held = Some(format!(
                 "{why} (retrying after {})",
@@ -424,13 +509,14 @@ pub fn plan(
         if count > 0 {
             actions.push(Action::Launch { count });
         }
-    } else if desired < working && observed.assigned_jobs.is_some() {
+    } else if desired < working_fresh && observed.assigned_jobs.is_some() {
         let mut idle: Vec<&(&Task, &ObservedRunner)> = serving
             .iter()
             .filter(|(t, r)| t.state == TaskState::Running && r.online && !r.busy)
+            .filter(|(t, _)| !stale.iter().any(|s| s.0.id == t.id))
             .collect();
         idle.sort_by(|a, b| (born(a.0), &a.0.id).cmp(&(born(b.0), &b.0.id)));
-        for (task, runner) in idle.into_iter().take((working - desired) as usize) {
+        for (task, runner) in idle.into_iter().take((working_fresh - desired) as usize) {
             actions.push(Action::Retire {
                 runner_id: runner.id,
                 runner_name: runner.name.clone(),
@@ -461,6 +547,10 @@ pub fn plan(
     }
 
     next.task_seen = task_seen;
+    next.task_runner = live_tasks
+        .iter()
+        .map(|t| (t.id.clone(), t.tags.runner_id))
+        .collect();
     let registered = observed.runners.len() as u32;
     let busy = observed.runners.iter().filter(|r| r.busy).count() as u32;
     let idle = observed
@@ -519,6 +609,10 @@ fn still_in_flight(
             listed.get(id.as_str()) != Some(&true) && !listed_live_runners.contains(&f.runner_id)
         })
         .filter(|(_, f)| !older_than(f.launched_at, now, IN_FLIGHT_EXPIRY))
+        // Dropped by GitHub (or retired) before any listing showed its task: no job to wait for.
+        .filter(|(_, f)| {
+            !observed.dropped.contains(&f.runner_id) && !observed.retired.contains(&f.runner_id)
+        })
         .filter_map(|(id, f)| {
             let registered = runners.contains_key(&f.runner_id);
             // First listed already stopped (a backend that lists stopped tasks, and a runner
@@ -572,6 +666,7 @@ mod tests {
             registration_timeout: Duration::from_secs(900),
             offline_grace: Duration::from_secs(600),
             handoff_max_age: Duration::from_secs(1200),
+            idle_recycle_after: Duration::from_secs(240),
         }
     }
 
@@ -687,6 +782,8 @@ mod tests {
             listed_at: Some(now()),
             runners: vec![runner(1, false, false)],
             gone_at: Default::default(),
+            dropped: Default::default(),
+            retired: Default::default(),
             tasks: vec![listed],
             handoffs: vec![],
         };
@@ -761,6 +858,89 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_runner_past_its_recycle_age_is_replaced_first_then_retired() {
+        let l = limits(1, 5);
+        // Runner 1 has waited 5 minutes for a job (recycle after 4).
+        let old = serving(1, false, 300);
+        let p = at(
+            &l,
+            &observed(Some(0), std::slice::from_ref(&old)),
+            &Memory::default(),
+            now(),
+        );
+        assert_eq!(launches(&p), 1, "a replacement first");
+        assert!(
+            retired(&p).is_empty(),
+            "the old one stays until it is ready"
+        );
+        // The replacement is starting: nothing more.
+        let starting = (task(2, TaskState::Running, 5), runner(2, false, false));
+        let p = at(
+            &l,
+            &observed(Some(0), &[old.clone(), starting]),
+            &p.memory,
+            now(),
+        );
+        assert_eq!(launches(&p), 0);
+        assert!(retired(&p).is_empty(), "never under min_idle ready runners");
+        // It is online and idle: the old one goes.
+        let ready = serving(2, false, 10);
+        let p = at(&l, &observed(Some(0), &[old, ready]), &p.memory, now());
+        assert_eq!(retired(&p), vec![(1, Reason::Recycle)]);
+        assert_eq!(launches(&p), 0);
+    }
+
+    #[test]
+    fn a_stale_runner_with_no_room_under_max_is_kept_and_a_busy_one_never_recycled() {
+        let l = limits(2, 2);
+        let p = at(
+            &l,
+            &observed(Some(0), &[serving(1, false, 300), serving(2, false, 300)]),
+            &Memory::default(),
+            now(),
+        );
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        let l = limits(1, 5);
+        let p = at(
+            &l,
+            &observed(Some(1), &[serving(1, true, 3_000)]),
+            &Memory::default(),
+            now(),
+        );
+        assert!(retired(&p).is_empty());
+        assert_eq!(
+            launches(&p),
+            1,
+            "min_idle beside the busy one, nothing more"
+        );
+    }
+
+    #[test]
+    fn a_runner_github_dropped_is_stopped_at_once_and_replaced_in_the_same_pass() {
+        let l = limits(1, 5);
+        // Its registration went while it waited; the statistics are older than that.
+        let obs = Observed {
+            assigned_jobs: Some(0),
+            statistics_at: Some(now() - chrono::Duration::seconds(60)),
+            listed_at: Some(now()),
+            tasks: vec![task(1, TaskState::Running, 200)],
+            dropped: [1].into(),
+            gone_at: [(1, now())].into(),
+            ..Observed::default()
+        };
+        let p = at(&l, &obs, &Memory::default(), now());
+        assert!(p.actions.contains(&Action::StopTask {
+            task_id: "task-1".into(),
+            reason: Reason::Dropped
+        }));
+        assert_eq!(
+            launches(&p),
+            1,
+            "no job of its was finishing: replace it now"
+        );
+    }
+
+    #[test]
     fn an_in_flight_runner_is_no_ghost_and_its_secret_no_leftover() {
         let l = limits(0, 10);
         let obs = Observed {
@@ -769,6 +949,8 @@ mod tests {
             listed_at: None,
             runners: vec![runner(1, false, false)],
             gone_at: Default::default(),
+            dropped: Default::default(),
+            retired: Default::default(),
             tasks: vec![],
             handoffs: vec![Handoff {
                 name: "/hangar/jit/p/p-runner01".into(),
@@ -1109,6 +1291,8 @@ mod tests {
             listed_at: Some(t0),
             runners: runners.clone(),
             gone_at: Default::default(),
+            dropped: Default::default(),
+            retired: Default::default(),
             tasks: tasks.clone(),
             handoffs: vec![],
         };
@@ -1266,6 +1450,8 @@ mod tests {
             statistics_at: None,
             listed_at: None,
             gone_at: Default::default(),
+            dropped: Default::default(),
+            retired: Default::default(),
             tasks: vec![
                 task(1, TaskState::Pending, 30),
                 task(2, TaskState::Pending, 1300),
@@ -1335,6 +1521,7 @@ mod tests {
                 task_seen: BTreeMap::new(),
                 launch_blocked: None,
                 finishing: BTreeMap::new(),
+                task_runner: BTreeMap::new(),
                 // Launches no listing shows yet, some for runners the listing does show.
                 in_flight: (0..rng.random_range(0..4))
                     .map(|k| {

@@ -16,6 +16,7 @@
 //! - Only this module and the listener call GitHub for a pool, through [`PoolGitHub`]; only this
 //!   module calls the backend.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::backend::{Backend, BackendError, LaunchRequest, Task, TaskTags};
 use super::budget::{self, Costs, RateLimitSnapshot};
 use super::config::{PoolConfig, RUNNER_SUFFIX_LEN};
+use super::creations::{CreationPace, HELD_REASON};
 use super::ledger::{Ledger, ListingReason, STREAM_GRACE, StreamItem};
 use super::metrics::LaunchFailure as LaunchFailureKind;
 use super::plan::{self, Action, InFlight, Memory, Observed, ObservedRunner, PoolStatus, Reason};
@@ -69,6 +71,9 @@ pub enum CreateError {
     /// The name is taken (a previous attempt got through): try another.
     #[error("the runner name {0} is in use")]
     NameInUse(String),
+    /// GitHub's secondary rate limit refused the creation and asked to wait this long.
+    #[error("GitHub's secondary rate limit refused a runner creation (retry after {0:?})")]
+    Limited(Duration),
     #[error("{0}")]
     Other(String),
 }
@@ -221,6 +226,9 @@ pub struct Reconciler<G: PoolGitHub, B: Backend> {
     /// the REST runner list.
     stream: Option<tokio::sync::mpsc::UnboundedReceiver<StreamItem>>,
     ledger: Ledger,
+    /// The pace of runner creations under GitHub's secondary limit, shared by the pools of one
+    /// credential (none: unpaced).
+    creations: Option<Arc<CreationPace>>,
     /// Since when launches have waited for fresher statistics (see `run`).
     awaiting_statistics_since: Option<DateTime<Utc>>,
     /// REST runner listings read, by why (for the log and tests).
@@ -253,6 +261,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             events: None,
             statistics_refresh: None,
             stream: None,
+            creations: None,
             ledger: Ledger::default(),
             awaiting_statistics_since: None,
             listings: 0,
@@ -263,6 +272,12 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
     /// actions), reading the REST runner list only when the ledger asks for it.
     pub fn with_stream(mut self, stream: tokio::sync::mpsc::UnboundedReceiver<StreamItem>) -> Self {
         self.stream = Some(stream);
+        self
+    }
+
+    /// Paces runner creations with `pace` (shared by the pools of one credential).
+    pub fn with_creation_pace(mut self, pace: Arc<CreationPace>) -> Self {
+        self.creations = Some(pace);
         self
     }
 
@@ -399,14 +414,21 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             now,
         );
         self.report.budget_left = (verdict.left != u64::MAX).then_some(verdict.left);
+        let mut allowance = verdict.allowance.clone();
+        if let Some(pace) = &self.creations {
+            let (allowed, _) = pace.allowance(now);
+            if allowance.launches.is_none_or(|budget| allowed < budget) {
+                allowance = plan::Allowance {
+                    launches: Some(allowed),
+                    reason: Some(format!(
+                        "{HELD_REASON} ({:.0} runner creations a minute per credential)",
+                        pace.per_minute()
+                    )),
+                };
+            }
+        }
         let (mut observed, listed) = observed;
-        let mut plan = plan::plan(
-            &self.pool.limits,
-            &observed,
-            &self.memory,
-            &verdict.allowance,
-            now,
-        );
+        let mut plan = plan::plan(&self.pool.limits, &observed, &self.memory, &allowance, now);
         // Scale-in needs to know which runners are online and idle, which only the REST list
         // says: read it and decide again.
         let listed_lately = self.ledger.listed_at().is_some_and(|at| {
@@ -424,13 +446,8 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                 Ok(()) => {
                     observed.runners = self.ledger_runners();
                     observed.gone_at = self.ledger_gone_at(&observed.tasks);
-                    plan = plan::plan(
-                        &self.pool.limits,
-                        &observed,
-                        &self.memory,
-                        &verdict.allowance,
-                        now,
-                    );
+                    (observed.dropped, observed.retired) = self.ledger_released(&observed.tasks);
+                    plan = plan::plan(&self.pool.limits, &observed, &self.memory, &allowance, now);
                 }
                 Err(e) => {
                     tracing::warn!(pool = %self.pool.name, error = %e, "listing the pool's runners for scale-in failed; scale-in waits");
@@ -462,7 +479,21 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             took: started.elapsed(),
             github_calls: self.report.github_calls,
         });
-        verdict.stretch_pass
+        // Launches the secondary limit's pace held: come back when it allows one.
+        let held_by_pace = self
+            .report
+            .status
+            .launch_held
+            .as_deref()
+            .is_some_and(|why| why.starts_with(HELD_REASON))
+            && self.report.status.desired > self.report.status.capacity;
+        match &self.creations {
+            Some(pace) if held_by_pace && verdict.stretch_pass.is_none() => {
+                let (_, next) = pace.allowance(Utc::now());
+                Some(next.clamp(Duration::from_millis(100), self.settings.resync_interval))
+            }
+            _ => verdict.stretch_pass,
+        }
     }
 
     /// Runners and tasks every pass, all or nothing; leftover one-shot secrets only every
@@ -509,7 +540,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             }
             None => Vec::new(),
         };
-        let (runners, gone_at, listed) = match runners {
+        let (runners, gone_at, (dropped, retired), listed) = match runners {
             Some(runners) => {
                 let runners =
                     runners.map_err(|e| format!("listing the pool's runners on GitHub: {e}"))?;
@@ -518,7 +549,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                     .into_iter()
                     .filter(|r| self.pool.owns_runner_name(&r.name))
                     .collect();
-                (runners, Default::default(), true)
+                (runners, Default::default(), Default::default(), true)
             }
             None => {
                 self.drain_stream();
@@ -536,6 +567,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                 (
                     self.ledger_runners(),
                     self.ledger_gone_at(&tasks),
+                    self.ledger_released(&tasks),
                     due.is_some(),
                 )
             }
@@ -548,6 +580,8 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                 listed_at: Some(Utc::now()),
                 runners,
                 gone_at,
+                dropped,
+                retired,
                 tasks,
                 handoffs,
             },
@@ -584,6 +618,22 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         self.drain_stream();
         self.ledger.listed(&runners, asked_at, Utc::now());
         Ok(())
+    }
+
+    /// The dropped and the retired registrations among the pool's tasks, recent tasks and
+    /// launches.
+    fn ledger_released(&self, tasks: &[Task]) -> (BTreeSet<u64>, BTreeSet<u64>) {
+        let ids: BTreeSet<u64> = tasks
+            .iter()
+            .map(|t| t.tags.runner_id)
+            .chain(self.memory.in_flight.values().map(|f| f.runner_id))
+            // Tasks the last pass saw live, which may be gone from this listing.
+            .chain(self.memory.task_runner.values().copied())
+            .collect();
+        (
+            ids.intersection(self.ledger.dropped()).copied().collect(),
+            ids.intersection(self.ledger.retired()).copied().collect(),
+        )
     }
 
     fn ledger_runners(&self) -> Vec<ObservedRunner> {
@@ -688,14 +738,19 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                 stop.clone(),
             );
             let pool = self.pool.clone();
+            let creations = self.creations.clone();
             set.spawn(async move {
                 let _permit = gate.acquire_owned().await.ok()?;
-                // After the backend says no, the launches still waiting do not try.
+                // After the backend or GitHub's secondary limit says no, the launches still
+                // waiting do not try.
                 if stop.is_cancelled() {
                     return None;
                 }
-                let outcome = launch_one(&pool, &*github, &*backend).await;
-                if matches!(outcome, Err(LaunchError::Backend(_))) {
+                let outcome = launch_one(&pool, &*github, &*backend, creations.as_deref()).await;
+                if matches!(
+                    outcome,
+                    Err(LaunchError::Backend(_) | LaunchError::Limited(_))
+                ) {
                     stop.cancel();
                 }
                 Some(outcome)
@@ -736,6 +791,24 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                         message,
                         now,
                     );
+                }
+                Err(LaunchError::Limited(wait)) => {
+                    tracing::warn!(pool = %self.pool.name, retry_in_ms = wait.as_millis() as u64, "GitHub's secondary rate limit refused a runner creation; holding launches and slowing down");
+                    self.note_launch_failure(
+                        "secondary_limit",
+                        LaunchFailureKind::SecondaryLimit,
+                        format!("GitHub's secondary rate limit refused a runner creation; retrying after {wait:?}"),
+                        now,
+                    );
+                    let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                    let later = self
+                        .memory
+                        .launch_blocked
+                        .as_ref()
+                        .is_some_and(|(held, _)| *held >= until);
+                    if !later {
+                        self.memory.launch_blocked = Some((until, HELD_REASON.to_string()));
+                    }
                 }
                 Err(LaunchError::Backend(error)) => {
                     self.note_launch_failure(
@@ -789,6 +862,8 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
 
 enum LaunchError {
     GitHub(String),
+    /// GitHub's secondary limit refused the creation; retry after this long.
+    Limited(Duration),
     Backend(BackendError),
 }
 
@@ -798,6 +873,7 @@ async fn launch_one<G: PoolGitHub, B: Backend>(
     pool: &PoolConfig,
     github: &G,
     backend: &B,
+    creations: Option<&CreationPace>,
 ) -> Result<Task, LaunchError> {
     // Minted only once the backend can hand it over soon (SSM's write pace, for ECS); the slot
     // is held until the launch call returns.
@@ -805,9 +881,18 @@ async fn launch_one<G: PoolGitHub, B: Backend>(
     let mut attempts = 0;
     let runner = loop {
         attempts += 1;
+        if let Some(pace) = creations {
+            pace.take().await;
+        }
         match github.create_runner(&runner_name(pool)).await {
             Ok(runner) => break runner,
             Err(CreateError::NameInUse(_)) if attempts < 3 => continue,
+            Err(CreateError::Limited(wait)) => {
+                if let Some(pace) = creations {
+                    pace.refused(wait);
+                }
+                return Err(LaunchError::Limited(wait));
+            }
             Err(e) => return Err(LaunchError::GitHub(e.to_string())),
         }
     };
@@ -1283,5 +1368,47 @@ mod stream_tests {
         assert_eq!(r.listings(), 2);
         // The sim's registrations say idle; the stream's busy stands.
         assert_eq!(r.report().status.busy, 2);
+    }
+}
+
+#[cfg(test)]
+mod creation_pace_tests {
+    use super::*;
+    use crate::controller::backend::fake::FakeBackend;
+    use crate::controller::config::ControllerConfig;
+    use crate::controller::sim::{SimGitHub, SimWorld};
+
+    #[tokio::test]
+    async fn launches_past_the_creation_pace_wait_for_a_later_pass_and_status_says_why() {
+        let text = "[[pool]]\nname = \"p\"\nrepository = \"o/r\"\nmax = 10\n[pool.local]\nwork_root = \"/unused\"\n";
+        let pool = ControllerConfig::parse(text, "test")
+            .unwrap()
+            .pools
+            .remove(0);
+        let world = SimWorld::new();
+        // 12 a minute: two saved up, then one every five seconds.
+        let pace = Arc::new(CreationPace::new(12.0));
+        let mut r: Reconciler<SimGitHub, FakeBackend> = Reconciler::new(
+            pool,
+            Arc::new(world.github.clone()),
+            Arc::new(world.backend.clone()),
+            LoopSettings::default(),
+        )
+        .with_creation_pace(pace.clone());
+        world.github.queue_jobs(5);
+        let demand = DemandView {
+            assigned_jobs: Some(5),
+            statistics_at: Some(Utc::now()),
+            session: "live".into(),
+        };
+        let next = r.pass(&demand, Utc::now()).await;
+        assert_eq!(world.backend.tasks().len(), 2, "only what the pace allows");
+        let held = r.report().status.launch_held.clone().unwrap_or_default();
+        assert!(held.starts_with(HELD_REASON), "{held}");
+        let next = next.expect("a pass comes back when the pace allows");
+        assert!(
+            next > Duration::from_secs(3) && next <= Duration::from_secs(5),
+            "{next:?}"
+        );
     }
 }

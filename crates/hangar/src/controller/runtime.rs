@@ -35,6 +35,7 @@ use super::config::{
     BackendConfig, ConfigChange, ConfigError, ConfigWatcher, ControllerConfig, ControllerSettings,
     PoolConfig, Reload,
 };
+use super::creations::CreationPace;
 use super::http::{self, Health, HttpState, WebhookRoute};
 use super::listener::{self, Demand, ListenerSpec, ListenerTiming, SessionState};
 use super::metrics::{JobResult, Metrics, PoolGauges};
@@ -154,6 +155,9 @@ struct Shared {
     ssm_writes: Arc<crate::controller::pace::Pacer>,
     /// One pace for the `DescribeParameters` pages of every pool's clean-up listing.
     ssm_describes: Arc<crate::controller::pace::Pacer>,
+    /// The pace of runner creations under GitHub's secondary limit, one per credential
+    /// (repository pools' and organization pools', as the budget splits them).
+    creations: [Arc<CreationPace>; 2],
 }
 
 impl Shared {
@@ -209,6 +213,10 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
         ssm_describes: Arc::new(crate::controller::pace::Pacer::new(
             crate::controller::pace::SSM_DESCRIBES_PER_SECOND,
         )),
+        creations: [
+            Arc::new(CreationPace::new(settings.github_creations_per_minute)),
+            Arc::new(CreationPace::new(settings.github_creations_per_minute)),
+        ],
     });
     let root = options.shutdown.child_token();
     for pool in &config.pools {
@@ -480,7 +488,8 @@ fn spawn_pool<B: Backend>(
     )
     .with_events(events_tx)
     .with_statistics_refresh(refresh.clone())
-    .with_stream(stream_rx);
+    .with_stream(stream_rx)
+    .with_creation_pace(shared.creations[usize::from(pool.scope.is_org())].clone());
     tasks.push(tokio::spawn(reconciler.run(
         view_rx,
         nudge.clone(),
@@ -670,6 +679,11 @@ async fn pool_metrics(
                         desired_runners: status.desired as u64,
                         pending_runners: status.pending as u64,
                         running_runners: status.capacity.saturating_sub(status.pending) as u64,
+                        held_by_secondary_limit: u64::from(
+                            status.launch_held.as_deref().is_some_and(|why| {
+                                why.starts_with(crate::controller::creations::HELD_REASON)
+                            }),
+                        ),
                     },
                 );
                 metrics.github_calls(github_calls.saturating_sub(last_calls));

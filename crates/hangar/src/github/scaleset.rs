@@ -969,6 +969,9 @@ struct Request<'a> {
     action: String,
     /// Long polls only.
     poll: Option<(u32, Duration)>,
+    /// A rate-limit answer ends the request at once (`RateLimited` with the wait asked for)
+    /// instead of being waited out: the caller paces these calls itself and must learn of it.
+    rate_limit_is_final: bool,
 }
 
 impl Request<'static> {
@@ -985,6 +988,7 @@ impl Request<'static> {
             subject,
             action,
             poll: None,
+            rate_limit_is_final: false,
         }
     }
 
@@ -1011,6 +1015,7 @@ impl<'a> Request<'a> {
             subject: Subject::Queue(session.scale_set_id),
             action: format!("{doing} of runner scale set {}", session.scale_set_id),
             poll: None,
+            rate_limit_is_final: false,
         }
     }
 
@@ -1374,7 +1379,7 @@ impl ActionsService {
         name: &str,
         work_folder: &str,
     ) -> Result<JitRunner, ScaleSetError> {
-        let request = Request::admin(
+        let mut request = Request::admin(
             Method::POST,
             format!("{SCALE_SETS}/{scale_set_id}/generatejitconfig"),
             Subject::Jit {
@@ -1384,6 +1389,9 @@ impl ActionsService {
             format!("creating JIT runner {name:?} in runner scale set {scale_set_id}"),
         )
         .with_body(serde_json::json!({"name": name, "workFolder": work_folder}));
+        // The controller paces creations under GitHub's secondary limit and slows down when
+        // told: a refusal must reach it, not be slept through here.
+        request.rate_limit_is_final = true;
         let wire: JitWire = self.json(&request).await?;
         Ok(JitRunner {
             id: wire.runner.id,
@@ -1492,6 +1500,7 @@ impl ActionsService {
             subject: Subject::Registration,
             action,
             poll: None,
+            rate_limit_is_final: false,
         };
         let wire: RegistrationWire = self.json(&request).await?;
         let base = Url::parse(&wire.url)
@@ -1594,6 +1603,19 @@ impl ActionsService {
                         rate_limit_message: false,
                     };
                 }
+            }
+            if request.rate_limit_is_final && observed.is_rate_limited() {
+                let wait = match &observed {
+                    Observed::Response {
+                        retry_after: Some(secs),
+                        ..
+                    } => Duration::from_secs(*secs),
+                    _ => policy.secondary_limit_wait,
+                };
+                return Err(ScaleSetError::RateLimited {
+                    action: request.action.clone(),
+                    wait,
+                });
             }
             if let Err(reason) = wait_to_retry(
                 policy,

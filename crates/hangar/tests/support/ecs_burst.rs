@@ -71,6 +71,8 @@ pub struct Outcome {
     pub github_calls: usize,
     /// Runner-protocol requests (the runners' own sessions, job messages and results).
     pub runner_protocol_calls: usize,
+    /// Runner creations GitHub's secondary limit refused (403 with `retry-after`).
+    pub secondary_limited: usize,
     /// What the controller said held launches, each distinct reason once.
     pub launch_held: BTreeSet<String>,
     /// `hangar_launch_failures_total` by reason.
@@ -241,6 +243,8 @@ pub async fn run(burst: &Burst) -> Outcome {
     let aws = Realism::aws(&moto.url);
     aws.set_visibility_delay(burst.visibility_delay);
     let emu = super::emulator().await;
+    // GitHub's documented secondary limit on runner creations (900 points a minute, 5 a POST).
+    emu.set_secondary_limit(Some(hangar_emulator::SecondaryLimit::github()));
 
     let dir = std::env::temp_dir().join(format!(
         "hangar-burst-{}-{}",
@@ -413,6 +417,7 @@ pub async fn run(burst: &Burst) -> Outcome {
             .collect(),
         github_calls,
         runner_protocol_calls,
+        secondary_limited: emu.secondary_limited(),
         launch_held,
         launch_failures: metric_by_label(&metrics, "hangar_launch_failures_total", "reason"),
     }

@@ -103,6 +103,9 @@ pub struct ControllerSettings {
     /// SSM `PutParameter` and `DeleteParameter` calls a second, all pools together (one-shot
     /// parameters: one of each per runner). Read at start.
     pub ssm_writes_per_second: f64,
+    /// Runner creations (JIT configurations) a minute per credential, all its pools together:
+    /// the pace under GitHub's secondary rate limit (see `controller::creations`).
+    pub github_creations_per_minute: f64,
     /// The `ownerName` of scale-set sessions (the host name by default), for "who holds it".
     pub owner_name: String,
     /// The environment variable holding the `workflow_job` webhook secret; `None` = no receiver.
@@ -134,6 +137,10 @@ pub struct PoolLimits {
     /// A one-shot secret still there after this (the task never read it) is deleted.
     #[serde(with = "secs")]
     pub handoff_max_age: Duration,
+    /// An idle runner older than this is replaced by a fresh one, then retired: GitHub is
+    /// reported to drop JIT runners that listen for a job longer than 2 to 6 minutes.
+    #[serde(with = "secs")]
+    pub idle_recycle_after: Duration,
 }
 
 /// Where a pool's runners run.
@@ -237,6 +244,7 @@ struct RawController {
     credentials_ssm_prefix: Option<String>,
     github_budget_share: Option<f64>,
     ssm_writes_per_second: Option<f64>,
+    github_creations_per_minute: Option<f64>,
     owner_name: Option<String>,
     webhook_secret_env: Option<String>,
     reload_interval: Option<String>,
@@ -252,6 +260,7 @@ struct RawLimits {
     registration_timeout: Option<String>,
     offline_grace: Option<String>,
     handoff_max_age: Option<String>,
+    idle_recycle_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +297,9 @@ pub mod defaults {
     pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(900);
     pub const OFFLINE_GRACE: Duration = Duration::from_secs(600);
     pub const HANDOFF_MAX_AGE: Duration = Duration::from_secs(1200);
+    /// Under the 2 to 6 minutes after which GitHub was seen dropping idle JIT runners
+    /// (actions/runner#4726), most often near 6.
+    pub const IDLE_RECYCLE_AFTER: Duration = Duration::from_secs(4 * 60);
 }
 
 impl ControllerConfig {
@@ -445,6 +457,16 @@ impl Resolver<'_> {
                 "give the SSM PutParameter/DeleteParameter calls a second the controller may make, e.g. 3 (default throughput) or 10 (higher throughput turned on)",
             ));
         }
+        let creations = raw
+            .github_creations_per_minute
+            .unwrap_or(crate::controller::creations::DEFAULT_PER_MINUTE);
+        if !(1.0..=10_000.0).contains(&creations) {
+            return Err(self.invalid(
+                "controller.github_creations_per_minute",
+                format!("{creations} is outside [1, 10000]"),
+                "give the runner registrations a minute each GitHub credential may create, e.g. 150 (GitHub's documented secondary limit allows about 180)",
+            ));
+        }
         let url = |field: &str,
                    value: Option<String>,
                    default: &str|
@@ -499,6 +521,7 @@ impl Resolver<'_> {
             credentials_ssm_prefix: raw.credentials_ssm_prefix.filter(|p| !p.trim().is_empty()),
             github_budget_share: share,
             ssm_writes_per_second: ssm_writes,
+            github_creations_per_minute: creations,
             owner_name: raw
                 .owner_name
                 .filter(|o| !o.trim().is_empty())
@@ -635,6 +658,11 @@ impl Resolver<'_> {
                 pick(&raw.handoff_max_age, &defaults.handoff_max_age).as_deref(),
                 defaults::HANDOFF_MAX_AGE,
             )?,
+            idle_recycle_after: self.duration(
+                &at("idle_recycle_after"),
+                pick(&raw.idle_recycle_after, &defaults.idle_recycle_after).as_deref(),
+                defaults::IDLE_RECYCLE_AFTER,
+            )?,
         };
         for (f, d) in [
             ("max_runtime", limits.max_runtime),
@@ -642,6 +670,7 @@ impl Resolver<'_> {
             ("registration_timeout", limits.registration_timeout),
             ("offline_grace", limits.offline_grace),
             ("handoff_max_age", limits.handoff_max_age),
+            ("idle_recycle_after", limits.idle_recycle_after),
         ] {
             if d.is_zero() {
                 return Err(self.invalid(

@@ -56,6 +56,10 @@ fn the_seeds_two_set_ups_are_two_pools() {
         config.settings.ssm_writes_per_second,
         defaults::SSM_WRITES_PER_SECOND
     );
+    assert_eq!(
+        config.settings.github_creations_per_minute,
+        crate::controller::creations::DEFAULT_PER_MINUTE
+    );
     let repo = config.pool("your-repository-name").unwrap();
     assert_eq!(
         repo.scope,
@@ -197,6 +201,17 @@ fn mistakes_name_the_field_and_the_fix() {
                 with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
             ),
             &["controller.ssm_writes_per_second", "outside (0, 1000]"],
+        ),
+        (
+            &format!(
+                "[controller]\ngithub_creations_per_minute = 0.5\n{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+            ),
+            &[
+                "controller.github_creations_per_minute",
+                "outside [1, 10000]",
+                "about 180",
+            ],
         ),
         (
             &format!(
