@@ -203,6 +203,27 @@ fn warm(toml: String, recycle_after: &str) -> String {
     )
 }
 
+/// A controller whose pools keep one warm runner recycled after `recycle_after`, once the
+/// repository pool's first runner is ready; returns it with that runner's id.
+async fn warm_controller(
+    emu: &hangar_emulator::Emulator,
+    tag: &str,
+    pools: &Pools,
+    recycle_after: &str,
+) -> (Controller, u64) {
+    let c =
+        Controller::start_custom(emu, tag, pools, |toml| warm(toml, recycle_after), |_| {}).await;
+    c.wait_for_session(REPO_POOL, "live").await;
+    within(30, async {
+        while ready_idle(emu) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let first = emu.runners(&repo_scope())[0].id;
+    (c, first)
+}
+
 fn ready_idle(emu: &hangar_emulator::Emulator) -> usize {
     emu.runners(&repo_scope())
         .iter()
@@ -221,27 +242,13 @@ async fn warm_runners_are_recycled_before_github_drops_them_and_the_pool_never_d
     within(90, async {
         let emu = emulator().await;
         emu.set_idle_jit_runner_expiry(Some(Duration::from_secs(10)));
-        let mut c = Controller::start_custom(
-            &emu,
-            "recycle",
-            &Pools {
-                repo_max: 3,
-                // Room for a replacement in both pools (both are warm).
-                org_max: 3,
-                resync: "1s",
-            },
-            |toml| warm(toml, "2s"),
-            |_| {},
-        )
-        .await;
-        c.wait_for_session(REPO_POOL, "live").await;
-        within(30, async {
-            while ready_idle(&emu) == 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        let first = emu.runners(&repo_scope())[0].id;
+        let pools = Pools {
+            repo_max: 3,
+            // Room for a replacement in both pools (both are warm).
+            org_max: 3,
+            resync: "1s",
+        };
+        let (mut c, first) = warm_controller(&emu, "recycle", &pools, "2s").await;
         // Watch for 20 s: several recycling rounds.
         let mut fewest = usize::MAX;
         let mut seen = std::collections::BTreeSet::new();
@@ -299,26 +306,12 @@ async fn a_warm_runner_github_drops_is_replaced_within_one_pass() {
         // Not a multiple of the pass interval (about 3 s here, as the GitHub budget spaces
         // passes), so the drop falls between two passes.
         emu.set_idle_jit_runner_expiry(Some(Duration::from_millis(4_500)));
-        let mut c = Controller::start_custom(
-            &emu,
-            "dropped",
-            &Pools {
-                repo_max: 3,
-                org_max: 1,
-                resync: "2s",
-            },
-            |toml| warm(toml, "10m"),
-            |_| {},
-        )
-        .await;
-        c.wait_for_session(REPO_POOL, "live").await;
-        within(30, async {
-            while ready_idle(&emu) == 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        let first = emu.runners(&repo_scope())[0].id;
+        let pools = Pools {
+            repo_max: 3,
+            org_max: 1,
+            resync: "2s",
+        };
+        let (mut c, first) = warm_controller(&emu, "dropped", &pools, "10m").await;
         within(30, async {
             while emu.runner(first).is_some() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
