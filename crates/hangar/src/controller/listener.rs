@@ -1,9 +1,10 @@
 //! A pool's listener: keeps one message session on the pool's runner scale set and turns what
 //! the service says into [`Demand`]. It creates or adopts the scale set by name, opens the
 //! session (waiting while another controller holds it), long-polls with the pool's maximum,
-//! acquires offered jobs, forwards every job message, publishes the latest statistics, and
-//! acknowledges each message after handling it. A scale set deleted server-side is created
-//! again; a session that ends is reopened.
+//! acquires offered jobs, forwards every job message (and the runners' starts and completions
+//! to the pool's ledger), publishes the latest statistics, and acknowledges each message after
+//! handling it, then pauses briefly so the next message batches what came meanwhile. A scale set
+//! deleted server-side is created again; a session that ends is reopened.
 //!
 //! Invariants:
 //! - At most one session per listener: the old one is deleted (or known to be gone) before a new
@@ -42,7 +43,8 @@ pub struct ListenerSpec {
     /// Runner group name; empty or `Default` is the Default group.
     pub runner_group: String,
     pub labels: Vec<String>,
-    /// Sent as `X-ScaleSetMaxCapacity`; also caps how many offered jobs are acquired.
+    /// Sent as `X-ScaleSetMaxCapacity` (the service keeps the limit: every offered job is
+    /// acquired).
     pub max_runners: u32,
     /// Who holds the session, as other controllers see it in a 409.
     pub owner_name: String,
@@ -69,9 +71,11 @@ pub struct ListenerTiming {
     /// message comes: a message lost on the way would otherwise leave its job uncounted until
     /// the next one. The controller sets it to its resync interval.
     pub statistics_refresh: Duration,
-    /// After a message, the next poll waits this long, so the job messages of a burst arrive
-    /// batched: each queue message costs two calls (poll and acknowledgement) whatever the
-    /// number of jobs in it. It bounds the delay a job queued meanwhile gets.
+    /// While the stream is busy (a poll waited less than `quiet_pause` for its message),
+    /// the next poll waits this long after a message with new jobs, so the job messages of a
+    /// burst arrive batched: each queue message costs two calls (poll and acknowledgement)
+    /// whatever the number of jobs in it. It bounds the delay a job queued meanwhile gets; a
+    /// quiet stream's poll goes at once.
     pub batch_window: Duration,
     /// After a message that brought no new job (only runners starting and completing jobs),
     /// the next poll waits this long instead: what such messages say is needed only when new
@@ -190,7 +194,24 @@ pub fn jobs_to_acquire(jobs: &[JobMessage]) -> Vec<u64> {
     ids
 }
 
-/// Whether a message offers or assigns a job (the next poll then goes out at once).
+/// How long to wait before the next poll after a message with these job messages, which the
+/// poll waited `waited` for. A quiet stream (the poll waited `quiet_pause` or more) polls again
+/// at once, so a lone job is picked up without delay: calls only add up in bursts. A full
+/// message (the service's limit) says more are waiting: at once too. A busy stream waits, so
+/// the next message batches what comes meanwhile: briefly if jobs are arriving, longer if only
+/// runners are starting and finishing them.
+pub fn pause_after(jobs: &[JobMessage], waited: Duration, timing: &ListenerTiming) -> Duration {
+    let busy = waited < timing.quiet_pause;
+    if !busy || jobs.len() >= SERVICE_BATCH_LIMIT {
+        Duration::ZERO
+    } else if brings_new_jobs(jobs) {
+        timing.batch_window
+    } else {
+        timing.quiet_pause
+    }
+}
+
+/// Whether a message offers or assigns a job.
 pub fn brings_new_jobs(jobs: &[JobMessage]) -> bool {
     jobs.iter().any(|job| {
         matches!(
@@ -466,12 +487,15 @@ impl Listener {
         // Somebody asked for fresh statistics: read them then, unless a message brings them.
         let mut ask_deadline: Option<tokio::time::Instant> = None;
         let ask_grace = self.spec.timing.ask_grace;
+
         loop {
             // The statistics are re-read from the scale set (with the admin token) while the
             // long poll goes on: abandoning the poll for each refresh would cost a poll a
             // refresh and delay the message it was about to carry, and refreshing the session
             // replaces the queue token the poll holds. Only if the service's scale set carries
             // no statistics is the poll abandoned for a session refresh, as before.
+            // How long the poll waits for its message says whether the stream is busy.
+            let poll_sent_at = tokio::time::Instant::now();
             let polled = {
                 let poll = self.cancellable(self.service.get_message(
                     &mut session,
@@ -558,14 +582,11 @@ impl Listener {
                                 Some(Ok(())) => {
                                     failures = 0;
                                     last_message_id = message.id;
-                                    let pause = if message.jobs.len() >= SERVICE_BATCH_LIMIT {
-                                        // A full message: more are waiting.
-                                        Duration::ZERO
-                                    } else if brings_new_jobs(&message.jobs) {
-                                        self.spec.timing.batch_window
-                                    } else {
-                                        self.spec.timing.quiet_pause
-                                    };
+                                    let pause = pause_after(
+                                        &message.jobs,
+                                        poll_sent_at.elapsed(),
+                                        &self.spec.timing,
+                                    );
                                     // The message brought fresh statistics.
                                     ask_deadline = None;
                                     match self.pause(pause).await {
@@ -893,6 +914,16 @@ mod tests {
         assert!(brings_new_jobs(&jobs[..1]));
         assert!(!brings_new_jobs(&jobs[1..]));
         assert!(brings_new_jobs(&[available(1)]));
+        // A quiet stream (the poll waited `quiet_pause` or more) and a full message poll again
+        // at once; a busy stream waits.
+        let timing = ListenerTiming::default();
+        let busy = Duration::from_millis(100);
+        let quiet = timing.quiet_pause;
+        assert_eq!(pause_after(&jobs, quiet, &timing), Duration::ZERO);
+        assert_eq!(pause_after(&jobs, busy, &timing), timing.batch_window);
+        assert_eq!(pause_after(&jobs[1..], busy, &timing), timing.quiet_pause);
+        let full: Vec<JobMessage> = (0..SERVICE_BATCH_LIMIT as u64).map(available).collect();
+        assert_eq!(pause_after(&full, busy, &timing), Duration::ZERO);
     }
 
     #[test]
