@@ -112,6 +112,22 @@ struct Entry {
     gone_task_listed: bool,
 }
 
+impl Entry {
+    /// A runner learnt of at `known_since`, with nothing yet known of its state.
+    fn new(name: &str, known_since: DateTime<Utc>) -> Entry {
+        Entry {
+            name: name.to_string(),
+            known_since,
+            listed_online: false,
+            listed_busy: false,
+            started: false,
+            task_gone_since: None,
+            task_listed: false,
+            gone_task_listed: false,
+        }
+    }
+}
+
 /// A pool's runners. See the module documentation for the rules.
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
@@ -143,19 +159,11 @@ impl Ledger {
                     Some(entry) => entry.started = true,
                     None => {
                         self.unknown_named = true;
-                        self.runners.insert(
-                            *id,
-                            Entry {
-                                name: name.clone(),
-                                known_since: known_at,
-                                listed_online: false,
-                                listed_busy: false,
-                                started: true,
-                                task_gone_since: None,
-                                task_listed: false,
-                                gone_task_listed: false,
-                            },
-                        );
+                        let entry = Entry {
+                            started: true,
+                            ..Entry::new(name, known_at)
+                        };
+                        self.runners.insert(*id, entry);
                     }
                 }
             }
@@ -177,16 +185,9 @@ impl Ledger {
 
     /// A registration this controller created at `at`.
     pub fn launched(&mut self, id: u64, name: &str, at: DateTime<Utc>) {
-        self.runners.entry(id).or_insert(Entry {
-            name: name.to_string(),
-            known_since: at,
-            listed_online: false,
-            listed_busy: false,
-            started: false,
-            task_gone_since: None,
-            task_listed: false,
-            gone_task_listed: false,
-        });
+        self.runners
+            .entry(id)
+            .or_insert_with(|| Entry::new(name, at));
     }
 
     /// A registration this controller removed at `at`.
@@ -211,16 +212,10 @@ impl Ledger {
             if self.gone.contains_key(&r.id) {
                 continue;
             }
-            let entry = self.runners.entry(r.id).or_insert(Entry {
-                name: r.name.clone(),
-                known_since: asked_at,
-                listed_online: false,
-                listed_busy: false,
-                started: false,
-                task_gone_since: None,
-                task_listed: false,
-                gone_task_listed: false,
-            });
+            let entry = self
+                .runners
+                .entry(r.id)
+                .or_insert_with(|| Entry::new(&r.name, asked_at));
             entry.listed_online = r.online;
             entry.listed_busy = r.busy;
             entry.gone_task_listed = entry.task_gone_since.is_some();

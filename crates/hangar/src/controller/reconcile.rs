@@ -636,12 +636,10 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         )
     }
 
+    /// The ledger holds only this pool's runners: listings are filtered before it sees them,
+    /// the stream's events are checked against the pool's names, and launches are its own.
     fn ledger_runners(&self) -> Vec<ObservedRunner> {
-        self.ledger
-            .view()
-            .into_iter()
-            .filter(|r| self.pool.owns_runner_name(&r.name))
-            .collect()
+        self.ledger.view()
     }
 
     /// When the registrations of the pool's tasks and launches were known gone (only those:
