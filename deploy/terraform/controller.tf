@@ -19,12 +19,16 @@ resource "aws_ssm_parameter" "controller_config" {
 
   lifecycle {
     precondition {
-      condition     = alltrue([for pool in values(local.controller_pools) : can(regex("^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$", pool.name))])
+      condition     = alltrue([for pool in values(local.controller_pools) : can(regex("^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$", pool.name)) if pool.shape == null])
       error_message = "enable_controller: every repository name must give a pool name (lowercase letters, digits and '-'); a name made only of '.' and '_' gives none. Rename the repository entry or deploy it without the controller."
     }
     precondition {
+      condition     = alltrue([for pool in values(local.controller_pools) : can(regex("^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$", pool.name)) if pool.shape != null])
+      error_message = "pool_shapes: every shape's pool name <key's pool name>-<shape> must be a pool name of at most 32 characters; too long: ${join(", ", [for pool in values(local.controller_pools) : pool.name if pool.shape != null && !can(regex("^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$", pool.name))])}. Shorten the shape name (or the repository name)."
+    }
+    precondition {
       condition     = length(distinct([for pool in values(local.controller_pools) : pool.name])) == length(local.controller_pools)
-      error_message = "enable_controller: two repositories give the same pool name (lowercased, other characters than letters, digits and '-' replaced by '-', cut to 32); each pool needs its own name. Shorten or rename the repositories that collide."
+      error_message = "enable_controller: two repositories (or a repository and a shape's pool <key>-<shape>) give the same pool name (lowercased, other characters than letters, digits and '-' replaced by '-', cut to 32); each pool needs its own name. Shorten or rename the repositories or shapes that collide."
     }
     precondition {
       condition     = var.controller_min_idle <= var.controller_max
@@ -140,8 +144,10 @@ resource "aws_ecs_service" "controller" {
   enable_ecs_managed_tags = true
   propagate_tags          = "SERVICE"
 
-  # The controller starts runners as soon as it runs: their permissions first, too.
+  # The controller starts runners as soon as it runs: their permissions first, too, and the
+  # Docker capacity provider on the cluster.
   depends_on = [
+    aws_ecs_cluster_capacity_providers.docker,
     aws_iam_role_policy.controller_execution,
     aws_iam_role_policy.controller_ecr_pull,
     aws_iam_role_policy.controller_registry_credentials,

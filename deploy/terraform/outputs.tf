@@ -4,7 +4,7 @@ output "runner_type" {
 }
 
 output "runner_keys" {
-  description = "The runner keys: the repository names (standalone) or [\"org\"]; the instance keys of every per-runner resource."
+  description = "The runner keys: the repository names (standalone) or [\"org\"], then one <key>-<shape> per key and shape of pool_shapes; the instance keys of every per-runner resource."
   value       = keys(local.runners)
 }
 
@@ -74,4 +74,19 @@ output "controller_config_parameter_name" {
 output "controller_log_group_name" {
   description = "With enable_controller: the controller's log group (awslogs-hangar-controller), for `aws logs tail`; null without."
   value       = one(aws_cloudwatch_log_group.controller[*].name)
+}
+
+output "pool_names" {
+  description = "With enable_controller: the controller's pool name per runner key (and <key>-<shape> of pool_shapes), the scale set a workflow selects with runs-on; empty without."
+  value       = { for key, pool in local.controller_pools : key => pool.name if var.enable_controller }
+}
+
+output "docker_capacity_provider_name" {
+  description = "With docker_capacity: the EC2 capacity provider of the Docker shapes (hangar-docker-<cluster>); null without."
+  value       = one(aws_ecs_capacity_provider.docker[*].name)
+}
+
+output "docker_autoscaling_group_name" {
+  description = "With docker_capacity: the Auto Scaling group of the Docker instances; null without."
+  value       = one(aws_autoscaling_group.docker[*].name)
 }

@@ -293,6 +293,140 @@ variable "controller_max" {
 }
 
 ################################################################################
+# Pool shapes and Docker capacity (with enable_controller)
+################################################################################
+
+variable "pool_shapes" {
+  description = "With enable_controller: extra pools for every runner key, one per shape: <key>-<shape> (e.g. org-large, org-arm64, org-docker), each with its own task definition, log group and task role (its own one-shot JIT folder). cpu (CPU units) and memory (MiB); cpu_architecture (X86_64 or ARM64; null: var.cpu_architecture); ephemeral_storage_gib (21 to 200 GiB of Fargate task storage; null: Fargate's default 20, no ephemeral_storage block); docker (true: a Docker daemon sidecar, on the EC2 capacity of docker_capacity, never Fargate); capacity_providers (Fargate shapes: FARGATE and/or FARGATE_SPOT in order of preference, e.g. [\"FARGATE_SPOT\", \"FARGATE\"]; [] launches with launch_type FARGATE; Docker shapes: leave [], they use docker_capacity's provider); labels, min_idle, max (null: runner_labels, controller_min_idle, controller_max). Refused without enable_controller. Empty (the default) adds nothing."
+  type = map(object({
+    cpu                   = number
+    memory                = number
+    cpu_architecture      = optional(string)
+    ephemeral_storage_gib = optional(number)
+    docker                = optional(bool, false)
+    capacity_providers    = optional(list(string), [])
+    labels                = optional(list(string))
+    min_idle              = optional(number)
+    max                   = optional(number)
+  }))
+  default = {}
+
+  validation {
+    condition     = var.pool_shapes == null ? false : alltrue([for name, shape in var.pool_shapes : can(regex("^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$", name))])
+    error_message = "pool_shapes must be a map ({} for none), and each shape name 1 to 16 lowercase letters, digits or '-', not starting or ending with '-' (it becomes part of the pool name <key>-<shape>)."
+  }
+
+  validation {
+    condition     = var.pool_shapes == null ? true : alltrue([for name, shape in var.pool_shapes : contains(["X86_64", "ARM64"], shape.cpu_architecture == null ? "X86_64" : shape.cpu_architecture)])
+    error_message = "pool_shapes: cpu_architecture must be X86_64 or ARM64 (or null for var.cpu_architecture)."
+  }
+
+  validation {
+    condition = var.pool_shapes == null ? true : alltrue([
+      for name, shape in var.pool_shapes : shape.docker ?
+      (shape.cpu >= 256 && shape.cpu <= 196608 && floor(shape.cpu) == shape.cpu && shape.memory >= 512 && shape.memory <= 786432 && floor(shape.memory) == shape.memory) :
+      (contains([256, 512, 1024, 2048, 4096, 8192, 16384], shape.cpu) && shape.memory >= 512 && shape.memory <= 122880 && floor(shape.memory) == shape.memory)
+    ])
+    error_message = "pool_shapes: a Fargate shape's cpu must be a Fargate CPU size (256, 512, 1024, 2048, 4096, 8192 or 16384) and its memory a whole number of MiB from 512 to 122880 (valid with the cpu: ECS checks the pair at apply); a Docker shape's cpu is a whole number of CPU units from 256 and its memory a whole number of MiB from 512, both fitting docker_capacity's instance type."
+  }
+
+  validation {
+    condition = var.pool_shapes == null ? true : alltrue([
+      for name, shape in var.pool_shapes : shape.ephemeral_storage_gib == null ? true :
+      (!shape.docker && shape.ephemeral_storage_gib >= 21 && shape.ephemeral_storage_gib <= 200 && floor(shape.ephemeral_storage_gib) == shape.ephemeral_storage_gib)
+    ])
+    error_message = "pool_shapes: ephemeral_storage_gib must be null or a whole number of GiB from 21 to 200 (Fargate task storage), and null for a Docker shape (its tasks use the instance's disk: docker_capacity.root_volume_size_gib)."
+  }
+
+  validation {
+    condition = var.pool_shapes == null ? true : alltrue([
+      for name, shape in var.pool_shapes : shape.capacity_providers == null ? false :
+      (shape.docker ? length(shape.capacity_providers) == 0 : (
+        length(distinct(shape.capacity_providers)) == length(shape.capacity_providers) &&
+        alltrue([for provider in shape.capacity_providers : contains(["FARGATE", "FARGATE_SPOT"], provider)])
+      ))
+    ])
+    error_message = "pool_shapes: capacity_providers lists FARGATE and/or FARGATE_SPOT, each once, in the order to try them ([] for launch_type FARGATE); a Docker shape cannot run on Fargate and leaves it [] (it runs on docker_capacity's EC2 capacity provider)."
+  }
+
+  validation {
+    condition = var.pool_shapes == null ? true : alltrue([
+      for name, shape in var.pool_shapes : shape.labels == null ? true :
+      (length(shape.labels) <= 100 && alltrue([for label in shape.labels : can(regex("^[^,\\s]{1,256}$", label))]))
+    ])
+    error_message = "pool_shapes: labels (null for runner_labels): at most 100 labels, each 1 to 256 characters without spaces or commas."
+  }
+
+  validation {
+    condition = var.pool_shapes == null ? true : alltrue([
+      for name, shape in var.pool_shapes :
+      (shape.min_idle == null ? true : (shape.min_idle >= 0 && shape.min_idle <= 1000 && floor(shape.min_idle) == shape.min_idle)) &&
+      (shape.max == null ? true : (shape.max >= 1 && shape.max <= 1000 && floor(shape.max) == shape.max))
+    ])
+    error_message = "pool_shapes: min_idle must be null or a whole number from 0 to 1000, and max null or a whole number from 1 to 1000 (min_idle not above max)."
+  }
+}
+
+variable "docker_capacity" {
+  description = "EC2 capacity for the Docker shapes of pool_shapes (docker = true), off (null) by default: an Auto Scaling group of ECS-optimized Amazon Linux 2023 instances (instance_type, sized for ONE runner task: the controller places one Docker task per instance) of cpu_architecture (X86_64 or ARM64; every Docker shape must match), min_size..max_size instances (managed scaling towards target_capacity percent), the AMI from AWS's public SSM parameter unless ami_id is given, an encrypted gp3 root volume of root_volume_size_gib (with root_volume_kms_key_arn, or the account's default EBS key), and its capacity provider hangar-docker-<cluster>, associated with the cluster together with FARGATE and FARGATE_SPOT (this replaces the cluster's capacity provider list: see README). A privileged Docker job can reach its instance: use a dedicated cluster."
+  type = object({
+    instance_type           = string
+    cpu_architecture        = optional(string, "X86_64")
+    min_size                = optional(number, 0)
+    max_size                = optional(number, 10)
+    target_capacity         = optional(number, 100)
+    ami_id                  = optional(string)
+    root_volume_size_gib    = optional(number, 100)
+    root_volume_kms_key_arn = optional(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.docker_capacity == null ? true : can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.docker_capacity.instance_type))
+    error_message = "docker_capacity.instance_type must be an EC2 instance type such as m7i.large (x86_64) or m7g.large (arm64)."
+  }
+
+  validation {
+    condition     = var.docker_capacity == null ? true : contains(["X86_64", "ARM64"], var.docker_capacity.cpu_architecture == null ? "" : var.docker_capacity.cpu_architecture)
+    error_message = "docker_capacity.cpu_architecture must be X86_64 or ARM64 (the instance type's architecture)."
+  }
+
+  validation {
+    condition = var.docker_capacity == null ? true : (
+      var.docker_capacity.min_size >= 0 && var.docker_capacity.max_size >= 1 && var.docker_capacity.max_size <= 1000 &&
+      var.docker_capacity.min_size <= var.docker_capacity.max_size &&
+      floor(var.docker_capacity.min_size) == var.docker_capacity.min_size && floor(var.docker_capacity.max_size) == var.docker_capacity.max_size &&
+      var.docker_capacity.target_capacity >= 1 && var.docker_capacity.target_capacity <= 100 && floor(var.docker_capacity.target_capacity) == var.docker_capacity.target_capacity
+    )
+    error_message = "docker_capacity: min_size (from 0) and max_size (1 to 1000) are whole numbers of instances with min_size <= max_size, and target_capacity a whole percentage from 1 to 100."
+  }
+
+  validation {
+    condition     = var.docker_capacity == null ? true : (var.docker_capacity.ami_id == null ? true : can(regex("^ami-[0-9a-f]{8,17}$", var.docker_capacity.ami_id)))
+    error_message = "docker_capacity.ami_id must be null (the ECS-optimized Amazon Linux 2023 AMI from AWS's public SSM parameter) or an AMI id (ami-xxxxxxxx) of an ECS-optimized image."
+  }
+
+  validation {
+    condition = var.docker_capacity == null ? true : (
+      var.docker_capacity.root_volume_size_gib >= 30 && var.docker_capacity.root_volume_size_gib <= 16384 && floor(var.docker_capacity.root_volume_size_gib) == var.docker_capacity.root_volume_size_gib &&
+      (var.docker_capacity.root_volume_kms_key_arn == null ? true : can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.docker_capacity.root_volume_kms_key_arn)))
+    )
+    error_message = "docker_capacity: root_volume_size_gib must be a whole number of GiB from 30 (the AMI's own size) to 16384, and root_volume_kms_key_arn null (the account's default EBS key) or a KMS key ARN."
+  }
+}
+
+variable "docker_daemon_image" {
+  description = "The Docker daemon image of the Docker shapes' sidecar (`dockerd`, privileged). A public image, pulled without credentials: the runners' execution role has pull permissions on runner_image's repository only. Pinned to a tag; move it on Docker releases."
+  type        = string
+  default     = "public.ecr.aws/docker/library/docker:28.3.3-dind"
+
+  validation {
+    condition     = can(regex("^[^\\s]+$", var.docker_daemon_image))
+    error_message = "docker_daemon_image must be an image reference without spaces."
+  }
+}
+
+################################################################################
 # Logs, IAM and tags
 ################################################################################
 

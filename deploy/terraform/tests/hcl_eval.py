@@ -17,6 +17,7 @@ being evaluated wrongly.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -84,6 +85,65 @@ def to_plain(value):
     if isinstance(value, (Instance, ResourceRef)):
         raise EvalError(f"cannot use a whole resource ({value}) as a value")
     return value
+
+
+################################################################################
+# Type constraints of variables: the value converted as Terraform converts an input
+################################################################################
+
+
+def convert(value, type_node, ev: "Evaluator", what: str):
+    """`value` converted to the type constraint `type_node` (a variable's `type`): objects keep
+    their declared attributes only, and an absent or null `optional(T, default)` attribute takes
+    its default (null without one), as Terraform does. Primitives are checked, not converted."""
+    if value is None or isinstance(value, Unknown):
+        return value
+    inner = _trees(type_node)
+    if type_node.data == "expr_term" and len(inner) == 1:
+        return convert(value, inner[0], ev, what)
+    if type_node.data == "identifier":
+        name = _name_of(type_node)
+        checks = {
+            "any": lambda v: True,
+            "string": lambda v: isinstance(v, str),
+            "bool": lambda v: isinstance(v, bool),
+            "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        }
+        if name not in checks:
+            raise Unsupported(f"type {name}")
+        if not checks[name](value):
+            raise EvalError(f"{what}: {value!r} is not a {name}")
+        return value
+    if type_node.data != "function_call":
+        raise Unsupported(f"type expression {type_node.data}")
+    name = _name_of(inner[0])
+    args = _trees(inner[1]) if len(inner) > 1 else []
+    if name in ("list", "set"):
+        return [convert(v, args[0], ev, f"{what}[{i}]") for i, v in enumerate(_need(value, list, what))]
+    if name == "map":
+        return {k: convert(v, args[0], ev, f"{what}[{k!r}]") for k, v in _need(value, dict, what).items()}
+    if name == "object":
+        value = _need(value, dict, what)
+        (attributes,) = [_trees(a)[0] if a.data == "expr_term" else a for a in args]
+        out = {}
+        for elem in _trees(attributes):
+            key_node, attr_type = _trees(elem)
+            attr = _name_of(_trees(key_node)[0])
+            attr_type = _trees(attr_type)[0] if attr_type.data == "expr_term" else attr_type
+            optional = attr_type.data == "function_call" and _name_of(_trees(attr_type)[0]) == "optional"
+            if optional:
+                opt_args = _trees(_trees(attr_type)[1])
+                attr_type = opt_args[0]
+                given = value.get(attr)
+                if given is None:
+                    given = ev.eval(opt_args[1]) if len(opt_args) > 1 else None
+                out[attr] = convert(given, attr_type, ev, f"{what}.{attr}")
+            elif attr not in value:
+                raise EvalError(f"{what}: attribute {attr!r} is required")
+            else:
+                out[attr] = convert(value[attr], attr_type, ev, f"{what}.{attr}")
+        return out
+    raise Unsupported(f"type {name}()")
 
 
 ################################################################################
@@ -291,11 +351,14 @@ class Plan:
         values = {}
         for name, block in declared.items():
             if name in given:
-                values[name] = given[name]
+                value = given[name]
             elif "default" in block.attrs:
-                values[name] = Evaluator(self).eval(block.attrs["default"])
+                value = Evaluator(self).eval(block.attrs["default"])
             else:
                 raise EvalError(f"no value for the required variable {name}")
+            if "type" in block.attrs:
+                value = convert(value, block.attrs["type"], Evaluator(self), f"var.{name}")
+            values[name] = value
         return values
 
     def validation_errors(self) -> list:
@@ -442,11 +505,31 @@ class Evaluator:
             out[name] = self.eval(expr)
         for nested in block.blocks:
             if nested.type == "dynamic":
-                raise Unsupported("dynamic blocks")
+                generated = self.eval_dynamic(nested)
+                if generated:
+                    out.setdefault(nested.labels[0], []).extend(generated)
+                continue
             if nested.type == "lifecycle":
                 continue
             out.setdefault(nested.type, []).append(self.eval_block(nested))
         return out
+
+    def eval_dynamic(self, dynamic: Block) -> list:
+        """A `dynamic "<name>"` block: one `content` block per element of for_each, with the
+        iterator (named after the block, or `iterator`) holding .key and .value."""
+        if set(dynamic.attrs) - {"for_each", "iterator"} or [b.type for b in dynamic.blocks] != ["content"]:
+            raise Unsupported("a dynamic block other than for_each (iterator) and one content block")
+        iterator = _name_of(dynamic.attrs["iterator"]) if "iterator" in dynamic.attrs else dynamic.labels[0]
+        collection = self.eval(dynamic.attrs["for_each"])
+        if isinstance(collection, dict):
+            pairs = [(k, collection[k]) for k in sorted(collection)]
+        elif isinstance(collection, list):
+            pairs = list(enumerate(collection))
+        elif collection is None:
+            raise EvalError(f"dynamic {dynamic.labels[0]}: for_each is null")
+        else:
+            raise EvalError(f"dynamic {dynamic.labels[0]}: cannot iterate over {collection!r}")
+        return [self.child(**{iterator: {"key": k, "value": v}}).eval_block(dynamic.blocks[0]) for k, v in pairs]
 
     # Expressions ------------------------------------------------------------------------------
 
@@ -630,9 +713,10 @@ class Evaluator:
     def _conditional(self, node):
         cond, yes, no = _trees(node)
         chosen = _truthy(self.eval(cond), "a condition")
-        # Terraform evaluates both results (to type-check them): an error in either is an error.
-        yes_value, no_value = self.eval(yes), self.eval(no)
-        return yes_value if chosen else no_value
+        # Terraform reports the errors of the chosen result only: `var.x == null ? null : var.x.a`
+        # is fine for a null var.x (checked with `terraform console`, 1.11). `&&` and `||` do not
+        # short-circuit (below): a guard against null must be a conditional.
+        return self.eval(yes) if chosen else self.eval(no)
 
     def _binary_op(self, node):
         lhs_node, term = _trees(node)[:2]
@@ -850,15 +934,26 @@ def _merge(*maps):
     return out
 
 
+def _flatten(values):
+    out = []
+    for item in _need(values, list, "flatten()"):
+        out.extend(_flatten(item) if isinstance(item, list) else [item])
+    return out
+
+
 def _contains(collection, value):
+    if value is None:
+        raise EvalError("contains(): the value must not be null")
     return value in _need(collection, list, "contains()")
 
 
 FUNCTIONS = {
     "alltrue": _alltrue,
+    "base64encode": lambda s: base64.b64encode(_need(s, str, "base64encode()").encode()).decode(),
     "concat": _concat,
     "contains": _contains,
     "distinct": _distinct,
+    "flatten": _flatten,
     "floor": lambda n: math.floor(n),
     "join": _join,
     "jsonencode": _jsonencode,
