@@ -170,7 +170,6 @@ resource "aws_launch_template" "docker" {
 }
 
 resource "aws_autoscaling_group" "docker" {
-  #checkov:skip=CKV2_AWS_15:The instances serve no traffic behind a load balancer (runner tasks only make outbound calls), so there is no ELB health check to use; ECS itself replaces tasks and managed scaling the instances.
   count = var.docker_capacity == null ? 0 : 1
 
   name_prefix         = "hangar-docker-"

@@ -64,7 +64,22 @@ COMPARED_LOCALS = [
     "controller_pools",
     "controller_config_toml",
     "controller_config_sha256",
+    "runner_pool_specs",
+    "docker_capacity_provider_name",
+    "docker_daemon_command",
+    "docker_runner_environment",
+    "docker_runner_settings",
+    "docker_instance_user_data",
+    "docker_ami_parameter",
 ]
+
+# Pool shapes (test_shapes.py): Terraform's own type conversion (optional() defaults) and
+# locals give what the mirror gives.
+SHAPES = {
+    "large": {"cpu": 4096, "memory": 16384, "ephemeral_storage_gib": 100, "capacity_providers": ["FARGATE_SPOT", "FARGATE"]},
+    "arm64": {"cpu": 2048, "memory": 4096, "cpu_architecture": "ARM64"},
+    "docker": {"cpu": 2048, "memory": 7168, "docker": True, "labels": ["docker", 'q"uote'], "min_idle": 1, "max": 4},
+}
 
 
 @unittest.skipUnless(shutil.which("terraform"), "terraform is not on PATH")
@@ -145,6 +160,21 @@ class TerraformAgrees(unittest.TestCase):
                 "runner_image": "ghcr.io/your-organization/hangar-runner:1.2.3",
                 "repository_credentials_secret_arn": REGISTRY_SECRET,
             },
+            "org + controller with shapes and Docker capacity": {
+                **ORG,
+                "enable_controller": True,
+                "runner_group": "ci",
+                "pool_shapes": SHAPES,
+                "docker_capacity": {"instance_type": "m7i.large", "max_size": 3},
+            },
+            "standalone + controller with shapes, ARM64 Docker capacity": {
+                **STANDALONE,
+                "enable_controller": True,
+                "github_repository_name": ["My.Repo_Name", "b"],
+                "cpu_architecture": "ARM64",
+                "pool_shapes": {"docker": {"cpu": 1024, "memory": 2048, "docker": True}, "big": {"cpu": 8192, "memory": 16384}},
+                "docker_capacity": {"instance_type": "m7g.large", "cpu_architecture": "ARM64", "ami_id": "ami-0123456789abcdef0"},
+            },
             "standalone + controller with odd names": {
                 "runner_type": "standalone",
                 "enable_controller": True,
@@ -165,6 +195,11 @@ class TerraformAgrees(unittest.TestCase):
             {"runner_type": "standalone", "drain_timeout_seconds": 86},
             {"runner_type": "standalone", "runner_image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/Hangar:latest"},
             {"runner_type": "standalone", "repository_credentials_secret_arn": "hangar/registry"},
+            {"runner_type": "org", "pool_shapes": {"arm": {"cpu": 1024, "memory": 2048, "cpu_architecture": "arm64"}}},
+            {"runner_type": "org", "pool_shapes": {"big": {"cpu": 1024, "memory": 2048, "ephemeral_storage_gib": 201}}},
+            {"runner_type": "org", "pool_shapes": {"docker": {"cpu": 1024, "memory": 2048, "docker": True, "capacity_providers": ["FARGATE"]}}},
+            {"runner_type": "org", "pool_shapes": {"Big": {"cpu": 3000, "memory": 2048}}},
+            {"runner_type": "org", "docker_capacity": {"instance_type": "m7i.large", "min_size": 5, "max_size": 2}},
         ):
             with self.subTest(variables):
                 mirror = Plan(MODULE, variables, STUBS).validation_errors()
