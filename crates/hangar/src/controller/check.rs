@@ -88,6 +88,14 @@ pub fn describe(config: &ControllerConfig) -> String {
             "  scale set {:?} in runner group {:?}; workflows use runs-on: {}{labels}",
             pool.scale_set, pool.runner_group, pool.scale_set
         );
+        let shape = match &pool.backend {
+            BackendConfig::Ecs(e) => e
+                .shape()
+                .unwrap_or_else(|| "as its task definition says (the file states no size)".into()),
+            BackendConfig::Local(_) => "this machine's (local processes)".to_string(),
+        };
+        let _ = writeln!(out, "  shape: {shape}");
+        let _ = writeln!(out, "  runs: {}", pool.can_run());
         let l = &pool.limits;
         let _ = writeln!(
             out,
@@ -113,10 +121,14 @@ pub fn describe(config: &ControllerConfig) -> String {
                     e.cluster,
                     e.task_definition,
                     e.container_name,
-                    match (&e.launch_type, &e.capacity_provider) {
-                        (_, Some(cp)) => format!("capacity provider {cp}"),
-                        (Some(lt), None) => format!("launch type {lt}"),
-                        (None, None) => "launch type FARGATE".to_string(),
+                    match (&e.launch_type, e.providers().as_slice()) {
+                        (_, [one]) => format!("capacity provider {one}"),
+                        (_, [first, ..]) => format!(
+                            "capacity providers {} (in order: a capacity refusal on {first} tries the next at once)",
+                            e.providers().join(" then ")
+                        ),
+                        (Some(lt), []) => format!("launch type {lt}"),
+                        (None, []) => "launch type FARGATE".to_string(),
                     },
                     e.subnets.join(", "),
                     e.security_groups.join(", "),

@@ -413,6 +413,8 @@ mod tests {
             state,
             created_at: t(0),
             stop_reason: None,
+            capacity_provider: None,
+            launch_fallbacks: Vec::new(),
         }
     }
 

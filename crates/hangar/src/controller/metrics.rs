@@ -275,6 +275,8 @@ struct PoolSeries {
     completed: [Option<(u64, Histogram)>; JobResult::ALL.len()],
     launches: u64,
     launch_failures: [u64; LaunchFailure::ALL.len()],
+    /// Launches that moved on to the pool's next capacity provider after a capacity refusal.
+    launch_fallbacks: u64,
     stopped: [u64; StopReason::ALL.len()],
 }
 
@@ -291,6 +293,7 @@ impl PoolSeries {
             completed: Default::default(),
             launches: 0,
             launch_failures: [0; LaunchFailure::ALL.len()],
+            launch_fallbacks: 0,
             stopped: [0; StopReason::ALL.len()],
         }
     }
@@ -405,6 +408,12 @@ impl Metrics {
     /// A launch for the pool failed.
     pub fn launch_failed(&self, pool: &str, reason: LaunchFailure) {
         self.with_pool(pool, |series| series.launch_failures[reason as usize] += 1);
+    }
+
+    /// A launch moved on to the pool's next capacity provider (its refusal is counted apart,
+    /// as a capacity failure).
+    pub fn launch_fell_back(&self, pool: &str) {
+        self.with_pool(pool, |series| series.launch_fallbacks += 1);
     }
 
     /// The controller stopped one of the pool's runners (or removed its leftovers).
@@ -618,6 +627,15 @@ impl Registry {
                     .map(|reason| (reason.as_str(), series.launch_failures[reason as usize]))
                     .collect()
             },
+        );
+        self.per_pool(
+            &mut out,
+            (
+                "hangar_launch_fallbacks_total",
+                "counter",
+                "Launches retried at once on the pool's next capacity provider after ECS refused the previous one for capacity (e.g. FARGATE_SPOT, then FARGATE).",
+            ),
+            |series| series.launch_fallbacks,
         );
         self.per_pool_by(
             &mut out,
@@ -947,6 +965,7 @@ mod tests {
             "gha_job_startup_duration_seconds",
             "gha_job_execution_duration_seconds",
             "hangar_launch_failures_total",
+            "hangar_launch_fallbacks_total",
             "hangar_runners_stopped_total",
             "hangar_github_rate_limit_remaining",
             "hangar_reconcile_duration_seconds",

@@ -681,6 +681,8 @@ mod tests {
             state,
             created_at: ago(age_secs),
             stop_reason: None,
+            capacity_provider: None,
+            launch_fallbacks: Vec::new(),
         }
     }
 

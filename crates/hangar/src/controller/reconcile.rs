@@ -126,6 +126,9 @@ pub enum PoolEvent {
     LaunchFailed {
         reason: LaunchFailureKind,
     },
+    /// A launch moved on to the pool's next capacity provider (after a `LaunchFailed` of
+    /// reason capacity for the one before).
+    FellBack,
     Removed {
         runner_name: Option<String>,
         reason: Reason,
@@ -763,6 +766,15 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                 Ok(task) => {
                     self.report.launched_total += 1;
                     succeeded = true;
+                    // Refused for capacity on earlier providers, started on a later one: each
+                    // refusal counts as a capacity failure, and the move as a fallback.
+                    for refusal in &task.launch_fallbacks {
+                        tracing::info!(pool = %self.pool.name, runner = %task.tags.runner_name, refused = %refusal, "launched on a fallback capacity provider");
+                        self.emit(PoolEvent::LaunchFailed {
+                            reason: LaunchFailureKind::Capacity,
+                        });
+                        self.emit(PoolEvent::FellBack);
+                    }
                     self.ledger
                         .launched(task.tags.runner_id, &task.tags.runner_name, now);
                     // Counted as capacity until a listing shows it (see `plan::InFlight`).

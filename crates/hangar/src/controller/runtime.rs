@@ -381,6 +381,7 @@ async fn start_pool(
             let sdk = shared.aws.get_or_init(crate::aws::load_config).await;
             let backend = EcsBackend::new(sdk, launch.clone())
                 .with_scope(pool.scope.clone())
+                .with_pool_environment(pool.runner_environment(), pool.docker)
                 .with_ssm_pacer(shared.ssm_writes.clone())
                 .with_ssm_describe_pacer(shared.ssm_describes.clone());
             // Wrong settings fail the start with their fix; AWS being unreachable does not
@@ -402,8 +403,14 @@ async fn start_pool(
             ))
         }
         BackendConfig::Local(launch) => {
+            // The pool's variables, unless the file's `env` sets them (tests point
+            // DOCKER_HOST and the like at stand-ins).
+            let mut launch = launch.clone();
+            for (name, value) in pool.runner_environment() {
+                launch.env.entry(name.to_string()).or_insert(value);
+            }
             let backend =
-                LocalBackend::new(pool.scope.clone(), launch).map_err(|e| e.to_string())?;
+                LocalBackend::new(pool.scope.clone(), &launch).map_err(|e| e.to_string())?;
             if let Some(hook) = &shared.on_local_backend {
                 hook(&pool.name, &backend);
             }
@@ -658,6 +665,7 @@ async fn pool_metrics(
         match event {
             PoolEvent::Launched { .. } => metrics.launch(&name),
             PoolEvent::LaunchFailed { reason } => metrics.launch_failed(&name, reason),
+            PoolEvent::FellBack => metrics.launch_fell_back(&name),
             PoolEvent::Removed { reason, .. } => metrics.runner_stopped(&name, reason),
             PoolEvent::Pass {
                 status,

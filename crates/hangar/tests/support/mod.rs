@@ -8,6 +8,7 @@ pub mod aws_control;
 pub mod e2e;
 pub mod ecs_burst;
 pub mod ecs_dataplane;
+pub mod ecs_rig;
 pub mod moto;
 pub mod realism;
 

@@ -29,7 +29,8 @@ use std::sync::Arc;
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    KeyValuePair, LaunchType, NetworkConfiguration, Tag, TaskField, TaskOverride,
+    KeyValuePair, LaunchType, NetworkConfiguration, PlacementConstraint, PlacementConstraintType,
+    Tag, TaskField, TaskOverride,
 };
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier, ParameterType};
 use chrono::{DateTime, Utc};
@@ -80,6 +81,12 @@ pub struct EcsBackend {
     /// Passed to the agent (`RUNNER_SCOPE`, `GITHUB_REPOSITORY` / `GITHUB_ORG`), so one task
     /// definition serves repository and organization pools alike.
     scope: Option<Scope>,
+    /// The pool's own variables for the agent (`HANGAR_POOL`, `HANGAR_DOCKER`, ...; see
+    /// `PoolConfig::runner_environment`), never a credential.
+    pool_environment: Vec<(&'static str, String)>,
+    /// One task per container instance (`distinctInstance`): Docker pools, whose privileged
+    /// daemon can reach its host.
+    distinct_instance: bool,
     /// Paces `PutParameter` and `DeleteParameter`, shared by every pool of the process.
     ssm_writes: Option<Arc<Pacer>>,
     /// Paces `DescribeParameters` pages (a few a second per account; the leftover listing of a
@@ -113,6 +120,8 @@ impl EcsBackend {
             launch,
             region,
             scope: None,
+            pool_environment: Vec::new(),
+            distinct_instance: false,
             ssm_writes: None,
             ssm_describes: None,
         }
@@ -121,6 +130,18 @@ impl EcsBackend {
     /// Tells every task the pool's scope (not secret; the agent needs it to run).
     pub fn with_scope(mut self, scope: Scope) -> EcsBackend {
         self.scope = Some(scope);
+        self
+    }
+
+    /// Gives every task the pool's variables (see `PoolConfig::runner_environment`), and for
+    /// a Docker pool places each task on an instance of its own.
+    pub fn with_pool_environment(
+        mut self,
+        environment: Vec<(&'static str, String)>,
+        docker: bool,
+    ) -> EcsBackend {
+        self.pool_environment = environment;
+        self.distinct_instance = docker;
         self
     }
 
@@ -152,7 +173,7 @@ impl EcsBackend {
     /// active, the task definition exists, is active, has the container, fits the launch type
     /// and the network settings. Two ECS calls; changes nothing.
     pub async fn check(&self) -> Result<(), BackendError> {
-        let placement = placement(&self.launch)?;
+        let placements = placements(&self.launch)?;
         handoff_name(
             &self.launch.parameter_prefix,
             "pool",
@@ -241,23 +262,21 @@ impl EcsBackend {
                 launch.task_definition
             )));
         }
-        let needs = placement.compatibility();
         let offers: Vec<&str> = definition
             .compatibilities()
             .iter()
             .map(|c| c.as_str())
             .collect();
-        if let Some(needs) = needs
-            && !offers.is_empty()
-            && !offers.contains(&needs)
-        {
-            return Err(BackendError::Config(format!(
-                "task definition {:?} is compatible with {} but the pool launches on {needs}. Fix: set \
-                 `launch_type`/`capacity_provider` to match, or add {needs} to the task definition's \
-                 requiresCompatibilities",
-                launch.task_definition,
-                offers.join(", ")
-            )));
+        for needs in placements.iter().filter_map(Placement::compatibility) {
+            if !offers.is_empty() && !offers.contains(&needs) {
+                return Err(BackendError::Config(format!(
+                    "task definition {:?} is compatible with {} but the pool launches on {needs}. Fix: set \
+                     `launch_type`/`capacity_providers` to match, or add {needs} to the task definition's \
+                     requiresCompatibilities",
+                    launch.task_definition,
+                    offers.join(", ")
+                )));
+            }
         }
         Ok(())
     }
@@ -371,6 +390,7 @@ impl EcsBackend {
         let launch = &self.launch;
         let environment = task_environment(parameter, &tags.runner_name, self.scope.as_ref())
             .into_iter()
+            .chain(self.pool_environment.iter().cloned())
             .map(|(name, value)| KeyValuePair::builder().name(name).value(value).build())
             .collect();
         let overrides = TaskOverride::builder()
@@ -401,6 +421,13 @@ impl EcsBackend {
                     .map_err(|e| BackendError::Config(format!("capacity provider: {e}")))?,
             ),
         };
+        if self.distinct_instance && placement.compatibility() != Some("FARGATE") {
+            request = request.placement_constraints(
+                PlacementConstraint::builder()
+                    .r#type(PlacementConstraintType::DistinctInstance)
+                    .build(),
+            );
+        }
         if !launch.subnets.is_empty() {
             let vpc = AwsVpcConfiguration::builder()
                 .set_subnets(Some(launch.subnets.clone()))
@@ -430,6 +457,11 @@ impl EcsBackend {
                 state: state_of(started.last_status(), started.desired_status()),
                 created_at: started.created_at().and_then(to_chrono).unwrap_or(now),
                 stop_reason: None,
+                capacity_provider: started
+                    .capacity_provider_name()
+                    .map(str::to_string)
+                    .or_else(|| placement.provider().map(str::to_string)),
+                launch_fallbacks: Vec::new(),
             });
         }
         if let Some(failure) = output.failures().first() {
@@ -502,7 +534,7 @@ impl Backend for EcsBackend {
 
     async fn launch(&self, request: LaunchRequest) -> Result<Task, BackendError> {
         let LaunchRequest { tags, jit_config } = request;
-        let placement = placement(&self.launch)?;
+        let placements = placements(&self.launch)?;
         let name = handoff_name(
             &self.launch.parameter_prefix,
             &tags.pool,
@@ -512,13 +544,28 @@ impl Backend for EcsBackend {
         let tier = tier_for(jit_config.expose_secret().len())?;
         self.put_handoff(&name, &jit_config, tier, &tags).await?;
         drop(jit_config);
-        match self.run_task(&name, &tags, &placement).await {
-            Ok(task) => {
-                tracing::debug!(pool = %tags.pool, runner = %tags.runner_name, task = %task.id, parameter = %name, "runner task started");
-                Ok(task)
+        // A capacity refusal on one provider is retried on the next at once (Spot, then
+        // on-demand); any other failure, or the last provider's, ends the launch.
+        let mut fallbacks = Vec::new();
+        for (i, placement) in placements.iter().enumerate() {
+            match self.run_task(&name, &tags, placement).await {
+                Ok(mut task) => {
+                    tracing::debug!(pool = %tags.pool, runner = %tags.runner_name, task = %task.id, parameter = %name, "runner task started");
+                    task.launch_fallbacks = fallbacks;
+                    return Ok(task);
+                }
+                Err(BackendError::Capacity(said)) if i + 1 < placements.len() => {
+                    tracing::warn!(
+                        pool = %tags.pool, runner = %tags.runner_name, from = %placement,
+                        to = %placements[i + 1], error = %said,
+                        "no capacity on this capacity provider; trying the next at once"
+                    );
+                    fallbacks.push(format!("{placement}: {said}"));
+                }
+                Err(error) => return Err(self.discard_handoff(&name, error).await),
             }
-            Err(error) => Err(self.discard_handoff(&name, error).await),
         }
+        unreachable!("placements() never returns an empty list")
     }
 
     async fn list(&self, pool: &str) -> Result<Vec<Task>, BackendError> {
@@ -698,7 +745,23 @@ enum Placement {
     CapacityProvider(String),
 }
 
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placement::LaunchType(t) => write!(f, "launch type {}", t.as_str()),
+            Placement::CapacityProvider(p) => write!(f, "capacity provider {p}"),
+        }
+    }
+}
+
 impl Placement {
+    fn provider(&self) -> Option<&str> {
+        match self {
+            Placement::CapacityProvider(p) => Some(p),
+            Placement::LaunchType(_) => None,
+        }
+    }
+
     /// The task-definition compatibility it needs, where that is known.
     fn compatibility(&self) -> Option<&'static str> {
         match self {
@@ -713,25 +776,31 @@ impl Placement {
     }
 }
 
-fn placement(launch: &EcsLaunch) -> Result<Placement, BackendError> {
-    match (&launch.launch_type, &launch.capacity_provider) {
-        (Some(_), Some(_)) => Err(BackendError::Config(
-            "both `launch_type` and `capacity_provider` are set; ECS takes one. Fix: remove one of them"
+/// Where a launch may go, in order: the pool's capacity providers, else its launch type.
+fn placements(launch: &EcsLaunch) -> Result<Vec<Placement>, BackendError> {
+    let providers = launch.providers();
+    match (&launch.launch_type, providers.is_empty()) {
+        (Some(_), false) => Err(BackendError::Config(
+            "both `launch_type` and `capacity_providers` are set; ECS takes one. Fix: remove one of them"
                 .to_string(),
         )),
-        (None, Some(provider)) if provider.trim().is_empty() => Err(BackendError::Config(
-            "`capacity_provider` is empty. Fix: name a capacity provider (e.g. FARGATE_SPOT) or remove it"
-                .to_string(),
-        )),
-        (None, Some(provider)) => Ok(Placement::CapacityProvider(provider.clone())),
-        (None, None) => Ok(Placement::LaunchType(LaunchType::Fargate)),
-        (Some(kind), None) => match kind.to_ascii_uppercase().as_str() {
-            "FARGATE" => Ok(Placement::LaunchType(LaunchType::Fargate)),
-            "EC2" => Ok(Placement::LaunchType(LaunchType::Ec2)),
-            "EXTERNAL" => Ok(Placement::LaunchType(LaunchType::External)),
+        (None, false) => {
+            if providers.iter().any(|p| p.trim().is_empty()) {
+                return Err(BackendError::Config(
+                    "a capacity provider's name is empty. Fix: name each capacity provider (e.g. FARGATE_SPOT) or remove it"
+                        .to_string(),
+                ));
+            }
+            Ok(providers.into_iter().map(Placement::CapacityProvider).collect())
+        }
+        (None, true) => Ok(vec![Placement::LaunchType(LaunchType::Fargate)]),
+        (Some(kind), true) => match kind.to_ascii_uppercase().as_str() {
+            "FARGATE" => Ok(vec![Placement::LaunchType(LaunchType::Fargate)]),
+            "EC2" => Ok(vec![Placement::LaunchType(LaunchType::Ec2)]),
+            "EXTERNAL" => Ok(vec![Placement::LaunchType(LaunchType::External)]),
             _ => Err(BackendError::Config(format!(
                 "`launch_type` {kind:?} is not an ECS launch type. Fix: use FARGATE, EC2 or EXTERNAL \
-                 (or `capacity_provider` for FARGATE_SPOT and Auto Scaling groups)"
+                 (or `capacity_providers` for FARGATE_SPOT and Auto Scaling groups)"
             ))),
         },
     }
@@ -884,6 +953,8 @@ fn task_of(t: &aws_sdk_ecs::types::Task, now: DateTime<Utc>) -> Option<Task> {
             .stopped_reason()
             .filter(|r| !r.is_empty())
             .map(str::to_string),
+        capacity_provider: t.capacity_provider_name().map(str::to_string),
+        launch_fallbacks: Vec::new(),
     })
 }
 
@@ -1035,10 +1106,7 @@ fn settings_named_in(message: &str, launch: &EcsLaunch) -> Vec<String> {
         add("launch_type", format!("{:?}", launch.launch_type));
     }
     if m.contains("capacityprovider") {
-        add(
-            "capacity_provider",
-            format!("{:?}", launch.capacity_provider),
-        );
+        add("capacity_providers", format!("{:?}", launch.providers()));
     }
     if m.contains("cluster") && !m.contains("containerinstance") {
         add("cluster", format!("{:?}", launch.cluster));
@@ -1208,6 +1276,11 @@ mod tests {
             assign_public_ip: false,
             launch_type: None,
             capacity_provider: None,
+            capacity_providers: Vec::new(),
+            cpu: None,
+            memory: None,
+            cpu_architecture: None,
+            ephemeral_storage_gib: None,
             parameter_prefix: "/hangar/jit".into(),
             kms_key_id: None,
         }
@@ -1328,7 +1401,7 @@ mod tests {
             (
                 "InvalidParameterException",
                 "The specified capacity provider was not found",
-                &["`capacity_provider`"],
+                &["`capacity_providers`"],
             ),
             (
                 "PlatformTaskDefinitionIncompatibilityException",
@@ -1448,28 +1521,45 @@ mod tests {
     }
 
     #[test]
-    fn placement_follows_the_settings() {
+    fn placements_follow_the_settings_in_order() {
         let mut l = launch();
         assert_eq!(
-            placement(&l),
-            Ok(Placement::LaunchType(LaunchType::Fargate))
+            placements(&l),
+            Ok(vec![Placement::LaunchType(LaunchType::Fargate)])
         );
         l.launch_type = Some("ec2".into());
-        assert_eq!(placement(&l), Ok(Placement::LaunchType(LaunchType::Ec2)));
+        assert_eq!(
+            placements(&l),
+            Ok(vec![Placement::LaunchType(LaunchType::Ec2)])
+        );
         l.launch_type = Some("LAMBDA".into());
-        let err = placement(&l).unwrap_err();
+        let err = placements(&l).unwrap_err();
         assert!(err.to_string().contains("`launch_type`"), "{err}");
         l.launch_type = Some("FARGATE".into());
         l.capacity_provider = Some("FARGATE_SPOT".into());
-        assert_eq!(placement(&l).unwrap_err().reason(), "config");
+        assert_eq!(placements(&l).unwrap_err().reason(), "config");
         l.launch_type = None;
-        let spot = placement(&l).unwrap();
-        assert_eq!(spot, Placement::CapacityProvider("FARGATE_SPOT".into()));
-        assert_eq!(spot.compatibility(), Some("FARGATE"));
+        let spot = placements(&l).unwrap();
+        assert_eq!(spot, [Placement::CapacityProvider("FARGATE_SPOT".into())]);
+        assert_eq!(spot[0].compatibility(), Some("FARGATE"));
         assert_eq!(
             Placement::CapacityProvider("my-asg".into()).compatibility(),
             None
         );
+        // The list wins over the single name, and keeps its order.
+        l.capacity_providers = vec!["FARGATE_SPOT".into(), "FARGATE".into()];
+        l.capacity_provider = None;
+        let both = placements(&l).unwrap();
+        assert_eq!(
+            both,
+            [
+                Placement::CapacityProvider("FARGATE_SPOT".into()),
+                Placement::CapacityProvider("FARGATE".into())
+            ]
+        );
+        assert_eq!(both[0].to_string(), "capacity provider FARGATE_SPOT");
+        l.capacity_providers.push(" ".into());
+        assert_eq!(placements(&l).unwrap_err().reason(), "config");
     }
 
     #[test]

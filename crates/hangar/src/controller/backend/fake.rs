@@ -208,6 +208,8 @@ impl Backend for FakeBackend {
             },
             created_at: now,
             stop_reason: None,
+            capacity_provider: None,
+            launch_fallbacks: Vec::new(),
         };
         state.tasks.insert(task.id.clone(), task.clone());
         if state.hide_new_tasks_for > 0 {

@@ -952,6 +952,8 @@ impl Inner {
             } else {
                 None
             },
+            capacity_provider: None,
+            launch_fallbacks: Vec::new(),
         }
     }
 

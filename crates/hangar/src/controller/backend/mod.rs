@@ -70,6 +70,13 @@ pub struct Task {
     pub created_at: DateTime<Utc>,
     /// Why a stopped task stopped (ECS `stoppedReason`, or the process's exit status).
     pub stop_reason: Option<String>,
+    /// The capacity provider the task runs on (ECS `capacityProviderName`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_provider: Option<String>,
+    /// On the launch that started it: the capacity refusals of the providers tried before
+    /// this one (`provider: what ECS said`). Empty in listings.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub launch_fallbacks: Vec<String>,
 }
 
 /// A one-shot secret that is still there (the task has not read it yet, or never will).

@@ -45,9 +45,26 @@ pub struct EcsLaunch {
     /// when neither is set.
     #[serde(default)]
     pub launch_type: Option<String>,
-    /// A capacity provider (e.g. `FARGATE_SPOT`); exclusive with `launch_type`.
+    /// A capacity provider (e.g. `FARGATE_SPOT`); exclusive with `launch_type`. The file may
+    /// say `capacity_providers` instead; validation moves this one there.
     #[serde(default)]
     pub capacity_provider: Option<String>,
+    /// Capacity providers in order of preference (e.g. `["FARGATE_SPOT", "FARGATE"]`): a launch
+    /// ECS refuses for capacity on one is retried on the next at once. Exclusive with
+    /// `launch_type`.
+    #[serde(default)]
+    pub capacity_providers: Vec<String>,
+    /// The task definition's size as the file states it (the Terraform module writes it):
+    /// CPU units, MiB, `X86_64`/`ARM64`, GiB of ephemeral storage. Informational: shown by
+    /// `check-config` and status; ECS sizes the task from the task definition.
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    #[serde(default)]
+    pub memory: Option<u32>,
+    #[serde(default)]
+    pub cpu_architecture: Option<String>,
+    #[serde(default)]
+    pub ephemeral_storage_gib: Option<u32>,
     /// Where one-shot JIT parameters are written: `<prefix>/<pool>/<runner name>`.
     #[serde(default = "default_handoff_prefix")]
     pub parameter_prefix: String,
@@ -70,6 +87,49 @@ pub struct LocalLaunch {
     /// Extra environment for the agent (e.g. `HANGAR_STANDIN_POLL_SECS`); never credentials.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl EcsLaunch {
+    /// The capacity providers to try, in order (empty: the launch type is used).
+    pub fn providers(&self) -> Vec<String> {
+        if self.capacity_providers.is_empty() {
+            self.capacity_provider.iter().cloned().collect()
+        } else {
+            self.capacity_providers.clone()
+        }
+    }
+
+    /// Whether every placement of the pool is Fargate, which runs no privileged container.
+    pub fn fargate_only(&self) -> bool {
+        let providers = self.providers();
+        if providers.is_empty() {
+            return self
+                .launch_type
+                .as_deref()
+                .is_none_or(|t| t.eq_ignore_ascii_case("FARGATE"));
+        }
+        providers
+            .iter()
+            .all(|p| p.eq_ignore_ascii_case("FARGATE") || p.eq_ignore_ascii_case("FARGATE_SPOT"))
+    }
+
+    /// The task's shape as the file states it, e.g. `2 vCPU, 4 GiB, ARM64, 50 GiB disk`.
+    pub fn shape(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(cpu) = self.cpu {
+            parts.push(format!("{} vCPU", f64::from(cpu) / 1024.0));
+        }
+        if let Some(memory) = self.memory {
+            parts.push(format!("{} GiB", f64::from(memory) / 1024.0));
+        }
+        if let Some(arch) = &self.cpu_architecture {
+            parts.push(arch.clone());
+        }
+        if let Some(disk) = self.ephemeral_storage_gib {
+            parts.push(format!("{disk} GiB disk"));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
 }
 
 pub fn default_container() -> String {
@@ -146,6 +206,8 @@ pub struct PoolLimits {
 /// Where a pool's runners run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+// One value per pool, built once per file read: the size is no cost worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum BackendConfig {
     Ecs(EcsLaunch),
     Local(LocalLaunch),
@@ -172,6 +234,13 @@ pub struct PoolConfig {
     pub runner_group: String,
     pub limits: PoolLimits,
     pub backend: BackendConfig,
+    /// The pool's runners have a Docker daemon (a privileged sidecar: EC2 capacity, never
+    /// Fargate); the agent waits for it. Without, `docker` in a job says which pool to use.
+    pub docker: bool,
+    /// For a pool without Docker: the scale set of a Docker pool that can take its jobs, named
+    /// by the `docker` stub in its runners. Derived from the other pools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_runs_on: Option<String>,
 }
 
 impl PoolConfig {
@@ -179,6 +248,40 @@ impl PoolConfig {
     /// characters, so `pool-a` never claims `pool-a-b`'s runners.
     pub fn runner_prefix(&self) -> String {
         format!("{}-", self.scale_set)
+    }
+
+    /// The variables every runner task of the pool gets for its agent (none is a secret):
+    /// `HANGAR_POOL`, `HANGAR_DOCKER` (`1`: wait for the pool's Docker daemon; `0`: put the
+    /// `docker` stub on the runner's PATH) and `HANGAR_DOCKER_RUNS_ON` (where the stub sends
+    /// Docker jobs).
+    pub fn runner_environment(&self) -> Vec<(&'static str, String)> {
+        let mut environment = vec![
+            ("HANGAR_POOL", self.name.clone()),
+            (
+                "HANGAR_DOCKER",
+                if self.docker { "1" } else { "0" }.to_string(),
+            ),
+        ];
+        if let Some(runs_on) = &self.docker_runs_on {
+            environment.push(("HANGAR_DOCKER_RUNS_ON", runs_on.clone()));
+        }
+        environment
+    }
+
+    /// What the pool's runners can run, for `check-config`.
+    pub fn can_run(&self) -> String {
+        if self.docker {
+            "every job, Docker too: container jobs, service containers, Docker actions, docker build (a privileged Docker daemon per task)".to_string()
+        } else {
+            format!(
+                "jobs without Docker only: container jobs, service containers, Docker actions and docker commands fail with a message that sends them to {}",
+                match &self.docker_runs_on {
+                    Some(runs_on) => format!("runs-on: {runs_on}"),
+                    None =>
+                        "a Docker pool (none in this file: add one with docker = true)".to_string(),
+                }
+            )
+        }
     }
 
     /// Whether a runner name is one this pool's controller would have given.
@@ -273,6 +376,8 @@ struct RawPool {
     #[serde(default)]
     labels: Vec<String>,
     runner_group: Option<String>,
+    #[serde(default)]
+    docker: bool,
     #[serde(flatten)]
     limits: RawLimits,
     ecs: Option<EcsLaunch>,
@@ -424,6 +529,19 @@ impl Resolver<'_> {
                 ));
             }
             pools.push(pool);
+        }
+        // Where a Docker job sent to a pool without Docker should go: a Docker pool whose
+        // runners the job's repository can use (same scope, or its organization's).
+        let docker_pools: Vec<(Scope, String)> = pools
+            .iter()
+            .filter(|p| p.docker)
+            .map(|p| (p.scope.clone(), p.scale_set.clone()))
+            .collect();
+        for pool in pools.iter_mut().filter(|p| !p.docker) {
+            pool.docker_runs_on = docker_pools
+                .iter()
+                .find(|(scope, _)| serves(scope, &pool.scope))
+                .map(|(_, scale_set)| scale_set.clone());
         }
         Ok(ControllerConfig { settings, pools })
     }
@@ -597,6 +715,12 @@ impl Resolver<'_> {
             (Some(_), Some(_)) => return Err(self.invalid(at("ecs"), "both [pool.ecs] and [pool.local] are set", "keep one backend per pool")),
             (None, None) => return Err(self.invalid(at("ecs"), "no backend is set", "add an [pool.ecs] table (cluster, task_definition, subnets, security_groups) or, for local runs, [pool.local] with work_root")),
         };
+        if let BackendConfig::Ecs(ecs) = &backend
+            && raw.docker
+            && ecs.fargate_only()
+        {
+            return Err(self.invalid(at("docker"), "a Docker pool cannot run on Fargate: Fargate runs no privileged container, so no Docker daemon", "launch the pool on EC2 capacity (capacity_providers = [\"<your EC2 capacity provider>\"], as deploy/terraform's Docker capacity makes), or remove docker = true and route Docker jobs to a Docker pool with runs-on"));
+        }
         Ok(PoolConfig {
             name,
             scope,
@@ -605,6 +729,8 @@ impl Resolver<'_> {
             runner_group,
             limits,
             backend,
+            docker: raw.docker,
+            docker_runs_on: None,
         })
     }
 
@@ -683,7 +809,7 @@ impl Resolver<'_> {
         Ok(limits)
     }
 
-    fn ecs(&self, at: &str, ecs: EcsLaunch) -> Result<EcsLaunch, ConfigError> {
+    fn ecs(&self, at: &str, mut ecs: EcsLaunch) -> Result<EcsLaunch, ConfigError> {
         let nonempty = |f: &str, v: &str| {
             if v.trim().is_empty() {
                 Err(self.invalid(format!("{at}.{f}"), "is empty", format!("set {f}")))
@@ -704,10 +830,58 @@ impl Resolver<'_> {
                 "remove the empty entry",
             ));
         }
-        match (&ecs.launch_type, &ecs.capacity_provider) {
-            (Some(_), Some(_)) => return Err(self.invalid(format!("{at}.launch_type"), "both launch_type and capacity_provider are set", "ECS takes one or the other: keep launch_type (FARGATE, EC2, EXTERNAL) or capacity_provider (e.g. FARGATE_SPOT)")),
-            (Some(t), None) if !matches!(t.as_str(), "FARGATE" | "EC2" | "EXTERNAL") => return Err(self.invalid(format!("{at}.launch_type"), format!("{t:?} is not a launch type"), "use FARGATE, EC2 or EXTERNAL")),
+        if let Some(one) = ecs.capacity_provider.take() {
+            if !ecs.capacity_providers.is_empty() {
+                return Err(self.invalid(format!("{at}.capacity_provider"), "both capacity_provider and capacity_providers are set", "list every provider, in order, in capacity_providers and remove capacity_provider"));
+            }
+            ecs.capacity_providers.push(one);
+        }
+        let mut seen = BTreeSet::new();
+        for provider in &ecs.capacity_providers {
+            if provider.trim().is_empty() || provider.trim() != provider {
+                return Err(self.invalid(format!("{at}.capacity_providers"), format!("{provider:?} is not a capacity provider name"), "name each capacity provider exactly (e.g. FARGATE_SPOT, FARGATE, or your Auto Scaling group's provider)"));
+            }
+            if !seen.insert(provider.to_ascii_uppercase()) {
+                return Err(self.invalid(
+                    format!("{at}.capacity_providers"),
+                    format!("{provider:?} is listed twice"),
+                    "list each capacity provider once, in the order to try them",
+                ));
+            }
+        }
+        match (&ecs.launch_type, ecs.capacity_providers.is_empty()) {
+            (Some(_), false) => return Err(self.invalid(format!("{at}.launch_type"), "both launch_type and capacity providers are set", "ECS takes one or the other: keep launch_type (FARGATE, EC2, EXTERNAL) or capacity_providers (e.g. [\"FARGATE_SPOT\", \"FARGATE\"])")),
+            (Some(t), true) if !matches!(t.as_str(), "FARGATE" | "EC2" | "EXTERNAL") => return Err(self.invalid(format!("{at}.launch_type"), format!("{t:?} is not a launch type"), "use FARGATE, EC2 or EXTERNAL")),
             _ => {}
+        }
+        if let Some(arch) = ecs.cpu_architecture.take() {
+            let upper = arch.to_ascii_uppercase();
+            if upper != "X86_64" && upper != "ARM64" {
+                return Err(self.invalid(
+                    format!("{at}.cpu_architecture"),
+                    format!("{arch:?} is not an ECS CPU architecture"),
+                    "use X86_64 or ARM64, as the task definition's runtimePlatform says",
+                ));
+            }
+            ecs.cpu_architecture = Some(upper);
+        }
+        if let Some(disk) = ecs.ephemeral_storage_gib
+            && !(21..=200).contains(&disk)
+        {
+            return Err(self.invalid(
+                format!("{at}.ephemeral_storage_gib"),
+                format!("{disk} GiB is outside what ECS gives a task"),
+                "use 21 to 200 (GiB), as the task definition's ephemeralStorage says",
+            ));
+        }
+        for (field, value) in [("cpu", ecs.cpu), ("memory", ecs.memory)] {
+            if value == Some(0) {
+                return Err(self.invalid(
+                    format!("{at}.{field}"),
+                    "is 0",
+                    format!("write the task definition's {field} (CPU units or MiB), or remove it"),
+                ));
+            }
         }
         if !ecs.parameter_prefix.starts_with('/') || ecs.parameter_prefix.ends_with('/') {
             return Err(self.invalid(
@@ -717,6 +891,15 @@ impl Resolver<'_> {
             ));
         }
         Ok(ecs)
+    }
+}
+
+/// Whether runners of scope `runners` can take jobs of scope `jobs`: the same scope, or the
+/// organization of a repository (its runner group permitting).
+fn serves(runners: &Scope, jobs: &Scope) -> bool {
+    match (runners, jobs) {
+        (Scope::Org { org }, Scope::Repo { owner, .. }) => org.eq_ignore_ascii_case(owner),
+        _ => scope_key(runners) == scope_key(jobs),
     }
 }
 

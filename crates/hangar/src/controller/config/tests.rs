@@ -356,3 +356,133 @@ fn github_urls_from_the_environment_fill_only_what_the_file_leaves_unset() {
         "https://ghe.example.com"
     );
 }
+
+fn ecs_pool(name: &str, scope: &str, extra_pool: &str, extra_ecs: &str) -> String {
+    format!(
+        "[[pool]]\nname = \"{name}\"\n{scope}\n{extra_pool}\n[pool.ecs]\ncluster = \"c\"\ntask_definition = \"t\"\nsubnets = [\"s\"]\nsecurity_groups = []\n{extra_ecs}\n"
+    )
+}
+
+#[test]
+fn capacity_providers_are_an_ordered_list_exclusive_with_launch_type() {
+    let org = "organization = \"o\"";
+    let parsed = ControllerConfig::parse(
+        &ecs_pool(
+            "a",
+            org,
+            "",
+            "capacity_providers = [\"FARGATE_SPOT\", \"FARGATE\"]",
+        ),
+        "hangar.toml",
+    )
+    .unwrap();
+    let BackendConfig::Ecs(ecs) = &parsed.pools[0].backend else {
+        panic!()
+    };
+    assert_eq!(ecs.providers(), ["FARGATE_SPOT", "FARGATE"]);
+    // The single name is a one-item list.
+    let parsed = ControllerConfig::parse(
+        &ecs_pool("a", org, "", "capacity_provider = \"FARGATE_SPOT\""),
+        "hangar.toml",
+    )
+    .unwrap();
+    let BackendConfig::Ecs(ecs) = &parsed.pools[0].backend else {
+        panic!()
+    };
+    assert_eq!(ecs.capacity_providers, ["FARGATE_SPOT"]);
+    assert_eq!(ecs.capacity_provider, None);
+    for (extra, needle) in [
+        (
+            "capacity_provider = \"X\"\ncapacity_providers = [\"Y\"]",
+            "both capacity_provider and capacity_providers",
+        ),
+        (
+            "capacity_providers = [\"FARGATE\", \"fargate\"]",
+            "listed twice",
+        ),
+        (
+            "capacity_providers = [\"\"]",
+            "not a capacity provider name",
+        ),
+        (
+            "launch_type = \"FARGATE\"\ncapacity_providers = [\"FARGATE_SPOT\"]",
+            "both launch_type and capacity providers",
+        ),
+        ("cpu_architecture = \"riscv\"", "X86_64 or ARM64"),
+        ("ephemeral_storage_gib = 500", "21 to 200"),
+        ("cpu = 0", "is 0"),
+    ] {
+        let message = err(&ecs_pool("a", org, "", extra));
+        assert!(message.contains(needle), "{extra}: {message}");
+    }
+}
+
+#[test]
+fn a_pools_shape_is_stated_and_docker_jobs_are_sent_to_a_docker_pool() {
+    let text = [
+        ecs_pool(
+            "repo",
+            "repository = \"o/r\"",
+            "",
+            "cpu = 4096\nmemory = 8192\ncpu_architecture = \"arm64\"\nephemeral_storage_gib = 50",
+        ),
+        ecs_pool(
+            "org-docker",
+            "organization = \"O\"",
+            "docker = true",
+            "capacity_providers = [\"docker-ec2\"]",
+        ),
+        ecs_pool("other", "organization = \"elsewhere\"", "", ""),
+    ]
+    .concat();
+    let config = ControllerConfig::parse(&text, "hangar.toml").unwrap();
+    let [repo, docker, other] = &config.pools[..] else {
+        panic!()
+    };
+    let BackendConfig::Ecs(ecs) = &repo.backend else {
+        panic!()
+    };
+    assert_eq!(ecs.shape().unwrap(), "4 vCPU, 8 GiB, ARM64, 50 GiB disk");
+    // The organization's Docker pool can take the repository's jobs; another organization's
+    // pool cannot.
+    assert_eq!(repo.docker_runs_on.as_deref(), Some("org-docker"));
+    assert_eq!(other.docker_runs_on, None);
+    assert_eq!(docker.docker_runs_on, None);
+    assert!(docker.can_run().contains("Docker too"));
+    assert!(repo.can_run().contains("runs-on: org-docker"));
+    assert!(other.can_run().contains("none in this file"));
+    assert!(
+        docker
+            .runner_environment()
+            .contains(&("HANGAR_DOCKER", "1".to_string()))
+    );
+    // A Docker pool where Fargate would run it is refused: no privileged container there.
+    for placement in [
+        "",
+        "launch_type = \"FARGATE\"",
+        "capacity_providers = [\"FARGATE_SPOT\", \"FARGATE\"]",
+    ] {
+        let message = err(&ecs_pool(
+            "d",
+            "organization = \"o\"",
+            "docker = true",
+            placement,
+        ));
+        assert!(
+            message.contains("cannot run on Fargate"),
+            "{placement}: {message}"
+        );
+    }
+    // EC2 capacity first with Fargate behind it is refused too? No: a mix can run Docker on
+    // its EC2 part, so only an all-Fargate pool is refused.
+    ControllerConfig::parse(
+        &ecs_pool(
+            "d",
+            "organization = \"o\"",
+            "docker = true",
+            "launch_type = \"EC2\"",
+        ),
+        "hangar.toml",
+    )
+    .unwrap();
+}

@@ -45,20 +45,12 @@ impl FargateClass {
     /// The class a pool's placement puts its tasks in; `None` when not on Fargate (EC2,
     /// EXTERNAL, a capacity provider of the cluster's own instances).
     pub(super) fn of(launch: &EcsLaunch) -> Option<FargateClass> {
-        let is = |value: &Option<String>, name: &str| {
-            value
-                .as_deref()
-                .is_some_and(|v| v.eq_ignore_ascii_case(name))
-        };
-        match (&launch.capacity_provider, &launch.launch_type) {
-            (Some(_), _) if is(&launch.capacity_provider, "FARGATE_SPOT") => {
-                Some(FargateClass::Spot)
-            }
-            (Some(_), _) if is(&launch.capacity_provider, "FARGATE") => {
-                Some(FargateClass::OnDemand)
-            }
+        // With a fallback list, the first provider is where launches go while it has room.
+        match (launch.providers().first(), &launch.launch_type) {
+            (Some(p), _) if p.eq_ignore_ascii_case("FARGATE_SPOT") => Some(FargateClass::Spot),
+            (Some(p), _) if p.eq_ignore_ascii_case("FARGATE") => Some(FargateClass::OnDemand),
             (Some(_), _) => None,
-            (None, Some(_)) if is(&launch.launch_type, "FARGATE") => Some(FargateClass::OnDemand),
+            (None, Some(t)) if t.eq_ignore_ascii_case("FARGATE") => Some(FargateClass::OnDemand),
             (None, Some(_)) => None,
             (None, None) => Some(FargateClass::OnDemand),
         }
