@@ -3,14 +3,17 @@
 python-hcl2 parses every .tf file into a Lark tree (`hcl2.parses_to_tree`); this file evaluates
 those trees as Terraform would for the parts this module uses: literals and string templates,
 `var.`, `local.`, `each.`, `count.`, `data.` and resource references, conditionals, operators,
-`for` expressions, splats and a handful of functions. Resources with `for_each` or `count` are
-expanded into instances with Terraform's addresses (`aws_ecs_service.github_runner["org"]`).
+`for` expressions, splats, `dynamic` blocks (for_each and one content block) and a handful of
+functions. Resources with `for_each` or `count` are expanded into instances with Terraform's
+addresses (`aws_ecs_service.github_runner["org"]`). Variable values are converted to their `type`
+as Terraform converts inputs: objects keep their declared attributes, and an absent or null
+`optional(T, default)` attribute takes its default (`pool_shapes`, `docker_capacity`).
 
 What only AWS knows at apply time (ARNs, ids) stays symbolic: an `Unknown` that renders as
 `${aws_iam_role.execution.arn}` inside strings. Data sources answer from a table of stubs given by
 the test (the account id, the partition, ...), standing in for what a plan would read.
 
-Anything outside that subset (another function, a dynamic block, a template directive) raises
+Anything outside that subset (another function, a template directive, a heredoc) raises
 `Unsupported`, so a change to the module that the mirror cannot follow fails the test instead of
 being evaluated wrongly.
 """

@@ -23,6 +23,10 @@ with two repositories, and org:
   tasks or their execution role, the controller's service, task definition and roles, and its
   generated pool file, parsed with tomllib and checked against the controller's own validation
   rules (crates/hangar/src/controller/config.rs).
+- with pool_shapes and docker_capacity (test_shapes.py): the pools <key>-<shape>, their task
+  definitions (Fargate sizes, ARM64, the Docker daemon sidecar), task roles and pool-file lines,
+  the EC2 capacity (launch template, Auto Scaling group, instance role, capacity provider and the
+  cluster's provider list), and that their defaults leave every other plan unchanged.
 
 Data sources answer from STUBS below, standing in for what a plan would read from AWS. When the
 real `terraform` binary is on PATH, TerraformAgrees (test_terraform_agrees.py) also has Terraform
