@@ -723,6 +723,50 @@ fn image_rootfs_passes_only_arguments_the_dockerfile_declares() {
     );
 }
 
+/// Docker pools: the runner container needs the Docker client (the daemon is the task's
+/// privileged sidecar), and only the client: no daemon, containerd or runc in an image whose
+/// container is never privileged.
+#[test]
+fn the_docker_client_alone_comes_from_debian_unless_left_out() {
+    let df = Dockerfile::load();
+    let runtime = df.final_stage();
+    assert_eq!(runtime.arg("DOCKER_CLI").as_deref(), Some("debian"));
+    let step = runtime
+        .all("RUN")
+        .find(|i| i.args.contains("apt-get download docker.io"))
+        .expect("a RUN step takes the Docker client from Debian's docker.io package");
+    assert!(
+        step.args.contains("none) exit 0"),
+        "DOCKER_CLI=none leaves it out: {}",
+        step.args
+    );
+    assert!(
+        step.args.contains("tar -x ./usr/bin/docker ")
+            && step
+                .args
+                .contains("install -m 0755 usr/bin/docker /usr/bin/docker"),
+        "only the client binary is extracted and installed: {}",
+        step.args
+    );
+    assert!(
+        step.args.contains("docker --version"),
+        "the client runs: {}",
+        step.args
+    );
+    for package_step in runtime
+        .all("RUN")
+        .filter(|i| i.args.contains("apt-get install"))
+    {
+        for daemon in ["docker.io", "containerd", "runc"] {
+            assert!(
+                !package_step.args.contains(daemon),
+                "{daemon} is installed at line {}",
+                package_step.line
+            );
+        }
+    }
+}
+
 #[test]
 fn stops_with_sigterm() {
     let df = Dockerfile::load();
