@@ -51,10 +51,11 @@ CONTROLLER_FIELDS = {
     "github_budget_share", "owner_name", "webhook_secret_env", "reload_interval",
 }
 LIMIT_FIELDS = {"min_idle", "max", "max_runtime", "pending_timeout", "registration_timeout", "offline_grace", "handoff_max_age"}
-POOL_FIELDS = {"name", "repository", "organization", "scale_set", "labels", "runner_group", "ecs", "local"} | LIMIT_FIELDS
+POOL_FIELDS = {"name", "repository", "organization", "scale_set", "labels", "runner_group", "docker", "ecs", "local"} | LIMIT_FIELDS
 ECS_FIELDS = {
     "cluster", "task_definition", "container_name", "subnets", "security_groups", "assign_public_ip",
-    "launch_type", "capacity_provider", "parameter_prefix", "kms_key_id",
+    "launch_type", "capacity_provider", "capacity_providers", "cpu", "memory", "cpu_architecture",
+    "ephemeral_storage_gib", "parameter_prefix", "kms_key_id",
 }
 CONTROLLER_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
@@ -85,7 +86,21 @@ class ControllerPoolFile(unittest.TestCase):
                     self.assertTrue(ecs[field].strip())
                 self.assertTrue(ecs["subnets"] and all(s.strip() for s in ecs["subnets"]))
                 self.assertNotIn("capacity_provider", ecs)
-                self.assertIn(ecs["launch_type"], ("FARGATE", "EC2", "EXTERNAL"))
+                # launch_type or an ordered list of capacity providers (pool_shapes), not both.
+                self.assertEqual(("launch_type" in ecs) + ("capacity_providers" in ecs), 1)
+                if "launch_type" in ecs:
+                    self.assertIn(ecs["launch_type"], ("FARGATE", "EC2", "EXTERNAL"))
+                else:
+                    providers = ecs["capacity_providers"]
+                    self.assertTrue(providers and len(providers) == len(set(providers)))
+                    self.assertTrue(all(p.strip() == p and p for p in providers))
+                if pool.get("docker"):
+                    fargate_only = all(p in ("FARGATE", "FARGATE_SPOT") for p in ecs.get("capacity_providers", [])) and ecs.get("launch_type", "FARGATE") == "FARGATE"
+                    self.assertFalse(fargate_only, "a Docker pool cannot run on Fargate")
+                if "ephemeral_storage_gib" in ecs:
+                    self.assertTrue(21 <= ecs["ephemeral_storage_gib"] <= 200)
+                if "cpu_architecture" in ecs:
+                    self.assertIn(ecs["cpu_architecture"], ("X86_64", "ARM64"))
                 self.assertTrue(ecs["parameter_prefix"].startswith("/") and not ecs["parameter_prefix"].endswith("/"))
 
     def test_pools_per_mode(self):

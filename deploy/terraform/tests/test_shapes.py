@@ -478,7 +478,12 @@ class PoolFile(unittest.TestCase):
         self.assertLessEqual(pool["min_idle"], pool["max"])
 
     def test_shape_pools(self):
+        from test_controller import ControllerPoolFile
+
+        checker = ControllerPoolFile()
         for variables in (SHAPED_ORG, SHAPED_TWO):
+            # The controller's own checks (config.rs, as test_controller.py mirrors them).
+            checker.assert_controller_accepts(pool_file(plan(variables)))
             pools = self.pools(variables)
             for key in pool_keys(variables):
                 with self.subTest(key):
