@@ -1,5 +1,6 @@
 //! `hangar agent`'s settings: the flags and environment variables of the runner container
-//! (`RUNNER_SCOPE`, `GITHUB_REPOSITORY`, `GITHUB_ORG`, `RUNNER_LABELS`, ...) resolved and
+//! (`RUNNER_SCOPE`, `GITHUB_REPOSITORY`, `GITHUB_ORG`, `RUNNER_LABELS`, ..., and the pool's
+//! Docker: `HANGAR_DOCKER`, `DOCKER_HOST`, `HANGAR_DOCKER_WAIT`, see `agent::docker`) resolved and
 //! validated in one place into an [`AgentConfig`], before anything runs. A bad value is a
 //! configuration error (exit 2) that names the variable and the fix. A JIT configuration comes
 //! one way only: directly in `RUNNER_JIT_CONFIG`, or by name from a one-shot SSM parameter
@@ -12,6 +13,7 @@ use std::time::Duration;
 use clap::Args;
 use secrecy::SecretString;
 
+use super::docker::{self, DockerConfig};
 use super::policy::RestartPolicy;
 use crate::github::Scope;
 
@@ -109,6 +111,11 @@ pub struct AgentArgs {
     /// is made in it). Default: /run/hangar as root, else /tmp/hangar-UID.
     #[arg(long, env = "HANGAR_RUNTIME_DIR")]
     pub runtime_dir: Option<PathBuf>,
+    /// How long to wait for the pool's Docker daemon (HANGAR_DOCKER=1) to answer on
+    /// DOCKER_HOST before giving up on the start (exit 3). HANGAR_DOCKER, DOCKER_HOST,
+    /// HANGAR_POOL and HANGAR_DOCKER_RUNS_ON are read from the environment.
+    #[arg(long, env = "HANGAR_DOCKER_WAIT", default_value = "120s", value_parser = parse_duration)]
+    pub docker_wait: Duration,
 }
 
 /// Where a JIT configuration comes from.
@@ -157,6 +164,8 @@ pub struct AgentConfig {
     /// Whether to ask for ECS task scale-in protection at all.
     pub task_protection: bool,
     pub runtime_dir: Option<PathBuf>,
+    /// The pool's Docker daemon to wait for, or the `docker` stub (see `agent::docker`).
+    pub docker: DockerConfig,
 }
 
 /// A bad agent setting (exit 2).
@@ -190,7 +199,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl AgentArgs {
-    /// Resolves the flags, plus `RUNNER_JIT_CONFIG` read through `get`, into a config.
+    /// Resolves the flags, plus `RUNNER_JIT_CONFIG` and the Docker variables (`HANGAR_DOCKER`,
+    /// `DOCKER_HOST`, `HANGAR_POOL`, `HANGAR_DOCKER_RUNS_ON`) read through `get`, into a config.
     pub fn resolve(
         &self,
         get: &dyn Fn(&str) -> Option<String>,
@@ -352,6 +362,7 @@ impl AgentArgs {
         if !(1..=2880).contains(&self.protection_minutes) {
             return Err(err("HANGAR_PROTECTION_MINUTES must be 1 to 2880".into()));
         }
+        let docker = docker::resolve(get, self.docker_wait).map_err(err)?;
         Ok(AgentConfig {
             scope,
             registration,
@@ -381,6 +392,7 @@ impl AgentArgs {
                 .runtime_dir
                 .clone()
                 .filter(|p| !p.as_os_str().is_empty()),
+            docker,
         })
     }
 }
@@ -547,6 +559,48 @@ mod tests {
                 .contains("never see")
         );
         assert!(resolve(&["--repo", "o/r", "--protection-minutes", "0"]).is_err());
+    }
+
+    #[test]
+    fn docker_settings_are_resolved_once_and_bad_ones_name_their_variable() {
+        let a = args(&["--repo", "o/r", "--docker-wait", "5s"]);
+        let c = a.resolve(&|_| None).unwrap();
+        assert!(matches!(c.docker, DockerConfig::Stub { pool: None, .. }));
+        let on = |n: &str| match n {
+            "HANGAR_DOCKER" => Some("1".to_string()),
+            "DOCKER_HOST" => Some("unix:///var/run/hangar-docker/docker.sock".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            a.resolve(&on).unwrap().docker,
+            DockerConfig::Daemon {
+                host: "unix:///var/run/hangar-docker/docker.sock".into(),
+                socket: "/var/run/hangar-docker/docker.sock".into(),
+                wait: Duration::from_secs(5),
+            }
+        );
+        let bad = a
+            .resolve(&|n| (n == "HANGAR_DOCKER").then(|| "yes".to_string()))
+            .unwrap_err()
+            .0;
+        assert!(
+            bad.contains("HANGAR_DOCKER") && bad.contains("1 or true"),
+            "{bad}"
+        );
+        let c = resolve(&["--repo", "o/r"]).unwrap();
+        assert_eq!(
+            c.docker,
+            DockerConfig::Stub {
+                pool: None,
+                runs_on: None
+            }
+        );
+        let default_wait = args(&["--repo", "o/r"])
+            .resolve(&|n| (n == "HANGAR_DOCKER").then(|| "true".to_string()))
+            .unwrap();
+        assert!(
+            matches!(default_wait.docker, DockerConfig::Daemon { wait, .. } if wait == docker::DEFAULT_WAIT)
+        );
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! environment plus an allow-list, never from the agent's: the agent holds the PAT or App key,
 //! the SSM prefix, the task role's credential URI and the JIT blob, and none of them may reach a
 //! job. Operators add variables their jobs need with `--pass-env`; credential-bearing names are
-//! refused even then.
+//! refused even then. The supervisor adds its own (`extra`): HOME, USER, the hook scripts, and
+//! for the pool's Docker either `DOCKER_HOST` (a pool with a daemon: the runner and its jobs find
+//! the sidecar by it) or a `PATH` with the `docker` stub first (a pool without; see
+//! `agent::docker`).
 
 /// Passed through when set: what a shell and common tools need, and proxy settings.
 pub const ALWAYS_PASSED: &[&str] = &[
@@ -20,7 +23,6 @@ pub const ALWAYS_PASSED: &[&str] = &[
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",
-    "DOCKER_HOST",
 ];
 
 /// Never passed, whatever `--pass-env` says: credentials of the agent, or handles to them (the

@@ -9,7 +9,9 @@
 //! functions; `files` knows the runner's folder; `env` builds the runner's environment;
 //! `hooks` is the job hooks' channel back to the agent; `isolation` draws the line between the
 //! agent and the jobs (runtime folder, file work as the runner's user, the process table);
-//! `protection` is ECS task scale-in protection; `jit_file` takes a one-shot JIT file, `naming`
+//! `protection` is ECS task scale-in protection; `docker` waits for the pool's Docker daemon
+//! (`HANGAR_DOCKER=1`) or puts a `docker` stub on the runner's `PATH` (no daemon); `jit_file`
+//! takes a one-shot JIT file, `naming`
 //! names the runner, `output` forwards the runner's output; `supervise` (this module's `run`)
 //! does the I/O.
 //!
@@ -19,10 +21,15 @@
 //! argv or logs; a stop never sends the runner a signal while it holds a job unless the drain
 //! budget ran out or the operator insisted with a second signal.
 //!
+//! Before the runner is registered or started, a pool with Docker waits for its daemon; a stop
+//! signal meanwhile ends the agent (0) with nothing registered.
+//!
 //! Exit codes: 0 clean stop (or an ephemeral runner's job done), 1 the runner or GitHub failed
-//! past retrying, 2 bad configuration, 3 the runner is gone or idle too long: replace the task.
+//! past retrying, 2 bad configuration, 3 the runner is gone or idle too long, or the pool's
+//! Docker daemon never answered: replace the task.
 
 pub mod config;
+pub mod docker;
 pub mod env;
 pub mod files;
 pub mod hooks;

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::config::{AgentConfig, AgentConfigError, JitSource, Registration};
+use super::docker::{self, DockerConfig, DockerWaitError};
 use super::files::{self, FilesError, RunnerHome, RunnerIdentity};
 use super::hooks::{HookEvent, HookKind, PendingHook};
 use super::isolation::{self, RunAs, RuntimeDir, RuntimeDirError};
@@ -75,12 +76,16 @@ pub enum AgentError {
     Configure { status: String, output: String },
     #[error("{0}")]
     Runner(String),
+    #[error(transparent)]
+    Docker(#[from] DockerWaitError),
 }
 
 impl AgentError {
-    /// 2 for what the operator fixes in configuration, 1 for everything else.
+    /// 2 for what the operator fixes in configuration, 3 for a Docker daemon that never
+    /// answered (replace the task: its sidecar is broken), 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
+            AgentError::Docker(_) => 3,
             AgentError::Config(_) | AgentError::RuntimeDir(_) => 2,
             AgentError::Files(FilesError::NoRunner { .. } | FilesError::BadJitConfig(_)) => 2,
             AgentError::Credentials(CredentialError::Ssm(_)) => 1,
@@ -120,6 +125,17 @@ pub async fn run(config: AgentConfig, connection: &Connection) -> Result<AgentEx
         cause: e,
     })?;
     let hook_scripts = files::install_hooks(runtime.path(), &exe, &socket)?;
+    let docker_stub = match &config.docker {
+        DockerConfig::Stub { pool, runs_on } => Some(
+            docker::install_stub(runtime.path(), pool.as_deref(), runs_on.as_deref()).map_err(
+                |e| AgentError::Spawn {
+                    what: "the docker stub (this pool has no Docker daemon)".into(),
+                    cause: e,
+                },
+            )?,
+        ),
+        DockerConfig::Daemon { .. } => None,
+    };
 
     // A configuration left by an earlier agent in this folder (a crash, a restart): remove
     // that registration rather than leave it behind as an offline ghost.
@@ -146,6 +162,7 @@ pub async fn run(config: AgentConfig, connection: &Connection) -> Result<AgentEx
         github,
         home,
         hook_scripts,
+        docker_stub,
         hook_rx,
         signals,
         protection: std::env::var("ECS_AGENT_URI")
@@ -168,6 +185,10 @@ pub async fn run(config: AgentConfig, connection: &Connection) -> Result<AgentEx
         failures: 0,
         config,
     };
+    // Before anything is registered: a failure or a stop here leaves nothing behind on GitHub.
+    if sup.wait_for_docker().await? {
+        return Ok(AgentExit::Stopped);
+    }
     sup.register(previous.map(|p| p.name)).await?;
     tracing::info!(
         runner_id = sup.identity.id,
@@ -311,6 +332,8 @@ struct Supervisor {
     github: Option<GitHub>,
     home: RunnerHome,
     hook_scripts: (PathBuf, PathBuf),
+    /// The `docker` stub's folder, first on the runner's `PATH` (a pool without Docker).
+    docker_stub: Option<PathBuf>,
     hook_rx: mpsc::Receiver<PendingHook>,
     signals: Signals,
     protection: Option<TaskProtection>,
@@ -356,7 +379,36 @@ impl Supervisor {
         if self.config.allow_root && nix::unistd::geteuid().is_root() && self.run_as.is_none() {
             extra.push(("RUNNER_ALLOW_RUNASROOT".into(), "1".into()));
         }
+        match (&self.config.docker, &self.docker_stub) {
+            (DockerConfig::Daemon { host, .. }, _) => {
+                extra.push((docker::ENV_DOCKER_HOST.into(), host.clone()));
+            }
+            (DockerConfig::Stub { .. }, Some(stub)) => extra.push((
+                "PATH".into(),
+                docker::path_with_stub(stub, std::env::var("PATH").ok().as_deref()),
+            )),
+            (DockerConfig::Stub { .. }, None) => {}
+        }
         super::env::runner_env(&|n| std::env::var(n).ok(), &self.config.pass_env, &extra)
+    }
+
+    /// With a Docker daemon declared, waits until it answers (see `agent::docker`). Returns
+    /// whether a stop signal came meanwhile (the agent then ends, nothing registered).
+    async fn wait_for_docker(&mut self) -> Result<bool, AgentError> {
+        let DockerConfig::Daemon { socket, wait, .. } = &self.config.docker else {
+            return Ok(false);
+        };
+        tokio::select! {
+            waited = docker::wait_for_daemon(socket, *wait, self.run_as.as_ref()) => {
+                waited?;
+                Ok(false)
+            }
+            sig = self.signals.recv() => {
+                tracing::info!(signal = sig, "stop requested while waiting for the Docker daemon; nothing was registered");
+                self.outcome = Some(AgentExit::Stopped);
+                Ok(true)
+            }
+        }
     }
 
     /// Starts `bin/Runner.Listener` with `args`, and `secret_env` as its one secret variable.
@@ -992,5 +1044,15 @@ mod tests {
             2
         );
         assert_eq!(AgentError::Runner("x".into()).exit_code(), 1);
+        let docker = AgentError::Docker(DockerWaitError {
+            socket: "/var/run/hangar-docker/docker.sock".into(),
+            seen: docker::Seen::NoSocket,
+            limit: Duration::from_secs(2),
+        });
+        assert_eq!(
+            docker.exit_code(),
+            3,
+            "replace the task: its sidecar is broken"
+        );
     }
 }
