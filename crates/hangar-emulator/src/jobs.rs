@@ -20,6 +20,11 @@ use crate::world::Scope;
 ///     .labels(["self-hosted", "linux"])
 ///     .step("Say hello", "echo hello");
 /// # let _ = job;
+/// // A job in a container (`container: node:20`): the runner needs Docker for it.
+/// let in_container = JobSpec::new("your-organization/your-repository-name", "test")
+///     .container("node:20")
+///     .step("Test", "npm test");
+/// # let _ = in_container;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobSpec {
@@ -28,6 +33,7 @@ pub struct JobSpec {
     pub(crate) workflow: String,
     pub(crate) labels: Vec<String>,
     pub(crate) steps: Vec<(String, String)>,
+    pub(crate) container: Option<String>,
 }
 
 impl JobSpec {
@@ -40,6 +46,7 @@ impl JobSpec {
             workflow: "CI".to_owned(),
             labels: vec!["self-hosted".to_owned()],
             steps: Vec::new(),
+            container: None,
         }
     }
 
@@ -62,6 +69,14 @@ impl JobSpec {
     /// Adds a step that runs `run` with the shell.
     pub fn step(mut self, name: &str, run: &str) -> Self {
         self.steps.push((name.to_owned(), run.to_owned()));
+        self
+    }
+
+    /// The job's container (`container: <image>`): its steps run in that image, so the runner
+    /// needs Docker (the real runner's job message carries it as `jobContainer`; the protocol's
+    /// job message as `container: {"image"}`).
+    pub fn container(mut self, image: &str) -> Self {
+        self.container = Some(image.to_owned());
         self
     }
 }
@@ -373,6 +388,8 @@ pub(crate) struct Job {
     /// The runner holding the job reported it (any job event): from then on, losing the runner's
     /// session no longer sends the job back to the queue.
     pub started: bool,
+    /// The job's container image (`container:`), if any; sent in the job message.
+    pub container: Option<String>,
 }
 
 impl Job {
@@ -418,7 +435,7 @@ impl Job {
             .iter()
             .map(|s| json!({"name": s.name, "run": s.run}))
             .collect();
-        json!({
+        let mut message = json!({
             "type": "job",
             "job": {
                 "id": self.view.id,
@@ -429,7 +446,11 @@ impl Job {
                 "labels": self.view.labels,
                 "steps": steps,
             }
-        })
+        });
+        if let Some(image) = &self.container {
+            message["job"]["container"] = json!({ "image": image });
+        }
+        message
     }
 }
 
@@ -466,11 +487,20 @@ mod tests {
             assignments: 0,
             counted_in: None,
             started: false,
+            container: None,
         }
     }
 
     fn labels(names: &[&str]) -> Vec<String> {
         names.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_job_message_carries_a_container_only_when_there_is_one() {
+        let mut j = job("o/r", &["self-hosted"]);
+        assert!(j.message()["job"].get("container").is_none());
+        j.container = Some("node:20".into());
+        assert_eq!(j.message()["job"]["container"], json!({"image": "node:20"}));
     }
 
     #[test]

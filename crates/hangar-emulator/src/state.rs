@@ -891,6 +891,7 @@ impl State {
             assignments: 0,
             counted_in: None,
             started: false,
+            container: spec.container,
             view: JobView {
                 id,
                 run_id,

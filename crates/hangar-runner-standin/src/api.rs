@@ -75,6 +75,15 @@ pub struct JobSpec {
     pub labels: Vec<String>,
     #[serde(default)]
     pub steps: Vec<StepSpec>,
+    /// The job container (`container:`), if the job has one: the runner needs Docker for it.
+    #[serde(default)]
+    pub container: Option<ContainerSpec>,
+}
+
+/// A job container as the `job` message carries it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub image: String,
 }
 
 /// A message from the long poll.

@@ -5,6 +5,13 @@
 //! signal, or `cancel: true` in an event answer) walks the step's process group through SIGINT,
 //! SIGTERM and SIGKILL with a grace between each, as the real runner does; a further signal
 //! skips what remains of the grace.
+//!
+//! A job with a job container (`container:`) needs Docker, as on the real runner: after the
+//! started hook, the stand-in finds `docker` on the `PATH` it was given and runs `docker version
+//! --format '{{.Server.APIVersion}}'` (the real runner's first Docker call), its output in the
+//! job's set-up log. `docker` missing or failing fails the job (its steps skipped, the completed
+//! hook still run); otherwise the steps run as for any job. **The stand-in never runs a
+//! container**: the image is not pulled and the steps run on the runner itself.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -414,6 +421,12 @@ impl JobRun<'_> {
         if !failed && self.run_hook(HOOK_STARTED, STEP_SETUP, 0).await {
             failed = true;
         }
+        if !failed
+            && let Some(container) = &self.job.container
+            && !self.initialize_container(&container.image).await
+        {
+            failed = true;
+        }
 
         for (i, step) in self.job.steps.iter().enumerate() {
             let i = i as i64;
@@ -486,10 +499,63 @@ impl JobRun<'_> {
         self.run_process(cmd, step, base).await.failed()
     }
 
-    /// `bash args...` in its own process group (so cancellation reaches everything it
-    /// starts), in the workspace, with the runner's environment minus `ACTIONS_RUNNER_INPUT_*`.
+    /// What the real runner does first for a job container: `docker version` with the `docker`
+    /// found on the runner's `PATH`. Whether Docker answered (the stand-in runs no container).
+    async fn initialize_container(&mut self, image: &str) -> bool {
+        self.report(STEP_SETUP, format!("Initialize containers (image {image})"))
+            .await;
+        let path = self.runner.env.get("PATH").unwrap_or_default();
+        let Some(docker) = which("docker", &path) else {
+            self.report(STEP_SETUP, "##[error]File not found: 'docker'".to_string())
+                .await;
+            return false;
+        };
+        let args = ["version", "--format", "{{.Server.APIVersion}}"];
+        self.report(
+            STEP_SETUP,
+            format!(
+                "##[command]{} version --format '{}'",
+                docker.display(),
+                args[2]
+            ),
+        )
+        .await;
+        let cmd = self.child(docker.as_os_str(), args.iter().map(OsString::from));
+        let out = self.run_process(cmd, STEP_SETUP, 0).await;
+        if out.code != 0 {
+            self.report(
+                STEP_SETUP,
+                format!(
+                    "##[error]Exit code {} returned from process: file name '{}', arguments 'version --format '{}''.",
+                    out.code,
+                    docker.display(),
+                    args[2]
+                ),
+            )
+            .await;
+            return false;
+        }
+        self.report(
+            STEP_SETUP,
+            "The stand-in runner does not run containers: the steps run on the runner".to_string(),
+        )
+        .await;
+        true
+    }
+
+    /// `bash args...` (see [`Self::child`]).
     fn bash(&self, args: impl IntoIterator<Item = OsString>) -> Command {
-        let mut cmd = Command::new("bash");
+        self.child(std::ffi::OsStr::new("bash"), args)
+    }
+
+    /// `program args...` in its own process group (so cancellation reaches everything it
+    /// starts), in the workspace, with the runner's environment minus `ACTIONS_RUNNER_INPUT_*`.
+    fn child(
+        &self,
+        program: &std::ffi::OsStr,
+        args: impl IntoIterator<Item = OsString>,
+    ) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(&self.dirs.workspace)
             .env_clear()
@@ -610,9 +676,38 @@ impl JobRun<'_> {
     }
 }
 
+/// The first executable file named `name` in the folders of `path` (a `PATH` value), as the
+/// real runner resolves the tools it runs.
+fn which(name: &str, path: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_finds_the_first_executable_on_the_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("standin-which-{}", std::process::id()));
+        let (a, b) = (base.join("a"), base.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(a.join("docker"), "not executable").unwrap();
+        std::fs::write(b.join("docker"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(b.join("docker"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}::{}", a.display(), b.display());
+        assert_eq!(which("docker", &path), Some(b.join("docker")));
+        assert_eq!(which("docker", &a.display().to_string()), None);
+        assert_eq!(which("docker", ""), None);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn repo_folders() {

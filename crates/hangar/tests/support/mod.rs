@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod aws_control;
+pub mod docker;
 pub mod e2e;
 pub mod ecs_burst;
 pub mod ecs_dataplane;

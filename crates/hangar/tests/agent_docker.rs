@@ -1,0 +1,343 @@
+//! `hangar agent` on Docker-capable pools and on pools without Docker (issue 13): the real binary
+//! supervising the stand-in runner against the GitHub emulator, with a stand-in Docker daemon on
+//! a Unix socket, on loopback. Each test owns its emulator, runner folder, socket and agent.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use hangar_emulator::{Conclusion, JobSpec, JobView, Scope as EmuScope};
+use nix::sys::signal::Signal;
+use support::agent::{Agent, RunnerDir, base_env, pat_env, wait_until};
+use support::docker::{FakeDockerd, SocketDir};
+use support::{REPO, emulator, within};
+
+fn emu_repo() -> EmuScope {
+    EmuScope::repo("your-organization", "your-repository-name")
+}
+
+fn with(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Waits until one runner is registered in the repository and online; returns its id.
+async fn online_runner(emu: &hangar_emulator::Emulator, agent: &Agent, secs: u64) -> u64 {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let [r] = emu.runners(&emu_repo()).as_slice()
+            && r.online
+        {
+            return r.id;
+        }
+        if Instant::now() > until {
+            panic!("no online runner; agent logs:\n{}", agent.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_job(emu: &hangar_emulator::Emulator, spec: JobSpec, agent: &Agent) -> JobView {
+    let id = emu.enqueue_job(spec);
+    match emu.wait_for_job(id, Duration::from_secs(30)).await {
+        Some(job) => job,
+        None => panic!(
+            "job {id} did not complete: {:?}\nagent logs:\n{}",
+            emu.job(id),
+            agent.logs()
+        ),
+    }
+}
+
+fn log_text(job: &JobView) -> String {
+    job.log
+        .iter()
+        .map(|l| format!("[{}] {}", l.step, l.text))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether the agent asked GitHub for anything that registers a runner.
+fn registration_calls(emu: &hangar_emulator::Emulator) -> Vec<String> {
+    emu.calls()
+        .into_iter()
+        .filter(|c| c.path.contains("registration-token") || c.path.contains("jitconfig"))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_docker_pool_waits_for_its_daemon_then_registers_and_jobs_see_docker_host() {
+    within(60, async {
+        let emu = emulator().await;
+        let dir = RunnerDir::new("docker");
+        let sock = SocketDir::new("dk");
+        let dockerd = FakeDockerd::start_after(sock.socket(), Duration::from_millis(1500));
+        let started = Instant::now();
+        let mut agent = Agent::start(
+            &[
+                base_env(&emu, &dir),
+                pat_env(),
+                with(&[
+                    ("HANGAR_DOCKER", "1"),
+                    ("DOCKER_HOST", &sock.docker_host()),
+                    ("HANGAR_DOCKER_WAIT", "20s"),
+                ]),
+            ]
+            .concat(),
+        );
+        // Nothing is registered while the daemon is not there.
+        wait_until(10, "the agent to wait for the daemon", || {
+            !agent
+                .events("waiting for the Docker daemon before registering the runner")
+                .is_empty()
+        })
+        .await;
+        assert!(emu.runners(&emu_repo()).is_empty());
+        assert!(registration_calls(&emu).is_empty());
+
+        let id = online_runner(&emu, &agent, 20).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "registered before the daemon listened ({:?})",
+            started.elapsed()
+        );
+        assert!(dockerd.pings() >= 1);
+        let ready = agent.events("the Docker daemon is ready");
+        assert_eq!(ready.len(), 1, "{}", agent.logs());
+        assert!(ready[0]["waited_ms"].as_u64().unwrap() >= 1000, "{ready:?}");
+        assert_eq!(
+            agent
+                .events("waiting for the Docker daemon before registering the runner")
+                .len(),
+            1,
+            "the wait is logged once"
+        );
+
+        let job = run_job(
+            &emu,
+            JobSpec::new(REPO, "docker-host").step("env", "echo \"docker host: $DOCKER_HOST\""),
+            &agent,
+        )
+        .await;
+        assert_eq!(job.conclusion, Some(Conclusion::Success), "{job:?}");
+        assert_eq!(job.runner_id, Some(id));
+        let want = format!("docker host: {}", sock.docker_host());
+        assert!(
+            job.log.iter().any(|l| l.text == want),
+            "{want:?} in\n{}",
+            log_text(&job)
+        );
+
+        agent.signal(Signal::SIGTERM);
+        assert_eq!(agent.exit_code(10).await, 0, "{}", agent.logs());
+        assert!(emu.runners(&emu_repo()).is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn no_daemon_within_the_wait_fails_the_start_with_nothing_registered() {
+    within(60, async {
+        let emu = emulator().await;
+        let dir = RunnerDir::new("nodocker");
+        let sock = SocketDir::new("dk");
+        let started = Instant::now();
+        let mut agent = Agent::start(
+            &[
+                base_env(&emu, &dir),
+                pat_env(),
+                with(&[
+                    ("HANGAR_DOCKER", "true"),
+                    ("DOCKER_HOST", &sock.docker_host()),
+                    ("HANGAR_DOCKER_WAIT", "2s"),
+                ]),
+            ]
+            .concat(),
+        );
+        let code = agent.exit_code(15).await;
+        let took = started.elapsed();
+        let logs = agent.logs();
+        assert_eq!(code, 3, "replace the task; logs:\n{logs}");
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+            "gave up after {took:?}"
+        );
+        let error = logs
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no error line on stderr:\n{logs}"));
+        for part in [
+            sock.socket().display().to_string().as_str(),
+            "no such file",
+            "HANGAR_DOCKER_WAIT=2s",
+            "sidecar container's logs",
+            "raise HANGAR_DOCKER_WAIT",
+        ] {
+            assert!(error.contains(part), "{part:?} in {error}");
+        }
+        assert!(emu.runners(&emu_repo()).is_empty(), "nothing registered");
+        assert_eq!(registration_calls(&emu), Vec::<String>::new());
+        assert!(!dir.configured());
+        assert!(!logs.contains(hangar_emulator::SEED_PAT));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stop_signal_during_the_wait_ends_it_promptly_with_nothing_registered() {
+    within(60, async {
+        let emu = emulator().await;
+        let dir = RunnerDir::new("dockerstop");
+        let sock = SocketDir::new("dk");
+        // A socket nobody answers on: "connection refused".
+        let listener = std::os::unix::net::UnixListener::bind(sock.socket()).unwrap();
+        drop(listener);
+        let mut agent = Agent::start(
+            &[
+                base_env(&emu, &dir),
+                pat_env(),
+                with(&[("HANGAR_DOCKER", "1"), ("DOCKER_HOST", &sock.docker_host())]),
+            ]
+            .concat(),
+        );
+        wait_until(10, "the agent to wait for the daemon", || {
+            !agent
+                .events("waiting for the Docker daemon before registering the runner")
+                .is_empty()
+        })
+        .await;
+        let waiting = agent.events("waiting for the Docker daemon before registering the runner");
+        assert!(
+            waiting[0]["seen"]
+                .as_str()
+                .is_some_and(|s| s.contains("connection refused")),
+            "{waiting:?}"
+        );
+        let stop = Instant::now();
+        agent.signal(Signal::SIGTERM);
+        assert_eq!(agent.exit_code(10).await, 0, "{}", agent.logs());
+        assert!(
+            stop.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            stop.elapsed()
+        );
+        assert!(emu.runners(&emu_repo()).is_empty());
+        assert_eq!(registration_calls(&emu), Vec::<String>::new());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_bad_hangar_docker_value_is_a_configuration_error() {
+    within(30, async {
+        let emu = emulator().await;
+        let dir = RunnerDir::new("dockerbad");
+        let mut agent = Agent::start(
+            &[
+                base_env(&emu, &dir),
+                pat_env(),
+                with(&[("HANGAR_DOCKER", "yes")]),
+            ]
+            .concat(),
+        );
+        assert_eq!(agent.exit_code(10).await, 2);
+        let logs = agent.logs();
+        assert!(
+            logs.contains("HANGAR_DOCKER") && logs.contains("1 or true"),
+            "{logs}"
+        );
+        let mut agent = Agent::start(
+            &[
+                base_env(&emu, &dir),
+                pat_env(),
+                with(&[
+                    ("HANGAR_DOCKER", "1"),
+                    ("DOCKER_HOST", "tcp://127.0.0.1:2375"),
+                ]),
+            ]
+            .concat(),
+        );
+        assert_eq!(agent.exit_code(10).await, 2);
+        assert!(
+            agent.logs().contains("Unix socket only"),
+            "{}",
+            agent.logs()
+        );
+        assert!(emu.runners(&emu_repo()).is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn without_docker_a_docker_step_and_a_container_job_fail_with_the_pools_fix() {
+    within(90, async {
+        let emu = emulator().await;
+        let dir = RunnerDir::new("stub");
+        let mut agent = Agent::start(
+            &[
+                base_env(&emu, &dir),
+                pat_env(),
+                with(&[("HANGAR_POOL", "org"), ("HANGAR_DOCKER_RUNS_ON", "org-docker")]),
+            ]
+            .concat(),
+        );
+        online_runner(&emu, &agent, 20).await;
+        let message = "hangar: this runner's pool \"org\" has no Docker daemon (Fargate runs no privileged container), so \"docker build .\" cannot run here. Fix: run the job on a Docker pool: runs-on: org-docker (see \"Running Docker jobs\" in Hangar's README).";
+
+        let job = run_job(
+            &emu,
+            JobSpec::new(REPO, "build-image")
+                .step("build", "docker build .")
+                .step("after", "echo not reached"),
+            &agent,
+        )
+        .await;
+        let log = log_text(&job);
+        assert_eq!(job.conclusion, Some(Conclusion::Failure), "{log}");
+        assert_eq!(job.steps[0].exit_code, Some(127), "{job:?}");
+        assert_eq!(job.steps[1].conclusion, Some(Conclusion::Skipped));
+        assert!(job.log.iter().any(|l| l.step == 0 && l.text == message), "{log}");
+        assert!(!log.contains("command not found"), "{log}");
+
+        let job = run_job(
+            &emu,
+            JobSpec::new(REPO, "in-container")
+                .container("node:20")
+                .step("test", "echo not reached"),
+            &agent,
+        )
+        .await;
+        let log = log_text(&job);
+        assert_eq!(job.conclusion, Some(Conclusion::Failure), "{log}");
+        assert_eq!(job.steps[0].conclusion, Some(Conclusion::Skipped), "{log}");
+        let setup: Vec<&str> = job
+            .log
+            .iter()
+            .filter(|l| l.step == -1)
+            .map(|l| l.text.as_str())
+            .collect();
+        assert!(
+            setup.iter().any(|l| l.starts_with("##[command]")
+                && l.ends_with("/docker-stub/docker version --format '{{.Server.APIVersion}}'")),
+            "{log}"
+        );
+        assert!(
+            setup.iter().any(|l| l.contains("this runner's pool \"org\" has no Docker daemon")
+                && l.contains("\"docker version --format {{.Server.APIVersion}}\"")
+                && l.contains("runs-on: org-docker")),
+            "{log}"
+        );
+        assert!(
+            setup.iter().any(|l| l.starts_with("##[error]Exit code 127")),
+            "{log}"
+        );
+        assert!(!log.contains("command not found"), "{log}");
+
+        agent.signal(Signal::SIGTERM);
+        assert_eq!(agent.exit_code(10).await, 0, "{}", agent.logs());
+    })
+    .await
+}
