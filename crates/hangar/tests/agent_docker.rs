@@ -341,3 +341,111 @@ async fn without_docker_a_docker_step_and_a_container_job_fail_with_the_pools_fi
     })
     .await
 }
+
+/// `nobody`, with the runner folder handed to it (switching users needs root).
+fn nobody_owns(dir: &RunnerDir) -> Option<nix::unistd::User> {
+    if !nix::unistd::geteuid().is_root() {
+        return None; // switching users needs root; CI runs these tests as root
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    nix::unistd::chown(&dir.root, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    Some(nobody)
+}
+
+#[tokio::test]
+async fn the_daemon_is_checked_as_the_runners_user() {
+    within(60, async {
+        let emu = emulator().await;
+        let dir = RunnerDir::new("dockeruser");
+        let Some(nobody) = nobody_owns(&dir) else {
+            return;
+        };
+        let sock = SocketDir::new("dk");
+        let _dockerd = FakeDockerd::start_after(sock.socket(), Duration::ZERO);
+        wait_until(5, "the daemon's socket", || sock.socket().exists()).await;
+        let mode = |m: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(sock.socket(), std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        let env = [
+            base_env(&emu, &dir),
+            pat_env(),
+            with(&[
+                ("RUNNER_ALLOW_RUNASROOT", "0"),
+                ("RUNNER_USER", "nobody"),
+                ("HANGAR_DOCKER", "1"),
+                ("DOCKER_HOST", &sock.docker_host()),
+                ("HANGAR_DOCKER_WAIT", "1s"),
+            ]),
+        ]
+        .concat();
+        // root answers, but the runner's jobs could not use it.
+        mode(0o600);
+        let mut refused = Agent::start(&env);
+        assert_eq!(refused.exit_code(10).await, 3, "{}", refused.logs());
+        let want = format!(
+            "permission denied for the runner's user (uid {})",
+            nobody.uid
+        );
+        assert!(
+            refused.logs().contains(&want),
+            "{want:?} in {}",
+            refused.logs()
+        );
+        assert!(emu.runners(&emu_repo()).is_empty());
+
+        mode(0o666);
+        let mut agent = Agent::start(&env);
+        online_runner(&emu, &agent, 20).await;
+        agent.signal(Signal::SIGTERM);
+        assert_eq!(agent.exit_code(10).await, 0, "{}", agent.logs());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_stub_is_the_runners_to_run_but_not_to_change() {
+    within(60, async {
+        let emu = emulator().await;
+        let dir = RunnerDir::new("stubuser");
+        if nobody_owns(&dir).is_none() {
+            return;
+        }
+        let mut agent = Agent::start(
+            &[
+                base_env(&emu, &dir),
+                pat_env(),
+                with(&[("RUNNER_ALLOW_RUNASROOT", "0"), ("RUNNER_USER", "nobody")]),
+            ]
+            .concat(),
+        );
+        online_runner(&emu, &agent, 20).await;
+        let job = run_job(
+            &emu,
+            JobSpec::new(REPO, "stub-as-runner")
+                .step(
+                    "inspect",
+                    "stub=$(command -v docker)\n\
+                     echo \"stub at $stub\"\n\
+                     if [ -w \"$stub\" ] || [ -w \"$(dirname \"$stub\")\" ]; then echo writable; else echo read-only; fi",
+                )
+                .step("use", "docker ps"),
+            &agent,
+        )
+        .await;
+        let log = log_text(&job);
+        assert_eq!(job.conclusion, Some(Conclusion::Failure), "{log}");
+        assert_eq!(job.steps[0].conclusion, Some(Conclusion::Success), "{log}");
+        assert!(log.contains("/docker-stub/docker"), "{log}");
+        assert!(log.contains("[0] read-only"), "{log}");
+        assert!(
+            log.contains("[1] hangar: this runner's pool has no Docker daemon")
+                && log.contains("\"docker ps\"")
+                && log.contains("runs-on: <a pool with docker = true>"),
+            "{log}"
+        );
+        agent.signal(Signal::SIGTERM);
+        assert_eq!(agent.exit_code(10).await, 0, "{}", agent.logs());
+    })
+    .await
+}

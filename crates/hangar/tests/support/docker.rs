@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A folder for a socket: under `TMPDIR` when the path stays short enough for a Unix socket,
-/// else under `/tmp`. Removed when dropped.
+/// A folder for a socket: in [`super::reachable_temp_dir`] (so a runner switched to another user
+/// can reach it) when the path stays short enough for a Unix socket, else under `/tmp`. Removed
+/// when dropped.
 pub struct SocketDir {
     pub path: PathBuf,
 }
@@ -22,7 +23,7 @@ impl SocketDir {
             std::process::id(),
             rand::random::<u32>()
         );
-        let tmp = std::env::temp_dir().join(&name);
+        let tmp = super::reachable_temp_dir().join(&name);
         // Room for "/docker.sock" within a socket path's 103 bytes.
         let path = if tmp.as_os_str().len() + 12 <= 100 {
             tmp
@@ -30,6 +31,8 @@ impl SocketDir {
             PathBuf::from("/tmp").join(&name)
         };
         std::fs::create_dir_all(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         SocketDir { path }
     }
 
