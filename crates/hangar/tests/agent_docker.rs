@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use hangar_emulator::{Conclusion, JobSpec, JobView, Scope as EmuScope};
 use nix::sys::signal::Signal;
-use support::agent::{Agent, RunnerDir, base_env, pat_env, wait_until};
+use support::agent::{
+    Agent, RunnerDir, base_env, jit_blob_for, one_shot_file, pat_env, wait_until,
+};
 use support::docker::{FakeDockerd, SocketDir};
 use support::{REPO, emulator, within};
 
@@ -90,9 +92,7 @@ async fn a_docker_pool_waits_for_its_daemon_then_registers_and_jobs_see_docker_h
         );
         // Nothing is registered while the daemon is not there.
         wait_until(10, "the agent to wait for the daemon", || {
-            !agent
-                .events("waiting for the Docker daemon before registering the runner")
-                .is_empty()
+            !agent.events("waiting for the Docker daemon").is_empty()
         })
         .await;
         assert!(emu.runners(&emu_repo()).is_empty());
@@ -109,9 +109,7 @@ async fn a_docker_pool_waits_for_its_daemon_then_registers_and_jobs_see_docker_h
         assert_eq!(ready.len(), 1, "{}", agent.logs());
         assert!(ready[0]["waited_ms"].as_u64().unwrap() >= 1000, "{ready:?}");
         assert_eq!(
-            agent
-                .events("waiting for the Docker daemon before registering the runner")
-                .len(),
+            agent.events("waiting for the Docker daemon").len(),
             1,
             "the wait is logged once"
         );
@@ -204,12 +202,10 @@ async fn a_stop_signal_during_the_wait_ends_it_promptly_with_nothing_registered(
             .concat(),
         );
         wait_until(10, "the agent to wait for the daemon", || {
-            !agent
-                .events("waiting for the Docker daemon before registering the runner")
-                .is_empty()
+            !agent.events("waiting for the Docker daemon").is_empty()
         })
         .await;
-        let waiting = agent.events("waiting for the Docker daemon before registering the runner");
+        let waiting = agent.events("waiting for the Docker daemon");
         assert!(
             waiting[0]["seen"]
                 .as_str()
@@ -446,6 +442,77 @@ async fn the_stub_is_the_runners_to_run_but_not_to_change() {
         );
         agent.signal(Signal::SIGTERM);
         assert_eq!(agent.exit_code(10).await, 0, "{}", agent.logs());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_jit_runner_takes_its_one_shot_configuration_then_waits_for_the_daemon() {
+    within(60, async {
+        let emu = emulator().await;
+        let sock = SocketDir::new("dk");
+        let start = |tag: &str, name: &str| {
+            let dir = RunnerDir::new(tag);
+            let emu = &emu;
+            let host = sock.docker_host();
+            let name = name.to_string();
+            async move {
+                let blob = jit_blob_for(emu, &support::repo(), &name, &["self-hosted"]).await;
+                let handoff = one_shot_file(&dir.root.with_extension("jit"), &blob);
+                let agent = Agent::start(
+                    &[
+                        base_env(emu, &dir),
+                        with(&[
+                            ("GITHUB_REPOSITORY", REPO),
+                            ("RUNNER_JIT_CONFIG_FILE", &handoff.display().to_string()),
+                            ("HANGAR_DOCKER", "1"),
+                            ("DOCKER_HOST", &host),
+                            ("HANGAR_DOCKER_WAIT", "1s"),
+                        ]),
+                    ]
+                    .concat(),
+                );
+                (dir, handoff, agent)
+            }
+        };
+
+        // No daemon: the one-shot file is taken at once all the same, the runner never starts.
+        let (_dir, handoff, mut agent) = start("jitdocker", "jit-docker-1").await;
+        assert_eq!(agent.exit_code(10).await, 3, "{}", agent.logs());
+        assert!(!handoff.exists(), "the one-shot file is deleted even so");
+        let runners = emu.runners(&emu_repo());
+        assert_eq!(
+            runners.len(),
+            1,
+            "the launcher's registration, never online"
+        );
+        assert!(!runners[0].online);
+        assert!(
+            agent
+                .logs()
+                .contains("the registration is left to the runner's launcher"),
+            "{}",
+            agent.logs()
+        );
+
+        // The daemon answers: the runner starts and takes a job.
+        let _dockerd = FakeDockerd::start_after(sock.socket(), Duration::ZERO);
+        let (_dir, _, mut agent) = start("jitdocker2", "jit-docker-2").await;
+        let job = run_job(
+            &emu,
+            JobSpec::new(REPO, "jit-docker").step("env", "echo \"host=$DOCKER_HOST\""),
+            &agent,
+        )
+        .await;
+        assert_eq!(
+            job.conclusion,
+            Some(Conclusion::Success),
+            "{}",
+            log_text(&job)
+        );
+        let want = format!("host={}", sock.docker_host());
+        assert!(job.log.iter().any(|l| l.text == want), "{}", log_text(&job));
+        assert_eq!(agent.exit_code(15).await, 0, "{}", agent.logs());
     })
     .await
 }

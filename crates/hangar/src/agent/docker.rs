@@ -2,10 +2,11 @@
 //! `docker:dind` sidecar whose Unix socket the runner container shares through a volume) or has
 //! none (Fargate runs no privileged container). `HANGAR_DOCKER` says which; the agent then:
 //!
-//! - **with a daemon**: waits, before the runner is registered or started, until the daemon
-//!   answers `GET /_ping` with `200` on `DOCKER_HOST`'s socket (retrying at 250 ms doubling to
-//!   2 s), for at most `HANGAR_DOCKER_WAIT`; past that the start fails with exit 3 (replace the
-//!   task) and nothing is registered. The check connects with the runner's filesystem identity
+//! - **with a daemon**: waits until the daemon answers `GET /_ping` with `200` on `DOCKER_HOST`'s
+//!   socket (retrying at 250 ms doubling to 2 s), for at most `HANGAR_DOCKER_WAIT`; past that the
+//!   start fails with exit 3 (replace the task). With a registration token the wait comes before
+//!   registering, so nothing is registered; with a JIT configuration, after taking the one-shot
+//!   configuration and before the runner starts. The check connects with the runner's filesystem identity
 //!   (`isolation::as_user`), so a socket the runner's user may not open fails here, with its
 //!   fix, rather than in every job. The runner gets `DOCKER_HOST`.
 //! - **without one**: puts a `docker` stub first on the runner's `PATH` (a `#!/bin/sh` script in
@@ -274,7 +275,7 @@ async fn probe(socket: &Path, run_as: Option<&RunAs>) -> Seen {
 /// The daemon did not answer in time.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the Docker daemon did not answer on {} within {ENV_DOCKER_WAIT}={limit:?} ({ENV_DOCKER}=1); last seen: {seen}. The runner was not registered or started. Fix: read the Docker sidecar container's logs (did dockerd start? is the container privileged? does it share the socket's volume with the runner container?), or raise {ENV_DOCKER_WAIT} if it only needs longer to start",
+    "the Docker daemon did not answer on {} within {ENV_DOCKER_WAIT}={limit:?} ({ENV_DOCKER}=1); last seen: {seen}. The runner was not started. Fix: read the Docker sidecar container's logs (did dockerd start? is the container privileged? does it share the socket's volume with the runner container?), or raise {ENV_DOCKER_WAIT} if it only needs longer to start",
     socket.display()
 )]
 pub struct DockerWaitError {
@@ -311,7 +312,7 @@ pub async fn wait_for_daemon(
                 socket = %socket.display(),
                 seen = %seen,
                 limit_s = limit.as_secs_f64(),
-                "waiting for the Docker daemon before registering the runner"
+                "waiting for the Docker daemon"
             );
         }
         match policy.next_delay(failed, started.elapsed()) {
@@ -529,7 +530,7 @@ mod tests {
             "connection refused",
             "HANGAR_DOCKER_WAIT=120s",
             "sidecar container's logs",
-            "not registered or started",
+            "runner was not started",
         ] {
             assert!(e.contains(part), "{part:?} in {e}");
         }

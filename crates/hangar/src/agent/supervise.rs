@@ -185,11 +185,18 @@ pub async fn run(config: AgentConfig, connection: &Connection) -> Result<AgentEx
         failures: 0,
         config,
     };
-    // Before anything is registered: a failure or a stop here leaves nothing behind on GitHub.
-    if sup.wait_for_docker().await? {
+    // The pool's Docker daemon is waited for before the runner can take a job. With a
+    // registration token: before registering, so a failure or a stop leaves nothing on GitHub.
+    // With a JIT configuration (GitHub already holds the runner): after taking the one-shot
+    // configuration, so it is off the disk or SSM at once, and before the runner starts.
+    let jit = matches!(sup.config.registration, Registration::Jit(_));
+    if !jit && sup.wait_for_docker().await? {
         return Ok(AgentExit::Stopped);
     }
     sup.register(previous.map(|p| p.name)).await?;
+    if jit && sup.wait_for_docker().await? {
+        return Ok(AgentExit::Stopped);
+    }
     tracing::info!(
         runner_id = sup.identity.id,
         runner_name = %sup.identity.name,
@@ -393,22 +400,25 @@ impl Supervisor {
     }
 
     /// With a Docker daemon declared, waits until it answers (see `agent::docker`). Returns
-    /// whether a stop signal came meanwhile (the agent then ends, nothing registered).
+    /// whether a stop signal came meanwhile (the agent then ends, the runner never started). A
+    /// JIT runner's registration (the launcher's) is then removed if the agent has credentials,
+    /// as after any stop.
     async fn wait_for_docker(&mut self) -> Result<bool, AgentError> {
         let DockerConfig::Daemon { socket, wait, .. } = &self.config.docker else {
             return Ok(false);
         };
-        tokio::select! {
-            waited = docker::wait_for_daemon(socket, *wait, self.run_as.as_ref()) => {
-                waited?;
-                Ok(false)
-            }
+        let result = tokio::select! {
+            waited = docker::wait_for_daemon(socket, *wait, self.run_as.as_ref()) => waited.map(|_| false),
             sig = self.signals.recv() => {
-                tracing::info!(signal = sig, "stop requested while waiting for the Docker daemon; nothing was registered");
+                tracing::info!(signal = sig, "stop requested while waiting for the Docker daemon; the runner was not started");
                 self.outcome = Some(AgentExit::Stopped);
                 Ok(true)
             }
+        };
+        if !matches!(result, Ok(false)) && self.identity.id != 0 {
+            self.deregister_patiently().await;
         }
+        Ok(result?)
     }
 
     /// Starts `bin/Runner.Listener` with `args`, and `secret_env` as its one secret variable.
