@@ -201,6 +201,75 @@ async fn hooks_run_with_the_job_environment_and_a_failing_hook_fails_the_job() {
     .await;
 }
 
+/// Writes an executable `docker` into `<root>/<folder>/` running `body`; returns the folder.
+fn fake_docker(root: &Root, folder: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.path(folder);
+    std::fs::create_dir_all(&dir).unwrap();
+    let docker = dir.join("docker");
+    std::fs::write(&docker, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_job_asks_docker_on_the_path_first_as_the_real_runner_does() {
+    within(async {
+        let emu = seed().await;
+        let mut root = Root::new("container");
+        root.configure(&emu, "r-container", &[]).await;
+        let system_path = std::env::var("PATH").unwrap_or_default();
+        let container_job =
+            |name: &str| JobSpec::new(&repo_full(), name).container("node:20").step("s", "echo step ran");
+
+        // Docker answers: the steps run (on the runner: the stand-in runs no container).
+        let ok = fake_docker(&root, "ok", "echo \"args: $*\" >&2; echo 1.45");
+        root.set("PATH", format!("{ok}:{system_path}"));
+        let mut run = root.listen(&[]).await;
+        let view = run_job(&emu, container_job("in-container")).await;
+        run.stop().await;
+        assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
+        let setup = log_of(&view, -1);
+        assert!(setup.contains(&format!("##[command]{ok}/docker version --format '{{{{.Server.APIVersion}}}}'")), "{setup:?}");
+        assert!(setup.contains(&"args: version --format {{.Server.APIVersion}}".to_string()), "{setup:?}");
+        assert!(setup.contains(&"1.45".to_string()), "{setup:?}");
+        assert_eq!(log_of(&view, 0), vec!["step ran".to_string()]);
+
+        // Docker fails: its output and the exit code in the set-up log, the steps skipped.
+        let down = fake_docker(
+            &root,
+            "down",
+            "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2; exit 1",
+        );
+        root.set("PATH", format!("{down}:{system_path}"));
+        let mut run = root.listen(&[]).await;
+        let view = run_job(&emu, container_job("daemon-down")).await;
+        run.stop().await;
+        assert_eq!(view.conclusion, Some(Conclusion::Failure), "{view:?}");
+        assert_eq!(view.steps[0].conclusion, Some(Conclusion::Skipped));
+        let setup = log_of(&view, -1);
+        assert!(setup.iter().any(|l| l.starts_with("Cannot connect to the Docker daemon")), "{setup:?}");
+        assert!(setup.iter().any(|l| l.starts_with("##[error]Exit code 1 returned from process")), "{setup:?}");
+
+        // No docker at all.
+        let empty = root.path("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        root.set("PATH", empty.display().to_string());
+        let mut run = root.listen(&[]).await;
+        let view = run_job(&emu, container_job("no-docker")).await;
+        run.stop().await;
+        assert_eq!(view.conclusion, Some(Conclusion::Failure), "{view:?}");
+        assert!(log_of(&view, -1).contains(&"##[error]File not found: 'docker'".to_string()), "{view:?}");
+
+        // A job without a container never asks for Docker.
+        root.set("PATH", format!("{down}:{system_path}"));
+        let view = run_one_job(&root, &emu, "plain", "echo plain").await;
+        assert_eq!(view.conclusion, Some(Conclusion::Success), "{view:?}");
+        assert!(log_of(&view, -1).is_empty(), "{view:?}");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_busy_cancels_the_job_and_exits_0() {
     within(async {
