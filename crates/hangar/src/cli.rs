@@ -7,7 +7,7 @@
 //! | 1 | GitHub or AWS refused or failed (bad credential, missing permission, unreachable API), or `doctor` or `controller check-config --aws` found a failing check |
 //! | 2 | usage or configuration error: bad flags or URLs, missing or malformed credentials |
 //! | 2 | `controller`: the pool file does not validate, or a pool's credentials or backend cannot be set up |
-//! | 3 | `agent` only: GitHub no longer knows the runner, or an ephemeral runner got no job in time; replace the task |
+//! | 3 | `agent` only: GitHub no longer knows the runner, an ephemeral runner got no job in time, or the pool's Docker daemon never answered; replace the task |
 
 use std::process::ExitCode;
 
@@ -57,7 +57,8 @@ Credentials (environment, or SSM with --ssm-prefix; the environment wins):
 
 Exit codes: 0 success; 1 GitHub/AWS failure or a failed doctor or check-config --aws check;
 2 usage or configuration error;
-`agent` also 3: the runner is gone from GitHub or idle too long, replace the task.";
+`agent` also 3: the runner is gone from GitHub or idle too long, or the pool's Docker daemon
+never answered (HANGAR_DOCKER_WAIT): replace the task.";
 
 /// Run GitHub Actions self-hosted runners on AWS ECS.
 #[derive(Debug, Parser)]
