@@ -410,3 +410,35 @@ capacity_providers = ["FARGATE_SPOT", "FARGATE"]
     })
     .await
 }
+
+/// How a task stopped is read back from ECS (DescribeTasks keeps stopped tasks about an hour),
+/// so a job a stop cut short is reported with its cause.
+#[tokio::test]
+async fn stop_details_are_read_back_from_ecs() {
+    within(60, async {
+        let (world, deployed) = deploy().await;
+        let rig = rig(&world, deployed);
+        let task = rig.backend.launch(request(&tags("spot", 9))).await.unwrap();
+        let ecs = aws_sdk_ecs::Client::new(&world.moto.sdk_config());
+        ecs.stop_task()
+            .cluster(CLUSTER)
+            .task(&task.id)
+            .reason("Your Spot Task was interrupted.")
+            .send()
+            .await
+            .unwrap();
+        let details = rig.backend.stop_details(&task.id).await.unwrap();
+        assert_eq!(
+            details.reason.as_deref(),
+            Some("Your Spot Task was interrupted.")
+        );
+        assert_eq!(
+            details.interruption(),
+            Some(hangar::controller::backend::Interruption::Spot)
+        );
+        // A task ECS does not know: nothing to tell.
+        let unknown = "arn:aws:ecs:us-east-1:123456789012:task/hangar-runners/0000";
+        assert_eq!(rig.backend.stop_details(unknown).await, None);
+    })
+    .await
+}

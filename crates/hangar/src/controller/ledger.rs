@@ -239,20 +239,28 @@ impl Ledger {
 
     /// The backend's live tasks (and the ids of launches not listed yet), seen at `now`: a
     /// runner whose task left the listing is noted, for [`Ledger::listing_due`].
-    pub fn tasks_seen(&mut self, tasks: &[Task], now: DateTime<Utc>) {
+    ///
+    /// Returns the runners holding a job (by the stream) whose task this listing is the first
+    /// to show gone: their job ended with its task, or the task's stop cut it short.
+    pub fn tasks_seen(&mut self, tasks: &[Task], now: DateTime<Utc>) -> Vec<(u64, String)> {
         let live: BTreeSet<u64> = tasks
             .iter()
             .filter(|t| matches!(t.state, TaskState::Pending | TaskState::Running))
             .map(|t| t.tags.runner_id)
             .collect();
+        let mut left_busy = Vec::new();
         for (id, entry) in self.runners.iter_mut() {
             if live.contains(id) {
                 entry.task_listed = true;
                 entry.task_gone_since = None;
             } else if entry.task_listed {
+                if entry.task_gone_since.is_none() && entry.started {
+                    left_busy.push((*id, entry.name.clone()));
+                }
                 entry.task_gone_since.get_or_insert(now);
             }
         }
+        left_busy
     }
 
     /// Forgets gone registrations older than [`GONE_MEMORY`].

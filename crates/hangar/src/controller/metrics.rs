@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::backend::Interruption;
 use crate::credentials::AuthMode;
 use crate::github::Scope;
 
@@ -277,6 +278,8 @@ struct PoolSeries {
     launch_failures: [u64; LaunchFailure::ALL.len()],
     /// Launches that moved on to the pool's next capacity provider after a capacity refusal.
     launch_fallbacks: u64,
+    /// Jobs whose task was stopped from outside while they ran, by cause.
+    interrupted: [u64; Interruption::ALL.len()],
     stopped: [u64; StopReason::ALL.len()],
 }
 
@@ -294,6 +297,7 @@ impl PoolSeries {
             launches: 0,
             launch_failures: [0; LaunchFailure::ALL.len()],
             launch_fallbacks: 0,
+            interrupted: [0; Interruption::ALL.len()],
             stopped: [0; StopReason::ALL.len()],
         }
     }
@@ -414,6 +418,11 @@ impl Metrics {
     /// as a capacity failure).
     pub fn launch_fell_back(&self, pool: &str) {
         self.with_pool(pool, |series| series.launch_fallbacks += 1);
+    }
+
+    /// A running job's task was stopped from outside (Spot, a `StopTask` not the controller's).
+    pub fn job_interrupted(&self, pool: &str, cause: Interruption) {
+        self.with_pool(pool, |series| series.interrupted[cause as usize] += 1);
     }
 
     /// The controller stopped one of the pool's runners (or removed its leftovers).
@@ -636,6 +645,20 @@ impl Registry {
                 "Launches retried at once on the pool's next capacity provider after ECS refused the previous one for capacity (e.g. FARGATE_SPOT, then FARGATE).",
             ),
             |series| series.launch_fallbacks,
+        );
+        self.per_pool_by(
+            &mut out,
+            (
+                "hangar_jobs_interrupted_total",
+                "Running jobs whose task was stopped from outside (cause: spot = Spot capacity reclaimed, stopped = anything else); the agent drained them and cancelled what had not finished.",
+            ),
+            "cause",
+            |series| {
+                Interruption::ALL
+                    .into_iter()
+                    .map(|cause| (cause.as_str(), series.interrupted[cause as usize]))
+                    .collect()
+            },
         );
         self.per_pool_by(
             &mut out,
@@ -966,6 +989,7 @@ mod tests {
             "gha_job_execution_duration_seconds",
             "hangar_launch_failures_total",
             "hangar_launch_fallbacks_total",
+            "hangar_jobs_interrupted_total",
             "hangar_runners_stopped_total",
             "hangar_github_rate_limit_remaining",
             "hangar_reconcile_duration_seconds",

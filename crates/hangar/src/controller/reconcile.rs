@@ -16,7 +16,7 @@
 //! - Only this module and the listener call GitHub for a pool, through [`PoolGitHub`]; only this
 //!   module calls the backend.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{Backend, BackendError, LaunchRequest, Task, TaskTags};
+use super::backend::{Backend, BackendError, Interruption, LaunchRequest, Task, TaskTags};
 use super::budget::{self, Costs, RateLimitSnapshot};
 use super::config::{PoolConfig, RUNNER_SUFFIX_LEN};
 use super::creations::{CreationPace, HELD_REASON};
@@ -106,6 +106,8 @@ pub struct PoolReport {
     pub launch_failure: Option<LaunchFailure>,
     pub launched_total: u64,
     pub retired_total: u64,
+    /// Jobs a stop of their task cut short (Spot reclaimed, someone stopped it).
+    pub interrupted_total: u64,
     pub github_calls: u64,
     pub budget_left: Option<u64>,
 }
@@ -129,6 +131,12 @@ pub enum PoolEvent {
     /// A launch moved on to the pool's next capacity provider (after a `LaunchFailed` of
     /// reason capacity for the one before).
     FellBack,
+    /// A runner's task stopped while its job ran, stopped from outside (see
+    /// `StopDetails::interruption`).
+    JobInterrupted {
+        runner_name: String,
+        cause: Interruption,
+    },
     Removed {
         runner_name: Option<String>,
         reason: Reason,
@@ -236,6 +244,9 @@ pub struct Reconciler<G: PoolGitHub, B: Backend> {
     awaiting_statistics_since: Option<DateTime<Utc>>,
     /// REST runner listings read, by why (for the log and tests).
     listings: u64,
+    /// Runner id -> its task's id, as the last listing showed (a task gone from the next one
+    /// is still named when its stop is looked up).
+    task_ids: BTreeMap<u64, String>,
 }
 
 impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
@@ -268,6 +279,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             ledger: Ledger::default(),
             awaiting_statistics_since: None,
             listings: 0,
+            task_ids: BTreeMap::new(),
         }
     }
 
@@ -556,7 +568,21 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             }
             None => {
                 self.drain_stream();
-                self.ledger.tasks_seen(&tasks, now);
+                let left_busy = self.ledger.tasks_seen(&tasks, now);
+                for (runner_id, runner_name) in left_busy {
+                    let task_id = tasks
+                        .iter()
+                        .find(|t| t.tags.runner_id == runner_id)
+                        .map(|t| t.id.clone())
+                        .or_else(|| self.task_ids.get(&runner_id).cloned());
+                    if let Some(task_id) = task_id {
+                        self.report_interruption(&runner_name, &task_id).await;
+                    }
+                }
+                self.task_ids = tasks
+                    .iter()
+                    .map(|t| (t.tags.runner_id, t.id.clone()))
+                    .collect();
                 self.ledger.prune(now);
                 let due = self.ledger.listing_due(
                     &tasks,
@@ -593,6 +619,30 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
     }
 
     /// Applies the stream's events that came since the last pass.
+    /// A runner holding a job lost its task: when the backend says the stop came from outside
+    /// (a Spot reclaim, a `StopTask` not ours), the job was cut short. The agent drained it
+    /// and, if it still ran, cancelled it through the runner, so GitHub reports it cancelled;
+    /// this makes it seen here too, never only in GitHub's run log.
+    async fn report_interruption(&mut self, runner_name: &str, task_id: &str) {
+        let Some(details) = self.backend.stop_details(task_id).await else {
+            return;
+        };
+        let Some(cause) = details.interruption() else {
+            return;
+        };
+        tracing::warn!(
+            pool = %self.pool.name, runner = %runner_name, task = %task_id, cause = cause.as_str(),
+            stop_code = details.code.as_deref().unwrap_or(""),
+            stopped_reason = details.reason.as_deref().unwrap_or(""),
+            "a running job's task was stopped from outside: the agent drained the job and cancelled it if it had not finished, so GitHub reports it cancelled (re-run it, or keep long jobs off Spot)"
+        );
+        self.report.interrupted_total += 1;
+        self.emit(PoolEvent::JobInterrupted {
+            runner_name: runner_name.to_string(),
+            cause,
+        });
+    }
+
     fn drain_stream(&mut self) {
         let Some(stream) = self.stream.as_mut() else {
             return;
@@ -1378,6 +1428,126 @@ mod stream_tests {
         assert_eq!(r.listings(), 2);
         // The sim's registrations say idle; the stream's busy stands.
         assert_eq!(r.report().status.busy, 2);
+    }
+}
+
+#[cfg(test)]
+mod interruption_tests {
+    use super::*;
+    use crate::controller::backend::fake::FakeBackend;
+    use crate::controller::backend::{StopDetails, TaskState};
+    use crate::controller::config::ControllerConfig;
+    use crate::controller::ledger::RunnerEvent;
+    use crate::controller::sim::{SimGitHub, SimWorld};
+
+    #[tokio::test]
+    async fn a_running_jobs_task_stopped_from_outside_is_reported_and_a_finished_one_is_not() {
+        let text = "[[pool]]\nname = \"p\"\nrepository = \"o/r\"\nmax = 4\n[pool.local]\nwork_root = \"/unused\"\n";
+        let pool = ControllerConfig::parse(text, "test")
+            .unwrap()
+            .pools
+            .remove(0);
+        let world = SimWorld::new();
+        world.backend.start_running(true);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let mut r: Reconciler<SimGitHub, FakeBackend> = Reconciler::new(
+            pool,
+            Arc::new(world.github.clone()),
+            Arc::new(world.backend.clone()),
+            LoopSettings::default(),
+        )
+        .with_stream(rx)
+        .with_events(events_tx);
+        let demand = |n| DemandView {
+            assigned_jobs: Some(n),
+            statistics_at: Some(Utc::now()),
+            session: "live".into(),
+        };
+        let t0 = Utc::now();
+        world.github.queue_jobs(2);
+        r.pass(&demand(2), t0).await;
+        let tasks = world.backend.tasks();
+        assert_eq!(tasks.len(), 2);
+        for task in &tasks {
+            tx.send(StreamItem {
+                statistics_at: Utc::now(),
+                event: RunnerEvent::Started {
+                    id: task.tags.runner_id,
+                    name: task.tags.runner_name.clone(),
+                },
+            })
+            .unwrap();
+        }
+        r.pass(&demand(2), t0 + chrono::Duration::seconds(1)).await;
+        assert_eq!(r.report().status.busy, 2);
+
+        // One task reclaimed by Spot under its job; the other's runner exited on its own (its
+        // completion not yet in the stream).
+        let (spot, finished) = (&tasks[0], &tasks[1]);
+        world.backend.set_state(&spot.id, TaskState::Stopped);
+        world.backend.set_stop_details(
+            &spot.id,
+            StopDetails {
+                code: Some("SpotInterruption".into()),
+                reason: Some("Your Spot Task was interrupted.".into()),
+            },
+        );
+        world.backend.set_state(&finished.id, TaskState::Stopped);
+        world.backend.set_stop_details(
+            &finished.id,
+            StopDetails {
+                code: Some("EssentialContainerExited".into()),
+                reason: Some("Essential container in task exited".into()),
+            },
+        );
+        r.pass(&demand(2), t0 + chrono::Duration::seconds(2)).await;
+        r.pass(&demand(2), t0 + chrono::Duration::seconds(3)).await;
+        let mut interrupted = Vec::new();
+        while let Ok((_, event)) = events.try_recv() {
+            if let PoolEvent::JobInterrupted { runner_name, cause } = event {
+                interrupted.push((runner_name, cause));
+            }
+        }
+        assert_eq!(
+            interrupted,
+            [(spot.tags.runner_name.clone(), Interruption::Spot)],
+            "reported once, and only the job cut short"
+        );
+        assert_eq!(r.report().interrupted_total, 1);
+    }
+
+    #[test]
+    fn only_a_stop_from_outside_is_an_interruption() {
+        let details = |code: Option<&str>, reason: Option<&str>| StopDetails {
+            code: code.map(str::to_string),
+            reason: reason.map(str::to_string),
+        };
+        assert_eq!(
+            details(Some("SpotInterruption"), None).interruption(),
+            Some(Interruption::Spot)
+        );
+        assert_eq!(
+            details(None, Some("Your Spot Task was interrupted.")).interruption(),
+            Some(Interruption::Spot)
+        );
+        for code in [
+            "UserInitiated",
+            "ServiceSchedulerInitiated",
+            "TerminationNotice",
+            "TaskFailedToStart",
+        ] {
+            assert_eq!(
+                details(Some(code), None).interruption(),
+                Some(Interruption::Stopped),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            details(Some("EssentialContainerExited"), None).interruption(),
+            None
+        );
+        assert_eq!(details(None, None).interruption(), None);
     }
 }
 

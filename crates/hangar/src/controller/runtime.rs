@@ -666,6 +666,7 @@ async fn pool_metrics(
             PoolEvent::Launched { .. } => metrics.launch(&name),
             PoolEvent::LaunchFailed { reason } => metrics.launch_failed(&name, reason),
             PoolEvent::FellBack => metrics.launch_fell_back(&name),
+            PoolEvent::JobInterrupted { cause, .. } => metrics.job_interrupted(&name, cause),
             PoolEvent::Removed { reason, .. } => metrics.runner_stopped(&name, reason),
             PoolEvent::Pass {
                 status,

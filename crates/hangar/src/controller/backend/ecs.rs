@@ -41,8 +41,8 @@ use crate::controller::pace::Pacer;
 use crate::github::Scope;
 
 use super::{
-    Backend, BackendError, Handoff, LaunchRequest, LaunchSlot, TAG_POOL, TAG_RUNNER_ID,
-    TAG_RUNNER_NAME, Task, TaskState, TaskTags,
+    Backend, BackendError, Handoff, LaunchRequest, LaunchSlot, StopDetails, TAG_POOL,
+    TAG_RUNNER_ID, TAG_RUNNER_NAME, Task, TaskState, TaskTags,
 };
 use crate::controller::config::EcsLaunch;
 
@@ -601,6 +601,23 @@ impl Backend for EcsBackend {
         }
         tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(tasks)
+    }
+
+    /// DescribeTasks keeps a stopped task about an hour: its `stopCode` and `stoppedReason`.
+    async fn stop_details(&self, task_id: &str) -> Option<StopDetails> {
+        let answer = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.launch.cluster)
+            .tasks(task_id)
+            .send()
+            .await
+            .ok()?;
+        let task = answer.tasks().first()?;
+        Some(StopDetails {
+            code: task.stop_code().map(|c| c.as_str().to_string()),
+            reason: task.stopped_reason().map(str::to_string),
+        })
     }
 
     async fn stop(&self, task_id: &str, reason: &str) -> Result<(), BackendError> {

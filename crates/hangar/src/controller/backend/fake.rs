@@ -30,6 +30,8 @@ struct State {
     hide_new_tasks_for: u32,
     /// Task id -> `list` answers it is still left out of.
     hidden: BTreeMap<String, u32>,
+    /// Task id -> how it stopped (`set_stop_details`).
+    stop_details: BTreeMap<String, super::StopDetails>,
 }
 
 /// The fake. Clones share state.
@@ -94,6 +96,13 @@ impl FakeBackend {
     /// `list_handoffs` calls so far (failed ones included).
     pub fn handoff_lists(&self) -> u64 {
         self.lock().handoff_lists
+    }
+
+    /// Says how a task stopped (as ECS's `stopCode` and `stoppedReason` would).
+    pub fn set_stop_details(&self, task_id: &str, details: super::StopDetails) {
+        self.lock()
+            .stop_details
+            .insert(task_id.to_string(), details);
     }
 
     /// Moves a task to a state (as ECS would).
@@ -265,6 +274,10 @@ impl Backend for FakeBackend {
     async fn delete_handoff(&self, name: &str) -> Result<(), BackendError> {
         self.lock().handoffs.remove(name);
         Ok(())
+    }
+
+    async fn stop_details(&self, task_id: &str) -> Option<super::StopDetails> {
+        self.lock().stop_details.get(task_id).cloned()
     }
 }
 

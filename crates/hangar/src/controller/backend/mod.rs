@@ -79,6 +79,51 @@ pub struct Task {
     pub launch_fallbacks: Vec<String>,
 }
 
+/// How a task stopped, as the backend says (ECS `stopCode` and `stoppedReason`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StopDetails {
+    pub code: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// What cut a running job short from outside its runner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interruption {
+    /// ECS reclaimed Fargate Spot (or Spot instance) capacity (`SpotInterruption`).
+    Spot,
+    /// Something else stopped the task (a person or another controller's `StopTask`, a
+    /// deployment, a host terminated, the task failing).
+    Stopped,
+}
+
+impl Interruption {
+    pub const ALL: [Interruption; 2] = [Interruption::Spot, Interruption::Stopped];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interruption::Spot => "spot",
+            Interruption::Stopped => "stopped",
+        }
+    }
+}
+
+impl StopDetails {
+    /// Whether the stop came from outside the runner: an ephemeral runner's task ends on its
+    /// own when its job is done (`EssentialContainerExited`), which is no interruption;
+    /// unknown details are none either.
+    pub fn interruption(&self) -> Option<Interruption> {
+        let code = self.code.as_deref().unwrap_or_default();
+        let reason = self.reason.as_deref().unwrap_or_default();
+        if code == "SpotInterruption" || reason.contains("Spot Task was interrupted") {
+            return Some(Interruption::Spot);
+        }
+        match code {
+            "" | "EssentialContainerExited" => None,
+            _ => Some(Interruption::Stopped),
+        }
+    }
+}
+
 /// A one-shot secret that is still there (the task has not read it yet, or never will).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Handoff {
@@ -193,6 +238,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Deletes a one-shot secret; a missing one is not an error.
     fn delete_handoff(&self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// How a task stopped, if the backend can say (for reporting a job its task's stop cut
+    /// short). `None`: unknown, or the backend does not tell.
+    fn stop_details(&self, _task_id: &str) -> impl Future<Output = Option<StopDetails>> + Send {
+        async { None }
+    }
 }
 
 /// How long ECS keeps stopped tasks listable; the controller forgets stopped tasks older than
