@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import unittest
 from pathlib import Path
@@ -566,6 +567,16 @@ parameter_prefix = "{PREFIX}/jit"
 """
         self.assertIn(docker, text)
         self.assertIn(spot, text)
+
+    def test_the_golden_pool_file_is_what_the_module_writes(self):
+        """tests/golden/pool-file-shaped-org.toml is the whole file for SHAPED_ORG. The Rust
+        controller parses the same file in its own tests (controller::config), so the module and
+        the controller agree on every key. HANGAR_UPDATE_GOLDEN=1 rewrites it."""
+        text = instance(plan(SHAPED_ORG), "aws_ssm_parameter.controller_config[0]").evaluate()["value"]
+        golden = Path(__file__).resolve().parent / "golden" / "pool-file-shaped-org.toml"
+        if os.environ.get("HANGAR_UPDATE_GOLDEN") == "1":
+            golden.write_text(text)
+        self.assertEqual(golden.read_text(), text, "the generated pool file changed: check the controller parses it, then rerun with HANGAR_UPDATE_GOLDEN=1")
 
     def test_runner_group_and_kms_key_on_every_pool(self):
         pools = self.pools({**SHAPED_ORG, "runner_group": "ci", "kms_key_arn": EBS_KEY})

@@ -486,3 +486,39 @@ fn a_pools_shape_is_stated_and_docker_jobs_are_sent_to_a_docker_pool() {
     )
     .unwrap();
 }
+
+/// The pool file deploy/terraform writes for the organization with `pool_shapes` (its Python
+/// tests keep this golden copy equal to what the module generates): every key parses, and the
+/// shapes come out as the module meant them.
+#[test]
+fn the_terraform_modules_shaped_pool_file_parses_as_meant() {
+    let text =
+        include_str!("../../../../../deploy/terraform/tests/golden/pool-file-shaped-org.toml");
+    let config = ControllerConfig::parse(text, "pool-file-shaped-org.toml").unwrap();
+    let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["org", "org-arm64", "org-docker", "org-large"]);
+    let ecs = |name: &str| -> (&PoolConfig, &EcsLaunch) {
+        let pool = config.pools.iter().find(|p| p.name == name).unwrap();
+        let BackendConfig::Ecs(launch) = &pool.backend else {
+            panic!("{name} is an ECS pool")
+        };
+        (pool, launch)
+    };
+    let (org, launch) = ecs("org");
+    assert!(!org.docker);
+    assert_eq!(launch.launch_type.as_deref(), Some("FARGATE"));
+    assert_eq!(org.docker_runs_on.as_deref(), Some("org-docker"));
+    let (_, launch) = ecs("org-arm64");
+    assert_eq!(launch.shape().unwrap(), "2 vCPU, 4 GiB, ARM64");
+    let (docker, launch) = ecs("org-docker");
+    assert!(docker.docker);
+    assert!(!launch.fargate_only());
+    assert_eq!(launch.providers(), ["hangar-docker-your-ecs-cluster-name"]);
+    let (large, launch) = ecs("org-large");
+    assert_eq!(launch.providers(), ["FARGATE_SPOT", "FARGATE"]);
+    assert_eq!(
+        launch.shape().unwrap(),
+        "4 vCPU, 16 GiB, X86_64, 100 GiB disk"
+    );
+    assert!(large.can_run().contains("runs-on: org-docker"));
+}
