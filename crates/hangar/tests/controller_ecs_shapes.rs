@@ -87,7 +87,7 @@ async fn register_docker_task_definition(world: &World) {
 async fn a_capacity_refusal_on_the_first_provider_is_retried_on_the_next_at_once() {
     within(60, async {
         let (world, deployed) = deploy().await;
-        let rig = rig(&world, spot_then_on_demand(deployed));
+        let rig = rig(&world, spot_then_on_demand(deployed.clone()));
         rig.backend.check().await.unwrap();
 
         // Spot has no capacity: the same launch goes on to FARGATE, with the same parameter.
@@ -124,11 +124,22 @@ async fn a_capacity_refusal_on_the_first_provider_is_retried_on_the_next_at_once
         );
         assert_eq!(rig.backend.list("spot").await.unwrap().len(), 1);
 
-        // Capacity on neither: a capacity error, after one try on each, and no parameter left.
+        // The next launch, a moment later, passes over the provider that just refused (for
+        // REFUSED_PROVIDER_REST, 30 s) instead of asking it first again: one RunTask.
         rig.ecs_calls.clear();
         rig.ssm_calls.clear();
+        let task = rig.backend.launch(request(&tags("spot", 2))).await.unwrap();
+        let runs = rig.ecs_calls.bodies("RunTask");
+        assert_eq!(runs.iter().map(strategy).collect::<Vec<_>>(), [["FARGATE"]]);
+        assert!(task.launch_fallbacks.is_empty());
+
+        // Capacity on neither (a backend with no memory of refusals): a capacity error, after
+        // one try on each, and no parameter left.
+        let rig = support::ecs_rig::rig(&world, spot_then_on_demand(deployed.clone()));
+        // (SSM's write rate is on: four launches in a row would be throttled.)
+        world.aws.wait_for_tokens("PutParameter", 1.0).await;
         world.aws.fail_run_tasks(2, "RESOURCE:FARGATE", None);
-        let runner = tags("spot", 2);
+        let runner = tags("spot", 3);
         let err = rig.backend.launch(request(&runner)).await.unwrap_err();
         assert!(matches!(err, BackendError::Capacity(_)), "{err:?}");
         let runs = rig.ecs_calls.bodies("RunTask");
@@ -138,16 +149,22 @@ async fn a_capacity_refusal_on_the_first_provider_is_retried_on_the_next_at_once
         );
         assert_eq!(rig.ssm_calls.names(), ["PutParameter", "DeleteParameter"]);
 
-        // Anything but capacity is not a reason to move on: one try, the error as it was.
-        rig.ecs_calls.clear();
+        // Anything but capacity is not a reason to move on: one try (on FARGATE_SPOT, with no
+        // provider resting), the error as it was.
+        let rig = support::ecs_rig::rig(&world, spot_then_on_demand(deployed));
+        world.aws.wait_for_tokens("PutParameter", 1.0).await;
         world.aws.fail_run_tasks(1, "MISSING", None);
         let err = rig
             .backend
-            .launch(request(&tags("spot", 3)))
+            .launch(request(&tags("spot", 4)))
             .await
             .unwrap_err();
         assert!(matches!(err, BackendError::Config(_)), "{err:?}");
-        assert_eq!(rig.ecs_calls.bodies("RunTask").len(), 1);
+        let runs = rig.ecs_calls.bodies("RunTask");
+        assert_eq!(
+            runs.iter().map(strategy).collect::<Vec<_>>(),
+            [["FARGATE_SPOT"]]
+        );
     })
     .await
 }

@@ -23,8 +23,9 @@
 //!   JIT configuration is minted, so none is minted faster than it can be written.
 //! - Tasks without all three Hangar tags, or tagged for another pool, are never reported.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
@@ -87,6 +88,9 @@ pub struct EcsBackend {
     /// One task per container instance (`distinctInstance`): Docker pools, whose privileged
     /// daemon can reach its host.
     distinct_instance: bool,
+    /// Capacity providers resting after a capacity refusal, until when (see
+    /// [`placements_to_try`]).
+    resting: Arc<Mutex<HashMap<String, Instant>>>,
     /// Paces `PutParameter` and `DeleteParameter`, shared by every pool of the process.
     ssm_writes: Option<Arc<Pacer>>,
     /// Paces `DescribeParameters` pages (a few a second per account; the leftover listing of a
@@ -122,6 +126,7 @@ impl EcsBackend {
             scope: None,
             pool_environment: Vec::new(),
             distinct_instance: false,
+            resting: Arc::default(),
             ssm_writes: None,
             ssm_describes: None,
         }
@@ -546,26 +551,41 @@ impl Backend for EcsBackend {
         drop(jit_config);
         // A capacity refusal on one provider is retried on the next at once (Spot, then
         // on-demand); any other failure, or the last provider's, ends the launch.
+        let to_try = {
+            let resting = self.resting.lock().expect("resting providers poisoned");
+            placements_to_try(&placements, &resting, Instant::now())
+        };
         let mut fallbacks = Vec::new();
-        for (i, placement) in placements.iter().enumerate() {
+        for (i, placement) in to_try.iter().enumerate() {
             match self.run_task(&name, &tags, placement).await {
                 Ok(mut task) => {
                     tracing::debug!(pool = %tags.pool, runner = %tags.runner_name, task = %task.id, parameter = %name, "runner task started");
+                    self.resting
+                        .lock()
+                        .expect("resting providers poisoned")
+                        .remove(&placement.to_string());
                     task.launch_fallbacks = fallbacks;
                     return Ok(task);
                 }
-                Err(BackendError::Capacity(said)) if i + 1 < placements.len() => {
+                Err(BackendError::Capacity(said)) if i + 1 < to_try.len() => {
                     tracing::warn!(
                         pool = %tags.pool, runner = %tags.runner_name, from = %placement,
-                        to = %placements[i + 1], error = %said,
+                        to = %to_try[i + 1], error = %said,
                         "no capacity on this capacity provider; trying the next at once"
                     );
+                    self.resting
+                        .lock()
+                        .expect("resting providers poisoned")
+                        .insert(
+                            placement.to_string(),
+                            Instant::now() + REFUSED_PROVIDER_REST,
+                        );
                     fallbacks.push(format!("{placement}: {said}"));
                 }
                 Err(error) => return Err(self.discard_handoff(&name, error).await),
             }
         }
-        unreachable!("placements() never returns an empty list")
+        unreachable!("placements_to_try() never returns an empty list")
     }
 
     async fn list(&self, pool: &str) -> Result<Vec<Task>, BackendError> {
@@ -791,6 +811,33 @@ impl Placement {
             _ => None,
         }
     }
+}
+
+/// How long a capacity provider that refused for capacity is passed over while a later one
+/// remains: capacity comes back over minutes, not from one call to the next, and asking it first
+/// for every launch of a burst would double the RunTask calls under ECS's per-account rate. It
+/// is asked again after this, and always when it is the last one.
+const REFUSED_PROVIDER_REST: Duration = Duration::from_secs(30);
+
+/// The placements a launch tries now, in order: all of them but those resting after a capacity
+/// refusal (`resting`: name -> until when); the last is never left out.
+fn placements_to_try(
+    placements: &[Placement],
+    resting: &HashMap<String, Instant>,
+    now: Instant,
+) -> Vec<Placement> {
+    let last = placements.len().saturating_sub(1);
+    placements
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| {
+            *i == last
+                || resting
+                    .get(&p.to_string())
+                    .is_none_or(|until| *until <= now)
+        })
+        .map(|(_, p)| p.clone())
+        .collect()
 }
 
 /// Where a launch may go, in order: the pool's capacity providers, else its launch type.
@@ -1577,6 +1624,30 @@ mod tests {
         assert_eq!(both[0].to_string(), "capacity provider FARGATE_SPOT");
         l.capacity_providers.push(" ".into());
         assert_eq!(placements(&l).unwrap_err().reason(), "config");
+    }
+
+    #[test]
+    fn a_provider_that_refused_for_capacity_rests_unless_it_is_the_last() {
+        let spot = Placement::CapacityProvider("FARGATE_SPOT".into());
+        let on_demand = Placement::CapacityProvider("FARGATE".into());
+        let both = [spot.clone(), on_demand.clone()];
+        let now = Instant::now();
+        let mut resting = HashMap::new();
+        assert_eq!(placements_to_try(&both, &resting, now), both);
+        resting.insert(spot.to_string(), now + REFUSED_PROVIDER_REST);
+        assert_eq!(placements_to_try(&both, &resting, now), [on_demand.clone()]);
+        // Its rest over, it is asked first again.
+        assert_eq!(
+            placements_to_try(&both, &resting, now + REFUSED_PROVIDER_REST),
+            both
+        );
+        // The last one is always tried, resting or not.
+        resting.insert(on_demand.to_string(), now + REFUSED_PROVIDER_REST);
+        assert_eq!(placements_to_try(&both, &resting, now), [on_demand.clone()]);
+        assert_eq!(
+            placements_to_try(std::slice::from_ref(&spot), &resting, now),
+            [spot]
+        );
     }
 
     #[test]
