@@ -1635,7 +1635,7 @@ mod tests {
         let mut resting = HashMap::new();
         assert_eq!(placements_to_try(&both, &resting, now), both);
         resting.insert(spot.to_string(), now + REFUSED_PROVIDER_REST);
-        assert_eq!(placements_to_try(&both, &resting, now), [on_demand.clone()]);
+        assert_eq!(placements_to_try(&both, &resting, now), both[1..]);
         // Its rest over, it is asked first again.
         assert_eq!(
             placements_to_try(&both, &resting, now + REFUSED_PROVIDER_REST),
@@ -1643,7 +1643,7 @@ mod tests {
         );
         // The last one is always tried, resting or not.
         resting.insert(on_demand.to_string(), now + REFUSED_PROVIDER_REST);
-        assert_eq!(placements_to_try(&both, &resting, now), [on_demand.clone()]);
+        assert_eq!(placements_to_try(&both, &resting, now), both[1..]);
         assert_eq!(
             placements_to_try(std::slice::from_ref(&spot), &resting, now),
             [spot]
