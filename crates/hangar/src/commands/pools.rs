@@ -146,6 +146,18 @@ pub fn render_text(status: &Value) -> String {
                     .unwrap_or("?")
             ));
         }
+        match report["fallbacks_total"].as_u64() {
+            Some(n) if n > 0 => notes.push(format!(
+                "{name}: {n} launch(es) started on a later capacity provider after a capacity refusal (e.g. no Spot capacity)"
+            )),
+            _ => {}
+        }
+        match report["interrupted_total"].as_u64() {
+            Some(n) if n > 0 => notes.push(format!(
+                "{name}: {n} running job(s) cut short by a stop of their task (Spot reclaim or a StopTask from outside): GitHub reports them cancelled; see the controller's log"
+            )),
+            _ => {}
+        }
         if let Some(e) = report["last_error"].as_str() {
             notes.push(format!("{name}: last pass could not observe: {e}"));
         }
@@ -174,7 +186,7 @@ mod tests {
             "pools": [
                 {"name": "standalone", "scope": "your-organization/a-rather-long-repository-name", "backend": "ecs", "session": "live",
                  "report": {"status": {"assigned_jobs": 3, "desired": 3, "capacity": 2, "pending": 1, "busy": 1, "idle": 0, "launch_held": null},
-                            "launched_total": 7, "retired_total": 4, "launch_failure": {"reason": "capacity", "message": "no capacity to launch a runner: RESOURCE:FARGATE"}, "last_error": null}},
+                            "launched_total": 7, "retired_total": 4, "fallbacks_total": 2, "interrupted_total": 1, "launch_failure": {"reason": "capacity", "message": "no capacity to launch a runner: RESOURCE:FARGATE"}, "last_error": null}},
                 {"name": "org", "scope": "o", "backend": "ecs", "session": "waiting: another controller holds the session",
                  "report": {"status": {"assigned_jobs": null, "desired": 0, "capacity": 0, "pending": 0, "busy": 0, "idle": 0, "launch_held": null},
                             "launched_total": 0, "retired_total": 0, "launch_failure": null, "last_error": null}}
@@ -209,6 +221,15 @@ mod tests {
             text.contains("org: session waiting: another controller holds the session"),
             "{text}"
         );
+        assert!(
+            text.contains("standalone: 2 launch(es) started on a later capacity provider"),
+            "{text}"
+        );
+        assert!(
+            text.contains("standalone: 1 running job(s) cut short by a stop of their task"),
+            "{text}"
+        );
+        assert!(!text.contains("org: 0 "), "{text}");
         // Aligned: every row puts BACKEND at the same column as the header.
         let column = |line: &str| line.find(" ecs ").or_else(|| line.find(" BACKEND "));
         let header = text.lines().find(|l| l.starts_with("POOL")).unwrap();

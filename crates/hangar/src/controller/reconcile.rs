@@ -108,6 +108,8 @@ pub struct PoolReport {
     pub retired_total: u64,
     /// Jobs a stop of their task cut short (Spot reclaimed, someone stopped it).
     pub interrupted_total: u64,
+    /// Launches that started on a later capacity provider after a capacity refusal.
+    pub fallbacks_total: u64,
     pub github_calls: u64,
     pub budget_left: Option<u64>,
 }
@@ -824,6 +826,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
                             reason: LaunchFailureKind::Capacity,
                         });
                         self.emit(PoolEvent::FellBack);
+                        self.report.fallbacks_total += 1;
                     }
                     self.ledger
                         .launched(task.tags.runner_id, &task.tags.runner_name, now);
