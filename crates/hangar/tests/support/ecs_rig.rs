@@ -106,23 +106,9 @@ pub fn rig(world: &World, launch: EcsLaunch) -> Rig {
 
 /// Launch settings for this file's cluster and task definition, in the given network.
 pub fn launch_settings(subnets: Vec<String>, security_groups: Vec<String>) -> EcsLaunch {
-    EcsLaunch {
-        cluster: CLUSTER.into(),
-        task_definition: TASK_DEFINITION.into(),
-        container_name: "runner".into(),
-        subnets,
-        security_groups,
-        assign_public_ip: false,
-        launch_type: None,
-        capacity_provider: None,
-        capacity_providers: Vec::new(),
-        cpu: None,
-        memory: None,
-        cpu_architecture: None,
-        ephemeral_storage_gib: None,
-        parameter_prefix: PREFIX.into(),
-        kms_key_id: None,
-    }
+    let launch = EcsLaunch::new(CLUSTER, TASK_DEFINITION, subnets, security_groups);
+    assert_eq!(launch.parameter_prefix, PREFIX);
+    launch
 }
 
 /// AWS as the code under test meets it: moto behind the realism layer with AWS's rates and

@@ -507,8 +507,11 @@ impl EcsBackend {
         }
     }
 
-    /// Whether ECS no longer has the task running: unknown, stopped, or being stopped.
-    async fn stopped_or_unknown(&self, task_id: &str) -> Result<bool, BackendError> {
+    /// One task as ECS describes it; `None` when ECS does not know it (a MISSING failure).
+    async fn describe_one(
+        &self,
+        task_id: &str,
+    ) -> Result<Option<aws_sdk_ecs::types::Task>, BackendError> {
         let answer = self
             .ecs
             .describe_tasks()
@@ -517,7 +520,12 @@ impl EcsBackend {
             .send()
             .await
             .map_err(|e| ecs_error("ecs:DescribeTasks", refusal(&e), &self.launch, &self.region))?;
-        Ok(match answer.tasks().first() {
+        Ok(answer.tasks().first().cloned())
+    }
+
+    /// Whether ECS no longer has the task running: unknown, stopped, or being stopped.
+    async fn stopped_or_unknown(&self, task_id: &str) -> Result<bool, BackendError> {
+        Ok(match self.describe_one(task_id).await? {
             None => true,
             Some(t) => t.desired_status() == Some("STOPPED") || t.last_status() == Some("STOPPED"),
         })
@@ -625,15 +633,7 @@ impl Backend for EcsBackend {
 
     /// DescribeTasks keeps a stopped task about an hour: its `stopCode` and `stoppedReason`.
     async fn stop_details(&self, task_id: &str) -> Option<StopDetails> {
-        let answer = self
-            .ecs
-            .describe_tasks()
-            .cluster(&self.launch.cluster)
-            .tasks(task_id)
-            .send()
-            .await
-            .ok()?;
-        let task = answer.tasks().first()?;
+        let task = self.describe_one(task_id).await.ok()??;
         Some(StopDetails {
             code: task.stop_code().map(|c| c.as_str().to_string()),
             reason: task.stopped_reason().map(str::to_string),
@@ -1331,23 +1331,12 @@ mod tests {
     use super::*;
 
     fn launch() -> EcsLaunch {
-        EcsLaunch {
-            cluster: "runners".into(),
-            task_definition: "hangar-runner:3".into(),
-            container_name: "runner".into(),
-            subnets: vec!["subnet-1".into()],
-            security_groups: vec!["sg-1".into()],
-            assign_public_ip: false,
-            launch_type: None,
-            capacity_provider: None,
-            capacity_providers: Vec::new(),
-            cpu: None,
-            memory: None,
-            cpu_architecture: None,
-            ephemeral_storage_gib: None,
-            parameter_prefix: "/hangar/jit".into(),
-            kms_key_id: None,
-        }
+        EcsLaunch::new(
+            "runners",
+            "hangar-runner:3",
+            vec!["subnet-1".into()],
+            vec!["sg-1".into()],
+        )
     }
 
     fn service(code: &str, message: &str, status: u16) -> Refusal {

@@ -90,6 +90,33 @@ pub struct LocalLaunch {
 }
 
 impl EcsLaunch {
+    /// Launch settings with every optional field at its default (container `runner`, launch
+    /// type FARGATE, one-shot parameters under `/hangar/jit`, no stated shape).
+    pub fn new(
+        cluster: &str,
+        task_definition: &str,
+        subnets: Vec<String>,
+        security_groups: Vec<String>,
+    ) -> EcsLaunch {
+        EcsLaunch {
+            cluster: cluster.to_string(),
+            task_definition: task_definition.to_string(),
+            container_name: default_container(),
+            subnets,
+            security_groups,
+            assign_public_ip: false,
+            launch_type: None,
+            capacity_provider: None,
+            capacity_providers: Vec::new(),
+            cpu: None,
+            memory: None,
+            cpu_architecture: None,
+            ephemeral_storage_gib: None,
+            parameter_prefix: default_handoff_prefix(),
+            kms_key_id: None,
+        }
+    }
+
     /// The capacity providers to try, in order (empty: the launch type is used).
     pub fn providers(&self) -> Vec<String> {
         if self.capacity_providers.is_empty() {
