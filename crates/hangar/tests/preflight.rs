@@ -320,7 +320,7 @@ async fn a_set_up_like_the_terraform_modules_passes_every_check_and_nothing_is_w
             .collect();
         assert!(not_passed.is_empty(), "{text}");
         assert!(
-            text.contains("Result: 0 of 11 checks failed (0 warnings, 0 skipped)"),
+            text.contains("Result: 0 of 14 checks failed (0 warnings, 0 skipped)"),
             "{text}"
         );
         assert!(
@@ -748,7 +748,7 @@ async fn the_binary_exits_1_on_a_failed_check_and_0_when_all_pass() {
             "the static report first: {stdout}"
         );
         assert!(
-            stdout.contains("Result: 0 of 11 checks failed (0 warnings, 0 skipped)"),
+            stdout.contains("Result: 0 of 14 checks failed (0 warnings, 0 skipped)"),
             "{stdout}"
         );
 
@@ -756,7 +756,7 @@ async fn the_binary_exits_1_on_a_failed_check_and_0_when_all_pass() {
         let (code, stdout, stderr) = run("broken.toml", broken.clone(), false).await;
         assert_eq!(code, Some(1), "{stdout}{stderr}");
         assert!(stdout.contains("FAIL  cluster"), "{stdout}");
-        assert!(stdout.contains("Result: 1 of 11 checks failed"), "{stdout}");
+        assert!(stdout.contains("Result: 1 of 14 checks failed"), "{stdout}");
 
         let (code, stdout, stderr) = run("broken-json.toml", broken, true).await;
         assert_eq!(code, Some(1), "{stdout}{stderr}");

@@ -2,7 +2,7 @@
 //! Service Quotas answers reduced to the plain structs the checks judge, and every SDK error
 //! sorted into an [`InspectError`] (denied, not found, no answer, refused). Only Describe/Get
 //! calls and IAM's policy simulator: it changes nothing in AWS, and no call returns a secret
-//! value.
+//! value. Of a container's `environment` only the names are kept, never the values.
 
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum, PolicyEvaluationDecisionType};
@@ -123,6 +123,8 @@ impl AwsInspect for SdkInspector {
             named.then(|| ClusterInfo {
                 arn: arn.to_string(),
                 status: c.status().unwrap_or("UNKNOWN").to_string(),
+                // Always in AWS's answer; absent (moto, before any association) means none.
+                capacity_providers: c.capacity_providers().to_vec(),
             })
         }))
     }
@@ -172,6 +174,13 @@ impl AwsInspect for SdkInspector {
             status: d.status().map(|s| s.as_str().to_string()),
             cpu: d.cpu().map(str::to_string),
             memory: d.memory().map(str::to_string),
+            cpu_architecture: d
+                .runtime_platform()
+                .and_then(|p| p.cpu_architecture())
+                .map(|a| a.as_str().to_string()),
+            ephemeral_storage_gib: d
+                .ephemeral_storage()
+                .and_then(|e| u32::try_from(e.size_in_gib()).ok()),
             network_mode: d.network_mode().map(|m| m.as_str().to_string()),
             compatibilities,
             execution_role_arn: d.execution_role_arn().map(str::to_string),
@@ -190,6 +199,18 @@ impl AwsInspect for SdkInspector {
                         .secrets()
                         .iter()
                         .map(|s| s.value_from().to_string())
+                        .collect(),
+                    privileged: c.privileged().unwrap_or(false),
+                    volumes: c
+                        .mount_points()
+                        .iter()
+                        .filter_map(|m| m.source_volume().map(str::to_string))
+                        .collect(),
+                    // The variables' names only: their values are never read.
+                    environment: c
+                        .environment()
+                        .iter()
+                        .filter_map(|v| v.name().map(str::to_string))
                         .collect(),
                 })
                 .collect(),

@@ -1,17 +1,24 @@
 //! One pool's checks: each asks [`AwsInspect`] what it needs and turns the answers into
-//! PASS/WARN/FAIL/SKIP with the fix, in order (cluster, task definition, roles, KMS, network);
-//! a check whose input failed is skipped.
+//! PASS/WARN/FAIL/SKIP with the fix, in order (cluster and its capacity providers, task
+//! definition, its shape and Docker set-up, roles, KMS, network); a check whose input failed is
+//! skipped.
 
 use super::names::{ArnScope, EcrImage, FargateClass, SecretSource, task_vcpus, vcpus};
 use super::roles::{Grant, RoleUse, missing_grants, role_verdict};
-use super::{AwsInspect, ContainerInfo, ContextValue, InspectError, TaskDefinitionInfo};
+use super::shape;
+use super::{
+    AwsInspect, ClusterInfo, ContainerInfo, ContextValue, InspectError, TaskDefinitionInfo,
+};
 use crate::controller::backend::ecs::handoff_name;
 use crate::controller::config::{EcsLaunch, PoolConfig};
 use crate::report::{Check, Checks};
 
 pub(super) const BACKEND: &str = "backend";
 pub(super) const CLUSTER: &str = "cluster";
+pub(super) const CAPACITY_PROVIDERS: &str = "capacity providers";
 pub(super) const TASK_DEFINITION: &str = "task definition";
+pub(super) const SHAPE: &str = "shape";
+pub(super) const DOCKER: &str = "docker";
 pub(super) const IMAGE_PULL: &str = "execution role: image pull";
 pub(super) const SECRETS: &str = "execution role: secrets";
 pub(super) const ONE_SHOT: &str = "task role: one-shot parameter";
@@ -51,8 +58,11 @@ pub(super) async fn check_pool<A: AwsInspect + Sync>(
     region: &str,
 ) -> PoolOutcome {
     let mut checks = Checks::default();
-    cluster(aws, launch, region, &mut checks).await;
+    let active = cluster(aws, launch, region, &mut checks).await;
+    shape::capacity_providers(launch, active.as_ref(), &mut checks);
     let definition = task_definition(aws, launch, region, &mut checks).await;
+    shape::shape(launch, definition.as_ref(), &mut checks);
+    shape::docker(pool, launch, definition.as_ref(), &mut checks);
     let scope = definition.as_ref().and_then(|d| ArnScope::of(&d.arn));
 
     let mut decrypt_context: Result<(String, String), String> =
@@ -158,15 +168,17 @@ pub(super) fn not_checked(checks: &mut Checks, name: &'static str, err: &Inspect
     checks.warn(name, format!("not checked: {err}"), fix);
 }
 
+/// The cluster is ACTIVE; returns it then.
 async fn cluster<A: AwsInspect + Sync>(
     aws: &A,
     launch: &EcsLaunch,
     region: &str,
     checks: &mut Checks,
-) {
+) -> Option<ClusterInfo> {
     match aws.describe_cluster(&launch.cluster).await {
         Ok(Some(cluster)) if cluster.status == "ACTIVE" => {
-            checks.pass(CLUSTER, format!("{} is ACTIVE", cluster.arn))
+            checks.pass(CLUSTER, format!("{} is ACTIVE", cluster.arn));
+            return Some(cluster);
         }
         Ok(Some(cluster)) => checks.fail(
             CLUSTER,
@@ -185,6 +197,7 @@ async fn cluster<A: AwsInspect + Sync>(
         ),
         Err(err) => controller_call_failed(checks, CLUSTER, &err, "`cluster`"),
     }
+    None
 }
 
 /// The task definition's problems for this pool's launch settings, each with its fix.

@@ -1,12 +1,15 @@
 //! `hangar controller check-config --aws`: the AWS side of every ECS pool, checked before the
-//! first job. Per pool: the cluster is ACTIVE; the task definition exists, has the agent's
-//! container and fits the launch type; the execution role may pull the image and read the
-//! container's secrets; the task role may take its one-shot parameter
-//! (`<parameter_prefix>/<pool>/*`) and decrypt it with the pool's KMS key; the subnets and
-//! security groups exist in one VPC. Once for the file: SSM's write throughput against
-//! `controller.ssm_writes_per_second`, and the Fargate vCPU quotas against the pools' `max` ×
-//! task vCPU. Role permissions are asked of IAM's policy simulator (`SimulatePrincipalPolicy`),
-//! which evaluates what AWS evaluates for the role: identity policies and permission boundary.
+//! first job. Per pool: the cluster is ACTIVE and has the pool's capacity providers; the task
+//! definition exists, has the agent's container and fits the launch type, has the shape the
+//! pool file states and the Docker set-up the pool needs (`docker = true`: a privileged sidecar
+//! sharing a volume with the unprivileged runner container; otherwise nothing privileged); the
+//! execution role may pull the image and read the container's secrets; the task role may take
+//! its one-shot parameter (`<parameter_prefix>/<pool>/*`) and decrypt it with the pool's KMS
+//! key; the subnets and security groups exist in one VPC. Once for the file: SSM's write
+//! throughput against `controller.ssm_writes_per_second`, and the Fargate vCPU quotas against
+//! the pools' `max` × task vCPU. Role permissions are asked of IAM's policy simulator
+//! (`SimulatePrincipalPolicy`), which evaluates what AWS evaluates for the role: identity
+//! policies and permission boundary.
 //!
 //! The checks talk to AWS only through [`AwsInspect`], the narrow trait this module needs (its
 //! SDK adapter is `crate::aws::inspect`), and turn plain answers into [`Check`]s, so every
@@ -16,7 +19,8 @@
 //! - **The preflight changes nothing in AWS**: [`AwsInspect`] has only Describe/Get/Simulate
 //!   calls; nothing is written, tagged, started or deleted.
 //! - **No secret value is read**: secrets are named by their ARN (ECS `valueFrom`, the registry
-//!   credentials' ARN) and only simulated against; no parameter or secret is fetched.
+//!   credentials' ARN) and only simulated against; no parameter or secret is fetched. Of a
+//!   container's `environment` only the variable names are kept.
 //! - FAIL means the controller or its runners will fail as configured, and says the fix; WARN
 //!   means a likely problem, or a check that could not be made (a call denied to the identity
 //!   running the preflight: the fix names the permission); a check whose prerequisite failed is
@@ -28,6 +32,9 @@ mod account;
 mod checks;
 mod names;
 mod roles;
+mod shape;
+#[cfg(test)]
+mod shape_tests;
 #[cfg(test)]
 mod tests;
 
@@ -124,6 +131,9 @@ pub struct ClusterInfo {
     pub arn: String,
     /// ACTIVE, PROVISIONING, DEPROVISIONING, FAILED or INACTIVE.
     pub status: String,
+    /// The capacity providers associated with the cluster (`capacityProviders`: always in
+    /// AWS's answer; empty when none is), the only ones a RunTask strategy may name.
+    pub capacity_providers: Vec<String>,
 }
 
 /// What the preflight needs of a task definition.
@@ -136,6 +146,11 @@ pub struct TaskDefinitionInfo {
     pub cpu: Option<String>,
     /// Task-level memory in MiB.
     pub memory: Option<String>,
+    /// `runtimePlatform.cpuArchitecture` (X86_64 or ARM64); `None` when not set (ECS then runs
+    /// the task on X86_64).
+    pub cpu_architecture: Option<String>,
+    /// `ephemeralStorage.sizeInGiB`; `None` when not set (Fargate then gives 20 GiB).
+    pub ephemeral_storage_gib: Option<u32>,
     pub network_mode: Option<String>,
     /// The launch types it is compatible with (FARGATE, EC2, EXTERNAL).
     pub compatibilities: Vec<String>,
@@ -153,6 +168,13 @@ pub struct ContainerInfo {
     pub repository_credentials: Option<String>,
     /// Each `secrets[].valueFrom`: an SSM parameter (ARN or name) or a Secrets Manager ARN.
     pub secrets: Vec<String>,
+    /// `privileged`: the container has every capability of its host (a Docker daemon needs it).
+    pub privileged: bool,
+    /// Each `mountPoints[].sourceVolume`: the task volumes the container mounts.
+    pub volumes: Vec<String>,
+    /// The names of its `environment[]` variables. Names only: values are never read (secrets
+    /// belong in `secrets[]`, not in `environment`, but the preflight reads no value at all).
+    pub environment: Vec<String>,
 }
 
 /// One simulation: may `role_arn` do each of `actions` on `resource`, given `context`?

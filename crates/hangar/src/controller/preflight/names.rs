@@ -205,6 +205,17 @@ pub(super) fn task_vcpus(cpu: &str) -> Option<f64> {
     (value > 0.0 && value.is_finite()).then_some(value)
 }
 
+/// A task's memory in MiB from its task definition's `memory` (MiB, or "N GB"/"NGB", which ECS
+/// turns into MiB at registration).
+pub(super) fn task_memory_mib(memory: &str) -> Option<f64> {
+    let text = memory.trim().to_ascii_lowercase();
+    let value = match text.strip_suffix("gb") {
+        Some(gib) => gib.trim().parse::<f64>().ok()? * 1024.0,
+        None => text.parse::<f64>().ok()?,
+    };
+    (value > 0.0 && value.is_finite()).then_some(value)
+}
+
 /// A vCPU count without trailing zeros (0.25, 2.5, 10).
 pub(super) fn vcpus(value: f64) -> String {
     let text = format!("{value:.2}");

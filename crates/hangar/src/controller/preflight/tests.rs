@@ -1,5 +1,6 @@
 //! The preflight's verdicts against an in-memory fake of [`AwsInspect`]: a set-up where every
-//! check passes, and each check's failure provoked by changing one thing in it.
+//! check passes, and each check's failure provoked by changing one thing in it. The fake and
+//! the green set-up are shared with `shape_tests`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,16 +32,16 @@ struct Rule {
 
 /// AWS in memory. Operations named in `refuse` answer as the given error.
 #[derive(Default)]
-struct FakeAws {
-    clusters: HashMap<String, ClusterInfo>,
-    task_definitions: HashMap<String, TaskDefinitionInfo>,
+pub(super) struct FakeAws {
+    pub(super) clusters: HashMap<String, ClusterInfo>,
+    pub(super) task_definitions: HashMap<String, TaskDefinitionInfo>,
     roles: HashMap<String, Vec<Rule>>,
     keys: HashMap<String, KeyInfo>,
     high_throughput: String,
     quotas: HashMap<String, f64>,
     subnets: Vec<SubnetInfo>,
     groups: Vec<SecurityGroupInfo>,
-    refuse: HashMap<&'static str, InspectError>,
+    pub(super) refuse: HashMap<&'static str, InspectError>,
     simulations: Mutex<Vec<Simulation>>,
 }
 
@@ -51,7 +52,7 @@ fn matches(pattern: &str, value: &str) -> bool {
     }
 }
 
-fn denied(action: &'static str) -> InspectError {
+pub(super) fn denied(action: &'static str) -> InspectError {
     InspectError::Denied {
         action,
         code: "AccessDenied".into(),
@@ -83,7 +84,7 @@ impl FakeAws {
         }
     }
 
-    fn definition(&mut self) -> &mut TaskDefinitionInfo {
+    pub(super) fn definition(&mut self) -> &mut TaskDefinitionInfo {
         self.task_definitions.get_mut("runner-web").unwrap()
     }
 
@@ -226,7 +227,7 @@ impl AwsInspect for FakeAws {
     }
 }
 
-const GREEN_FILE: &str = r#"
+pub(super) const GREEN_FILE: &str = r#"
 [controller]
 ssm_writes_per_second = 3
 
@@ -243,12 +244,12 @@ parameter_prefix = "/hangar/jit"
 kms_key_id = "alias/hangar"
 "#;
 
-fn config(text: &str) -> ControllerConfig {
+pub(super) fn config(text: &str) -> ControllerConfig {
     ControllerConfig::parse(text, "test").unwrap()
 }
 
 /// The AWS side of [`GREEN_FILE`], with every permission the Terraform module grants.
-fn green_aws() -> FakeAws {
+pub(super) fn green_aws() -> FakeAws {
     let mut aws = FakeAws {
         high_throughput: "false".into(),
         ..FakeAws::default()
@@ -258,6 +259,7 @@ fn green_aws() -> FakeAws {
         ClusterInfo {
             arn: "arn:aws:ecs:us-east-1:123456789012:cluster/runners".into(),
             status: "ACTIVE".into(),
+            capacity_providers: vec!["FARGATE".into(), "FARGATE_SPOT".into()],
         },
     );
     aws.task_definitions.insert(
@@ -276,6 +278,7 @@ fn green_aws() -> FakeAws {
                 image: IMAGE.into(),
                 ..ContainerInfo::default()
             }],
+            ..TaskDefinitionInfo::default()
         },
     );
     aws.allow(EXEC_ROLE, &["ecr:GetAuthorizationToken"], "*");
@@ -326,11 +329,11 @@ fn green_aws() -> FakeAws {
     aws
 }
 
-async fn preflight(text: &str, aws: &FakeAws) -> PreflightReport {
+pub(super) async fn preflight(text: &str, aws: &FakeAws) -> PreflightReport {
     run(&config(text), aws, REGION).await
 }
 
-fn check<'a>(report: &'a PreflightReport, pool: Option<&str>, name: &str) -> &'a Check {
+pub(super) fn check<'a>(report: &'a PreflightReport, pool: Option<&str>, name: &str) -> &'a Check {
     report
         .checks_of(pool)
         .iter()
@@ -338,12 +341,12 @@ fn check<'a>(report: &'a PreflightReport, pool: Option<&str>, name: &str) -> &'a
         .unwrap_or_else(|| panic!("no check {name:?} in:\n{}", report.render_text()))
 }
 
-fn web<'a>(report: &'a PreflightReport, name: &str) -> &'a Check {
+pub(super) fn web<'a>(report: &'a PreflightReport, name: &str) -> &'a Check {
     check(report, Some("web"), name)
 }
 
 /// The check's status, and its detail and fix as one text.
-fn said(check: &Check) -> (Status, String) {
+pub(super) fn said(check: &Check) -> (Status, String) {
     (
         check.status,
         format!(
@@ -354,7 +357,7 @@ fn said(check: &Check) -> (Status, String) {
     )
 }
 
-fn assert_says(check: &Check, status: Status, wanted: &[&str]) {
+pub(super) fn assert_says(check: &Check, status: Status, wanted: &[&str]) {
     let (got, text) = said(check);
     assert_eq!(got, status, "{}: {text}", check.name);
     for w in wanted {
@@ -382,7 +385,10 @@ async fn every_check_passes_on_a_set_up_like_the_terraform_modules() {
         statuses,
         vec![
             (CLUSTER, Status::Pass),
+            (CAPACITY_PROVIDERS, Status::Pass),
             (TASK_DEFINITION, Status::Pass),
+            (SHAPE, Status::Pass),
+            (DOCKER, Status::Pass),
             (IMAGE_PULL, Status::Pass),
             (SECRETS, Status::Pass),
             (ONE_SHOT, Status::Pass),
@@ -399,7 +405,7 @@ async fn every_check_passes_on_a_set_up_like_the_terraform_modules() {
     assert!(text.contains("web: max 4 x 0.5"), "{text}");
     assert!(text.contains("NAT gateway"), "{text}");
     assert!(
-        text.contains("Result: 0 of 11 checks failed (0 warnings, 0 skipped)"),
+        text.contains("Result: 0 of 14 checks failed (0 warnings, 0 skipped)"),
         "{text}"
     );
     // The JSON form carries the same checks.
