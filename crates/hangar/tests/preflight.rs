@@ -2,13 +2,19 @@
 //! the three calls moto 5.2.5 lacks (IAM SimulatePrincipalPolicy, evaluated on the roles'
 //! policies as stored in moto; SSM GetServiceSetting; Service Quotas GetServiceQuota:
 //! `support::aws_control`). The set-up mirrors the Terraform module (roles and policies of
-//! deploy/terraform/iam.tf, a runner task definition, a KMS key, moto's default VPC); each test
-//! breaks one thing in it and expects that check to say so. Set-up talks to moto directly; the
+//! deploy/terraform/iam.tf, a runner task definition, a KMS key, moto's default VPC; for the
+//! shape checks docker.tf's capacity provider association and a Docker shape's task definition,
+//! which moto 5.2.5 stores and describes: PutClusterCapacityProviders, privileged, mountPoints,
+//! runtimePlatform); each test breaks one thing in it and expects that check to say so. Set-up talks to moto directly; the
 //! preflight goes through the proxy, in process and through the binary.
 
 mod support;
 
-use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, NetworkMode};
+use aws_sdk_ecs::types::{
+    AutoScalingGroupProvider, Compatibility, ContainerCondition, ContainerDefinition,
+    ContainerDependency, CpuArchitecture, DockerVolumeConfiguration, KeyValuePair, MountPoint,
+    NetworkMode, OsFamily, RuntimePlatform, Scope, Volume,
+};
 use hangar::aws::inspect::SdkInspector;
 use hangar::controller::config::ControllerConfig;
 use hangar::controller::preflight::{self, PreflightReport};
@@ -771,6 +777,255 @@ async fn the_binary_exits_1_on_a_failed_check_and_0_when_all_pass() {
         let (code, _, stderr) = run("invalid.toml", "[[pool]]\nname = 1\n".into(), false).await;
         assert_eq!(code, Some(2), "{stderr}");
         let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+}
+
+/// deploy/terraform's Docker capacity provider of cluster [`CLUSTER`] (locals.tf:
+/// docker_capacity_provider_name) and a Docker shape's task definition family.
+const DOCKER_PROVIDER: &str = "hangar-docker-hangar-runners";
+const DOCKER_TASK_DEFINITION: &str = "hangar-runner-docker";
+/// A cluster with no capacity provider associated.
+const PLAIN_CLUSTER: &str = "hangar-runners-plain";
+
+impl World {
+    /// docker.tf: the Docker capacity provider, and the cluster's list (FARGATE, FARGATE_SPOT
+    /// and it) as aws_ecs_cluster_capacity_providers.docker sets it.
+    async fn associate_docker_capacity(&self) {
+        let ecs = aws_sdk_ecs::Client::new(&self.moto.sdk_config());
+        ecs.create_capacity_provider()
+            .name(DOCKER_PROVIDER)
+            .auto_scaling_group_provider(
+                AutoScalingGroupProvider::builder()
+                    .auto_scaling_group_arn(format!(
+                        "arn:aws:autoscaling:us-east-1:{ACCOUNT}:autoScalingGroup:\
+                         5d3e1a3c-0000-4000-8000-000000000000:autoScalingGroupName/hangar-docker-1"
+                    ))
+                    .build()
+                    .expect("the group's ARN is set"),
+            )
+            .send()
+            .await
+            .expect("create_capacity_provider");
+        ecs.put_cluster_capacity_providers()
+            .cluster(CLUSTER)
+            .capacity_providers("FARGATE")
+            .capacity_providers("FARGATE_SPOT")
+            .capacity_providers(DOCKER_PROVIDER)
+            .set_default_capacity_provider_strategy(Some(Vec::new()))
+            .send()
+            .await
+            .expect("put_cluster_capacity_providers");
+    }
+
+    /// main.tf and locals.tf for a Docker shape (2 vCPU, 4 GiB, ARM64): EC2 only, the two task
+    /// volumes, the runner container (named like the family, not privileged, HANGAR_DOCKER and
+    /// DOCKER_HOST, the socket volume, started after the daemon) and the privileged `docker`
+    /// sidecar with the socket and data volumes.
+    async fn register_docker_shape(&self) {
+        let socket = "/var/run/hangar-docker";
+        let env = |name: &str, value: &str| KeyValuePair::builder().name(name).value(value).build();
+        let mount = |volume: &str, path: &str| {
+            MountPoint::builder()
+                .source_volume(volume)
+                .container_path(path)
+                .read_only(false)
+                .build()
+        };
+        let volume = |name: &str| {
+            Volume::builder()
+                .name(name)
+                .docker_volume_configuration(
+                    DockerVolumeConfiguration::builder()
+                        .scope(Scope::Task)
+                        .driver("local")
+                        .build(),
+                )
+                .build()
+        };
+        aws_sdk_ecs::Client::new(&self.moto.sdk_config())
+            .register_task_definition()
+            .family(DOCKER_TASK_DEFINITION)
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Ec2)
+            .cpu("2048")
+            .memory("4096")
+            .runtime_platform(
+                RuntimePlatform::builder()
+                    .operating_system_family(OsFamily::Linux)
+                    .cpu_architecture(CpuArchitecture::Arm64)
+                    .build(),
+            )
+            .execution_role_arn(role_arn(EXEC_ROLE))
+            .task_role_arn(role_arn(TASK_ROLE))
+            .volumes(volume("docker-socket"))
+            .volumes(volume("docker-data"))
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name(DOCKER_TASK_DEFINITION)
+                    .image(IMAGE)
+                    .essential(true)
+                    .stop_timeout(120)
+                    .environment(env("HANGAR_DOCKER", "1"))
+                    .environment(env(
+                        "DOCKER_HOST",
+                        "unix:///var/run/hangar-docker/docker.sock",
+                    ))
+                    .mount_points(mount("docker-socket", socket))
+                    .depends_on(
+                        ContainerDependency::builder()
+                            .container_name("docker")
+                            .condition(ContainerCondition::Start)
+                            .build()
+                            .expect("dependency"),
+                    )
+                    .build(),
+            )
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("docker")
+                    .image("public.ecr.aws/docker/library/docker:28.3.3-dind")
+                    .essential(true)
+                    .privileged(true)
+                    .command("dockerd")
+                    .command("--host=unix:///var/run/hangar-docker/docker.sock")
+                    .command("--group=1001")
+                    .environment(env("DOCKER_TLS_CERTDIR", ""))
+                    .memory_reservation(512)
+                    .stop_timeout(120)
+                    .mount_points(mount("docker-socket", socket))
+                    .mount_points(mount("docker-data", "/var/lib/docker"))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("register_task_definition");
+    }
+}
+
+#[tokio::test]
+async fn capacity_providers_and_a_docker_shape_as_the_terraform_module_makes_them_pass() {
+    within(120, async {
+        let world = World::start().await;
+        world.associate_docker_capacity().await;
+        world.register_docker_shape().await;
+        // The Docker pool's one-shot folder, as aws_iam_role_policy.task_jit grants each pool.
+        world
+            .put_policy(
+                TASK_ROLE,
+                "one-shot-jit-config-docker",
+                serde_json::json!([{
+                    "Effect": "Allow",
+                    "Action": ["ssm:DeleteParameter", "ssm:GetParameter"],
+                    "Resource": "arn:aws:ssm:us-east-1:123456789012:parameter/hangar/jit/docker/*"
+                }]),
+            )
+            .await;
+        aws_sdk_ecs::Client::new(&world.moto.sdk_config())
+            .create_cluster()
+            .cluster_name(PLAIN_CLUSTER)
+            .send()
+            .await
+            .expect("create_cluster");
+        // `web` on Fargate Spot then Fargate, on a cluster with none associated; `docker` as
+        // locals.tf writes a Docker shape's pool.
+        let file = world.file(|t| {
+            let web = t.replace(
+                &format!("cluster = \"{CLUSTER}\""),
+                &format!(
+                    "cluster = \"{PLAIN_CLUSTER}\"\ncapacity_providers = [\"FARGATE_SPOT\", \"FARGATE\"]"
+                ),
+            );
+            format!(
+                r#"{web}
+[[pool]]
+name = "docker"
+repository = "your-organization/web"
+max = 2
+docker = true
+[pool.ecs]
+cluster = "{CLUSTER}"
+task_definition = "{DOCKER_TASK_DEFINITION}"
+container_name = "{DOCKER_TASK_DEFINITION}"
+subnets = ["{}"]
+security_groups = ["{}"]
+parameter_prefix = "/hangar/jit"
+capacity_providers = ["{DOCKER_PROVIDER}"]
+cpu = 2048
+memory = 4096
+cpu_architecture = "ARM64"
+"#,
+                world.subnet, world.group
+            )
+        });
+        let report = world.preflight(&file).await;
+        let text = report.render_text();
+
+        // moto answers a cluster never given providers without `capacityProviders`: none, as
+        // AWS's empty list says.
+        expect(
+            &report,
+            Some("web"),
+            "capacity providers",
+            Status::Fail,
+            &[
+                &format!(
+                    "cluster arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/{PLAIN_CLUSTER} has no \
+                     capacity provider FARGATE_SPOT, FARGATE associated (it has none)"
+                ),
+                "aws_ecs_cluster_capacity_providers",
+                "remove them from the pool's `capacity_providers`",
+            ],
+        );
+        only_failure(&report, "capacity providers");
+
+        let docker: Vec<&Check> = report
+            .checks_of(Some("docker"))
+            .iter()
+            .filter(|c| c.status != Status::Pass)
+            .collect();
+        assert!(docker.is_empty(), "{text}");
+        expect(
+            &report,
+            Some("docker"),
+            "capacity providers",
+            Status::Pass,
+            &[&format!(
+                "{DOCKER_PROVIDER} (no fallback); each associated with \
+                 arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/{CLUSTER}"
+            )],
+        );
+        expect(
+            &report,
+            Some("docker"),
+            "shape",
+            Status::Pass,
+            &["2 vCPU, 4 GiB, ARM64, as the pool file states"],
+        );
+        expect(
+            &report,
+            Some("docker"),
+            "docker",
+            Status::Pass,
+            &[
+                &format!(
+                    "docker is a privileged Docker daemon sharing docker-socket with the runner \
+                     container {DOCKER_TASK_DEFINITION} (not privileged, DOCKER_HOST set)"
+                ),
+                "every job, Docker too",
+            ],
+        );
+        // The Fargate pool's task definition has no privileged container.
+        expect(
+            &report,
+            Some("web"),
+            "docker",
+            Status::Pass,
+            &["no privileged container", "runs-on: docker"],
+        );
+        for write in ["PutClusterCapacityProviders", "RegisterTaskDefinition", "RunTask"] {
+            assert_eq!(world.proxy.calls(write), 0, "{write}");
+        }
     })
     .await
 }
