@@ -117,6 +117,8 @@ done
 say every-environ tried
 env > "$LOOT/step-env"; say step-env read
 say relative-uri "${AWS_CONTAINER_CREDENTIALS_RELATIVE_URI:-unset}"
+# Docker on a pool without a daemon: what `docker` on the job's PATH says.
+say docker "$(docker version 2>&1 | head -c 400 | tr '\n' ' ')"
 # Credential files, and the agent's working folders.
 grab other-runners-jit "$OTHER_JIT_FILE"
 for d in /run/hangar /tmp/hangar-[0-9]*; do
@@ -592,6 +594,25 @@ async fn inside_the_built_image_a_job_reaches_no_credential() {
         "the job runs as the image's runner user (uid 1001): {:?}",
         findings.verdicts
     );
+    // The image has the Docker client (/usr/bin/docker) for Docker pools; on a pool without a
+    // daemon the agent's stub comes first on the job's PATH and says which pool to use.
+    assert!(
+        rootfs_has_docker_client(&dir),
+        "the image carries the Docker client"
+    );
+    let docker = findings
+        .verdicts
+        .iter()
+        .find_map(|l| l.strip_prefix("PROBE docker "))
+        .unwrap_or_default();
+    assert!(
+        docker.contains("has no Docker daemon") && docker.contains("runs-on:"),
+        "a job's docker is the stub naming the fix: {docker:?}"
+    );
+}
+
+fn rootfs_has_docker_client(dir: &Path) -> bool {
+    dir.join("rootfs/usr/bin/docker").is_file()
 }
 
 /// `uid:gid` of `user` (a name or a number) in the image's `/etc/passwd`.
