@@ -130,6 +130,10 @@ resource "aws_ecs_task_definition" "github_runner" {
       error_message = "pool_shapes: the Docker shape of pool ${each.key} needs docker_capacity (EC2 instances for its privileged daemon): Fargate runs no privileged container. Set docker_capacity, or remove docker = true."
     }
     precondition {
+      condition     = !(each.value.cpu_architecture == "ARM64" && contains(each.value.capacity_providers, "FARGATE_SPOT"))
+      error_message = "pool_shapes: pool ${each.key} is ARM64 and lists FARGATE_SPOT, but Fargate Spot runs X86_64 tasks only: remove FARGATE_SPOT from its capacity_providers, or make the shape X86_64."
+    }
+    precondition {
       condition     = !each.value.docker ? true : (var.docker_capacity == null ? true : var.docker_capacity.cpu_architecture == each.value.cpu_architecture)
       error_message = "pool_shapes: the Docker shape of pool ${each.key} is ${each.value.cpu_architecture}, but docker_capacity's instances are ${var.docker_capacity == null ? "-" : var.docker_capacity.cpu_architecture}: give the shape the instances' cpu_architecture."
     }

@@ -686,6 +686,19 @@ class Refusals(unittest.TestCase):
         errors = failing({**SHAPED_ORG, "docker_capacity": {"instance_type": "m7g.large", "cpu_architecture": "ARM64"}})
         self.assertEqual(errors, ["pool_shapes: the Docker shape of pool org-docker is X86_64, but docker_capacity's instances are ARM64: give the shape the instances' cpu_architecture."])
 
+    def test_fargate_spot_is_refused_for_an_arm64_shape(self):
+        # Fargate Spot runs Linux X86_64 tasks only (ECS developer guide, Fargate capacity
+        # providers): the architecture may come from the shape or from var.cpu_architecture.
+        spot = {"cpu": 1024, "memory": 2048, "capacity_providers": ["FARGATE_SPOT", "FARGATE"]}
+        for variables in (
+            {**FARGATE_ONLY, "pool_shapes": {"spot": {**spot, "cpu_architecture": "ARM64"}}},
+            {**FARGATE_ONLY, "cpu_architecture": "ARM64", "pool_shapes": {"spot": spot}},
+        ):
+            errors = failing(variables)
+            self.assertEqual(len(errors), 1, errors)
+            self.assertIn("is ARM64 and lists FARGATE_SPOT", errors[0])
+        self.assertEqual(failing({**FARGATE_ONLY, "pool_shapes": {"spot": spot}}), [])
+
     def test_shapes_need_the_controller(self):
         errors = failing({**FARGATE_ONLY, "enable_controller": False})
         self.assertEqual(len(errors), 2, errors)

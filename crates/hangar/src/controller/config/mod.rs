@@ -892,6 +892,14 @@ impl Resolver<'_> {
             }
             ecs.cpu_architecture = Some(upper);
         }
+        if ecs.cpu_architecture.as_deref() == Some("ARM64")
+            && ecs
+                .capacity_providers
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case("FARGATE_SPOT"))
+        {
+            return Err(self.invalid(format!("{at}.capacity_providers"), "the pool is ARM64 and lists FARGATE_SPOT, which runs X86_64 tasks only", "remove FARGATE_SPOT from capacity_providers (ARM64 runs on FARGATE), or use an X86_64 task definition"));
+        }
         if let Some(disk) = ecs.ephemeral_storage_gib
             && !(21..=200).contains(&disk)
         {

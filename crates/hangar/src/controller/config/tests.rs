@@ -411,6 +411,10 @@ fn capacity_providers_are_an_ordered_list_exclusive_with_launch_type() {
         ("cpu_architecture = \"riscv\"", "X86_64 or ARM64"),
         ("ephemeral_storage_gib = 500", "21 to 200"),
         ("cpu = 0", "is 0"),
+        (
+            "cpu_architecture = \"ARM64\"\ncapacity_providers = [\"FARGATE_SPOT\", \"FARGATE\"]",
+            "X86_64 tasks only",
+        ),
     ] {
         let message = err(&ecs_pool("a", org, "", extra));
         assert!(message.contains(needle), "{extra}: {message}");

@@ -267,6 +267,18 @@ pub(super) fn task_definition_problems(
                 .to_string(),
         ));
     }
+    if definition.cpu_architecture.as_deref() == Some("ARM64")
+        && launch
+            .providers()
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("FARGATE_SPOT"))
+    {
+        problems.push((
+            "it is ARM64 and the pool lists FARGATE_SPOT, which runs X86_64 tasks only".to_string(),
+            "remove FARGATE_SPOT from `capacity_providers`, or use an X86_64 task definition"
+                .to_string(),
+        ));
+    }
     if fargate && definition.cpu.as_deref().and_then(task_vcpus).is_none() {
         problems.push((
             "it sets no task-level cpu, which Fargate requires".to_string(),

@@ -416,3 +416,23 @@ fn task_memory_becomes_mib_and_the_shape_reads_like_the_files() {
         "no task cpu, 1 GiB, X86_64 by default"
     );
 }
+
+#[tokio::test]
+async fn an_arm64_task_definition_on_fargate_spot_fails() {
+    // Fargate Spot runs Linux X86_64 tasks only (ECS developer guide, Fargate capacity
+    // providers); the file says nothing of the architecture, the task definition does.
+    let mut aws = green_aws();
+    aws.definition().cpu_architecture = Some("ARM64".into());
+    let report = preflight(
+        &with_ecs("capacity_providers = [\"FARGATE_SPOT\", \"FARGATE\"]"),
+        &aws,
+    )
+    .await;
+    assert_says(
+        web(&report, TASK_DEFINITION),
+        Status::Fail,
+        &["ARM64", "FARGATE_SPOT, which runs X86_64 tasks only"],
+    );
+    let report = preflight(&with_ecs("capacity_providers = [\"FARGATE\"]"), &aws).await;
+    assert_eq!(said(web(&report, TASK_DEFINITION)).0, Status::Pass);
+}
