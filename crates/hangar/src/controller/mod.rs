@@ -8,6 +8,7 @@ pub mod backend;
 pub mod budget;
 pub mod check;
 pub mod config;
+pub mod cost;
 pub mod creations;
 pub mod http;
 pub mod ledger;
