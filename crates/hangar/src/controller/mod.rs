@@ -11,6 +11,7 @@ pub mod config;
 pub mod cost;
 pub mod creations;
 pub mod http;
+pub mod jobs;
 pub mod ledger;
 pub mod listener;
 pub mod metrics;
