@@ -151,6 +151,16 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
     },
+    /// A running `hangar controller`'s jobs (its /jobs endpoint): in flight and recent, per
+    /// pool, with their runner, task and times. Needs no GitHub or AWS credentials.
+    Jobs {
+        /// The controller's address, e.g. http://10.0.1.5:9464.
+        #[arg(long, env = "HANGAR_CONTROLLER_URL")]
+        controller: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
     /// The runners' CloudWatch logs: a repository's runner, the org runner, or all.
     Logs {
         #[command(flatten)]
@@ -390,6 +400,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 connection.github.web_url.clone(),
             ));
             controller::runtime::run(options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs { controller, output } => {
+            let jobs = commands::pools::fetch_path(&controller, "/jobs").await?;
+            match output {
+                OutputFormat::Text => print!("{}", commands::jobs::render_text(&jobs)),
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&jobs)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status {

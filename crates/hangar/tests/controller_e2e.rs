@@ -94,6 +94,56 @@ async fn fifty_jobs_across_both_pools_complete_and_the_pools_return_to_zero() {
         launched >= 50,
         "one ephemeral runner per job at least: {launched}"
     );
+
+    // Every job as a record (`hangar jobs`, no credentials): its repository, result, the runner
+    // that took it (the emulator's own record) and the task it ran in.
+    let url = format!("http://{}", controller.addr);
+    let jobs = within(30, async {
+        loop {
+            let out = support::hangar::<&str, &str>(
+                &["jobs", "--controller", &url, "--output", "json"],
+                &[],
+            )
+            .await;
+            assert!(out.status.success(), "{}", support::text(&out.stderr));
+            let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let records: Vec<serde_json::Value> = jobs["pools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|p| p["recent"].as_array().unwrap().clone())
+                .collect();
+            if records.len() == 50 && records.iter().all(|r| r["task"]["id"].is_string()) {
+                return records;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    for view in &done {
+        let record = jobs
+            .iter()
+            .find(|r| r["runner_name"].as_str() == view.runner_name.as_deref())
+            .unwrap_or_else(|| panic!("no record of {view:?}"));
+        assert_eq!(record["result"], "succeeded", "{record}");
+        assert_eq!(record["repository"], view.repository.as_str(), "{record}");
+        assert_eq!(record["job_name"], view.name.as_str(), "{record}");
+        assert_eq!(record["run_id"], view.run_id, "{record}");
+        assert_eq!(
+            record["task"]["id"],
+            format!("local-{}", view.runner_name.as_deref().unwrap_or_default()),
+            "the task that ran it"
+        );
+        assert!(record["queued_at"].is_string() && record["completed_at"].is_string());
+    }
+    let out = support::hangar::<&str, &str>(&["jobs", "--controller", &url], &[]).await;
+    let text = support::text(&out.stdout);
+    assert!(text.starts_with("POOL"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" succeeded ")).count(),
+        50,
+        "{text}"
+    );
     controller.stop().await;
 }
 

@@ -80,6 +80,7 @@ async fn start(receiver: Option<WebhookReceiver>) -> Server {
         metrics: metrics.clone(),
         health: Arc::new(move || read_health.lock().unwrap().clone()),
         status: Arc::new(|| json!({"pools": [{"name": "org", "desired": 2}]})),
+        jobs: Arc::new(|| json!({"pools": [{"name": "org", "in_flight": [], "recent": []}]})),
         webhook: receiver.map(|receiver| WebhookRoute {
             receiver: Arc::new(receiver),
             nudge: Arc::new(move |pools| {
@@ -222,7 +223,7 @@ async fn healthz_is_200_when_healthy_and_503_with_the_reasons_when_not() {
 }
 
 #[tokio::test]
-async fn status_serves_the_controllers_json() {
+async fn status_and_jobs_serve_the_controllers_json() {
     within(30, async {
         let server = start(None).await;
         assert_eq!(
@@ -230,6 +231,13 @@ async fn status_serves_the_controllers_json() {
             (
                 StatusCode::OK,
                 json!({"pools": [{"name": "org", "desired": 2}]})
+            )
+        );
+        assert_eq!(
+            get_json(&server.url("/jobs")).await,
+            (
+                StatusCode::OK,
+                json!({"pools": [{"name": "org", "in_flight": [], "recent": []}]})
             )
         );
         server.stop().await;

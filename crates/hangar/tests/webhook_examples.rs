@@ -125,6 +125,7 @@ async fn start(pools: Vec<PoolConfig>) -> Server {
         metrics: Metrics::new(),
         health: Arc::new(Health::ok),
         status: Arc::new(|| json!({})),
+        jobs: Arc::new(|| json!({})),
         webhook: Some(WebhookRoute {
             receiver: Arc::new(WebhookReceiver::new(
                 SecretString::from(SECRET.to_string()),

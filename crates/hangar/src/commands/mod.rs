@@ -3,6 +3,7 @@
 
 pub mod dev;
 pub mod doctor;
+pub mod jobs;
 pub mod logs;
 pub mod pools;
 pub mod status;

@@ -22,7 +22,12 @@ pub enum PoolsError {
 
 /// Fetches `/status` from a controller's base URL (e.g. `http://10.0.1.5:9464`).
 pub async fn fetch(base: &str) -> Result<Value, PoolsError> {
-    let url = format!("{}/status", base.trim_end_matches('/'));
+    fetch_path(base, "/status").await
+}
+
+/// Fetches one of a controller's JSON endpoints (`/status`, `/jobs`), which list its pools.
+pub async fn fetch_path(base: &str, path: &str) -> Result<Value, PoolsError> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

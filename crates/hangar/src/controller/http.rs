@@ -1,6 +1,7 @@
 //! The controller's HTTP surface, served by axum on one listener: `GET /metrics` (Prometheus
 //! text format 0.0.4), `GET /healthz` (200 or 503 with the reasons), `GET /status` (the pools as
-//! JSON, for `hangar status`) and, only when a webhook receiver is configured, `POST /webhook`.
+//! JSON, for `hangar status`), `GET /jobs` (each pool's jobs in flight and recent ones, for
+//! `hangar jobs`) and, only when a webhook receiver is configured, `POST /webhook`.
 //!
 //! [`HttpState`] is how the controller plugs in: its [`Metrics`], a health callback, a status
 //! callback and optionally a [`WebhookRoute`] (the receiver plus a nudge callback). Callbacks run
@@ -66,6 +67,8 @@ impl Health {
 pub type HealthFn = Arc<dyn Fn() -> Health + Send + Sync>;
 /// Reports the controller's pools for `/status`.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// Reports each pool's jobs for `/jobs`.
+pub type JobsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 /// Asks for a reconcile of the named pools.
 pub type NudgeFn = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
@@ -83,6 +86,7 @@ pub struct HttpState {
     pub metrics: Metrics,
     pub health: HealthFn,
     pub status: StatusFn,
+    pub jobs: JobsFn,
     /// `None`: no `/webhook` route (404).
     pub webhook: Option<WebhookRoute>,
 }
@@ -92,7 +96,8 @@ pub fn router(state: HttpState) -> Router {
     let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .route("/status", get(status));
+        .route("/status", get(status))
+        .route("/jobs", get(jobs));
     if let Some(route) = &state.webhook {
         router = router.route(
             "/webhook",
@@ -144,6 +149,10 @@ async fn healthz(State(state): State<HttpState>) -> Response {
 
 async fn status(State(state): State<HttpState>) -> Response {
     axum::Json((state.status)()).into_response()
+}
+
+async fn jobs(State(state): State<HttpState>) -> Response {
+    axum::Json((state.jobs)()).into_response()
 }
 
 async fn webhook(State(state): State<HttpState>, request: Request) -> Response {

@@ -17,6 +17,9 @@ use serde::Serialize;
 
 use crate::github::scaleset::{JobInfo, JobMessage};
 
+/// Finished jobs the controller keeps per pool.
+pub const RECENT_JOBS_KEPT: usize = 200;
+
 /// Jobs in flight one pool keeps at most; past it the oldest is let go (and counted).
 pub const IN_FLIGHT_MAX: usize = 10_000;
 

@@ -31,6 +31,7 @@ use super::backend::{Backend, BackendError, Interruption, LaunchRequest, Task, T
 use super::budget::{self, Costs, RateLimitSnapshot};
 use super::config::{PoolConfig, RUNNER_SUFFIX_LEN};
 use super::creations::{CreationPace, HELD_REASON};
+use super::jobs::{JobBook, TaskRecord};
 use super::ledger::{Ledger, ListingReason, STREAM_GRACE, StreamItem};
 use super::metrics::LaunchFailure as LaunchFailureKind;
 use super::plan::{self, Action, InFlight, Memory, Observed, ObservedRunner, PoolStatus, Reason};
@@ -246,6 +247,8 @@ pub struct Reconciler<G: PoolGitHub, B: Backend> {
     awaiting_statistics_since: Option<DateTime<Utc>>,
     /// REST runner listings read, by why (for the log and tests).
     listings: u64,
+    /// The pool's job records, told which task ran each runner's job.
+    jobs: Option<Arc<std::sync::Mutex<JobBook>>>,
     /// Runner id -> its task's id, as the last listing showed (a task gone from the next one
     /// is still named when its stop is looked up).
     task_ids: BTreeMap<u64, String>,
@@ -282,6 +285,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             awaiting_statistics_since: None,
             listings: 0,
             task_ids: BTreeMap::new(),
+            jobs: None,
         }
     }
 
@@ -289,6 +293,12 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
     /// actions), reading the REST runner list only when the ledger asks for it.
     pub fn with_stream(mut self, stream: tokio::sync::mpsc::UnboundedReceiver<StreamItem>) -> Self {
         self.stream = Some(stream);
+        self
+    }
+
+    /// Tells `jobs` the task of every runner a listing shows.
+    pub fn with_jobs(mut self, jobs: Arc<std::sync::Mutex<JobBook>>) -> Self {
+        self.jobs = Some(jobs);
         self
     }
 
@@ -546,6 +556,20 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         let (runners, tasks, handoffs) =
             tokio::join!(rest_runners, self.backend.list(&self.pool.name), handoffs,);
         let tasks = tasks.map_err(|e| format!("listing the pool's tasks: {e}"))?;
+        if let Some(jobs) = &self.jobs {
+            let mut book = jobs.lock().expect("job book poisoned");
+            for task in &tasks {
+                book.task_of_runner(
+                    task.tags.runner_id,
+                    TaskRecord {
+                        id: task.id.clone(),
+                        created_at: Some(task.created_at),
+                        capacity_provider: task.capacity_provider.clone(),
+                        ..TaskRecord::default()
+                    },
+                );
+            }
+        }
         let handoffs = match handoffs {
             Some(Ok(handoffs)) => {
                 self.handoffs_listed_at = Some(now);

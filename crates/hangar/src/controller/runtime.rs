@@ -37,6 +37,7 @@ use super::config::{
 };
 use super::creations::CreationPace;
 use super::http::{self, Health, HttpState, WebhookRoute};
+use super::jobs::{JobBook, RECENT_JOBS_KEPT};
 use super::listener::{self, Demand, ListenerSpec, ListenerTiming, SessionState};
 use super::metrics::{JobResult, Metrics, PoolGauges};
 use super::reconcile::{DemandView, LoopSettings, PoolEvent, PoolReport, Reconciler};
@@ -138,6 +139,8 @@ struct PoolWorker {
     refresh: Arc<Notify>,
     demand: watch::Receiver<Demand>,
     report: watch::Receiver<PoolReport>,
+    /// The pool's jobs (see `controller::jobs`).
+    jobs: Arc<Mutex<JobBook>>,
 }
 
 struct Shared {
@@ -473,10 +476,12 @@ fn spawn_pool<B: Backend>(
         metrics.clone(),
         cancel.clone(),
     )));
+    let jobs = Arc::new(Mutex::new(JobBook::new(RECENT_JOBS_KEPT)));
     tasks.push(tokio::spawn(job_metrics(
         pool.name.clone(),
         jobs_rx,
         metrics.clone(),
+        jobs.clone(),
     )));
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -496,6 +501,7 @@ fn spawn_pool<B: Backend>(
     .with_events(events_tx)
     .with_statistics_refresh(refresh.clone())
     .with_stream(stream_rx)
+    .with_jobs(jobs.clone())
     .with_creation_pace(shared.creations[usize::from(pool.scope.is_org())].clone());
     tasks.push(tokio::spawn(reconciler.run(
         view_rx,
@@ -518,6 +524,7 @@ fn spawn_pool<B: Backend>(
         refresh,
         demand: demand_rx,
         report: report_rx,
+        jobs,
     }
 }
 
@@ -587,6 +594,7 @@ async fn job_metrics(
     pool: String,
     mut jobs: mpsc::UnboundedReceiver<JobMessage>,
     metrics: Metrics,
+    book: Arc<Mutex<JobBook>>,
 ) {
     // Bounded: a job whose completion never arrives is forgotten after this many newer ones.
     const REMEMBERED: usize = 10_000;
@@ -601,6 +609,11 @@ async fn job_metrics(
     };
     while let Some(message) = jobs.recv().await {
         let now = Utc::now();
+        {
+            let mut book = book.lock().expect("job book poisoned");
+            book.apply(&message, now);
+            book.prune(now);
+        }
         if assigned_at.len() > REMEMBERED {
             assigned_at.clear();
             started_at.clear();
@@ -708,6 +721,7 @@ async fn pool_metrics(
 fn http_state(shared: &Arc<Shared>, webhook_secret: Option<SecretString>) -> HttpState {
     let status_shared = shared.clone();
     let health_shared = shared.clone();
+    let jobs_shared = shared.clone();
     let webhook = webhook_secret.map(|secret| {
         let match_shared = shared.clone();
         let matcher: Matcher = Arc::new(move |event: &WorkflowJobEvent| {
@@ -738,6 +752,7 @@ fn http_state(shared: &Arc<Shared>, webhook_secret: Option<SecretString>) -> Htt
         metrics: shared.metrics.clone(),
         health: Arc::new(move || health(&health_shared)),
         status: Arc::new(move || status_json(&status_shared)),
+        jobs: Arc::new(move || jobs_json(&jobs_shared)),
         webhook,
     }
 }
@@ -793,6 +808,25 @@ fn health(shared: &Shared) -> Health {
 }
 
 /// `/status`: every pool's configuration summary, session, counts and last errors.
+/// `/jobs`: each pool's jobs in flight (oldest queued first) and recent ones (newest first).
+fn jobs_json(shared: &Shared) -> serde_json::Value {
+    let pools: Vec<serde_json::Value> = shared
+        .lock()
+        .values()
+        .map(|w| {
+            let book = w.jobs.lock().expect("job book poisoned");
+            json!({
+                "name": w.config.name,
+                "scale_set": w.config.scale_set,
+                "in_flight": book.in_flight(),
+                "recent": book.recent().collect::<Vec<_>>(),
+                "let_go": book.dropped,
+            })
+        })
+        .collect();
+    json!({ "pools": pools })
+}
+
 fn status_json(shared: &Shared) -> serde_json::Value {
     let pools: Vec<serde_json::Value> = shared
         .lock()
