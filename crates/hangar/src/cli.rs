@@ -261,6 +261,15 @@ enum OutputFormat {
     Json,
 }
 
+/// The bearer token of a controller's HTTP surface, from `HANGAR_CONTROLLER_TOKEN` (never a
+/// flag: a secret stays out of argv).
+fn controller_token() -> Option<secrecy::SecretString> {
+    std::env::var("HANGAR_CONTROLLER_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(secrecy::SecretString::from)
+}
+
 /// A configuration error: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -403,7 +412,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs { controller, output } => {
-            let jobs = commands::pools::fetch_path(&controller, "/jobs").await?;
+            let token = controller_token();
+            let jobs = commands::pools::fetch_path(&controller, "/jobs", token.as_ref()).await?;
             match output {
                 OutputFormat::Text => print!("{}", commands::jobs::render_text(&jobs)),
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&jobs)?),
@@ -415,7 +425,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             ..
         } => {
-            let status = commands::pools::fetch(&url).await?;
+            let token = controller_token();
+            let status = commands::pools::fetch(&url, token.as_ref()).await?;
             match output {
                 OutputFormat::Text => print!("{}", commands::pools::render_text(&status)),
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
@@ -516,6 +527,7 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
             controller::runtime::ControllerError::Config(_)
                 | controller::runtime::ControllerError::Pool { .. }
                 | controller::runtime::ControllerError::WebhookSecret { .. }
+                | controller::runtime::ControllerError::HttpToken { .. }
         )
     ) || e
         .downcast_ref::<controller::config::ConfigError>()

@@ -71,6 +71,10 @@ fn matcher() -> Matcher {
 }
 
 async fn start(receiver: Option<WebhookReceiver>) -> Server {
+    start_with_token(receiver, None).await
+}
+
+async fn start_with_token(receiver: Option<WebhookReceiver>, token: Option<&str>) -> Server {
     let metrics = Metrics::new();
     metrics.add_pool("org", &Scope::org("your-organization").unwrap());
     let health = Arc::new(Mutex::new(Health::ok()));
@@ -81,6 +85,7 @@ async fn start(receiver: Option<WebhookReceiver>) -> Server {
         health: Arc::new(move || read_health.lock().unwrap().clone()),
         status: Arc::new(|| json!({"pools": [{"name": "org", "desired": 2}]})),
         jobs: Arc::new(|| json!({"pools": [{"name": "org", "in_flight": [], "recent": []}]})),
+        token: token.map(|t| SecretString::from(t.to_string())),
         webhook: receiver.map(|receiver| WebhookRoute {
             receiver: Arc::new(receiver),
             nudge: Arc::new(move |pools| {
@@ -448,6 +453,62 @@ async fn cancel_stops_the_server() {
             TcpStream::connect(addr).await.is_err(),
             "still accepting after cancel"
         );
+    })
+    .await
+}
+
+/// With a token, everything but `/healthz` and GitHub's signed `/webhook` needs
+/// `Authorization: Bearer <token>`; `hangar status`/`hangar jobs` send it and say what to do
+/// without it.
+#[tokio::test]
+async fn a_token_protects_everything_but_healthz_and_the_signed_webhook() {
+    within(30, async {
+        const TOKEN: &str = "the-controllers-token";
+        let server = start_with_token(Some(receiver()), Some(TOKEN)).await;
+        let client = reqwest::Client::new();
+        for path in ["/metrics", "/status", "/jobs"] {
+            let url = server.url(path);
+            let bare = client.get(&url).send().await.unwrap();
+            assert_eq!(bare.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(bare.headers()["www-authenticate"], "Bearer");
+            let body = bare.text().await.unwrap();
+            assert!(
+                !body.contains("org"),
+                "nothing of the pools without the token: {body}"
+            );
+            for wrong in ["the-controllers-toke", "the-controllers-token!", ""] {
+                let answer = client.get(&url).bearer_auth(wrong).send().await.unwrap();
+                assert_eq!(
+                    answer.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{path} {wrong:?}"
+                );
+            }
+            let good = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+            assert_eq!(good.status(), StatusCode::OK, "{path}");
+        }
+        assert_eq!(get(&server.url("/healthz")).await.status(), StatusCode::OK);
+        let (status, _) =
+            deliver_signed(&server, "workflow_job", "d-1", queued_payload(&["hangar"])).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "GitHub sends no bearer token");
+
+        // The operator commands' client: the token when given, the fix when not.
+        let base = format!("http://{}", server.addr);
+        let token = SecretString::from(TOKEN.to_string());
+        let jobs = hangar::commands::pools::fetch_path(&base, "/jobs", Some(&token))
+            .await
+            .unwrap();
+        assert_eq!(jobs["pools"][0]["name"], "org");
+        let err = hangar::commands::pools::fetch(&base, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("401") && err.contains("HANGAR_CONTROLLER_TOKEN"),
+            "{err}"
+        );
+        assert!(!err.contains(TOKEN));
+        server.stop().await;
     })
     .await
 }

@@ -126,6 +126,7 @@ async fn start(pools: Vec<PoolConfig>) -> Server {
         health: Arc::new(Health::ok),
         status: Arc::new(|| json!({})),
         jobs: Arc::new(|| json!({})),
+        token: None,
         webhook: Some(WebhookRoute {
             receiver: Arc::new(WebhookReceiver::new(
                 SecretString::from(SECRET.to_string()),

@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 /// Why the controller's status could not be read.
@@ -18,15 +19,24 @@ pub enum PoolsError {
     Unreachable { url: String, cause: String },
     #[error("{url} did not answer like a hangar controller ({cause})")]
     NotAController { url: String, cause: String },
+    #[error(
+        "{url} refused the request (401): the controller's HTTP surface needs its token. Fix: export HANGAR_CONTROLLER_TOKEN with the token in the variable its controller.http_token_env names"
+    )]
+    Unauthorized { url: String },
 }
 
-/// Fetches `/status` from a controller's base URL (e.g. `http://10.0.1.5:9464`).
-pub async fn fetch(base: &str) -> Result<Value, PoolsError> {
-    fetch_path(base, "/status").await
+/// Fetches `/status` from a controller's base URL (e.g. `http://10.0.1.5:9464`), with its
+/// bearer token when it has one.
+pub async fn fetch(base: &str, token: Option<&SecretString>) -> Result<Value, PoolsError> {
+    fetch_path(base, "/status", token).await
 }
 
 /// Fetches one of a controller's JSON endpoints (`/status`, `/jobs`), which list its pools.
-pub async fn fetch_path(base: &str, path: &str) -> Result<Value, PoolsError> {
+pub async fn fetch_path(
+    base: &str,
+    path: &str,
+    token: Option<&SecretString>,
+) -> Result<Value, PoolsError> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -35,14 +45,17 @@ pub async fn fetch_path(base: &str, path: &str) -> Result<Value, PoolsError> {
             url: url.clone(),
             cause: e.to_string(),
         })?;
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| PoolsError::Unreachable {
-            url: url.clone(),
-            cause: e.to_string(),
-        })?;
+    let mut request = client.get(&url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token.expose_secret());
+    }
+    let response = request.send().await.map_err(|e| PoolsError::Unreachable {
+        url: url.clone(),
+        cause: e.to_string(),
+    })?;
+    if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(PoolsError::Unauthorized { url });
+    }
     if !response.status().is_success() {
         return Err(PoolsError::NotAController {
             url,

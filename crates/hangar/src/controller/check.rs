@@ -72,6 +72,12 @@ pub fn describe(config: &ControllerConfig) -> String {
             .unwrap_or_else(|| "off (scale-set messages and the resync are enough)".into()),
         s.owner_name
     );
+    if let Some(name) = &s.http_token_env {
+        let _ = writeln!(
+            out,
+            "  HTTP token: every route but /healthz and /webhook needs Authorization: Bearer ${name}"
+        );
+    }
     for pool in &config.pools {
         let (scope, credential) = match &pool.scope {
             Scope::Repo { owner, repo } => (format!("repository {owner}/{repo}"), "PAT"),

@@ -18,6 +18,10 @@
 //! - The nudge callback runs at most once per delivery id (redeliveries are answered 200 and
 //!   dropped), and never for a delivery whose signature failed.
 //! - On cancel the server stops accepting, finishes the requests in flight and returns.
+//! - With a token ([`HttpState::token`], from the variable `controller.http_token_env` names),
+//!   every route but `/healthz` (for load balancers and ECS health checks) and `/webhook`
+//!   (signed by GitHub, which sends no bearer token) answers 401 unless the request carries
+//!   `Authorization: Bearer <token>`; the comparison takes the same time whatever the guess.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -89,15 +94,21 @@ pub struct HttpState {
     pub jobs: JobsFn,
     /// `None`: no `/webhook` route (404).
     pub webhook: Option<WebhookRoute>,
+    /// `Some`: the bearer token `/metrics`, `/status` and `/jobs` require.
+    pub token: Option<SecretString>,
 }
 
 /// The routes for `state`.
 pub fn router(state: HttpState) -> Router {
     let mut router = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
         .route("/status", get(status))
-        .route("/jobs", get(jobs));
+        .route("/jobs", get(jobs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .route("/healthz", get(healthz));
     if let Some(route) = &state.webhook {
         router = router.route(
             "/webhook",
@@ -120,6 +131,45 @@ pub fn serve(
             .with_graceful_shutdown(cancel.cancelled_owned())
             .await
     }
+}
+
+/// Lets a request through when no token is set or it carries the token.
+async fn require_token(
+    State(state): State<HttpState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let given = header_str(request.headers(), header::AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if tokens_match(given, token.expose_secret()) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+        axum::Json(json!({
+            "error": "this controller's HTTP surface needs its token: send Authorization: Bearer <token> (hangar status and hangar jobs send HANGAR_CONTROLLER_TOKEN)"
+        })),
+    )
+        .into_response()
+}
+
+/// Compares the digests of both, byte by byte without stopping early, so the time taken says
+/// nothing of how much of a guess was right (nor of the token's length).
+fn tokens_match(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {

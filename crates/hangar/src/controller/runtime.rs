@@ -127,6 +127,10 @@ pub enum ControllerError {
         "the webhook secret variable {name} is not set. Fix: export {name} with the secret configured on the GitHub webhook, or remove controller.webhook_secret_env"
     )]
     WebhookSecret { name: String },
+    #[error(
+        "the HTTP token variable {name} is not set. Fix: export {name} with the bearer token clients must send (hangar status/jobs read it from HANGAR_CONTROLLER_TOKEN), or remove controller.http_token_env"
+    )]
+    HttpToken { name: String },
 }
 
 /// A running pool.
@@ -196,6 +200,15 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
                 .ok_or_else(|| ControllerError::WebhookSecret { name: name.clone() })?,
         ),
     };
+    let http_token = match &settings.http_token_env {
+        None => None,
+        Some(name) => Some(
+            read_env(&options.credential_env, name)
+                .filter(|v| !v.is_empty())
+                .map(SecretString::from)
+                .ok_or_else(|| ControllerError::HttpToken { name: name.clone() })?,
+        ),
+    };
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         clients: tokio::sync::Mutex::new(Clients::load(&connection).await),
@@ -259,7 +272,7 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
         if let Some(tx) = options.on_listening.take() {
             let _ = tx.send(bound);
         }
-        let state = http_state(&shared, webhook_secret);
+        let state = http_state(&shared, webhook_secret, http_token);
         let cancel = root.clone();
         http_task = Some(tokio::spawn(async move {
             if let Err(e) = http::serve(listener, state, cancel).await {
@@ -718,7 +731,11 @@ async fn pool_metrics(
     }
 }
 
-fn http_state(shared: &Arc<Shared>, webhook_secret: Option<SecretString>) -> HttpState {
+fn http_state(
+    shared: &Arc<Shared>,
+    webhook_secret: Option<SecretString>,
+    token: Option<SecretString>,
+) -> HttpState {
     let status_shared = shared.clone();
     let health_shared = shared.clone();
     let jobs_shared = shared.clone();
@@ -754,6 +771,7 @@ fn http_state(shared: &Arc<Shared>, webhook_secret: Option<SecretString>) -> Htt
         status: Arc::new(move || status_json(&status_shared)),
         jobs: Arc::new(move || jobs_json(&jobs_shared)),
         webhook,
+        token,
     }
 }
 

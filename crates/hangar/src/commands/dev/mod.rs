@@ -438,7 +438,7 @@ impl Controller {
     }
 
     async fn status(&self) -> Option<Value> {
-        pools::fetch(&self.base_url()).await.ok()
+        pools::fetch(&self.base_url(), None).await.ok()
     }
 }
 

@@ -197,6 +197,9 @@ pub struct ControllerSettings {
     pub owner_name: String,
     /// The environment variable holding the `workflow_job` webhook secret; `None` = no receiver.
     pub webhook_secret_env: Option<String>,
+    /// The environment variable holding the bearer token every HTTP request but `/healthz` and
+    /// `/webhook` (signed by GitHub) must carry; `None` = the HTTP surface is open.
+    pub http_token_env: Option<String>,
     /// How often the file is checked for changes.
     #[serde(with = "secs")]
     pub reload_interval: Duration,
@@ -377,6 +380,7 @@ struct RawController {
     github_creations_per_minute: Option<f64>,
     owner_name: Option<String>,
     webhook_secret_env: Option<String>,
+    http_token_env: Option<String>,
     reload_interval: Option<String>,
 }
 
@@ -640,13 +644,21 @@ impl Resolver<'_> {
             raw.reload_interval.as_deref(),
             defaults::RELOAD_INTERVAL,
         )?;
-        if let Some(name) = &raw.webhook_secret_env
-            && (name.is_empty()
-                || !name
+        let variable_name = |name: &str| {
+            !name.is_empty()
+                && name
                     .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if let Some(name) = &raw.webhook_secret_env
+            && !variable_name(name)
         {
             return Err(self.invalid("controller.webhook_secret_env", format!("{name:?} is not an environment variable name"), "name the variable that holds the secret, e.g. \"HANGAR_WEBHOOK_SECRET\" (the secret itself never goes in this file)"));
+        }
+        if let Some(name) = &raw.http_token_env
+            && !variable_name(name)
+        {
+            return Err(self.invalid("controller.http_token_env", format!("{name:?} is not an environment variable name"), "name the variable that holds the token, e.g. \"HANGAR_HTTP_TOKEN\" (the token itself never goes in this file)"));
         }
         let github_urls_in_file = (raw.github_api_url.is_some(), raw.github_web_url.is_some());
         Ok(ControllerSettings {
@@ -672,6 +684,7 @@ impl Resolver<'_> {
                 .filter(|o| !o.trim().is_empty())
                 .unwrap_or_else(default_owner_name),
             webhook_secret_env: raw.webhook_secret_env,
+            http_token_env: raw.http_token_env,
             reload_interval,
         })
     }

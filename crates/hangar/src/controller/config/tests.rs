@@ -234,6 +234,13 @@ fn mistakes_name_the_field_and_the_fix() {
             ),
             &["never goes in this file"],
         ),
+        (
+            &format!(
+                "[controller]\nhttp_token_env = \"s3cr3t-token\"\n{}",
+                with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+            ),
+            &["controller.http_token_env", "never goes in this file"],
+        ),
     ];
     for (text, wanted) in cases {
         let message = err(text);
