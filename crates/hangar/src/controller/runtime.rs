@@ -191,24 +191,10 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
         auth: None,
         credential_env: options.credential_env.clone(),
     };
-    let webhook_secret = match &settings.webhook_secret_env {
-        None => None,
-        Some(name) => Some(
-            read_env(&options.credential_env, name)
-                .filter(|v| !v.is_empty())
-                .map(SecretString::from)
-                .ok_or_else(|| ControllerError::WebhookSecret { name: name.clone() })?,
-        ),
-    };
-    let http_token = match &settings.http_token_env {
-        None => None,
-        Some(name) => Some(
-            read_env(&options.credential_env, name)
-                .filter(|v| !v.is_empty())
-                .map(SecretString::from)
-                .ok_or_else(|| ControllerError::HttpToken { name: name.clone() })?,
-        ),
-    };
+    let webhook_secret = secret_env(&options.credential_env, &settings.webhook_secret_env)
+        .map_err(|name| ControllerError::WebhookSecret { name })?;
+    let http_token = secret_env(&options.credential_env, &settings.http_token_env)
+        .map_err(|name| ControllerError::HttpToken { name })?;
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         clients: tokio::sync::Mutex::new(Clients::load(&connection).await),
@@ -317,6 +303,18 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
     }
     tracing::info!("controller stopped; runners were left to finish their jobs");
     Ok(())
+}
+
+/// The secret in the variable the file names, if it names one; `Err(name)` when that variable
+/// is unset or empty.
+fn secret_env(env: &CredentialEnv, name: &Option<String>) -> Result<Option<SecretString>, String> {
+    match name {
+        None => Ok(None),
+        Some(name) => read_env(env, name)
+            .filter(|v| !v.is_empty())
+            .map(|v| Some(SecretString::from(v)))
+            .ok_or_else(|| name.clone()),
+    }
 }
 
 fn read_env(env: &CredentialEnv, name: &str) -> Option<String> {
@@ -620,12 +618,17 @@ async fn job_metrics(
             .to_std()
             .unwrap_or(Duration::ZERO)
     };
+    // Pruning walks every job in flight: once a minute is enough for a 36-hour limit.
+    let mut pruned_at = Utc::now();
     while let Some(message) = jobs.recv().await {
         let now = Utc::now();
         {
             let mut book = book.lock().expect("job book poisoned");
             book.apply(&message, now);
-            book.prune(now);
+            if now.signed_duration_since(pruned_at) >= chrono::Duration::minutes(1) {
+                book.prune(now);
+                pruned_at = now;
+            }
         }
         if assigned_at.len() > REMEMBERED {
             assigned_at.clear();
