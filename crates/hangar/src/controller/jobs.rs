@@ -15,6 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::backend::Task;
+use super::bills::{JobCost, JobSpan};
 use crate::github::scaleset::{JobInfo, JobMessage};
 
 /// Finished jobs the controller keeps per pool.
@@ -37,10 +39,48 @@ pub struct TaskRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub stopped_at: Option<DateTime<Utc>>,
     pub capacity_provider: Option<String>,
+    /// Where its runner logged (ECS: the awslogs group and stream), for `hangar logs --job`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_stream: Option<String>,
+}
+
+impl TaskRecord {
+    /// The record of a task as a listing shows it.
+    pub fn of(task: &Task) -> TaskRecord {
+        TaskRecord {
+            id: task.id.clone(),
+            created_at: Some(task.created_at),
+            pull_started_at: task.times.pull_started_at,
+            pull_stopped_at: task.times.pull_stopped_at,
+            started_at: task.times.started_at,
+            stopped_at: task.times.stopped_at,
+            capacity_provider: task.capacity_provider.clone(),
+            log_group: task.log.as_ref().map(|l| l.group.clone()),
+            log_stream: task.log.as_ref().map(|l| l.stream.clone()),
+        }
+    }
+
+    /// Takes what `newer` says, keeping what it does not (a later listing may say less).
+    fn update(&mut self, newer: TaskRecord) {
+        if self.id != newer.id {
+            *self = newer;
+            return;
+        }
+        self.created_at = newer.created_at.or(self.created_at);
+        self.pull_started_at = newer.pull_started_at.or(self.pull_started_at);
+        self.pull_stopped_at = newer.pull_stopped_at.or(self.pull_stopped_at);
+        self.started_at = newer.started_at.or(self.started_at);
+        self.stopped_at = newer.stopped_at.or(self.stopped_at);
+        self.capacity_provider = newer.capacity_provider.or(self.capacity_provider.take());
+        self.log_group = newer.log_group.or(self.log_group.take());
+        self.log_stream = newer.log_stream.or(self.log_stream.take());
+    }
 }
 
 /// One job.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct JobRecord {
     pub job_id: String,
     pub runner_request_id: u64,
@@ -63,6 +103,8 @@ pub struct JobRecord {
     pub runner_id: Option<u64>,
     pub runner_name: Option<String>,
     pub task: Option<TaskRecord>,
+    /// What its task cost (Fargate pools with prices; see `controller::bills`).
+    pub cost: Option<JobCost>,
     /// When this controller last heard of it (its own clock).
     #[serde(skip)]
     pub heard_at: DateTime<Utc>,
@@ -90,6 +132,7 @@ impl JobRecord {
             runner_id: None,
             runner_name: None,
             task: None,
+            cost: None,
             heard_at: now,
         }
     }
@@ -197,13 +240,35 @@ impl JobBook {
 
     /// Attaches the task that `runner_id` ran on to its job (in flight or recently done).
     pub fn task_of_runner(&mut self, runner_id: u64, task: TaskRecord) {
-        let record = self
-            .in_flight
+        let record = self.of_runner(runner_id);
+        if let Some(record) = record {
+            match &mut record.task {
+                Some(known) => known.update(task),
+                None => record.task = Some(task),
+            }
+        }
+    }
+
+    fn of_runner(&mut self, runner_id: u64) -> Option<&mut JobRecord> {
+        self.in_flight
             .values_mut()
             .chain(self.done.iter_mut())
-            .find(|r| r.runner_id == Some(runner_id));
-        if let Some(record) = record {
-            record.task = Some(task);
+            .find(|r| r.runner_id == Some(runner_id))
+    }
+
+    /// When the job of `runner_id` ran: started, and completed if it has.
+    pub fn span_of_runner(&self, runner_id: u64) -> Option<JobSpan> {
+        self.in_flight
+            .values()
+            .chain(self.done.iter())
+            .find(|r| r.runner_id == Some(runner_id))
+            .and_then(|r| Some((r.started_at?, r.completed_at)))
+    }
+
+    /// Records what the task of `runner_id`'s job cost (so far, or in the end).
+    pub fn cost_of_runner(&mut self, runner_id: u64, cost: JobCost) {
+        if let Some(record) = self.of_runner(runner_id) {
+            record.cost = Some(cost);
         }
     }
 

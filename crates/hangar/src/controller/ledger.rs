@@ -423,6 +423,8 @@ mod tests {
             stop_reason: None,
             capacity_provider: None,
             launch_fallbacks: Vec::new(),
+            times: Default::default(),
+            log: None,
         }
     }
 

@@ -281,6 +281,9 @@ struct PoolSeries {
     /// Jobs whose task was stopped from outside while they ran, by cause.
     interrupted: [u64; Interruption::ALL.len()],
     stopped: [u64; StopReason::ALL.len()],
+    /// USD of settled task bills: the jobs' shares, and the rest.
+    job_dollars: f64,
+    idle_dollars: f64,
 }
 
 impl PoolSeries {
@@ -299,6 +302,8 @@ impl PoolSeries {
             launch_fallbacks: 0,
             interrupted: [0; Interruption::ALL.len()],
             stopped: [0; StopReason::ALL.len()],
+            job_dollars: 0.0,
+            idle_dollars: 0.0,
         }
     }
 }
@@ -426,6 +431,14 @@ impl Metrics {
     }
 
     /// The controller stopped one of the pool's runners (or removed its leftovers).
+    /// Settled task bills: the jobs' share and the rest (USD).
+    pub fn billed(&self, pool: &str, job_dollars: f64, idle_dollars: f64) {
+        self.with_pool(pool, |series| {
+            series.job_dollars += job_dollars;
+            series.idle_dollars += idle_dollars;
+        });
+    }
+
     pub fn runner_stopped(&self, pool: &str, reason: StopReason) {
         self.with_pool(pool, |series| series.stopped[reason as usize] += 1);
     }
@@ -660,6 +673,23 @@ impl Registry {
                     .collect()
             },
         );
+        for (name, help, value) in [
+            (
+                "hangar_job_cost_dollars_total",
+                "USD of Fargate time the pool's jobs ran, their share of their tasks' bills (settled when a task stops; public prices, see hangar's README on cost).",
+                (|series: &PoolSeries| series.job_dollars) as fn(&PoolSeries) -> f64,
+            ),
+            (
+                "hangar_idle_cost_dollars_total",
+                "USD of the pool's Fargate time with no job: image pull, start-up, waiting (min_idle), shutdown, the one-minute minimum.",
+                |series: &PoolSeries| series.idle_dollars,
+            ),
+        ] {
+            out.header(name, "counter", help);
+            for (pool, series) in &self.pools {
+                out.sample(name, &pool_labels(pool, series, None), value(series));
+            }
+        }
         self.per_pool_by(
             &mut out,
             (
@@ -990,6 +1020,8 @@ mod tests {
             "hangar_launch_failures_total",
             "hangar_launch_fallbacks_total",
             "hangar_jobs_interrupted_total",
+            "hangar_job_cost_dollars_total",
+            "hangar_idle_cost_dollars_total",
             "hangar_runners_stopped_total",
             "hangar_github_rate_limit_remaining",
             "hangar_reconcile_duration_seconds",
@@ -1003,6 +1035,23 @@ mod tests {
         assert!(text.contains("\nhangar_reconcile_duration_seconds_bucket{le=\"+Inf\"} 0\n"));
         // No credential seen yet: no rate-limit sample.
         assert!(lines_starting(&text, "hangar_github_rate_limit_").is_empty());
+    }
+
+    #[test]
+    fn settled_bills_add_up_per_pool_apart_from_idle_time() {
+        let metrics = Metrics::new();
+        metrics.add_pool("org", &org_scope());
+        metrics.billed("org", 0.0025, 0.0005);
+        metrics.billed("org", 0.0010, 0.0);
+        let text = metrics.render();
+        assert_parses(&text);
+        let job = lines_starting(&text, "hangar_job_cost_dollars_total{");
+        let idle = lines_starting(&text, "hangar_idle_cost_dollars_total{");
+        assert_eq!(job.len(), 1, "{text}");
+        assert!(job[0].contains("name=\"org\""), "{}", job[0]);
+        let value = |line: &str| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        assert!((value(&job[0]) - 0.0035).abs() < 1e-12, "{}", job[0]);
+        assert!((value(&idle[0]) - 0.0005).abs() < 1e-12, "{}", idle[0]);
     }
 
     #[test]

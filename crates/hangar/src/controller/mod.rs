@@ -5,6 +5,7 @@
 
 pub mod adapter;
 pub mod backend;
+pub mod bills;
 pub mod budget;
 pub mod check;
 pub mod config;

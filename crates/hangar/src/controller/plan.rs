@@ -683,6 +683,8 @@ mod tests {
             stop_reason: None,
             capacity_provider: None,
             launch_fallbacks: Vec::new(),
+            times: Default::default(),
+            log: None,
         }
     }
 

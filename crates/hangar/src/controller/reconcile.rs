@@ -28,6 +28,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{Backend, BackendError, Interruption, LaunchRequest, Task, TaskTags};
+use super::bills::{Bills, CostTotals, Pricing};
 use super::budget::{self, Costs, RateLimitSnapshot};
 use super::config::{PoolConfig, RUNNER_SUFFIX_LEN};
 use super::creations::{CreationPace, HELD_REASON};
@@ -111,8 +112,24 @@ pub struct PoolReport {
     pub interrupted_total: u64,
     /// Launches that started on a later capacity provider after a capacity refusal.
     pub fallbacks_total: u64,
+    /// What the pool's tasks cost, when it has prices (see `controller::bills`).
+    pub cost: Option<PoolCost>,
     pub github_calls: u64,
     pub budget_left: Option<u64>,
+}
+
+/// A pool's cost figures for `/status`, `/jobs` and the page.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PoolCost {
+    #[serde(flatten)]
+    pub totals: CostTotals,
+    pub region: String,
+    pub prices_as_of: String,
+    /// What one waiting runner costs an hour (each `min_idle` runner), on the first capacity.
+    pub runner_dollars_per_hour: Option<f64>,
+    /// `min_idle` runners an hour.
+    pub min_idle_dollars_per_hour: Option<f64>,
+    pub size: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -139,6 +156,11 @@ pub enum PoolEvent {
     JobInterrupted {
         runner_name: String,
         cause: Interruption,
+    },
+    /// Tasks settled: their jobs' share and the rest (USD).
+    Billed {
+        job_dollars: f64,
+        idle_dollars: f64,
     },
     Removed {
         runner_name: Option<String>,
@@ -252,6 +274,8 @@ pub struct Reconciler<G: PoolGitHub, B: Backend> {
     /// Runner id -> its task's id, as the last listing showed (a task gone from the next one
     /// is still named when its stop is looked up).
     task_ids: BTreeMap<u64, String>,
+    /// The pool's task bills, when it has prices.
+    bills: Option<Bills>,
 }
 
 impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
@@ -286,6 +310,7 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
             listings: 0,
             task_ids: BTreeMap::new(),
             jobs: None,
+            bills: None,
         }
     }
 
@@ -300,6 +325,71 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
     pub fn with_jobs(mut self, jobs: Arc<std::sync::Mutex<JobBook>>) -> Self {
         self.jobs = Some(jobs);
         self
+    }
+
+    /// Bills the pool's tasks with `pricing` (and tells `jobs`, if set, what each cost).
+    pub fn with_pricing(mut self, pricing: Pricing) -> Self {
+        self.bills = Some(Bills::new(pricing));
+        self.publish_cost();
+        self
+    }
+
+    fn publish_cost(&mut self) {
+        let Some(bills) = &self.bills else {
+            return;
+        };
+        let pricing = bills.pricing();
+        let hour = pricing.task_hour();
+        self.report.cost = Some(PoolCost {
+            totals: bills.totals().clone(),
+            region: pricing.table.region.clone(),
+            prices_as_of: pricing.table.as_of.clone(),
+            runner_dollars_per_hour: hour,
+            min_idle_dollars_per_hour: hour.map(|h| h * f64::from(self.pool.limits.min_idle)),
+            size: pricing.size_text(),
+        });
+    }
+
+    /// Settles the bills of tasks that stopped or left the listing, and brings the jobs' costs
+    /// up to date. One DescribeTasks batch per 100 tasks gone, none when none left.
+    async fn bill(&mut self, tasks: &[Task], now: DateTime<Utc>) {
+        let Some(bills) = &mut self.bills else {
+            return;
+        };
+        let gone = bills.observe(tasks, now);
+        let described = if gone.is_empty() {
+            Vec::new()
+        } else {
+            self.backend.describe_gone(&gone).await
+        };
+        let book = self.jobs.clone();
+        let span = |runner_id: u64| {
+            book.as_ref()?
+                .lock()
+                .expect("job book poisoned")
+                .span_of_runner(runner_id)
+        };
+        let settled = bills.settle(&gone, &described, span, now);
+        let so_far = bills.so_far(span, now);
+        if let Some(book) = &self.jobs {
+            let mut book = book.lock().expect("job book poisoned");
+            for task in &described {
+                book.task_of_runner(task.tags.runner_id, TaskRecord::of(task));
+            }
+            for s in &settled {
+                book.cost_of_runner(s.runner_id, s.cost);
+            }
+            for (runner_id, cost) in so_far {
+                book.cost_of_runner(runner_id, cost);
+            }
+        }
+        if !settled.is_empty() {
+            self.emit(PoolEvent::Billed {
+                job_dollars: settled.iter().map(|s| s.cost.job_dollars).sum(),
+                idle_dollars: settled.iter().map(|s| s.cost.overhead_dollars).sum(),
+            });
+        }
+        self.publish_cost();
     }
 
     /// Paces runner creations with `pace` (shared by the pools of one credential).
@@ -559,17 +649,10 @@ impl<G: PoolGitHub, B: Backend> Reconciler<G, B> {
         if let Some(jobs) = &self.jobs {
             let mut book = jobs.lock().expect("job book poisoned");
             for task in &tasks {
-                book.task_of_runner(
-                    task.tags.runner_id,
-                    TaskRecord {
-                        id: task.id.clone(),
-                        created_at: Some(task.created_at),
-                        capacity_provider: task.capacity_provider.clone(),
-                        ..TaskRecord::default()
-                    },
-                );
+                book.task_of_runner(task.tags.runner_id, TaskRecord::of(task));
             }
         }
+        self.bill(&tasks, now).await;
         let handoffs = match handoffs {
             Some(Ok(handoffs)) => {
                 self.handoffs_listed_at = Some(now);

@@ -31,9 +31,10 @@ use super::adapter::LivePoolGitHub;
 use super::backend::ecs::EcsBackend;
 use super::backend::local::LocalBackend;
 use super::backend::{Backend, BackendError};
+use super::bills::Pricing;
 use super::config::{
     BackendConfig, ConfigChange, ConfigError, ConfigWatcher, ControllerConfig, ControllerSettings,
-    PoolConfig, Reload,
+    EcsLaunch, PoolConfig, Reload,
 };
 use super::creations::CreationPace;
 use super::http::{self, Health, HttpState, WebhookRoute};
@@ -407,12 +408,18 @@ async fn start_pool(
                     tracing::warn!(pool = %pool.name, error = %e, "could not check the ECS settings; starting anyway")
                 }
             }
+            let region = sdk
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| crate::credentials::ssm::DEFAULT_REGION.to_string());
+            let pricing = pricing_of(&shared.settings, &pool.name, launch, &region);
             Ok(spawn_pool(
                 shared,
                 pool,
                 budget_share,
                 service,
                 backend,
+                pricing,
                 cancel,
             ))
         }
@@ -434,10 +441,34 @@ async fn start_pool(
                 budget_share,
                 service,
                 backend,
+                None,
                 cancel,
             ))
         }
     }
+}
+
+/// The prices of an ECS pool's tasks: its region's table (the file's, else the built-in one)
+/// and the size its file states. `None`, said once in the log, when either is missing.
+fn pricing_of(
+    settings: &ControllerSettings,
+    pool: &str,
+    launch: &EcsLaunch,
+    region: &str,
+) -> Option<Pricing> {
+    let Some(table) = settings.prices_for(region) else {
+        tracing::info!(%pool, %region, "no Fargate prices for this region: job costs are not computed. Add a [[prices]] table for it to the pool file (see README, \"What a job costs\")");
+        return None;
+    };
+    let pricing = Pricing {
+        launch: launch.clone(),
+        table,
+    };
+    if pricing.task_hour().is_none() {
+        tracing::info!(%pool, "the pool file states no cpu and memory for this pool (or it runs off Fargate): job costs are not computed. Fix: set cpu and memory as the task definition has them");
+        return None;
+    }
+    Some(pricing)
 }
 
 fn spawn_pool<B: Backend>(
@@ -446,6 +477,7 @@ fn spawn_pool<B: Backend>(
     budget_share: f64,
     service: ActionsService,
     backend: B,
+    pricing: Option<Pricing>,
     cancel: CancellationToken,
 ) -> PoolWorker {
     let metrics = shared.metrics.clone();
@@ -514,6 +546,10 @@ fn spawn_pool<B: Backend>(
     .with_stream(stream_rx)
     .with_jobs(jobs.clone())
     .with_creation_pace(shared.creations[usize::from(pool.scope.is_org())].clone());
+    let reconciler = match pricing {
+        Some(pricing) => reconciler.with_pricing(pricing),
+        None => reconciler,
+    };
     tasks.push(tokio::spawn(reconciler.run(
         view_rx,
         nudge.clone(),
@@ -695,6 +731,10 @@ async fn pool_metrics(
             PoolEvent::Launched { .. } => metrics.launch(&name),
             PoolEvent::LaunchFailed { reason } => metrics.launch_failed(&name, reason),
             PoolEvent::FellBack => metrics.launch_fell_back(&name),
+            PoolEvent::Billed {
+                job_dollars,
+                idle_dollars,
+            } => metrics.billed(&name, job_dollars, idle_dollars),
             PoolEvent::JobInterrupted { cause, .. } => metrics.job_interrupted(&name, cause),
             PoolEvent::Removed { reason, .. } => metrics.runner_stopped(&name, reason),
             PoolEvent::Pass {
@@ -839,6 +879,7 @@ fn jobs_json(shared: &Shared) -> serde_json::Value {
             json!({
                 "name": w.config.name,
                 "scale_set": w.config.scale_set,
+                "cost": w.report.borrow().cost,
                 "in_flight": book.in_flight(),
                 "recent": book.recent().collect::<Vec<_>>(),
                 "let_go": book.dropped,

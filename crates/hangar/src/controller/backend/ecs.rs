@@ -42,8 +42,8 @@ use crate::controller::pace::Pacer;
 use crate::github::Scope;
 
 use super::{
-    Backend, BackendError, Handoff, LaunchRequest, LaunchSlot, StopDetails, TAG_POOL,
-    TAG_RUNNER_ID, TAG_RUNNER_NAME, Task, TaskState, TaskTags,
+    Backend, BackendError, Handoff, LaunchRequest, LaunchSlot, LogLocation, StopDetails, TAG_POOL,
+    TAG_RUNNER_ID, TAG_RUNNER_NAME, Task, TaskState, TaskTags, TaskTimes,
 };
 use crate::controller::config::EcsLaunch;
 
@@ -96,6 +96,9 @@ pub struct EcsBackend {
     /// Paces `DescribeParameters` pages (a few a second per account; the leftover listing of a
     /// pool with many parameters takes several), shared likewise.
     ssm_describes: Option<Arc<Pacer>>,
+    /// The runner container's awslogs group and stream prefix, as [`EcsBackend::check`] read
+    /// them from the task definition (`None`: not checked yet, or not awslogs with a prefix).
+    awslogs: Arc<Mutex<Option<(String, String)>>>,
 }
 
 impl EcsBackend {
@@ -129,7 +132,19 @@ impl EcsBackend {
             resting: Arc::default(),
             ssm_writes: None,
             ssm_describes: None,
+            awslogs: Arc::default(),
         }
+    }
+
+    /// Where the awslogs driver writes a task's runner container: `<prefix>/<container>/<task
+    /// id>` in the group, when the task definition (as checked) says both.
+    fn log_location(&self, task_arn: &str) -> Option<LogLocation> {
+        let (group, prefix) = self.awslogs.lock().expect("awslogs poisoned").clone()?;
+        let task_id = task_arn.rsplit('/').next().filter(|id| !id.is_empty())?;
+        Some(LogLocation {
+            group,
+            stream: format!("{prefix}/{}/{task_id}", self.launch.container_name),
+        })
     }
 
     /// Tells every task the pool's scope (not secret; the agent needs it to run).
@@ -242,6 +257,20 @@ impl EcsBackend {
             .iter()
             .filter_map(|c| c.name())
             .collect();
+        let runner_logs = definition
+            .container_definitions()
+            .iter()
+            .find(|c| c.name() == Some(launch.container_name.as_str()))
+            .and_then(|c| c.log_configuration())
+            .filter(|l| l.log_driver().as_str() == "awslogs")
+            .and_then(|l| {
+                let options = l.options()?;
+                Some((
+                    options.get("awslogs-group")?.clone(),
+                    options.get("awslogs-stream-prefix")?.clone(),
+                ))
+            });
+        *self.awslogs.lock().expect("awslogs poisoned") = runner_logs;
         if !containers.contains(&launch.container_name.as_str()) {
             return Err(BackendError::Config(format!(
                 "task definition {:?} has no container named {:?} (it has {}). Fix: set `container_name` \
@@ -467,6 +496,8 @@ impl EcsBackend {
                     .map(str::to_string)
                     .or_else(|| placement.provider().map(str::to_string)),
                 launch_fallbacks: Vec::new(),
+                times: times_of(started),
+                log: self.log_location(started.task_arn().unwrap_or_default()),
             });
         }
         if let Some(failure) = output.failures().first() {
@@ -624,11 +655,47 @@ impl Backend for EcsBackend {
                     .tasks()
                     .iter()
                     .filter_map(|t| task_of(t, now))
-                    .filter(|t| t.tags.pool == pool),
+                    .filter(|t| t.tags.pool == pool)
+                    .map(|t| Task {
+                        log: self.log_location(&t.id),
+                        ..t
+                    }),
             );
         }
         tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(tasks)
+    }
+
+    /// DescribeTasks keeps a stopped task about an hour: its `stoppedAt` and the rest, in
+    /// batches of [`DESCRIBE_TASKS_BATCH`]. A failed batch is logged and left out (its tasks'
+    /// bills are then estimated from when they left the listing).
+    async fn describe_gone(&self, task_ids: &[String]) -> Vec<Task> {
+        let now = Utc::now();
+        let mut tasks = Vec::new();
+        for batch in task_ids.chunks(DESCRIBE_TASKS_BATCH) {
+            match self
+                .ecs
+                .describe_tasks()
+                .cluster(&self.launch.cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .include(TaskField::Tags)
+                .send()
+                .await
+            {
+                Ok(answer) => tasks.extend(answer.tasks().iter().filter_map(|t| {
+                    task_of(t, now).map(|t| Task {
+                        log: self.log_location(&t.id),
+                        ..t
+                    })
+                })),
+                Err(e) => {
+                    let error =
+                        ecs_error("ecs:DescribeTasks", refusal(&e), &self.launch, &self.region);
+                    tracing::warn!(%error, tasks = batch.len(), "describing stopped tasks for their bill failed; their stop time is estimated");
+                }
+            }
+        }
+        tasks
     }
 
     /// DescribeTasks keeps a stopped task about an hour: its `stopCode` and `stoppedReason`.
@@ -1019,7 +1086,18 @@ fn task_of(t: &aws_sdk_ecs::types::Task, now: DateTime<Utc>) -> Option<Task> {
             .map(str::to_string),
         capacity_provider: t.capacity_provider_name().map(str::to_string),
         launch_fallbacks: Vec::new(),
+        times: times_of(t),
+        log: None,
     })
+}
+
+fn times_of(t: &aws_sdk_ecs::types::Task) -> TaskTimes {
+    TaskTimes {
+        pull_started_at: t.pull_started_at().and_then(to_chrono),
+        pull_stopped_at: t.pull_stopped_at().and_then(to_chrono),
+        started_at: t.started_at().and_then(to_chrono),
+        stopped_at: t.stopped_at().and_then(to_chrono),
+    }
 }
 
 /// Both SDKs' timestamps are `aws_smithy_types::DateTime`.

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
-use super::{Backend, BackendError, Handoff, LaunchRequest, LaunchSlot, Task, TaskState};
+use super::{
+    Backend, BackendError, Handoff, LaunchRequest, LaunchSlot, Task, TaskState, TaskTimes,
+};
 
 #[derive(Default)]
 struct State {
@@ -219,6 +221,8 @@ impl Backend for FakeBackend {
             stop_reason: None,
             capacity_provider: None,
             launch_fallbacks: Vec::new(),
+            times: TaskTimes::default(),
+            log: None,
         };
         state.tasks.insert(task.id.clone(), task.clone());
         if state.hide_new_tasks_for > 0 {

@@ -40,7 +40,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{Backend, BackendError, Handoff, LaunchRequest, Task, TaskState, TaskTags};
+use super::{Backend, BackendError, Handoff, LaunchRequest, Task, TaskState, TaskTags, TaskTimes};
 use crate::agent::config::ENV_JIT_CONFIG_FILE;
 use crate::controller::config::LocalLaunch;
 use crate::github::Scope;
@@ -954,6 +954,14 @@ impl Inner {
             },
             capacity_provider: None,
             launch_fallbacks: Vec::new(),
+            // A process pulls no image: its bill, were it a task, would start when it did.
+            times: TaskTimes {
+                pull_started_at: Some(r.created_at),
+                pull_stopped_at: Some(r.created_at),
+                started_at: Some(r.created_at),
+                stopped_at: r.exit.as_ref().map(|e| e.at),
+            },
+            log: None,
         }
     }
 

@@ -77,6 +77,28 @@ pub struct Task {
     /// this one (`provider: what ECS said`). Empty in listings.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub launch_fallbacks: Vec<String>,
+    /// The task's life as the backend dates it (what its bill is made from).
+    pub times: TaskTimes,
+    /// Where the task's runner logs, when the backend knows (ECS: the awslogs group and stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogLocation>,
+}
+
+/// A task's timestamps (ECS `pullStartedAt`, `pullStoppedAt`, `startedAt`, `stoppedAt`); each
+/// is unknown until it happened, and some backends never say (a local process has no pull).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TaskTimes {
+    pub pull_started_at: Option<DateTime<Utc>>,
+    pub pull_stopped_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub stopped_at: Option<DateTime<Utc>>,
+}
+
+/// A CloudWatch Logs stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LogLocation {
+    pub group: String,
+    pub stream: String,
 }
 
 /// How a task stopped, as the backend says (ECS `stopCode` and `stoppedReason`).
@@ -243,6 +265,13 @@ pub trait Backend: Send + Sync + 'static {
     /// short). `None`: unknown, or the backend does not tell.
     fn stop_details(&self, _task_id: &str) -> impl Future<Output = Option<StopDetails>> + Send {
         async { None }
+    }
+
+    /// The tasks of `task_ids` (gone from [`Backend::list`]) as the backend last knew them,
+    /// with their stop time, for their bill; those it no longer knows are absent. Backends whose
+    /// listing keeps stopped tasks need not answer.
+    fn describe_gone(&self, _task_ids: &[String]) -> impl Future<Output = Vec<Task>> + Send {
+        async { Vec::new() }
     }
 }
 

@@ -14,7 +14,7 @@
 //! - Every pool name is unique and safe as an SSM path segment, an ECS tag value and a runner-name
 //!   prefix.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::config::parse_duration;
 use crate::github::Scope;
+
+use super::cost::PriceTable;
 
 /// Launch settings of a pool on ECS.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -203,6 +205,23 @@ pub struct ControllerSettings {
     /// How often the file is checked for changes.
     #[serde(with = "secs")]
     pub reload_interval: Duration,
+    /// Fargate prices per region from the file (`[[prices]]`); they replace the built-in
+    /// table of their region (see `controller::cost`).
+    pub prices: Vec<PriceTable>,
+    /// Where job records are kept across restarts (`None`: in memory only; see
+    /// `controller::jobs_store`).
+    pub job_store: Option<PathBuf>,
+}
+
+impl ControllerSettings {
+    /// The prices of `region`: the file's table for it, else the built-in one, if any.
+    pub fn prices_for(&self, region: &str) -> Option<PriceTable> {
+        self.prices
+            .iter()
+            .find(|t| t.region == region)
+            .cloned()
+            .or_else(|| PriceTable::builtin(region))
+    }
 }
 
 /// A pool's limits and reaper timeouts.
@@ -365,6 +384,9 @@ struct RawFile {
     defaults: RawLimits,
     #[serde(default, rename = "pool")]
     pools: Vec<RawPool>,
+    /// Fargate price tables (`[[prices]]`), one per region, over the built-in ones.
+    #[serde(default)]
+    prices: Vec<PriceTable>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -382,6 +404,7 @@ struct RawController {
     webhook_secret_env: Option<String>,
     http_token_env: Option<String>,
     reload_interval: Option<String>,
+    job_store: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -525,7 +548,8 @@ impl Resolver<'_> {
     }
 
     fn resolve(&self, raw: RawFile) -> Result<ControllerConfig, ConfigError> {
-        let settings = self.settings(raw.controller)?;
+        let mut settings = self.settings(raw.controller)?;
+        settings.prices = self.prices(raw.prices)?;
         if raw.pools.is_empty() {
             return Err(self.invalid("pool", "no pools are defined", "add at least one [[pool]] table with a name, a repository or organization, and an [pool.ecs] or [pool.local] backend"));
         }
@@ -575,6 +599,46 @@ impl Resolver<'_> {
                 .map(|(_, scale_set)| scale_set.clone());
         }
         Ok(ControllerConfig { settings, pools })
+    }
+
+    fn prices(&self, tables: Vec<PriceTable>) -> Result<Vec<PriceTable>, ConfigError> {
+        let mut regions = HashSet::new();
+        for (i, table) in tables.iter().enumerate() {
+            if table.region.trim().is_empty() || !regions.insert(table.region.clone()) {
+                return Err(self.invalid(
+                    format!("prices[{i}].region"),
+                    format!("{:?} is empty or has two tables", table.region),
+                    "give each [[prices]] table the region it prices, once (e.g. \"eu-west-1\")",
+                ));
+            }
+            if table.as_of.trim().is_empty() {
+                return Err(self.invalid(
+                    format!("prices[{i}].as_of"),
+                    "is empty",
+                    "say when the prices were read (e.g. \"2026-12-07\"): pages and metrics show it",
+                ));
+            }
+            for (kind, rates) in [
+                ("x86_64", &table.x86_64),
+                ("arm64", &table.arm64),
+                ("spot_x86_64", &table.spot_x86_64),
+            ] {
+                for (name, value) in [
+                    ("vcpu_hour", rates.vcpu_hour),
+                    ("gb_hour", rates.gb_hour),
+                    ("storage_gb_hour", rates.storage_gb_hour),
+                ] {
+                    if !value.is_finite() || value < 0.0 {
+                        return Err(self.invalid(
+                            format!("prices[{i}].{kind}.{name}"),
+                            format!("{value} is not a price"),
+                            "give USD per hour as a number of zero or more, from the AWS Fargate pricing page",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(tables)
     }
 
     fn settings(&self, raw: RawController) -> Result<ControllerSettings, ConfigError> {
@@ -686,6 +750,8 @@ impl Resolver<'_> {
             webhook_secret_env: raw.webhook_secret_env,
             http_token_env: raw.http_token_env,
             reload_interval,
+            prices: Vec::new(),
+            job_store: raw.job_store.filter(|p| !p.as_os_str().is_empty()),
         })
     }
 
