@@ -1,6 +1,8 @@
 //! The controller's HTTP surface over real sockets on 127.0.0.1: `/metrics`, `/healthz`,
-//! `/status`, and the `workflow_job` webhook receiver (signed, unsigned, oversized, duplicate,
-//! ping, and a delivery from the GitHub emulator), plus graceful shutdown.
+//! `/status`, the web page (`/`, `/page.js`, `/events`), the token (Bearer, or Basic for
+//! browsers), and the `workflow_job` webhook receiver (signed, unsigned, oversized, duplicate,
+//! ping, and a delivery from the GitHub emulator), plus graceful shutdown, also with an event
+//! stream open.
 
 mod support;
 
@@ -470,7 +472,7 @@ async fn a_token_protects_everything_but_healthz_and_the_signed_webhook() {
             let url = server.url(path);
             let bare = client.get(&url).send().await.unwrap();
             assert_eq!(bare.status(), StatusCode::UNAUTHORIZED, "{path}");
-            assert_eq!(bare.headers()["www-authenticate"], "Bearer");
+            assert_eq!(bare.headers()["www-authenticate"], http::WWW_AUTHENTICATE);
             let body = bare.text().await.unwrap();
             assert!(
                 !body.contains("org"),
@@ -509,6 +511,152 @@ async fn a_token_protects_everything_but_healthz_and_the_signed_webhook() {
         );
         assert!(!err.contains(TOKEN));
         server.stop().await;
+    })
+    .await
+}
+
+/// The web page and its two helpers sit behind the token like `/status`: a browser's Basic auth
+/// (any user, the token as password) and a Bearer token both open them, and the 401 asks for
+/// both so a browser prompts.
+#[tokio::test]
+async fn the_page_its_script_and_events_need_the_token_by_bearer_or_basic_auth() {
+    within(30, async {
+        const TOKEN: &str = "the-controllers-token";
+        let server = start_with_token(None, Some(TOKEN)).await;
+        let client = reqwest::Client::new();
+        for path in ["/", "/page.js", "/events"] {
+            let url = server.url(path);
+            let bare = client.get(&url).send().await.unwrap();
+            assert_eq!(bare.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(
+                bare.headers()["www-authenticate"],
+                "Basic realm=\"hangar controller\", Bearer"
+            );
+            let body = bare.text().await.unwrap();
+            assert!(body.contains("Basic") && body.contains("Bearer"), "{body}");
+            assert!(!body.contains("pool-org"), "{body}");
+            for (user, wrong) in [("admin", "the-controllers-toke"), ("", ""), (TOKEN, "x")] {
+                let answer = client
+                    .get(&url)
+                    .basic_auth(user, Some(wrong))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    answer.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{path} {wrong:?}"
+                );
+            }
+            let bearer = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+            assert_eq!(bearer.status(), StatusCode::OK, "{path} with Bearer");
+            drop(bearer); // an event stream would go on
+            for user in ["admin", ""] {
+                let basic = client
+                    .get(&url)
+                    .basic_auth(user, Some(TOKEN))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    basic.status(),
+                    StatusCode::OK,
+                    "{path} with Basic as {user:?}"
+                );
+            }
+        }
+        // Basic auth opens the JSON routes too (one token, two ways to send it).
+        let status = client
+            .get(server.url("/status"))
+            .basic_auth("me", Some(TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status.status(), StatusCode::OK);
+        server.stop().await;
+    })
+    .await
+}
+
+/// The page is HTML with its security headers, the script is JavaScript, and the event stream
+/// sends the page's main part at once.
+#[tokio::test]
+async fn the_page_renders_the_pools_with_a_strict_policy_and_events_carry_its_main_part() {
+    within(30, async {
+        let server = start(None).await;
+        let page = get(&server.url("/")).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let headers = page.headers().clone();
+        assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+        assert_eq!(
+            headers["content-security-policy"],
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
+             img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert_eq!(headers["cache-control"], "no-store");
+        let html = page.text().await.unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+        assert!(
+            html.contains("<section class=\"pool\" id=\"pool-org\">"),
+            "{html}"
+        );
+        assert!(html.contains("<script src=\"page.js\" defer></script>"));
+
+        let script = get(&server.url("/page.js")).await;
+        assert_eq!(script.status(), StatusCode::OK);
+        assert_eq!(
+            script.headers()["content-type"],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(script.headers()["x-content-type-options"], "nosniff");
+        let script = script.text().await.unwrap();
+        assert!(script.contains("new EventSource(\"events\")"), "{script}");
+
+        let mut events = get(&server.url("/events")).await;
+        assert_eq!(events.status(), StatusCode::OK);
+        assert_eq!(events.headers()["content-type"], "text/event-stream");
+        let mut first = String::new();
+        while !first.contains("\n\n") {
+            let chunk = events.chunk().await.unwrap().expect("an event");
+            first.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(first.starts_with("data: "), "{first}");
+        assert!(first.contains("id=\"pool-org\""), "{first}");
+        assert!(!first.contains("<!DOCTYPE"), "only the main part: {first}");
+        drop(events);
+        server.stop().await;
+    })
+    .await
+}
+
+/// Graceful shutdown waits for requests in flight; an event stream never finishes by itself,
+/// so the server ends it on cancel and stops promptly, and the client sees the stream end.
+#[tokio::test]
+async fn the_server_stops_promptly_with_an_event_stream_open() {
+    within(30, async {
+        let server = start(None).await;
+        let addr = server.addr;
+        let mut events = get(&server.url("/events")).await;
+        assert_eq!(events.status(), StatusCode::OK);
+        assert!(events.chunk().await.unwrap().is_some(), "the first event");
+        let started = std::time::Instant::now();
+        let cancel = server.cancel.clone();
+        cancel.cancel();
+        let served = tokio::time::timeout(std::time::Duration::from_secs(3), server.served)
+            .await
+            .expect("the server stopped within 3 s with an event stream open");
+        served.expect("server task").expect("server ended cleanly");
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+        // The stream ended (the body is complete or the connection closed), no hang.
+        let rest = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            while let Ok(Some(_)) = events.chunk().await {}
+        })
+        .await;
+        assert!(rest.is_ok(), "the client's stream did not end");
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
     })
     .await
 }

@@ -1,7 +1,10 @@
 //! The controller's HTTP surface, served by axum on one listener: `GET /metrics` (Prometheus
 //! text format 0.0.4), `GET /healthz` (200 or 503 with the reasons), `GET /status` (the pools as
 //! JSON, for `hangar status`), `GET /jobs` (each pool's jobs in flight and recent ones, for
-//! `hangar jobs`) and, only when a webhook receiver is configured, `POST /webhook`.
+//! `hangar jobs`), the read-only web page (`GET /`, rendered by [`super::page`] from the same
+//! JSON, its script `GET /page.js` and `GET /events`, server-sent events that carry the page's
+//! main part every [`EVENTS_INTERVAL`]) and, only when a webhook receiver is configured,
+//! `POST /webhook`.
 //!
 //! [`HttpState`] is how the controller plugs in: its [`Metrics`], a health callback, a status
 //! callback and optionally a [`WebhookRoute`] (the receiver plus a nudge callback). Callbacks run
@@ -17,22 +20,32 @@
 //!   [`BODY_READ_TIMEOUT`].
 //! - The nudge callback runs at most once per delivery id (redeliveries are answered 200 and
 //!   dropped), and never for a delivery whose signature failed.
-//! - On cancel the server stops accepting, finishes the requests in flight and returns.
+//! - On cancel the server stops accepting, finishes the requests in flight and returns; an open
+//!   `/events` stream ends at once on cancel (else graceful shutdown would wait for it for
+//!   ever).
 //! - With a token ([`HttpState::token`], from the variable `controller.http_token_env` names),
 //!   every route but `/healthz` (for load balancers and ECS health checks) and `/webhook`
 //!   (signed by GitHub, which sends no bearer token) answers 401 unless the request carries
-//!   `Authorization: Bearer <token>`; the comparison takes the same time whatever the guess.
+//!   `Authorization: Bearer <token>` or, for browsers, HTTP Basic auth whose password is the
+//!   token (any user name); the 401 offers both, so a browser prompts. The comparison takes the
+//!   same time whatever the guess.
+//! - The page's answers forbid everything but the controller's own script, inline style and
+//!   connections back to it ([`PAGE_CSP`]), are never cached and send no referrer.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::json;
@@ -40,12 +53,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{Metrics, WebhookOutcome};
+use super::page;
 use super::webhook::{Handled, MAX_DELIVERY_ID_LEN, WebhookError, WebhookHeaders, WebhookReceiver};
 
 /// The content type of Prometheus' text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// How long a webhook body may take to arrive.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `/events` sends the page's main part.
+pub const EVENTS_INTERVAL: Duration = Duration::from_secs(2);
+/// The page's content security policy: its own script, inline style (the page's `<style>` and
+/// its timeline bars' `style` attributes), connections to itself (the event stream); nothing
+/// else, not even images, and no framing.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// What a 401 offers: Basic (a browser prompts, the password is the token) and Bearer.
+pub const WWW_AUTHENTICATE: &str = "Basic realm=\"hangar controller\", Bearer";
 
 /// The controller's health: healthy when there is no reason to worry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -94,16 +116,21 @@ pub struct HttpState {
     pub jobs: JobsFn,
     /// `None`: no `/webhook` route (404).
     pub webhook: Option<WebhookRoute>,
-    /// `Some`: the bearer token `/metrics`, `/status` and `/jobs` require.
+    /// `Some`: the token every route but `/healthz` and `/webhook` requires (Bearer, or the
+    /// password of Basic auth).
     pub token: Option<SecretString>,
 }
 
-/// The routes for `state`.
+/// The routes for `state`. An `/events` stream of this router ends only when its client goes;
+/// [`serve`] also ends it on cancel.
 pub fn router(state: HttpState) -> Router {
     let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/jobs", get(jobs))
+        .route("/", get(page_html))
+        .route("/page.js", get(page_js))
+        .route("/events", get(events))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -125,7 +152,7 @@ pub fn serve(
     state: HttpState,
     cancel: CancellationToken,
 ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
-    let app = router(state);
+    let app = router(state).layer(Extension(Shutdown(cancel.clone())));
     async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(cancel.cancelled_owned())
@@ -143,19 +170,41 @@ async fn require_token(
         return next.run(request).await;
     };
     let given = header_str(request.headers(), header::AUTHORIZATION.as_str())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(presented_token)
         .unwrap_or_default();
-    if tokens_match(given, token.expose_secret()) {
+    if tokens_match(&given, token.expose_secret()) {
         return next.run(request).await;
     }
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+        [(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(WWW_AUTHENTICATE),
+        )],
         axum::Json(json!({
-            "error": "this controller's HTTP surface needs its token: send Authorization: Bearer <token> (hangar status and hangar jobs send HANGAR_CONTROLLER_TOKEN)"
+            "error": "this controller's HTTP surface needs its token: send Authorization: Bearer <token> (hangar status and hangar jobs send HANGAR_CONTROLLER_TOKEN), or in a browser sign in with any user name and the token as the password (HTTP Basic auth)"
         })),
     )
         .into_response()
+}
+
+/// The token an `Authorization` value presents: a Bearer token, or a Basic password (the user
+/// name is ignored). Schemes are case-insensitive, as HTTP says.
+fn presented_token(value: &str) -> Option<String> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim_start();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.to_string());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_end())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (_user, password) = decoded.split_once(':')?;
+    Some(password.to_string())
 }
 
 /// Compares the digests of both, byte by byte without stopping early, so the time taken says
@@ -203,6 +252,76 @@ async fn status(State(state): State<HttpState>) -> Response {
 
 async fn jobs(State(state): State<HttpState>) -> Response {
     axum::Json((state.jobs)()).into_response()
+}
+
+/// Cancelled when [`serve`] is told to stop: ends `/events` streams.
+#[derive(Clone)]
+struct Shutdown(CancellationToken);
+
+/// The headers every answer of the page's routes carries.
+fn page_headers(content_type: &'static str) -> [(header::HeaderName, HeaderValue); 5] {
+    [
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_CSP),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+async fn page_html(State(state): State<HttpState>) -> Response {
+    let html = page::render_page(&(state.status)(), &(state.jobs)(), chrono::Utc::now());
+    (page_headers("text/html; charset=utf-8"), html).into_response()
+}
+
+async fn page_js() -> Response {
+    (page_headers("text/javascript; charset=utf-8"), page::SCRIPT).into_response()
+}
+
+/// The page's main part at once, then every [`EVENTS_INTERVAL`], until the client goes or the
+/// server stops.
+async fn events(State(state): State<HttpState>, shutdown: Option<Extension<Shutdown>>) -> Response {
+    // Without `serve` (a bare router) nothing cancels this: the stream ends with its client.
+    let stop = shutdown.map(|Extension(Shutdown(t))| t).unwrap_or_default();
+    let stream =
+        futures_util::stream::unfold((state, stop, true), |(state, stop, first)| async move {
+            if !first {
+                tokio::select! {
+                    () = stop.cancelled() => return None,
+                    () = tokio::time::sleep(EVENTS_INTERVAL) => {}
+                }
+            }
+            if stop.is_cancelled() {
+                return None;
+            }
+            let html = page::render_main(&(state.status)(), &(state.jobs)(), chrono::Utc::now());
+            let event = Event::default().data(html);
+            Some((Ok::<Event, Infallible>(event), (state, stop, false)))
+        });
+    let [_, csp, nosniff, referrer, _] = page_headers("text/event-stream");
+    (
+        [
+            csp,
+            nosniff,
+            referrer,
+            // Proxies that buffer (nginx) would hold the events back.
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        Sse::new(stream),
+    )
+        .into_response()
 }
 
 async fn webhook(State(state): State<HttpState>, request: Request) -> Response {
@@ -335,7 +454,22 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use super::loggable_delivery;
+    use super::{loggable_delivery, presented_token};
+
+    #[test]
+    fn the_token_comes_from_bearer_or_a_basic_password() {
+        assert_eq!(presented_token("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(presented_token("bearer abc").as_deref(), Some("abc"));
+        // "anyone:to:ken" -> the password is everything after the first colon.
+        assert_eq!(
+            presented_token("Basic YW55b25lOnRvOmtlbg==").as_deref(),
+            Some("to:ken")
+        );
+        assert_eq!(presented_token("BASIC OnRva2Vu").as_deref(), Some("token"));
+        for refused in ["Basic !!!", "Basic dG9rZW4=", "Digest abc", "Bearer", ""] {
+            assert_eq!(presented_token(refused), None, "{refused:?}");
+        }
+    }
 
     #[test]
     fn only_plausible_delivery_ids_reach_the_logs() {

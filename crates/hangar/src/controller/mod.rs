@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod listener;
 pub mod metrics;
 pub mod pace;
+pub mod page;
 pub mod plan;
 pub mod preflight;
 pub mod reconcile;
