@@ -67,10 +67,11 @@ main{display:block;padding:.75rem;max-width:1200px;margin:0 auto}
 .summary{color:var(--muted);font-size:.85rem;margin:0 0 .75rem;overflow-wrap:anywhere}
 .pool{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:.75rem;margin:0 0 1rem}
 .pool h2{font-size:1.1rem;margin:0 0 .5rem;display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;overflow-wrap:anywhere}
-h3{font-size:.95rem;margin:.9rem 0 .25rem}
-.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(9.5rem,1fr));gap:.4rem .9rem;margin:0}
+h3{font-size:.95rem;margin:.8rem 0 .2rem}
+.where{color:var(--muted);font-size:.85rem;margin:-.3rem 0 .5rem;overflow-wrap:anywhere}
+.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(6.8rem,1fr));gap:.35rem .8rem;margin:0;font-variant-numeric:tabular-nums}
 .facts div{min-width:0}
-dt{font-size:.72rem;color:var(--muted);text-transform:uppercase;letter-spacing:.03em}
+dt{font-size:.75rem;color:var(--muted)}
 dd{margin:0;overflow-wrap:anywhere}
 .alert{border-left:4px solid var(--warn);padding:.3rem .6rem;margin:.5rem 0;border-radius:4px;background:color-mix(in srgb,var(--warn) 10%,transparent);overflow-wrap:anywhere}
 .alert.bad{border-color:var(--bad);background:color-mix(in srgb,var(--bad) 10%,transparent)}
@@ -85,6 +86,7 @@ dd{margin:0;overflow-wrap:anywhere}
 .legend i{display:inline-block;width:.8rem;height:.6rem;border-radius:2px;margin:0 .2rem 0 .5rem}
 .line1{display:flex;flex-wrap:wrap;gap:.2rem .5rem;align-items:baseline}
 .name{font-weight:600;overflow-wrap:anywhere}
+.repo{font-size:.85rem;overflow-wrap:anywhere}
 .detail{font-size:.8rem;color:var(--muted);overflow-wrap:anywhere}
 .bar{position:relative;height:.85rem;background:var(--track);border-radius:3px;overflow:hidden}
 .bar i,.legend i{background:var(--r)}
@@ -250,60 +252,64 @@ fn render_pool(out: &mut String, pool: &PoolView, axis: &Axis, now: DateTime<Utc
             escape(word)
         );
     }
-    out.push_str("</h2>\n<dl class=\"facts\">\n");
+    out.push_str("</h2>\n");
 
-    let mut facts: Vec<(&str, String)> = Vec::new();
+    // Where it runs, on one line under the name.
     let text = |v: &Value| str_of(v).map(escape);
+    let mut whereabouts = Vec::new();
     if let Some(scope) = text(&s["scope"]).or_else(|| text(&report["scope"])) {
-        facts.push(("Scope", scope));
+        whereabouts.push(scope);
     }
     if let Some(set) = text(&s["scale_set"]).or_else(|| text(&report["scale_set"])) {
         let id = s["scale_set_id"]
             .as_u64()
-            .map(|id| format!(" <span class=\"muted\">#{id}</span>"))
+            .map(|id| format!(" #{id}"))
             .unwrap_or_default();
-        facts.push(("Scale set", format!("{set}{id}")));
+        whereabouts.push(format!("scale set {set}{id}"));
     }
     if let Some(backend) = text(&s["backend"]).or_else(|| text(&report["backend"])) {
-        facts.push(("Backend", backend));
+        whereabouts.push(format!("{backend} backend"));
     }
-    if let Some(session) = session {
-        facts.push(("Session", escape(session)));
+    if !whereabouts.is_empty() {
+        let _ = writeln!(out, "<p class=\"where\">{}</p>", whereabouts.join(" · "));
     }
+    if let Some(session) = session.filter(|s| *s != "live") {
+        let class = if session.starts_with("failed") {
+            "alert bad"
+        } else {
+            "alert"
+        };
+        let _ = writeln!(out, "<p class=\"{class}\">Session {}</p>", escape(session));
+    }
+
+    out.push_str("<dl class=\"facts\">\n");
+    let mut facts: Vec<(&str, String)> = Vec::new();
     if st.is_object() {
         let n = |key: &str| st[key].as_u64().unwrap_or(0);
         facts.push((
-            "Runners",
-            format!(
-                "{} busy · {} idle · {} pending",
-                n("busy"),
-                n("idle"),
-                n("pending")
-            ),
+            "Busy/idle/pending",
+            format!("{} / {} / {}", n("busy"), n("idle"), n("pending")),
         ));
-        let assigned = st["assigned_jobs"]
-            .as_u64()
-            .map(|a| format!(" · {a} jobs assigned"))
-            .unwrap_or_default();
-        facts.push(("Desired", format!("{}{assigned}", n("desired"))));
+        facts.push(("Desired", n("desired").to_string()));
+        if let Some(assigned) = st["assigned_jobs"].as_u64() {
+            facts.push(("Jobs assigned", assigned.to_string()));
+        }
     }
     let limit = |key: &str| s[key].as_u64().map(|n| n.to_string());
     if let (Some(min_idle), Some(max)) = (limit("min_idle"), limit("max")) {
-        facts.push(("Min idle / max", format!("{min_idle} / {max}")));
+        facts.push(("Min idle/max", format!("{min_idle} / {max}")));
     }
     if let Some(left) = report["budget_left"].as_u64() {
-        facts.push(("GitHub budget left", left.to_string()));
+        facts.push(("GitHub budget", left.to_string()));
     }
     if report.is_object() {
         let n = |key: &str| report[key].as_u64().unwrap_or(0);
         facts.push((
-            "Launched / retired",
+            "Launched/retired",
             format!("{} / {}", n("launched_total"), n("retired_total")),
         ));
-        facts.push((
-            "Interrupted / fell back",
-            format!("{} / {}", n("interrupted_total"), n("fallbacks_total")),
-        ));
+        facts.push(("Interrupted", n("interrupted_total").to_string()));
+        facts.push(("Fell back", n("fallbacks_total").to_string()));
         let last_pass = match time_of(&report["last_pass_at"]) {
             Some(at) => format!("{} ago", duration(seconds(at, now))),
             None => "none yet".to_string(),
@@ -486,8 +492,7 @@ fn render_jobs(
     now: DateTime<Utc>,
 ) {
     if jobs.is_empty() {
-        out.push_str("<p class=\"empty\">None.</p>\n");
-        return;
+        return; // the heading says 0
     }
     let _ = writeln!(
         out,
@@ -800,16 +805,16 @@ mod tests {
             "{main}"
         );
         for text in [
-            "org your-organization",
-            "hangar",
-            "ecs",
+            "<p class=\"where\">org your-organization · scale set hangar #3 · ecs backend</p>",
             "session live",
-            "1 busy · 1 idle · 1 pending",
-            "3 · 2 jobs assigned",
-            "1 / 20",
-            "4321",
-            "12 / 10",
-            "1 / 2",
+            "<dt>Busy/idle/pending</dt><dd>1 / 1 / 1</dd>",
+            "<dt>Desired</dt><dd>3</dd>",
+            "<dt>Jobs assigned</dt><dd>2</dd>",
+            "<dt>Min idle/max</dt><dd>1 / 20</dd>",
+            "<dt>GitHub budget</dt><dd>4321</dd>",
+            "<dt>Launched/retired</dt><dd>12 / 10</dd>",
+            "<dt>Interrupted</dt><dd>1</dd>",
+            "<dt>Fell back</dt><dd>2</dd>",
             "Launches held: at max (20)",
             "Last launch failed (2 min ago, 11:58:00): <b>capacity</b> no Spot capacity",
             "owner prod",
@@ -817,7 +822,20 @@ mod tests {
         ] {
             assert!(main.contains(text), "missing {text:?} in {main}");
         }
-        assert!(main.contains("<p class=\"empty\">None.</p>"));
+        assert!(
+            main.contains("<h3>In flight: 0</h3>\n<h3>Recent: 0</h3>"),
+            "{main}"
+        );
+        assert!(!main.contains("class=\"axis\""), "no timeline without jobs");
+        assert!(!main.contains("Session "), "a live session is only a badge");
+
+        let mut st = status();
+        st["pools"][0]["session"] = json!("failed: <401> bad credentials");
+        let main = render_main(&st, &jobs(vec![], vec![]), now());
+        assert!(
+            main.contains("<p class=\"alert bad\">Session failed: &lt;401&gt; bad credentials</p>"),
+            "{main}"
+        );
     }
 
     #[test]
