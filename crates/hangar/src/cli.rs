@@ -161,19 +161,36 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
     },
-    /// The runners' CloudWatch logs: a repository's runner, the org runner, or all.
+    /// The runners' CloudWatch logs: a repository's runner, the org runner, or all; or, with
+    /// --job, the log of the one runner that ran a job.
+    ///
+    /// With --job ID|URL the job is looked up in a running controller's records (its /jobs
+    /// endpoint: jobs in flight and the last 200 finished per pool), and its task's whole log
+    /// stream is printed from the start: the stream the controller recorded, else the one the ECS
+    /// task definition's awslogs options name. The deployment flags (--runner-type, --org,
+    /// --repo, --cluster) and their variables are not used then, and --since and --filter do not
+    /// apply. The controller's token, if it has one, is read from HANGAR_CONTROLLER_TOKEN.
     Logs {
         #[command(flatten)]
         deployment: DeploymentArgs,
-        /// Keep printing new events until Ctrl-C.
+        /// Keep printing new events until Ctrl-C (with --job: until the job's task stops).
         #[arg(long, short)]
         follow: bool,
         /// How far back to start, e.g. 30m, 2h.
-        #[arg(long, default_value = "10m", value_parser = agent::config::parse_duration)]
+        #[arg(long, default_value = "10m", value_parser = agent::config::parse_duration, conflicts_with = "job")]
         since: std::time::Duration,
         /// A CloudWatch Logs filter pattern, e.g. '"job completed"' or '{ $.level = "ERROR" }'.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "job")]
         filter: Option<String>,
+        /// One job's runner log: the job id as `hangar jobs` shows it, or the job's GitHub URL,
+        /// https://github.com/OWNER/REPO/actions/runs/RUN_ID/job/JOB_ID (the job must then be
+        /// of that repository).
+        #[arg(long, value_name = "ID|URL", value_parser = logs::JobRef::parse)]
+        job: Option<logs::JobRef>,
+        /// With --job: the controller's address, e.g. http://10.0.1.5:9464 [default:
+        /// HANGAR_CONTROLLER_URL].
+        #[arg(long, requires = "job")]
+        controller: Option<String>,
     },
     /// Mint a runner registration token, remove token or JIT configuration and print it as JSON.
     Token {
@@ -268,6 +285,64 @@ fn controller_token() -> Option<secrecy::SecretString> {
         .ok()
         .filter(|t| !t.is_empty())
         .map(secrecy::SecretString::from)
+}
+
+/// `hangar logs`'s flags other than the deployment's.
+struct LogsOptions {
+    follow: bool,
+    since: std::time::Duration,
+    filter: Option<String>,
+    job: Option<logs::JobRef>,
+    controller: Option<String>,
+}
+
+/// What `hangar logs` reads: a deployment's log groups, or one job's stream.
+#[derive(Debug)]
+enum LogsCommand {
+    Deployment(logs::LogsRequest),
+    Job(logs::JobLogsRequest),
+}
+
+/// The one place `hangar logs`'s arguments and environment are resolved. With `--job` the
+/// deployment flags are not read (their variables may be set for other commands), and the
+/// controller is `--controller`, else `HANGAR_CONTROLLER_URL` (not a clap `env`: a variable set
+/// for `hangar jobs` must not make `--controller` conflict with a plain `hangar logs`).
+fn resolve_logs(
+    deployment: &DeploymentArgs,
+    options: LogsOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<LogsCommand> {
+    let poll = std::time::Duration::from_millis(
+        env("HANGAR_LOGS_POLL_MS")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000),
+    );
+    let Some(job) = options.job else {
+        return Ok(LogsCommand::Deployment(logs::LogsRequest {
+            deployment: deployment.resolve()?,
+            since: options.since,
+            filter: options.filter,
+            follow: options.follow,
+            poll,
+        }));
+    };
+    let controller = options
+        .controller
+        .or_else(|| env("HANGAR_CONTROLLER_URL").filter(|v| !v.trim().is_empty()))
+        .ok_or_else(|| {
+            ConfigError(
+                "--job needs the controller that ran the job: pass --controller URL (e.g. http://10.0.1.5:9464) or set HANGAR_CONTROLLER_URL".into(),
+            )
+        })?;
+    Ok(LogsCommand::Job(logs::JobLogsRequest {
+        job,
+        controller: resolve_url(&controller, "--controller", "HANGAR_CONTROLLER_URL")?,
+        token: env("HANGAR_CONTROLLER_TOKEN")
+            .filter(|t| !t.is_empty())
+            .map(secrecy::SecretString::from),
+        follow: options.follow,
+        poll,
+    }))
 }
 
 /// A configuration error: exit code 2.
@@ -450,23 +525,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follow,
             since,
             filter,
+            job,
+            controller,
         } => {
-            let request = logs::LogsRequest {
-                deployment: deployment.resolve()?,
-                since,
-                filter,
-                follow,
-                poll: std::time::Duration::from_millis(
-                    std::env::var("HANGAR_LOGS_POLL_MS")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(2000),
-                ),
-            };
+            let request = resolve_logs(
+                &deployment,
+                LogsOptions {
+                    follow,
+                    since,
+                    filter,
+                    job,
+                    controller,
+                },
+                &|name| std::env::var(name).ok(),
+            )?;
             let stop = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            logs::run(&request, |e| println!("{}", logs::format_event(e)), stop).await?;
+            let print = |e: &_| println!("{}", logs::format_event(e));
+            match request {
+                LogsCommand::Deployment(request) => {
+                    logs::run(&request, print, stop).await?;
+                }
+                LogsCommand::Job(request) => {
+                    logs::run_job(&request, print, stop).await?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { kind } => {
@@ -598,5 +682,118 @@ mod tests {
         };
         let through_connect: anyhow::Error = ConnectError::Credentials(missing).into();
         assert_eq!(exit_code_for(&through_connect), 2);
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("hangar").chain(args.iter().copied()))
+    }
+
+    fn logs_of(cli: Cli, env: &[(&str, &str)]) -> anyhow::Result<LogsCommand> {
+        let Command::Logs {
+            deployment,
+            follow,
+            since,
+            filter,
+            job,
+            controller,
+        } = cli.command
+        else {
+            panic!("not logs");
+        };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        resolve_logs(
+            &deployment,
+            LogsOptions {
+                follow,
+                since,
+                filter,
+                job,
+                controller,
+            },
+            &lookup,
+        )
+    }
+
+    #[test]
+    fn logs_job_takes_the_controller_from_the_flag_or_the_environment() {
+        let cli = parse(&[
+            "logs",
+            "--job",
+            "https://github.com/o/r/actions/runs/1/job/2",
+            "--controller",
+            "http://127.0.0.1:9464/",
+            "-f",
+        ])
+        .unwrap();
+        let LogsCommand::Job(request) = logs_of(cli, &[("HANGAR_CONTROLLER_TOKEN", "t")]).unwrap()
+        else {
+            panic!("not a job request");
+        };
+        assert_eq!(request.job.job_id, "2");
+        assert_eq!(request.job.repository.as_deref(), Some("o/r"));
+        assert_eq!(request.controller, "http://127.0.0.1:9464");
+        assert!(request.follow && request.token.is_some());
+
+        let cli = parse(&["logs", "--job", "77"]).unwrap();
+        let LogsCommand::Job(request) =
+            logs_of(cli, &[("HANGAR_CONTROLLER_URL", "http://c:1")]).unwrap()
+        else {
+            panic!("not a job request");
+        };
+        assert_eq!(
+            (request.controller.as_str(), request.token.is_none()),
+            ("http://c:1", true)
+        );
+
+        let missing = logs_of(parse(&["logs", "--job", "77"]).unwrap(), &[]).unwrap_err();
+        assert!(
+            missing.to_string().contains("HANGAR_CONTROLLER_URL"),
+            "{missing}"
+        );
+        assert_eq!(exit_code_for(&missing), 2);
+        let bad = logs_of(
+            parse(&["logs", "--job", "77", "--controller", "c:1"]).unwrap(),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(exit_code_for(&bad), 2);
+
+        // Without --job, the deployment's groups, whatever HANGAR_CONTROLLER_URL says.
+        let plain = logs_of(
+            parse(&["logs", "--since", "1h"]).unwrap(),
+            &[("HANGAR_CONTROLLER_URL", "http://c:1")],
+        )
+        .unwrap();
+        assert!(matches!(plain, LogsCommand::Deployment(_)));
+    }
+
+    #[test]
+    fn logs_job_refuses_what_does_not_apply_to_one_job() {
+        use clap::error::ErrorKind;
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["logs", "--job", "1", "--since", "1h"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["logs", "--job", "1", "--filter", "x"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["logs", "--controller", "http://c:1"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["logs", "--job", "https://github.com/o/r/actions/runs/1"]),
+            ErrorKind::ValueValidation
+        );
+        let message = parse(&["logs", "--job", "https://github.com/o/r/pull/3"])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("is not a GitHub job URL"), "{message}");
     }
 }

@@ -1,6 +1,7 @@
 //! CloudWatch Logs, read-only: the runner log groups and their events, as `hangar logs` shows
 //! them. Events are read with FilterLogEvents (every stream of a group, a pattern applied by
-//! AWS), page by page to the end.
+//! AWS), page by page to the end; one stream (a task's, for `hangar logs --job`) is read with
+//! GetLogEvents from its start, following the forward token until it repeats.
 
 use super::{AwsError, classify, region_of};
 
@@ -28,6 +29,17 @@ impl LogsClient {
         LogsClient {
             client: aws_sdk_cloudwatchlogs::Client::new(config),
             region: region_of(config),
+        }
+    }
+
+    /// The same, in `region` instead of the configuration's (a task's logs live in its region).
+    pub fn in_region(config: &aws_config::SdkConfig, region: &str) -> LogsClient {
+        let conf = aws_sdk_cloudwatchlogs::config::Builder::from(config)
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        LogsClient {
+            client: aws_sdk_cloudwatchlogs::Client::from_conf(conf),
+            region: region.to_string(),
         }
     }
 
@@ -106,5 +118,60 @@ impl LogsClient {
             }
         }
         Ok(out)
+    }
+
+    /// The events of one stream after `token` (from the stream's start when `None`), in order,
+    /// and the forward token to continue from. GetLogEvents may answer empty pages before the
+    /// end; the end is the page whose forward token is the one sent. A missing group or stream
+    /// is [`AwsError::NotFound`].
+    pub async fn stream_events(
+        &self,
+        group: &str,
+        stream: &str,
+        mut token: Option<String>,
+    ) -> Result<(Vec<LogEvent>, Option<String>), AwsError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .client
+                .get_log_events()
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .start_from_head(true)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    classify(e, "logs:GetLogEvents", &self.region, |code| {
+                        (code == "ResourceNotFoundException").then(|| {
+                            (
+                                format!("log stream {stream:?} of log group {group:?}"),
+                                "check the group and stream names".to_string(),
+                            )
+                        })
+                    })
+                })?;
+            out.extend(page.events().iter().map(|e| LogEvent {
+                group: group.to_string(),
+                stream: stream.to_string(),
+                timestamp_ms: e.timestamp().unwrap_or_default(),
+                message: e.message().unwrap_or_default().trim_end().to_string(),
+                id: String::new(),
+            }));
+            let next = page.next_forward_token().map(str::to_string);
+            if next.is_none() || next == token {
+                return Ok((out, next.or(token)));
+            }
+            token = next;
+        }
+    }
+
+    /// Whether log group `group` exists (for saying which of a group and a stream is missing).
+    pub async fn group_exists(&self, group: &str) -> Result<bool, AwsError> {
+        Ok(self
+            .groups_with_prefix(group)
+            .await?
+            .iter()
+            .any(|g| g == group))
     }
 }
