@@ -359,7 +359,7 @@ pub enum JobLogsError {
     #[error(transparent)]
     Controller(#[from] PoolsError),
     #[error(
-        "job {job} is not in the records of the controller at {controller} (pools {pools}; {hint}). It keeps the jobs in flight and the last {RECENT_JOBS_KEPT} finished per pool, since it started. Fix: check the job id and the controller; for an older job, read its pool's log group with `hangar logs --since ... --filter '\"RUNNER_NAME\"'`"
+        "job {job} is not in the records of the controller at {controller} (pools {pools}; {hint}). It keeps the jobs in flight and the last {RECENT_JOBS_KEPT} finished per pool, since it started. Fix: check the job id and the controller; for an older job, read its pool's log group with `hangar logs --runner-type TYPE --repo NAME --since 2d --filter '\"RUNNER_NAME\"'`, the runner's name from the job's GitHub page"
     )]
     UnknownJob {
         job: String,
@@ -389,7 +389,7 @@ pub enum JobLogsError {
         result: String,
     },
     #[error(
-        "job {job} ran on the local backend (task {task} of pool {pool}), which logs to files, not CloudWatch: the runner's log is <work_root>/{runner}/agent.log on the controller's machine, with work_root from pool {pool}'s [pool.local] (removed 10 minutes after the task stopped)"
+        "job {job} ran on the local backend (task {task} of pool {pool}), which logs to files, not CloudWatch: the runner's log is <work_root>/{runner}/agent.log on the controller's machine, with work_root from pool {pool}'s [pool.local]. Fix: read that file there (it is removed 10 minutes after the task stopped)"
     )]
     Local {
         job: String,
