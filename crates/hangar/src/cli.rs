@@ -60,6 +60,16 @@ Exit codes: 0 success; 1 GitHub/AWS failure or a failed doctor or check-config -
 `agent` also 3: the runner is gone from GitHub or idle too long, or the pool's Docker daemon
 never answered (HANGAR_DOCKER_WAIT): replace the task.";
 
+const LOGS_EXAMPLES: &str = "\
+Examples:
+  # A repository's runners, the last 30 minutes and on
+  hangar logs --runner-type standalone --repo your-repository-name --since 30m --follow
+
+  # The runner of one job, by its GitHub URL or its id, through the controller's records
+  hangar logs --controller http://10.0.1.5:9464 \\
+    --job https://github.com/your-organization/your-repository-name/actions/runs/123/job/456
+  HANGAR_CONTROLLER_URL=http://10.0.1.5:9464 hangar logs --job 456 --follow";
+
 /// Run GitHub Actions self-hosted runners on AWS ECS.
 #[derive(Debug, Parser)]
 #[command(name = "hangar", version, about, after_help = EXAMPLES)]
@@ -170,6 +180,7 @@ enum Command {
     /// task definition's awslogs options name. The deployment flags (--runner-type, --org,
     /// --repo, --cluster) and their variables are not used then, and --since and --filter do not
     /// apply. The controller's token, if it has one, is read from HANGAR_CONTROLLER_TOKEN.
+    #[command(after_help = LOGS_EXAMPLES)]
     Logs {
         #[command(flatten)]
         deployment: DeploymentArgs,

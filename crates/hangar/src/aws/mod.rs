@@ -1,9 +1,8 @@
 //! AWS: the one place SDK configuration is loaded (the standard chain for credentials and
 //! profile, `AWS_REGION`, `AWS_ENDPOINT_URL`, with the seed's region, us-east-1, when none is
-//! set), the read-only ECS and CloudWatch Logs adapters the operator commands use (and where an
-//! ECS task logs, `task_logs`), the
-//! preflight's read-only adapter (`inspect`), and the error every AWS call is classified into:
-//! what was refused or missing, and the fix.
+//! set), the read-only ECS and CloudWatch Logs adapters the operator commands use (with where an
+//! ECS task logs, `task_logs`), the preflight's read-only adapter (`inspect`), and the error
+//! every AWS call is classified into: what was refused or missing, and the fix.
 
 pub mod ecs;
 pub mod inspect;
