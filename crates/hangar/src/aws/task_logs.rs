@@ -16,11 +16,12 @@ use super::{AwsError, classify};
 pub const RUNNER_CONTAINER: &str = "runner";
 
 /// A log stream and where it lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogLocation {
     pub group: String,
     pub stream: String,
     /// `awslogs-region`, when the definition names one (else the task's region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 

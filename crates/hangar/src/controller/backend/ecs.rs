@@ -96,9 +96,9 @@ pub struct EcsBackend {
     /// Paces `DescribeParameters` pages (a few a second per account; the leftover listing of a
     /// pool with many parameters takes several), shared likewise.
     ssm_describes: Option<Arc<Pacer>>,
-    /// The runner container's awslogs group and stream prefix, as [`EcsBackend::check`] read
-    /// them from the task definition (`None`: not checked yet, or not awslogs with a prefix).
-    awslogs: Arc<Mutex<Option<(String, String)>>>,
+    /// The runner container's awslogs options, as [`EcsBackend::check`] read them from the
+    /// task definition (`None`: not checked yet, or it does not log with awslogs).
+    awslogs: Arc<Mutex<Option<HashMap<String, String>>>>,
 }
 
 impl EcsBackend {
@@ -139,12 +139,12 @@ impl EcsBackend {
     /// Where the awslogs driver writes a task's runner container: `<prefix>/<container>/<task
     /// id>` in the group, when the task definition (as checked) says both.
     fn log_location(&self, task_arn: &str) -> Option<LogLocation> {
-        let (group, prefix) = self.awslogs.lock().expect("awslogs poisoned").clone()?;
-        let task_id = task_arn.rsplit('/').next().filter(|id| !id.is_empty())?;
-        Some(LogLocation {
-            group,
-            stream: format!("{prefix}/{}/{task_id}", self.launch.container_name),
-        })
+        let awslogs = self.awslogs.lock().expect("awslogs poisoned");
+        crate::aws::task_logs::log_location(
+            &self.launch.container_name,
+            awslogs.as_ref()?,
+            task_arn,
+        )
     }
 
     /// Tells every task the pool's scope (not secret; the agent needs it to run).
@@ -263,13 +263,7 @@ impl EcsBackend {
             .find(|c| c.name() == Some(launch.container_name.as_str()))
             .and_then(|c| c.log_configuration())
             .filter(|l| l.log_driver().as_str() == "awslogs")
-            .and_then(|l| {
-                let options = l.options()?;
-                Some((
-                    options.get("awslogs-group")?.clone(),
-                    options.get("awslogs-stream-prefix")?.clone(),
-                ))
-            });
+            .and_then(|l| l.options().cloned());
         *self.awslogs.lock().expect("awslogs poisoned") = runner_logs;
         if !containers.contains(&launch.container_name.as_str()) {
             return Err(BackendError::Config(format!(

@@ -94,12 +94,7 @@ pub struct TaskTimes {
     pub stopped_at: Option<DateTime<Utc>>,
 }
 
-/// A CloudWatch Logs stream.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct LogLocation {
-    pub group: String,
-    pub stream: String,
-}
+pub use crate::aws::task_logs::LogLocation;
 
 /// How a task stopped, as the backend says (ECS `stopCode` and `stoppedReason`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
