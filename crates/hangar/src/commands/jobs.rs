@@ -11,9 +11,9 @@ use serde_json::Value;
 
 use super::column_width;
 
-/// The `/jobs` answer as a table, one row a job, in flight first.
+/// The `/jobs` answer as a table, one row a job, in flight first, then each pool's cost.
 pub fn render_text(jobs: &Value) -> String {
-    let mut rows: Vec<[String; 9]> = Vec::new();
+    let mut rows: Vec<[String; 10]> = Vec::new();
     for pool in jobs["pools"].as_array().into_iter().flatten() {
         let name = pool["name"].as_str().unwrap_or("?");
         let in_flight = pool["in_flight"].as_array().into_iter().flatten();
@@ -32,6 +32,7 @@ pub fn render_text(jobs: &Value) -> String {
         "TASK",
         "QUEUED",
         "RAN",
+        "COST",
     ];
     if rows.is_empty() {
         return "no jobs yet (the controller keeps the jobs in flight and the last 200 finished per pool, since it started)\n".to_string();
@@ -56,10 +57,62 @@ pub fn render_text(jobs: &Value) -> String {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         let _ = writeln!(out, "{}", line(&cells));
     }
+    let mut notes = Vec::new();
+    for pool in jobs["pools"].as_array().into_iter().flatten() {
+        if let Some(note) = pool_cost_line(pool) {
+            notes.push(note);
+        }
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for note in notes {
+            let _ = writeln!(out, "{note}");
+        }
+        out.push_str("COST is the job's share of its Fargate task's bill (+: so far, ~: a time estimated); see README, \"What a job costs\"\n");
+    }
     out
 }
 
-fn row(pool: &str, job: &Value) -> [String; 9] {
+/// `pool org: jobs $0.0123, idle $0.0045 over 12 tasks (us-east-1 prices of 2026-12-07)`.
+pub fn pool_cost_line(pool: &Value) -> Option<String> {
+    let cost = pool.get("cost").filter(|c| c.is_object())?;
+    let dollars = |key: &str| cost[key].as_f64().unwrap_or(0.0);
+    let mut line = format!(
+        "pool {}: jobs ${:.4}, idle ${:.4} over {} tasks ({} prices of {})",
+        pool["name"].as_str().unwrap_or("?"),
+        dollars("job_dollars_total"),
+        dollars("idle_dollars_total"),
+        cost["tasks_billed"].as_u64().unwrap_or(0),
+        cost["region"].as_str().unwrap_or("?"),
+        cost["prices_as_of"].as_str().unwrap_or("?"),
+    );
+    if let Some(hour) = cost["min_idle_dollars_per_hour"]
+        .as_f64()
+        .filter(|h| *h > 0.0)
+    {
+        let _ = write!(line, "; min_idle costs ${hour:.4} an hour");
+    }
+    Some(line)
+}
+
+/// The job's share of its task's bill: `$0.0025`, `+` while the task runs, `~` when a time was
+/// estimated; `-` without prices.
+fn cost_cell(job: &Value) -> String {
+    let cost = &job["cost"];
+    let Some(dollars) = cost["job_dollars"].as_f64() else {
+        return "-".to_string();
+    };
+    let mut cell = format!("${dollars:.4}");
+    if cost["final"] != true {
+        cell.push('+');
+    }
+    if cost["estimated"] == true {
+        cell.push('~');
+    }
+    cell
+}
+
+fn row(pool: &str, job: &Value) -> [String; 10] {
     let text = |key: &str| job[key].as_str().unwrap_or("-").to_string();
     let state = match (job["result"].as_str(), job["started_at"].is_string()) {
         (Some(result), _) => result.to_string(),
@@ -84,6 +137,7 @@ fn row(pool: &str, job: &Value) -> [String; 9] {
         task,
         seconds_between(job, "queued_at", "started_at"),
         seconds_between(job, "started_at", "completed_at"),
+        cost_cell(job),
     ]
 }
 
@@ -119,24 +173,33 @@ mod tests {
                 {"job_id": "3", "repository": "acme/app", "job_name": "lint", "run_id": 42,
                  "queued_at": "2026-12-07T10:00:00Z", "started_at": "2026-12-07T10:00:07.5Z",
                  "result": null, "runner_name": "org-abcd1234",
-                 "task": {"id": "arn:aws:ecs:us-east-1:123456789012:task/runners/0f1e2d"}}
+                 "task": {"id": "arn:aws:ecs:us-east-1:123456789012:task/runners/0f1e2d"},
+                 "cost": {"job_dollars": 0.00123, "final": false, "estimated": false}}
             ],
             "recent": [
                 {"job_id": "1", "repository": "acme/app", "job_name": "test", "run_id": 41,
                  "queued_at": "2026-12-07T09:00:00Z", "started_at": "2026-12-07T09:00:05Z",
                  "completed_at": "2026-12-07T09:01:05Z", "result": "succeeded",
-                 "runner_name": "org-zzzz9999", "task": null}
-            ]
+                 "runner_name": "org-zzzz9999", "task": null,
+                 "cost": {"job_dollars": 0.00249, "final": true, "estimated": true}}
+            ],
+            "cost": {"job_dollars_total": 0.01234, "idle_dollars_total": 0.0045, "tasks_billed": 12,
+                     "region": "us-east-1", "prices_as_of": "2026-12-07",
+                     "min_idle_dollars_per_hour": 0.0148}
         }]});
         let text = render_text(&jobs);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 7, "{text}");
+        assert_eq!(
+            lines[5],
+            "pool org: jobs $0.0123, idle $0.0045 over 12 tasks (us-east-1 prices of 2026-12-07); min_idle costs $0.0148 an hour"
+        );
         assert!(lines[0].starts_with("POOL"), "{text}");
         let cells = |n: usize| lines[n].split_whitespace().collect::<Vec<_>>();
         assert_eq!(
             cells(1),
             [
-                "org", "acme/app", "build", "42", "queued", "-", "-", "-", "-"
+                "org", "acme/app", "build", "42", "queued", "-", "-", "-", "-", "-"
             ]
         );
         assert_eq!(
@@ -150,7 +213,8 @@ mod tests {
                 "org-abcd1234",
                 "0f1e2d",
                 "7.5s",
-                "-"
+                "-",
+                "$0.0012+"
             ]
         );
         assert_eq!(
@@ -164,7 +228,8 @@ mod tests {
                 "org-zzzz9999",
                 "-",
                 "5.0s",
-                "60.0s"
+                "60.0s",
+                "$0.0025~"
             ]
         );
         // Aligned: the JOB column starts at the same place on every line.

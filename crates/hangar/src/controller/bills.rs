@@ -108,7 +108,7 @@ struct Open {
     created_at: DateTime<Utc>,
     capacity_provider: Option<String>,
     times: TaskTimes,
-    /// Seen stopped in a listing (with its stop time): settle now.
+    /// Seen stopped in a listing: settle now.
     stopped: bool,
 }
 
@@ -166,7 +166,8 @@ impl Bills {
             if task.capacity_provider.is_some() {
                 open.capacity_provider = task.capacity_provider.clone();
             }
-            open.stopped = task.state == TaskState::Stopped && task.times.stopped_at.is_some();
+            // A stopped task without `stoppedAt` is settled too, stopped at the pass (estimated).
+            open.stopped = task.state == TaskState::Stopped;
         }
         self.open
             .keys()

@@ -68,7 +68,12 @@ impl TaskRecord {
             *self = newer;
             return;
         }
-        self.created_at = newer.created_at.or(self.created_at);
+        // The first date known stands (a backend that gives none dates its listings).
+        self.created_at = self
+            .created_at
+            .min(newer.created_at)
+            .or(self.created_at)
+            .or(newer.created_at);
         self.pull_started_at = newer.pull_started_at.or(self.pull_started_at);
         self.pull_stopped_at = newer.pull_stopped_at.or(self.pull_stopped_at);
         self.started_at = newer.started_at.or(self.started_at);

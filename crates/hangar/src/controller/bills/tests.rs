@@ -229,3 +229,15 @@ fn the_pool_states_an_hour_of_a_runner_and_its_size() {
         Some("1 vCPU, 2 GiB, X86_64")
     );
 }
+
+#[test]
+fn a_task_listed_stopped_without_its_stop_time_is_settled_at_the_pass_as_an_estimate() {
+    let mut bills = Bills::new(pricing());
+    let stopped = task("t7", 2, TaskState::Stopped, "FARGATE", running_from(0));
+    bills.observe(&[stopped], at(150));
+    let settled = bills.settle(&[], &[], |_| Some((at(30), Some(at(90)))), at(150));
+    assert_eq!(settled.len(), 1);
+    assert!(settled[0].cost.estimated);
+    close(settled[0].cost.billed_seconds, 150.0);
+    close(settled[0].cost.job_dollars, ON_DEMAND_HOUR * 60.0 / 3600.0);
+}
