@@ -7,13 +7,15 @@
 //! Bounded by design: every job in flight (assigned, not completed) is kept, up to
 //! [`IN_FLIGHT_MAX`] and for at most [`IN_FLIGHT_MAX_AGE`] without news (a lost completion must
 //! not hold memory for ever), plus the last `keep` finished ones. Records live in memory and are
-//! lost when the controller restarts.
+//! lost when the controller restarts, unless `controller.job_store` is set: then
+//! `controller::jobs_store` saves them and [`JobBook::restore`] rebuilds a book from them, with
+//! the same bounds.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::backend::Task;
 use super::bills::{JobCost, JobSpan};
@@ -30,7 +32,7 @@ pub const IN_FLIGHT_MAX: usize = 10_000;
 pub const IN_FLIGHT_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
 
 /// The task that ran a job, as the backend reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub id: String,
     pub created_at: Option<DateTime<Utc>>,
@@ -85,7 +87,7 @@ impl TaskRecord {
 }
 
 /// One job.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub job_id: String,
     pub runner_request_id: u64,
@@ -110,7 +112,8 @@ pub struct JobRecord {
     pub task: Option<TaskRecord>,
     /// What its task cost (Fargate pools with prices; see `controller::bills`).
     pub cost: Option<JobCost>,
-    /// When this controller last heard of it (its own clock).
+    /// When this controller last heard of it (its own clock). Not in `/jobs`; the job store
+    /// keeps it beside the record (`controller::jobs_store`).
     #[serde(skip)]
     pub heard_at: DateTime<Utc>,
 }
@@ -179,6 +182,39 @@ impl JobBook {
             done: VecDeque::new(),
             dropped: 0,
         }
+    }
+
+    /// A book that keeps the last `keep` finished jobs, rebuilt from saved records (see
+    /// `controller::jobs_store`): `recent` newest first. The bounds hold as for a live book:
+    /// past [`IN_FLIGHT_MAX`] the least recently heard jobs in flight are let go (and counted),
+    /// past `keep` the oldest finished ones are forgotten; a job both in flight and finished
+    /// stays finished.
+    pub fn restore(
+        keep: usize,
+        in_flight: Vec<JobRecord>,
+        recent: Vec<JobRecord>,
+        dropped: u64,
+    ) -> JobBook {
+        let mut book = JobBook::new(keep);
+        book.dropped = dropped;
+        book.done = recent.into_iter().take(keep).collect();
+        let mut in_flight: Vec<JobRecord> = in_flight
+            .into_iter()
+            .filter(|r| !r.job_id.is_empty() && !book.done.iter().any(|d| d.job_id == r.job_id))
+            .collect();
+        // Most recently heard first: those are the ones kept.
+        in_flight.sort_by(|a, b| b.heard_at.cmp(&a.heard_at));
+        let over: Vec<JobRecord> = in_flight.split_off(in_flight.len().min(IN_FLIGHT_MAX));
+        for record in in_flight {
+            book.in_flight.insert(record.job_id.clone(), record);
+        }
+        // Oldest first, so the least recently heard ends up the oldest finished.
+        for mut record in over.into_iter().rev() {
+            record.result.get_or_insert_with(|| "unknown".to_string());
+            book.dropped += 1;
+            book.finish(record);
+        }
+        book
     }
 
     /// Applies one job message received at `now`.
@@ -463,6 +499,54 @@ mod tests {
         assert_eq!(done[0].job_id, "old");
         assert_eq!(done[0].result.as_deref(), Some("unknown"));
         assert_eq!(book.dropped, 1);
+    }
+
+    #[test]
+    fn a_restored_book_keeps_its_records_and_its_bounds() {
+        let mut book = JobBook::new(3);
+        for n in 0..4 {
+            let id = format!("d{n}");
+            book.apply(&assigned(&id), at(n));
+            book.apply(&completed(&id, n as u64, "succeeded"), at(n + 1));
+        }
+        book.apply(&started("f1", 9), at(50));
+        book.dropped = 2;
+        let in_flight: Vec<JobRecord> = book.in_flight().into_iter().cloned().collect();
+        let recent: Vec<JobRecord> = book.recent().cloned().collect();
+        let again = JobBook::restore(3, in_flight.clone(), recent.clone(), book.dropped);
+        assert_eq!(again.in_flight(), book.in_flight());
+        assert_eq!(again.in_flight()[0].heard_at, at(50));
+        assert!(again.recent().eq(book.recent()));
+        assert_eq!(again.dropped, 2);
+        // A smaller `keep` forgets the oldest finished; a job also finished is not in flight.
+        let mut twice = recent.clone();
+        twice.insert(
+            0,
+            JobRecord {
+                job_id: "f1".into(),
+                ..recent[0].clone()
+            },
+        );
+        let small = JobBook::restore(2, in_flight, twice, 0);
+        let ids: Vec<&str> = small.recent().map(|r| r.job_id.as_str()).collect();
+        assert_eq!(ids, ["f1", "d3"]);
+        assert!(small.in_flight().is_empty(), "f1 finished: not in flight");
+        // Jobs in flight past IN_FLIGHT_MAX: the least recently heard are let go as unknown.
+        let many: Vec<JobRecord> = (0..IN_FLIGHT_MAX + 2)
+            .map(|n| JobRecord {
+                job_id: format!("m{n}"),
+                heard_at: at(n as i64),
+                ..book.in_flight()[0].clone()
+            })
+            .collect();
+        let full = JobBook::restore(10, many, Vec::new(), 0);
+        assert_eq!(full.in_flight().len(), IN_FLIGHT_MAX);
+        assert_eq!(full.dropped, 2);
+        let let_go: Vec<(&str, Option<&str>)> = full
+            .recent()
+            .map(|r| (r.job_id.as_str(), r.result.as_deref()))
+            .collect();
+        assert_eq!(let_go, [("m1", Some("unknown")), ("m0", Some("unknown"))]);
     }
 
     #[test]

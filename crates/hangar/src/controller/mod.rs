@@ -13,6 +13,7 @@ pub mod cost;
 pub mod creations;
 pub mod http;
 pub mod jobs;
+pub mod jobs_store;
 pub mod ledger;
 pub mod listener;
 pub mod metrics;
