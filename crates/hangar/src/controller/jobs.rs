@@ -203,7 +203,7 @@ impl JobBook {
             .filter(|r| !r.job_id.is_empty() && !book.done.iter().any(|d| d.job_id == r.job_id))
             .collect();
         // Most recently heard first: those are the ones kept.
-        in_flight.sort_by(|a, b| b.heard_at.cmp(&a.heard_at));
+        in_flight.sort_by_key(|r| std::cmp::Reverse(r.heard_at));
         let over: Vec<JobRecord> = in_flight.split_off(in_flight.len().min(IN_FLIGHT_MAX));
         for record in in_flight {
             book.in_flight.insert(record.job_id.clone(), record);
