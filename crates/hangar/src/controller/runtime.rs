@@ -10,6 +10,9 @@
 //!   changed configuration starts its replacement.
 //! - Shutting down stops no runner: busy ones finish their jobs, and a restarted controller
 //!   adopts every task by its tags.
+//! - Job records survive a restart only with `controller.job_store`: loaded once before the
+//!   pools start, saved every `jobs_store::SAVE_INTERVAL` when changed and once more after the
+//!   pools stop (see `controller::jobs_store`).
 //! - Credentials are read once, at start; a pool whose credentials or backend cannot be set up
 //!   stops the start with an error that names the pool and the fix (exit 2), so nothing runs
 //!   half-configured. On reload the same failure leaves that pool out and says why.
@@ -39,6 +42,7 @@ use super::config::{
 use super::creations::CreationPace;
 use super::http::{self, Health, HttpState, WebhookRoute};
 use super::jobs::{JobBook, RECENT_JOBS_KEPT};
+use super::jobs_store;
 use super::listener::{self, Demand, ListenerSpec, ListenerTiming, SessionState};
 use super::metrics::{JobResult, Metrics, PoolGauges};
 use super::reconcile::{DemandView, LoopSettings, PoolEvent, PoolReport, Reconciler};
@@ -166,6 +170,8 @@ struct Shared {
     /// The pace of runner creations under GitHub's secondary limit, one per credential
     /// (repository pools' and organization pools', as the budget splits them).
     creations: [Arc<CreationPace>; 2],
+    /// Job records from the store, by pool, until their pool starts (the start's pools only).
+    restored: Mutex<jobs_store::Snapshot>,
 }
 
 impl Shared {
@@ -196,6 +202,10 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
         .map_err(|name| ControllerError::WebhookSecret { name })?;
     let http_token = secret_env(&options.credential_env, &settings.http_token_env)
         .map_err(|name| ControllerError::HttpToken { name })?;
+    let (store, restored) = match &settings.job_store {
+        Some(path) => jobs_store::open(path).await,
+        None => (None, jobs_store::Snapshot::new()),
+    };
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         clients: tokio::sync::Mutex::new(Clients::load(&connection).await),
@@ -220,6 +230,7 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
             Arc::new(CreationPace::new(settings.github_creations_per_minute)),
             Arc::new(CreationPace::new(settings.github_creations_per_minute)),
         ],
+        restored: Mutex::new(restored),
     });
     let root = options.shutdown.child_token();
     for pool in &config.pools {
@@ -236,6 +247,24 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
             }
         }
     }
+    let unclaimed = std::mem::take(&mut *shared.restored.lock().expect("poisoned"));
+    if !unclaimed.is_empty() {
+        tracing::info!(pools = ?unclaimed.keys().collect::<Vec<_>>(), "job records of pools no longer in the file are dropped");
+    }
+    let store = store.map(Arc::new);
+    let saving = store.clone().map(|store| {
+        let shared = shared.clone();
+        let cancel = root.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(jobs_store::SAVE_INTERVAL) => {}
+                }
+                store.save(&job_books(&shared)).await;
+            }
+        })
+    });
     tracing::info!(
         pools = config.pools.len(),
         config = %options.config_text.as_ref().map_or_else(|| options.config_path.display().to_string(), |_| ENV_CONFIG_TOML.to_string()),
@@ -298,7 +327,16 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
             }
         }
     }
+    // The books outlive their workers here, for the last save once the pools have stopped.
+    let books = job_books(&shared);
     stop_all(&shared, &root).await;
+    if let Some(store) = &store {
+        if let Some(task) = saving {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        store.save(&books).await;
+        tracing::info!(store = %store.path().display(), "job records saved");
+    }
     if let Some(task) = http_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
@@ -519,7 +557,16 @@ fn spawn_pool<B: Backend>(
         metrics.clone(),
         cancel.clone(),
     )));
-    let jobs = Arc::new(Mutex::new(JobBook::new(RECENT_JOBS_KEPT)));
+    let restored = shared.restored.lock().expect("poisoned").remove(&pool.name);
+    let book = match restored {
+        Some(records) => {
+            let mut book = records.into_book(RECENT_JOBS_KEPT);
+            book.prune(Utc::now());
+            book
+        }
+        None => JobBook::new(RECENT_JOBS_KEPT),
+    };
+    let jobs = Arc::new(Mutex::new(book));
     tasks.push(tokio::spawn(job_metrics(
         pool.name.clone(),
         jobs_rx,
@@ -866,6 +913,15 @@ fn health(shared: &Shared) -> Health {
     } else {
         Health::unhealthy(reasons)
     }
+}
+
+/// Every running pool's job book, by pool name.
+fn job_books(shared: &Shared) -> Vec<(String, Arc<Mutex<JobBook>>)> {
+    shared
+        .lock()
+        .iter()
+        .map(|(name, w)| (name.clone(), w.jobs.clone()))
+        .collect()
 }
 
 /// `/status`: every pool's configuration summary, session, counts and last errors.
