@@ -333,8 +333,8 @@ impl Saver {
 
     /// Saves `books` if their records changed since the last save. The books are cloned under
     /// their locks; comparing and writing happen on a blocking thread. A failure is logged
-    /// (the next save tries again).
-    pub async fn save(&self, books: &[(String, Arc<Mutex<JobBook>>)]) {
+    /// (the next save tries again). Whether the file holds these records now.
+    pub async fn save(&self, books: &[(String, Arc<Mutex<JobBook>>)]) -> bool {
         let mut last = self.last.lock().await;
         let copies: Vec<(String, JobBook)> = books
             .iter()
@@ -363,12 +363,15 @@ impl Saver {
                     tracing::debug!(store = %self.path.display(), "job records saved");
                 }
                 *last = Some(pools);
+                true
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the job records were not saved; the next save tries again")
+                tracing::warn!(error = %e, "the job records were not saved; the next save tries again");
+                false
             }
             Err(e) => {
-                tracing::warn!(error = %e, store = %self.path.display(), "the job records were not saved")
+                tracing::warn!(error = %e, store = %self.path.display(), "the job records were not saved");
+                false
             }
         }
     }
@@ -631,7 +634,7 @@ mod tests {
         assert!(restored.is_empty());
         let book = Arc::new(Mutex::new(book()));
         let books = vec![("org".to_string(), book.clone())];
-        saver.save(&books).await;
+        assert!(saver.save(&books).await);
         let first = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         saver.save(&books).await;

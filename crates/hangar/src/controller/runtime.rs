@@ -261,7 +261,7 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(jobs_store::SAVE_INTERVAL) => {}
                 }
-                store.save(&job_books(&shared)).await;
+                let _ = store.save(&job_books(&shared)).await;
             }
         })
     });
@@ -334,8 +334,9 @@ pub async fn run(mut options: RunOptions) -> Result<(), ControllerError> {
         if let Some(task) = saving {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
-        store.save(&books).await;
-        tracing::info!(store = %store.path().display(), "job records saved");
+        if store.save(&books).await {
+            tracing::info!(store = %store.path().display(), "job records saved");
+        }
     }
     if let Some(task) = http_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
