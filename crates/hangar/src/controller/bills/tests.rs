@@ -76,7 +76,7 @@ fn a_task_gone_from_the_listing_is_settled_once_from_its_described_stop() {
     };
     // The job ran from 60 s to 240 s of the task's 300 billed seconds.
     let job = |runner| (runner == 7).then_some((at(60), Some(at(240))));
-    let settled = bills.settle(&gone, &[last.clone()], job, at(320));
+    let settled = bills.settle(&gone, std::slice::from_ref(&last), job, at(320));
     assert_eq!(settled.len(), 1);
     let cost = settled[0].cost;
     assert_eq!(settled[0].runner_id, 7);
@@ -91,7 +91,7 @@ fn a_task_gone_from_the_listing_is_settled_once_from_its_described_stop() {
     // Never twice: not when it is described again, nor when a lagging listing shows it.
     assert!(
         bills
-            .settle(&gone, &[last.clone()], job, at(330))
+            .settle(&gone, std::slice::from_ref(&last), job, at(330))
             .is_empty()
     );
     assert!(bills.observe(&[last], at(340)).is_empty());
@@ -103,7 +103,7 @@ fn a_task_gone_from_the_listing_is_settled_once_from_its_described_stop() {
 fn a_spot_task_without_a_job_is_overhead_whole_at_the_spot_price_with_the_minimum() {
     let mut bills = Bills::new(pricing());
     let live = task("t2", 8, TaskState::Running, "FARGATE_SPOT", running_from(0));
-    bills.observe(&[live.clone()], at(5));
+    bills.observe(std::slice::from_ref(&live), at(5));
     let last = Task {
         times: TaskTimes {
             stopped_at: Some(at(42)),
@@ -155,7 +155,11 @@ fn a_listing_that_keeps_stopped_tasks_settles_them_there_once() {
             ..running_from(0)
         },
     );
-    assert!(bills.observe(&[stopped.clone()], at(95)).is_empty());
+    assert!(
+        bills
+            .observe(std::slice::from_ref(&stopped), at(95))
+            .is_empty()
+    );
     let settled = bills.settle(&[], &[], |_| Some((at(20), Some(at(80)))), at(95));
     assert_eq!(settled.len(), 1);
     close(settled[0].cost.job_dollars, ON_DEMAND_HOUR * 60.0 / 3600.0);
