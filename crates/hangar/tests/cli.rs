@@ -478,6 +478,7 @@ async fn dev_scales_each_seed_pool_from_zero_for_a_job_and_back() {
             "standalone: PAT -> registration token: 5 of 5 checks passed",
             "7 of 7 checks passed",
             "serving http://127.0.0.1:",
+            "web page: http://127.0.0.1:",
             "Both scale-set sessions are live; the pools are at zero runners:",
             "job ci-standalone-1 queued (runs-on: standalone)",
             "controller launched runner standalone-",

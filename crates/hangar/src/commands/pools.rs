@@ -126,7 +126,7 @@ pub fn render_text(status: &Value) -> String {
         "RETIRED"
     );
     let mut notes = Vec::new();
-    for pool in pools {
+    for pool in &pools {
         let report = &pool["report"];
         let st = &report["status"];
         let name = pool["name"].as_str().unwrap_or("?");
@@ -189,6 +189,20 @@ pub fn render_text(status: &Value) -> String {
             let _ = writeln!(out, "  ! {note}");
         }
     }
+    let costs: Vec<String> = pools
+        .iter()
+        .filter_map(|pool| {
+            super::jobs::pool_cost_line(
+                &serde_json::json!({"name": pool["name"], "cost": pool["report"]["cost"]}),
+            )
+        })
+        .collect();
+    if !costs.is_empty() {
+        out.push_str("\nFargate cost since the controller started (job time apart from idle time; see README, \"What a job costs\"):\n");
+        for line in costs {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     out
 }
 
@@ -204,7 +218,7 @@ mod tests {
             "pools": [
                 {"name": "standalone", "scope": "your-organization/a-rather-long-repository-name", "backend": "ecs", "session": "live",
                  "report": {"status": {"assigned_jobs": 3, "desired": 3, "capacity": 2, "pending": 1, "busy": 1, "idle": 0, "launch_held": null},
-                            "launched_total": 7, "retired_total": 4, "fallbacks_total": 2, "interrupted_total": 1, "launch_failure": {"reason": "capacity", "message": "no capacity to launch a runner: RESOURCE:FARGATE"}, "last_error": null}},
+                            "launched_total": 7, "retired_total": 4, "fallbacks_total": 2, "interrupted_total": 1, "cost": {"job_dollars_total": 0.5, "idle_dollars_total": 0.125, "tasks_billed": 9, "region": "us-east-1", "prices_as_of": "2026-12-07", "min_idle_dollars_per_hour": 0.0},  "launch_failure": {"reason": "capacity", "message": "no capacity to launch a runner: RESOURCE:FARGATE"}, "last_error": null}},
                 {"name": "org", "scope": "o", "backend": "ecs", "session": "waiting: another controller holds the session",
                  "report": {"status": {"assigned_jobs": null, "desired": 0, "capacity": 0, "pending": 0, "busy": 0, "idle": 0, "launch_held": null},
                             "launched_total": 0, "retired_total": 0, "launch_failure": null, "last_error": null}}
@@ -212,6 +226,14 @@ mod tests {
         });
         let text = render_text(&status);
         assert!(text.contains("controller ctl-1"), "{text}");
+        assert!(
+            text.contains("\n  pool standalone: jobs $0.5000, idle $0.1250 over 9 tasks (us-east-1 prices of 2026-12-07)\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("pool org:"),
+            "no prices, no cost line: {text}"
+        );
         let standalone = text.lines().find(|l| l.starts_with("standalone")).unwrap();
         let cells: Vec<&str> = standalone.split_whitespace().collect();
         assert_eq!(

@@ -1056,7 +1056,10 @@ async fn run_session(emu: &Emulator, work: &Workdir, options: &DevOptions) -> Re
             pool.name()
         );
     }
-    out!("  serving {base}/metrics and {base}/status (`hangar status --controller {base}`)");
+    out!("  web page: {base}/ (pools, jobs live as a timeline, launch failures, GitHub budget)");
+    out!(
+        "  serving {base}/metrics, {base}/status and {base}/jobs (`hangar status --controller {base}`, `hangar jobs --controller {base}`)"
+    );
     out!(
         "  runners are `hangar agent` processes with the stand-in runner; folders and agent logs under {}",
         work.runners_root().display()
@@ -1160,7 +1163,9 @@ async fn drive(
     out!(
         "Serving until Ctrl-C. Nothing outside this session can queue jobs, so the pools stay at zero; the emulator serves on {api}, and from another shell:"
     );
+    out!("  open {base}/ in a browser (the page updates itself)");
     out!("  hangar status --controller {base}");
+    out!("  hangar jobs --controller {base}");
     out!("  curl -s {base}/metrics | grep -E '^(gha|hangar)_'");
     out!(
         "  GITHUB_API_URL={api} GITHUB_PAT={SEED_PAT} hangar doctor --repo {SEED_ORG}/{SEED_REPO}"
