@@ -26,6 +26,11 @@ use super::cost::{self, PriceTable, TaskSize};
 /// How long a settled task's id is remembered (a listing keeps stopped tasks about an hour).
 pub const SETTLED_MEMORY: Duration = Duration::from_secs(2 * 3600);
 
+/// How long a task gone from the listing but still stopping (ECS lists the tasks it wants
+/// running, so a stopping task leaves the listing before it stops) waits for its `stoppedAt`
+/// before it is settled at the pass (ECS stops a task within its `stopTimeout`, 120 s at most).
+pub const STOPPING_PATIENCE: Duration = Duration::from_secs(300);
+
 /// A pool's prices: its launch settings (the task's size) and the region's table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pricing {
@@ -110,6 +115,8 @@ struct Open {
     times: TaskTimes,
     /// Seen stopped in a listing: settle now.
     stopped: bool,
+    /// Gone from the listing but described as still stopping, since when.
+    stopping_since: Option<DateTime<Utc>>,
 }
 
 /// A pool's bills.
@@ -161,6 +168,7 @@ impl Bills {
                 capacity_provider: None,
                 times: TaskTimes::default(),
                 stopped: false,
+                stopping_since: None,
             });
             merge(&mut open.times, &task.times);
             if task.capacity_provider.is_some() {
@@ -200,6 +208,17 @@ impl Bills {
                 merge(&mut open.times, &last.times);
                 if last.capacity_provider.is_some() {
                     open.capacity_provider = last.capacity_provider.clone();
+                }
+                // Still stopping: settling now would bill it short. Wait for its stop, a while.
+                let since = *open.stopping_since.get_or_insert(now);
+                let patient = now
+                    .signed_duration_since(since)
+                    .to_std()
+                    .is_ok_and(|waited| waited < STOPPING_PATIENCE)
+                    || now < since;
+                if open.times.stopped_at.is_none() && last.state != TaskState::Stopped && patient {
+                    self.open.insert(id, open);
+                    continue;
                 }
             }
             self.settled.insert(id.clone(), now);

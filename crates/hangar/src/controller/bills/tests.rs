@@ -245,3 +245,60 @@ fn a_task_listed_stopped_without_its_stop_time_is_settled_at_the_pass_as_an_esti
     close(settled[0].cost.billed_seconds, 150.0);
     close(settled[0].cost.job_dollars, ON_DEMAND_HOUR * 60.0 / 3600.0);
 }
+
+#[test]
+fn a_task_gone_from_the_listing_while_still_stopping_waits_for_its_stop() {
+    let mut bills = Bills::new(pricing());
+    let live = task("t8", 6, TaskState::Running, "FARGATE", running_from(0));
+    bills.observe(std::slice::from_ref(&live), at(10));
+    let stopping = Task {
+        state: TaskState::Stopping,
+        ..live.clone()
+    };
+    let gone = bills.observe(&[], at(100));
+    assert!(
+        bills
+            .settle(&gone, &[stopping.clone()], |_| None, at(100))
+            .is_empty()
+    );
+    // Asked again on the next pass, then settled at its real stop.
+    let gone = bills.observe(&[], at(110));
+    assert_eq!(gone, ["t8"]);
+    let stopped = Task {
+        state: TaskState::Stopped,
+        times: TaskTimes {
+            stopped_at: Some(at(105)),
+            ..running_from(0)
+        },
+        ..live
+    };
+    let settled = bills.settle(&gone, &[stopped], |_| None, at(110));
+    close(settled[0].cost.billed_seconds, 105.0);
+    assert!(!settled[0].cost.estimated);
+    // One that never says it stopped is settled at the pass after the patience, estimated.
+    bills.observe(
+        &[task(
+            "t9",
+            7,
+            TaskState::Running,
+            "FARGATE",
+            running_from(0),
+        )],
+        at(10),
+    );
+    let still = task("t9", 7, TaskState::Stopping, "FARGATE", running_from(0));
+    let patience = STOPPING_PATIENCE.as_secs() as i64;
+    assert!(
+        bills
+            .settle(
+                &["t9".into()],
+                std::slice::from_ref(&still),
+                |_| None,
+                at(20)
+            )
+            .is_empty()
+    );
+    let settled = bills.settle(&["t9".into()], &[still], |_| None, at(20 + patience));
+    assert_eq!(settled.len(), 1);
+    assert!(settled[0].cost.estimated);
+}

@@ -1,5 +1,6 @@
 //! The pool file's rules, one test a rule: every mistake names its field and its fix.
 use super::*;
+use crate::controller::cost::PRICES_AS_OF;
 
 const SEED: &str = r#"
 [controller]
@@ -532,4 +533,79 @@ fn the_terraform_modules_shaped_pool_file_parses_as_meant() {
         "4 vCPU, 16 GiB, X86_64, 100 GiB disk"
     );
     assert!(large.can_run().contains("runs-on: org-docker"));
+}
+
+const PRICES_EU: &str = r#"
+[[prices]]
+region = "eu-west-1"
+as_of = "2026-12-01"
+x86_64 = { vcpu_hour = 0.0444, gb_hour = 0.0049, storage_gb_hour = 0.0001 }
+arm64 = { vcpu_hour = 0.0355, gb_hour = 0.0039, storage_gb_hour = 0.0001 }
+spot_x86_64 = { vcpu_hour = 0.0133, gb_hour = 0.0015, storage_gb_hour = 0.0001 }
+"#;
+
+#[test]
+fn a_price_table_in_the_file_replaces_its_regions_and_the_job_store_is_read() {
+    let text = format!(
+        "[controller]\njob_store = \"/var/lib/hangar/jobs.json\"\n{PRICES_EU}\n{}",
+        with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"))
+    );
+    let config = ControllerConfig::parse(&text, "hangar.toml").unwrap();
+    let settings = &config.settings;
+    assert_eq!(
+        settings.job_store.as_deref(),
+        Some(Path::new("/var/lib/hangar/jobs.json"))
+    );
+    let eu = settings.prices_for("eu-west-1").unwrap();
+    assert_eq!(eu.as_of, "2026-12-01");
+    assert_eq!(eu.x86_64.vcpu_hour, 0.0444);
+    // The built-in table still prices its region; a region with neither has none.
+    assert_eq!(
+        settings.prices_for("us-east-1").unwrap().as_of,
+        PRICES_AS_OF
+    );
+    assert!(settings.prices_for("ap-south-2").is_none());
+    // Without the file's table, eu-west-1 has no prices at all.
+    let plain = ControllerConfig::parse(
+        &with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}")),
+        "hangar.toml",
+    )
+    .unwrap();
+    assert!(plain.settings.prices_for("eu-west-1").is_none());
+    assert!(plain.settings.job_store.is_none());
+}
+
+#[test]
+fn bad_price_tables_name_the_field_and_the_fix() {
+    let pool = with_pool(&format!("name = \"a\"\nrepository = \"o/r\"\n{LOCAL}"));
+    let cases: &[(String, &[&str])] = &[
+        (
+            format!("{PRICES_EU}{PRICES_EU}{pool}"),
+            &["prices[1].region", "once"],
+        ),
+        (
+            format!("{}{pool}", PRICES_EU.replace("0.0444", "-1.0")),
+            &["prices[0].x86_64.vcpu_hour", "not a price", "USD per hour"],
+        ),
+        (
+            format!(
+                "{}{pool}",
+                PRICES_EU.replace("as_of = \"2026-12-01\"", "as_of = \"\"")
+            ),
+            &["prices[0].as_of", "when the prices were read"],
+        ),
+        (
+            format!("{}{pool}", PRICES_EU.replace("arm64 = ", "arm = ")),
+            &["arm"],
+        ),
+    ];
+    for (text, wanted) in cases {
+        let message = err(text);
+        for w in *wanted {
+            assert!(
+                message.contains(w),
+                "{text}\n -> {message}\n (wanted {w:?})"
+            );
+        }
+    }
 }
