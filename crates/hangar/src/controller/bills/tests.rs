@@ -258,7 +258,7 @@ fn a_task_gone_from_the_listing_while_still_stopping_waits_for_its_stop() {
     let gone = bills.observe(&[], at(100));
     assert!(
         bills
-            .settle(&gone, &[stopping.clone()], |_| None, at(100))
+            .settle(&gone, std::slice::from_ref(&stopping), |_| None, at(100))
             .is_empty()
     );
     // Asked again on the next pass, then settled at its real stop.
