@@ -664,6 +664,27 @@ async fn dev_serves_until_ctrl_c_then_leaves_no_runner_behind() {
         for pool in ["standalone ", "org "] {
             assert!(table.lines().any(|l| l.starts_with(pool)), "{table}");
         }
+        // The web page it printed shows the sample jobs, done, and `hangar jobs` lists them.
+        let page_line = format!("  web page: {base}/ ");
+        assert!(dev.shown.contains(&page_line), "{}", dev.shown);
+        let page = reqwest::get(format!("{base}/")).await.unwrap();
+        assert_eq!(page.status(), 200);
+        let page = page.text().await.unwrap();
+        for job in ["ci-standalone-1", "ci-org-1"] {
+            assert!(page.contains(job), "{job} on the page:\n{page}");
+        }
+        assert!(page.contains("data-state=\"succeeded\""), "{page}");
+        let jobs = hangar::<&str, &str>(&["jobs", "--controller", &base], &[]).await;
+        let listed = text(&jobs.stdout);
+        assert!(jobs.status.success(), "{listed}{}", text(&jobs.stderr));
+        for job in ["ci-standalone-1", "ci-org-1"] {
+            assert!(
+                listed
+                    .lines()
+                    .any(|l| l.contains(job) && l.contains("succeeded")),
+                "{listed}"
+            );
+        }
         let shown = dev.interrupt().await;
         assert!(
             shown.contains("Stopped the controller (no runner agent was running)"),
