@@ -393,6 +393,58 @@ async fn a_changed_file_is_applied_pool_by_pool_and_a_broken_one_is_refused() {
     controller.wait_for_session(ORG_POOL, "live").await;
     let done = wait_all_done(&emu, &[org_job], 60).await;
     assert_eq!(done[0].conclusion, Some(Conclusion::Success));
+    // A changed pool restarts with its job records.
+    let jobs_of_org = || async {
+        let jobs: serde_json::Value = reqwest::get(format!("http://{}/jobs", controller.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jobs["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == ORG_POOL)
+            .map(|p| p["recent"].clone())
+    };
+    within(30, async {
+        while jobs_of_org()
+            .await
+            .is_none_or(|r| r.as_array().is_none_or(|r| r.is_empty()))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let changed = toml(
+        &emu,
+        &controller.work_root,
+        &Pools {
+            org_max: Pools::default().org_max + 1,
+            ..Pools::default()
+        },
+    );
+    std::fs::write(&controller.config_path, &changed).unwrap();
+    within(30, async {
+        loop {
+            let status = controller.status().await;
+            let org = status["pools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == ORG_POOL)
+                .cloned();
+            if org.is_some_and(|p| p["max"] == Pools::default().org_max + 1) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let recent = jobs_of_org().await.expect("the org pool runs again");
+    assert_eq!(recent[0]["job_id"], org_job.to_string(), "{recent}");
+    assert_eq!(recent[0]["result"], "succeeded", "{recent}");
     // A broken file is refused and said so; both pools keep running.
     std::fs::write(&controller.config_path, "[[pool]]\nname = ").unwrap();
     within(10, async {

@@ -379,7 +379,17 @@ async fn apply(
     for name in change.removed.iter().chain(&change.changed) {
         let worker = shared.lock().remove(name);
         if let Some(worker) = worker {
+            let book = worker.jobs.clone();
             stop_worker(worker).await;
+            // A changed pool keeps its job records: its new worker starts from them.
+            if change.changed.contains(name) {
+                let book = book.lock().expect("job book poisoned").clone();
+                shared
+                    .restored
+                    .lock()
+                    .expect("poisoned")
+                    .extend(jobs_store::snapshot(&[(name.clone(), &book)]));
+            }
         }
         if change.removed.contains(name) {
             shared.metrics.remove_pool(name);
