@@ -5,6 +5,9 @@
 //! awslogs stream) and its final cost, `/status` and `/metrics` the pool's totals, `hangar jobs`
 //! shows the cost, and `hangar logs --job` prints the stream the controller recorded.
 
+#[path = "support/browser.rs"]
+#[allow(dead_code)] // This test needs no event-stream proxy.
+mod browser;
 mod support;
 
 use std::collections::HashMap;
@@ -13,6 +16,7 @@ use std::time::Duration;
 use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, LogConfiguration, LogDriver, NetworkMode,
 };
+use hangar::controller::cost::dollars;
 use hangar::controller::listener::ListenerTiming;
 use hangar::controller::runtime::{self, RunOptions};
 use hangar_emulator::{JobSpec, JobStatus};
@@ -264,7 +268,7 @@ memory = 2048
             support::text(&jobs_text.stderr)
         );
         assert!(out.lines().next().unwrap().contains("COST"), "{out}");
-        assert!(out.contains(&format!("${job_dollars:.4}")), "{out}");
+        assert!(out.contains(&dollars(job_dollars)), "{out}");
         let logs = aws_sdk_cloudwatchlogs::Client::new(&moto.sdk_config());
         logs.create_log_group()
             .log_group_name(LOG_GROUP)
@@ -313,6 +317,28 @@ memory = 2048
                 .unwrap_or_else(|| panic!("{s:?} missing: {out}"))
         };
         assert!(at("runner registered") < at("job costed finished"), "{out}");
+
+        // The web page, as a browser builds it, shows the job's cost and the pool's totals.
+        if let Some(chromium) = browser::Chromium::find("the ECS job's page") {
+            let page = format!("{base}/");
+            let dom = support::within(30, chromium.dump_dom(&page, None)).await;
+            let row = dom
+                .split("data-job-id=\"")
+                .find(|part| part.starts_with(&format!("{job_id}\"")))
+                .unwrap_or_else(|| panic!("job {job_id} on the page: {dom}"));
+            assert!(
+                row.contains(&format!("cost {}", dollars(job_dollars))),
+                "{row}"
+            );
+            assert!(dom.contains("<b>Cost</b>: job time $"), "{dom}");
+            assert!(dom.contains("size 1 vCPU, 2 GiB, X86_64"), "{dom}");
+            let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-page");
+            std::fs::create_dir_all(&shots).unwrap();
+            let shot = shots.join("phone-ecs-cost.png");
+            support::within(30, chromium.screenshot(&page, &shot, 390, 844)).await;
+            assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+            eprintln!("screenshot: {}", shot.display());
+        }
 
         cancel.cancel();
         let _ = support::within(60, controller).await;

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::column_width;
+use crate::controller::cost::dollars;
 
 /// The `/jobs` answer as a table, one row a job, in flight first, then each pool's cost.
 pub fn render_text(jobs: &Value) -> String {
@@ -73,15 +74,15 @@ pub fn render_text(jobs: &Value) -> String {
     out
 }
 
-/// `pool org: jobs $0.0123, idle $0.0045 over 12 tasks (us-east-1 prices of 2026-12-07)`.
+/// `pool org: jobs $0.0123, idle $0.0450 over 12 tasks (us-east-1 prices of 2026-12-07)`.
 pub fn pool_cost_line(pool: &Value) -> Option<String> {
     let cost = pool.get("cost").filter(|c| c.is_object())?;
-    let dollars = |key: &str| cost[key].as_f64().unwrap_or(0.0);
+    let amount = |key: &str| cost[key].as_f64().unwrap_or(0.0);
     let mut line = format!(
-        "pool {}: jobs ${:.4}, idle ${:.4} over {} tasks ({} prices of {})",
+        "pool {}: jobs {}, idle {} over {} tasks ({} prices of {})",
         pool["name"].as_str().unwrap_or("?"),
-        dollars("job_dollars_total"),
-        dollars("idle_dollars_total"),
+        dollars(amount("job_dollars_total")),
+        dollars(amount("idle_dollars_total")),
         cost["tasks_billed"].as_u64().unwrap_or(0),
         cost["region"].as_str().unwrap_or("?"),
         cost["prices_as_of"].as_str().unwrap_or("?"),
@@ -90,7 +91,7 @@ pub fn pool_cost_line(pool: &Value) -> Option<String> {
         .as_f64()
         .filter(|h| *h > 0.0)
     {
-        let _ = write!(line, "; min_idle costs ${hour:.4} an hour");
+        let _ = write!(line, "; min_idle costs {} an hour", dollars(hour));
     }
     Some(line)
 }
@@ -99,10 +100,10 @@ pub fn pool_cost_line(pool: &Value) -> Option<String> {
 /// estimated; `-` without prices.
 fn cost_cell(job: &Value) -> String {
     let cost = &job["cost"];
-    let Some(dollars) = cost["job_dollars"].as_f64() else {
+    let Some(job_dollars) = cost["job_dollars"].as_f64() else {
         return "-".to_string();
     };
-    let mut cell = format!("${dollars:.4}");
+    let mut cell = dollars(job_dollars);
     if cost["final"] != true {
         cell.push('+');
     }
@@ -174,16 +175,16 @@ mod tests {
                  "queued_at": "2026-12-07T10:00:00Z", "started_at": "2026-12-07T10:00:07.5Z",
                  "result": null, "runner_name": "org-abcd1234",
                  "task": {"id": "arn:aws:ecs:us-east-1:123456789012:task/runners/0f1e2d"},
-                 "cost": {"job_dollars": 0.00123, "final": false, "estimated": false}}
+                 "cost": {"job_dollars": 0.0123, "final": false, "estimated": false}}
             ],
             "recent": [
                 {"job_id": "1", "repository": "acme/app", "job_name": "test", "run_id": 41,
                  "queued_at": "2026-12-07T09:00:00Z", "started_at": "2026-12-07T09:00:05Z",
                  "completed_at": "2026-12-07T09:01:05Z", "result": "succeeded",
                  "runner_name": "org-zzzz9999", "task": null,
-                 "cost": {"job_dollars": 0.00249, "final": true, "estimated": true}}
+                 "cost": {"job_dollars": 0.0249, "final": true, "estimated": true}}
             ],
-            "cost": {"job_dollars_total": 0.01234, "idle_dollars_total": 0.0045, "tasks_billed": 12,
+            "cost": {"job_dollars_total": 0.01234, "idle_dollars_total": 0.045, "tasks_billed": 12,
                      "region": "us-east-1", "prices_as_of": "2026-12-07",
                      "min_idle_dollars_per_hour": 0.0148}
         }]});
@@ -192,7 +193,7 @@ mod tests {
         assert_eq!(lines.len(), 7, "{text}");
         assert_eq!(
             lines[5],
-            "pool org: jobs $0.0123, idle $0.0045 over 12 tasks (us-east-1 prices of 2026-12-07); min_idle costs $0.0148 an hour"
+            "pool org: jobs $0.0123, idle $0.0450 over 12 tasks (us-east-1 prices of 2026-12-07); min_idle costs $0.0148 an hour"
         );
         assert!(lines[0].starts_with("POOL"), "{text}");
         let cells = |n: usize| lines[n].split_whitespace().collect::<Vec<_>>();
@@ -214,7 +215,7 @@ mod tests {
                 "0f1e2d",
                 "7.5s",
                 "-",
-                "$0.0012+"
+                "$0.0123+"
             ]
         );
         assert_eq!(
@@ -229,7 +230,7 @@ mod tests {
                 "-",
                 "5.0s",
                 "60.0s",
-                "$0.0025~"
+                "$0.0249~"
             ]
         );
         // Aligned: the JOB column starts at the same place on every line.

@@ -165,6 +165,20 @@ impl TaskSize {
     }
 }
 
+/// USD as people read them: two decimals from a dollar, four from a cent, and below a cent
+/// enough to see it (a short job's share is a few thousandths of a cent): `$12.50`, `$0.0042`,
+/// `$0.000027`.
+pub fn dollars(amount: f64) -> String {
+    if !amount.is_finite() {
+        return "$?".to_string();
+    }
+    match amount.abs() {
+        a if a >= 1.0 => format!("${amount:.2}"),
+        a if a >= 0.01 || a == 0.0 => format!("${amount:.4}"),
+        _ => format!("${amount:.6}"),
+    }
+}
+
 /// The seconds Fargate bills a task that started pulling its image at `pull_started` and
 /// stopped at `stopped`: rounded up to the second, at least a minute.
 pub fn billed_seconds(pull_started: DateTime<Utc>, stopped: DateTime<Utc>) -> f64 {
@@ -250,6 +264,15 @@ mod tests {
     /// 1 vCPU, 2 GiB, X86_64, on demand, default storage.
     fn small() -> TaskSize {
         TaskSize::from_units(1024, 2048, None, Architecture::X86_64, false)
+    }
+
+    #[test]
+    fn dollars_show_a_short_jobs_share() {
+        assert_eq!(dollars(12.5), "$12.50");
+        assert_eq!(dollars(0.0421), "$0.0421");
+        assert_eq!(dollars(0.0), "$0.0000");
+        assert_eq!(dollars(0.0000274), "$0.000027");
+        assert_eq!(dollars(f64::NAN), "$?");
     }
 
     #[test]

@@ -22,6 +22,8 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::cost::dollars;
 use serde_json::Value;
 
 /// Jobs in flight shown per pool (oldest queued first); the rest are counted.
@@ -360,10 +362,11 @@ fn render_pool(out: &mut String, pool: &PoolView, axis: &Axis, now: DateTime<Utc
             escape(error)
         );
     }
+    // `/status` carries it in the pool's report.
     let cost = if pool.jobs["cost"].is_object() {
         &pool.jobs["cost"]
     } else {
-        &s["cost"]
+        &s["report"]["cost"]
     };
     render_pool_cost(out, cost);
 
@@ -692,18 +695,6 @@ fn duration(secs: f64) -> String {
     }
 }
 
-/// Dollars: four decimals under a dollar (a job's share is often cents or less), else two.
-fn dollars(amount: f64) -> String {
-    if !amount.is_finite() {
-        return "$?".to_string();
-    }
-    if amount.abs() < 1.0 {
-        format!("${amount:.4}")
-    } else {
-        format!("${amount:.2}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -896,7 +887,7 @@ mod tests {
         let main = render_main(&status(), &with_cost, now());
         for text in [
             "<b>Cost</b>: job time $12.50, idle $0.7500 · min idle $0.0494/h · size 2 vCPU 4 GiB · prices of us-east-1 as of 2026-01-15",
-            "cost $0.0081 of task $0.0125 so far",
+            "cost $0.008100 of task $0.0125 so far",
             "cost $1.25 of task $1.50",
         ] {
             assert!(main.contains(text), "missing {text:?} in {main}");
@@ -904,10 +895,11 @@ mod tests {
 
         // The /status pool's cost stands in when /jobs has none; a null cost shows nothing.
         let mut st = status();
-        st["pools"][0]["cost"] = json!({"job_dollars_total": 2.0, "idle_dollars_total": 1.0});
+        st["pools"][0]["report"]["cost"] =
+            json!({"job_dollars_total": 2.0, "idle_dollars_total": 1.0});
         let main = render_main(&st, &jobs(vec![], vec![]), now());
         assert!(main.contains("job time $2.00, idle $1.00"), "{main}");
-        st["pools"][0]["cost"] = Value::Null;
+        st["pools"][0]["report"]["cost"] = Value::Null;
         let main = render_main(&st, &jobs(vec![], vec![]), now());
         assert!(!main.contains("Cost"), "{main}");
     }
@@ -960,7 +952,8 @@ mod tests {
         assert_eq!(duration(185.0), "3 min 05 s");
         assert_eq!(duration(7500.0), "2 h 05 min");
         assert_eq!(duration(3.0 * 86400.0 + 4.0 * 3600.0), "3 d 4 h");
-        assert_eq!(dollars(0.00421), "$0.0042");
+        assert_eq!(dollars(0.0421), "$0.0421");
+        assert_eq!(dollars(0.0000274), "$0.000027");
         assert_eq!(dollars(12.5), "$12.50");
     }
 }
