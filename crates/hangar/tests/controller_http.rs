@@ -86,7 +86,7 @@ async fn start_with_token(receiver: Option<WebhookReceiver>, token: Option<&str>
         metrics: metrics.clone(),
         health: Arc::new(move || read_health.lock().unwrap().clone()),
         status: Arc::new(|| json!({"pools": [{"name": "org", "desired": 2}]})),
-        jobs: Arc::new(|| json!({"pools": [{"name": "org", "in_flight": [], "recent": []}]})),
+        jobs: Arc::new(|_| json!({"pools": [{"name": "org", "in_flight": [], "recent": []}]})),
         token: token.map(|t| SecretString::from(t.to_string())),
         webhook: receiver.map(|receiver| WebhookRoute {
             receiver: Arc::new(receiver),

@@ -125,7 +125,7 @@ async fn start(pools: Vec<PoolConfig>) -> Server {
         metrics: Metrics::new(),
         health: Arc::new(Health::ok),
         status: Arc::new(|| json!({})),
-        jobs: Arc::new(|| json!({})),
+        jobs: Arc::new(|_| json!({})),
         token: None,
         webhook: Some(WebhookRoute {
             receiver: Arc::new(WebhookReceiver::new(

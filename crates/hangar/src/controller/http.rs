@@ -94,8 +94,23 @@ impl Health {
 pub type HealthFn = Arc<dyn Fn() -> Health + Send + Sync>;
 /// Reports the controller's pools for `/status`.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
-/// Reports each pool's jobs for `/jobs`.
-pub type JobsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// Reports each pool's jobs for `/jobs` (all of them) or the page (`Some(cap)`: at most
+/// [`JobsCap::in_flight`] in flight and [`JobsCap::recent`] recent per pool, with the totals),
+/// so a page refresh never serializes 10,000 records it would not show.
+pub type JobsFn = Arc<dyn Fn(Option<JobsCap>) -> serde_json::Value + Send + Sync>;
+
+/// How many jobs of each list per pool the page shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobsCap {
+    pub in_flight: usize,
+    pub recent: usize,
+}
+
+/// What the page asks for.
+const PAGE_JOBS: JobsCap = JobsCap {
+    in_flight: page::IN_FLIGHT_SHOWN,
+    recent: page::RECENT_SHOWN,
+};
 /// Asks for a reconcile of the named pools.
 pub type NudgeFn = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
@@ -251,7 +266,7 @@ async fn status(State(state): State<HttpState>) -> Response {
 }
 
 async fn jobs(State(state): State<HttpState>) -> Response {
-    axum::Json((state.jobs)()).into_response()
+    axum::Json((state.jobs)(None)).into_response()
 }
 
 /// Cancelled when [`serve`] is told to stop: ends `/events` streams.
@@ -279,7 +294,11 @@ fn page_headers(content_type: &'static str) -> [(header::HeaderName, HeaderValue
 }
 
 async fn page_html(State(state): State<HttpState>) -> Response {
-    let html = page::render_page(&(state.status)(), &(state.jobs)(), chrono::Utc::now());
+    let html = page::render_page(
+        &(state.status)(),
+        &(state.jobs)(Some(PAGE_JOBS)),
+        chrono::Utc::now(),
+    );
     (page_headers("text/html; charset=utf-8"), html).into_response()
 }
 
@@ -303,7 +322,11 @@ async fn events(State(state): State<HttpState>, shutdown: Option<Extension<Shutd
             if stop.is_cancelled() {
                 return None;
             }
-            let html = page::render_main(&(state.status)(), &(state.jobs)(), chrono::Utc::now());
+            let html = page::render_main(
+                &(state.status)(),
+                &(state.jobs)(Some(PAGE_JOBS)),
+                chrono::Utc::now(),
+            );
             let event = Event::default().data(html);
             Some((Ok::<Event, Infallible>(event), (state, stop, false)))
         });

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::Task;
 use super::bills::{JobCost, JobSpan};
+use super::http::JobsCap;
 use crate::github::scaleset::{JobInfo, JobMessage};
 
 /// Finished jobs the controller keeps per pool.
@@ -354,6 +355,32 @@ impl JobBook {
     pub fn recent(&self) -> impl Iterator<Item = &JobRecord> {
         self.done.iter()
     }
+
+    /// One pool's part of `GET /jobs` (what `hangar jobs`, the page and `logs --job` read):
+    /// every record, or with `cap` the first of each list (the oldest in flight, the newest
+    /// finished), with each list's total.
+    pub fn pool_json(
+        &self,
+        name: &str,
+        scale_set: &str,
+        cost: serde_json::Value,
+        cap: Option<JobsCap>,
+    ) -> serde_json::Value {
+        let (in_flight_max, recent_max) =
+            cap.map_or((usize::MAX, usize::MAX), |c| (c.in_flight, c.recent));
+        let mut in_flight = self.in_flight();
+        in_flight.truncate(in_flight_max);
+        serde_json::json!({
+            "name": name,
+            "scale_set": scale_set,
+            "cost": cost,
+            "in_flight": in_flight,
+            "in_flight_total": self.in_flight.len(),
+            "recent": self.recent().take(recent_max).collect::<Vec<_>>(),
+            "recent_total": self.done.len(),
+            "let_go": self.dropped,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -547,6 +574,39 @@ mod tests {
             .map(|r| (r.job_id.as_str(), r.result.as_deref()))
             .collect();
         assert_eq!(let_go, [("m1", Some("unknown")), ("m0", Some("unknown"))]);
+    }
+
+    #[test]
+    fn the_page_gets_the_first_of_each_list_and_the_totals() {
+        let mut book = JobBook::new(10);
+        for n in 0..5 {
+            book.apply(&assigned(&format!("f{n}")), at(n));
+        }
+        for n in 0..3 {
+            let id = format!("d{n}");
+            book.apply(&assigned(&id), at(n));
+            book.apply(&completed(&id, n as u64, "succeeded"), at(100 + n));
+        }
+        let cap = JobsCap {
+            in_flight: 2,
+            recent: 1,
+        };
+        let shown = book.pool_json("org", "org", serde_json::Value::Null, Some(cap));
+        let ids = |list: &str| -> Vec<String> {
+            shown[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["job_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(ids("in_flight"), ["f0", "f1"], "the oldest in flight");
+        assert_eq!(ids("recent"), ["d2"], "the newest finished");
+        assert_eq!(shown["in_flight_total"], 5);
+        assert_eq!(shown["recent_total"], 3);
+        let all = book.pool_json("org", "org", serde_json::Value::Null, None);
+        assert_eq!(all["in_flight"].as_array().unwrap().len(), 5);
+        assert_eq!(all["recent"].as_array().unwrap().len(), 3);
     }
 
     #[test]

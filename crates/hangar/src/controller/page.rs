@@ -370,8 +370,14 @@ fn render_pool(out: &mut String, pool: &PoolView, axis: &Axis, now: DateTime<Utc
     };
     render_pool_cost(out, cost);
 
-    let total_in_flight = pool.jobs["in_flight"].as_array().map_or(0, Vec::len);
-    let total_recent = pool.jobs["recent"].as_array().map_or(0, Vec::len);
+    // The controller sends the page the first of each list and the totals.
+    let total = |list: &str| {
+        pool.jobs[format!("{list}_total")]
+            .as_u64()
+            .map(|n| n as usize)
+            .unwrap_or_else(|| pool.jobs[list].as_array().map_or(0, Vec::len))
+    };
+    let (total_in_flight, total_recent) = (total("in_flight"), total("recent"));
     let shown = |n: usize, total: usize| {
         if total > n {
             format!(" <span class=\"muted\">({n} of {total} shown)</span>")
@@ -942,6 +948,13 @@ mod tests {
         assert_eq!(main.matches("data-state=\"failed\"").count(), RECENT_SHOWN);
         assert!(main.contains("In flight: 107 <span class=\"muted\">(100 of 107 shown)</span>"));
         assert!(main.contains("Recent: 53 <span class=\"muted\">(50 of 53 shown)</span>"));
+        // The controller sends the page a capped view with the lists' totals.
+        let mut capped = jobs(vec![running_job("j")], vec![]);
+        capped["pools"][0]["in_flight_total"] = json!(9_000);
+        capped["pools"][0]["recent_total"] = json!(200);
+        let main = render_main(&status(), &capped, now());
+        assert!(main.contains("In flight: 9000 <span class=\"muted\">(1 of 9000 shown)</span>"));
+        assert!(main.contains("Recent: 200 <span class=\"muted\">(0 of 200 shown)</span>"));
     }
 
     #[test]

@@ -870,7 +870,7 @@ fn http_state(
         metrics: shared.metrics.clone(),
         health: Arc::new(move || health(&health_shared)),
         status: Arc::new(move || status_json(&status_shared)),
-        jobs: Arc::new(move || jobs_json(&jobs_shared)),
+        jobs: Arc::new(move |cap| jobs_json(&jobs_shared, cap)),
         webhook,
         token,
     }
@@ -937,20 +937,14 @@ fn job_books(shared: &Shared) -> Vec<(String, Arc<Mutex<JobBook>>)> {
 
 /// `/status`: every pool's configuration summary, session, counts and last errors.
 /// `/jobs`: each pool's jobs in flight (oldest queued first) and recent ones (newest first).
-fn jobs_json(shared: &Shared) -> serde_json::Value {
+fn jobs_json(shared: &Shared, cap: Option<http::JobsCap>) -> serde_json::Value {
     let pools: Vec<serde_json::Value> = shared
         .lock()
         .values()
         .map(|w| {
+            let cost = json!(w.report.borrow().cost);
             let book = w.jobs.lock().expect("job book poisoned");
-            json!({
-                "name": w.config.name,
-                "scale_set": w.config.scale_set,
-                "cost": w.report.borrow().cost,
-                "in_flight": book.in_flight(),
-                "recent": book.recent().collect::<Vec<_>>(),
-                "let_go": book.dropped,
-            })
+            book.pool_json(&w.config.name, &w.config.scale_set, cost, cap)
         })
         .collect();
     json!({ "pools": pools })
