@@ -21,7 +21,7 @@ use hangar::controller::listener::ListenerTiming;
 use hangar::controller::runtime::{self, RunOptions};
 use hangar_emulator::{JobSpec, JobStatus};
 use serde_json::Value;
-use support::ecs_dataplane::DataPlane;
+use support::ecs_dataplane::{DataPlane, agent_env};
 use support::moto::Moto;
 use tokio_util::sync::CancellationToken;
 
@@ -66,29 +66,6 @@ async fn register_task_definition(moto: &Moto) {
         .send()
         .await
         .expect("register_task_definition");
-}
-
-fn agent_env(moto: &Moto, emu: &hangar_emulator::Emulator) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-        (
-            "HOME".into(),
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
-        ),
-        ("GITHUB_API_URL".into(), emu.api_url()),
-        ("GITHUB_URL".into(), emu.web_url()),
-        ("HANGAR_STANDIN_POLL_SECS".into(), "1".into()),
-        ("HANGAR_STANDIN_RETRY_SECS".into(), "1".into()),
-        (
-            "RUNNER_PASS_ENV".into(),
-            "HANGAR_STANDIN_POLL_SECS,HANGAR_STANDIN_RETRY_SECS".into(),
-        ),
-    ];
-    if nix::unistd::geteuid().is_root() {
-        env.push(("RUNNER_ALLOW_RUNASROOT".into(), "1".into()));
-    }
-    env.extend(moto.env().into_iter().map(|(k, v)| (k.to_string(), v)));
-    env
 }
 
 fn metric(text: &str, family: &str) -> Option<f64> {
@@ -145,7 +122,7 @@ memory = 2048
         )
         .unwrap();
 
-        let mut plane = DataPlane::start(&moto.url, CLUSTER, agent_env(&moto, &emu));
+        let mut plane = DataPlane::start(&moto.url, CLUSTER, agent_env(&emu, moto.env()));
         let cancel = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut options = RunOptions::new(config, cancel.clone());

@@ -12,7 +12,7 @@ use hangar::controller::runtime::{self, RunOptions};
 use hangar_emulator::{Emulator, JobSpec, JobStatus};
 use tokio_util::sync::CancellationToken;
 
-use super::ecs_dataplane::DataPlane;
+use super::ecs_dataplane::{DataPlane, agent_env};
 use super::moto::Moto;
 use super::realism::Realism;
 
@@ -150,32 +150,6 @@ fn controller_aws(aws: &Realism) -> aws_config::SdkConfig {
         .build()
 }
 
-/// The environment of every agent the data plane starts: the realism layer (so its SSM calls
-/// meet AWS's rates), the stand-in runner's fast polls. No GitHub credential.
-fn agent_env(aws: &Realism, emu: &Emulator) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-        (
-            "HOME".into(),
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
-        ),
-        ("GITHUB_API_URL".into(), emu.api_url()),
-        ("GITHUB_URL".into(), emu.web_url()),
-        ("HANGAR_LOG_FORMAT".into(), "json".into()),
-        ("HANGAR_STANDIN_POLL_SECS".into(), "1".into()),
-        ("HANGAR_STANDIN_RETRY_SECS".into(), "1".into()),
-        (
-            "RUNNER_PASS_ENV".into(),
-            "HANGAR_STANDIN_POLL_SECS,HANGAR_STANDIN_RETRY_SECS".into(),
-        ),
-    ];
-    if nix::unistd::geteuid().is_root() {
-        env.push(("RUNNER_ALLOW_RUNASROOT".into(), "1".into()));
-    }
-    env.extend(aws.env().into_iter().map(|(k, v)| (k.to_string(), v)));
-    env
-}
-
 async fn parameters_under(moto: &Moto, prefix: &str) -> Vec<String> {
     use aws_sdk_ssm::types::ParameterStringFilter;
     let ssm = aws_sdk_ssm::Client::new(&moto.sdk_config());
@@ -259,7 +233,7 @@ pub async fn run(burst: &Burst) -> Outcome {
     )
     .unwrap();
 
-    let mut plane = DataPlane::start(&moto.url, CLUSTER, agent_env(&aws, &emu));
+    let mut plane = DataPlane::start(&moto.url, CLUSTER, agent_env(&emu, aws.env()));
     let cancel = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut options = RunOptions::new(config_path, cancel.clone());

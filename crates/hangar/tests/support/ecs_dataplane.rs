@@ -60,6 +60,36 @@ struct State {
     peak: usize,
 }
 
+/// The environment of every agent the data plane starts: the AWS endpoint `aws` names (moto,
+/// or the realism layer in front of it, so the agents' SSM calls meet AWS's rates), the
+/// emulator as GitHub, the stand-in runner's fast polls. No GitHub credential.
+pub fn agent_env(
+    emu: &hangar_emulator::Emulator,
+    aws: Vec<(&'static str, String)>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+        (
+            "HOME".into(),
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        ),
+        ("GITHUB_API_URL".into(), emu.api_url()),
+        ("GITHUB_URL".into(), emu.web_url()),
+        ("HANGAR_LOG_FORMAT".into(), "json".into()),
+        ("HANGAR_STANDIN_POLL_SECS".into(), "1".into()),
+        ("HANGAR_STANDIN_RETRY_SECS".into(), "1".into()),
+        (
+            "RUNNER_PASS_ENV".into(),
+            "HANGAR_STANDIN_POLL_SECS,HANGAR_STANDIN_RETRY_SECS".into(),
+        ),
+    ];
+    if nix::unistd::geteuid().is_root() {
+        env.push(("RUNNER_ALLOW_RUNASROOT".into(), "1".into()));
+    }
+    env.extend(aws.into_iter().map(|(k, v)| (k.to_string(), v)));
+    env
+}
+
 pub struct DataPlane {
     state: Arc<Mutex<State>>,
     /// Each agent's output, `<runner name>.log`; removed on drop.

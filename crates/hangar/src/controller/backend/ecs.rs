@@ -548,6 +548,30 @@ impl EcsBackend {
         Ok(answer.tasks().first().cloned())
     }
 
+    /// One DescribeTasks call (at most [`DESCRIBE_TASKS_BATCH`] tasks), with tags: the tasks
+    /// that carry Hangar's, each with its runner's log stream.
+    async fn describe_batch(&self, batch: &[String]) -> Result<Vec<Task>, BackendError> {
+        let answer = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.launch.cluster)
+            .set_tasks(Some(batch.to_vec()))
+            .include(TaskField::Tags)
+            .send()
+            .await
+            .map_err(|e| ecs_error("ecs:DescribeTasks", refusal(&e), &self.launch, &self.region))?;
+        let now = Utc::now();
+        Ok(answer
+            .tasks()
+            .iter()
+            .filter_map(|t| task_of(t, now))
+            .map(|t| Task {
+                log: self.log_location(&t.id),
+                ..t
+            })
+            .collect())
+    }
+
     /// Whether ECS no longer has the task running: unknown, stopped, or being stopped.
     async fn stopped_or_unknown(&self, task_id: &str) -> Result<bool, BackendError> {
         Ok(match self.describe_one(task_id).await? {
@@ -629,31 +653,14 @@ impl Backend for EcsBackend {
             .into_iter()
             .filter(|arn| seen.insert(arn.clone()))
             .collect();
-        let now = Utc::now();
         let mut tasks = Vec::new();
         for batch in arns.chunks(DESCRIBE_TASKS_BATCH) {
-            let answer = self
-                .ecs
-                .describe_tasks()
-                .cluster(&self.launch.cluster)
-                .set_tasks(Some(batch.to_vec()))
-                .include(TaskField::Tags)
-                .send()
-                .await
-                .map_err(|e| {
-                    ecs_error("ecs:DescribeTasks", refusal(&e), &self.launch, &self.region)
-                })?;
             // A task listed a moment ago may be gone (a MISSING failure): it is simply absent.
             tasks.extend(
-                answer
-                    .tasks()
-                    .iter()
-                    .filter_map(|t| task_of(t, now))
-                    .filter(|t| t.tags.pool == pool)
-                    .map(|t| Task {
-                        log: self.log_location(&t.id),
-                        ..t
-                    }),
+                self.describe_batch(batch)
+                    .await?
+                    .into_iter()
+                    .filter(|t| t.tags.pool == pool),
             );
         }
         tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -664,27 +671,11 @@ impl Backend for EcsBackend {
     /// batches of [`DESCRIBE_TASKS_BATCH`]. A failed batch is logged and left out (its tasks'
     /// bills are then estimated from when they left the listing).
     async fn describe_gone(&self, task_ids: &[String]) -> Vec<Task> {
-        let now = Utc::now();
         let mut tasks = Vec::new();
         for batch in task_ids.chunks(DESCRIBE_TASKS_BATCH) {
-            match self
-                .ecs
-                .describe_tasks()
-                .cluster(&self.launch.cluster)
-                .set_tasks(Some(batch.to_vec()))
-                .include(TaskField::Tags)
-                .send()
-                .await
-            {
-                Ok(answer) => tasks.extend(answer.tasks().iter().filter_map(|t| {
-                    task_of(t, now).map(|t| Task {
-                        log: self.log_location(&t.id),
-                        ..t
-                    })
-                })),
-                Err(e) => {
-                    let error =
-                        ecs_error("ecs:DescribeTasks", refusal(&e), &self.launch, &self.region);
+            match self.describe_batch(batch).await {
+                Ok(described) => tasks.extend(described),
+                Err(error) => {
                     tracing::warn!(%error, tasks = batch.len(), "describing stopped tasks for their bill failed; their stop time is estimated");
                 }
             }
