@@ -114,6 +114,68 @@ resource "aws_ecs_task_definition" "controller" {
   depends_on = [aws_ssm_parameter.controller_config]
 }
 
+# The controller's own security group. Its HTTP port (local.controller_port: /metrics, /healthz,
+# /status, /jobs and the jobs page) shows every pool's jobs across all the repositories served, and
+# the runner tasks run the jobs' untrusted code: in security_group_ids, a "self" rule (or the VPC's
+# default group) would let any job reach it. So the controller never shares the runners' groups,
+# and this group admits the port from controller_ingress_security_group_ids and
+# controller_ingress_cidr_blocks only (nothing by default). Nothing in the module needs more: the
+# service has no load balancer, and ECS container health checks run inside the task.
+resource "aws_security_group" "controller" {
+  count = var.enable_controller ? 1 : 0
+
+  # A prefix: two deployments (standalone and org states) may share a VPC.
+  name_prefix = "${local.controller_name}-"
+  description = "hangar controller: its HTTP port only from controller_ingress_security_group_ids and controller_ingress_cidr_blocks"
+  vpc_id      = data.aws_subnet.controller[0].vpc_id
+
+  lifecycle {
+    # A new group (another VPC) is attached to the service before the old one is deleted.
+    create_before_destroy = true
+
+    precondition {
+      condition     = length(setintersection(var.controller_ingress_security_group_ids, var.security_group_ids)) == 0
+      error_message = "controller_ingress_security_group_ids lists a group of security_group_ids (${join(", ", setintersection(var.controller_ingress_security_group_ids, var.security_group_ids))}): the runner tasks run in it, so every job could reach the controller's HTTP surface. List only your monitoring or bastion groups."
+    }
+  }
+}
+
+# Outbound: anywhere, as a new security group allows by default. The controller calls GitHub and the
+# AWS APIs (ECS, SSM, CloudWatch Logs, ECR) over HTTPS, through a NAT gateway or VPC endpoints whose
+# addresses the module does not know; its image may also come from a registry on another port, and
+# a VPC may resolve names through its own DNS servers. Restricting it to port 443 would break those
+# sites and protect little: HTTPS to anywhere is already the way out.
+resource "aws_vpc_security_group_egress_rule" "controller" {
+  count = var.enable_controller ? 1 : 0
+
+  security_group_id = aws_security_group.controller[0].id
+  description       = "Outbound: GitHub and the AWS APIs over HTTPS, DNS and the image registry"
+  ip_protocol       = "-1"
+  cidr_ipv4         = "0.0.0.0/0"
+}
+
+resource "aws_vpc_security_group_ingress_rule" "controller_from_security_group" {
+  for_each = { for id in distinct(var.controller_ingress_security_group_ids) : id => id if var.enable_controller }
+
+  security_group_id            = aws_security_group.controller[0].id
+  description                  = "hangar controller HTTP (metrics, health, status, jobs) from ${each.key}"
+  ip_protocol                  = "tcp"
+  from_port                    = local.controller_port
+  to_port                      = local.controller_port
+  referenced_security_group_id = each.key
+}
+
+resource "aws_vpc_security_group_ingress_rule" "controller_from_cidr" {
+  for_each = { for block in distinct(var.controller_ingress_cidr_blocks) : block => block if var.enable_controller }
+
+  security_group_id = aws_security_group.controller[0].id
+  description       = "hangar controller HTTP (metrics, health, status, jobs) from ${each.key}"
+  ip_protocol       = "tcp"
+  from_port         = local.controller_port
+  to_port           = local.controller_port
+  cidr_ipv4         = each.key
+}
+
 resource "aws_ecs_service" "controller" {
   count = var.enable_controller ? 1 : 0
 
@@ -124,9 +186,10 @@ resource "aws_ecs_service" "controller" {
   launch_type      = "FARGATE"
   platform_version = "LATEST"
 
+  # Its own group only, never the runners' security_group_ids (see aws_security_group.controller).
   network_configuration {
     subnets          = var.private_subnet_ids
-    security_groups  = var.security_group_ids
+    security_groups  = [aws_security_group.controller[0].id]
     assign_public_ip = false
   }
 

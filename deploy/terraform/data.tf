@@ -14,3 +14,10 @@ data "aws_kms_alias" "ssm" {
 
   name = "alias/aws/ssm"
 }
+
+# The VPC of the tasks' subnets, where the controller's own security group is made.
+data "aws_subnet" "controller" {
+  count = var.enable_controller ? 1 : 0
+
+  id = var.private_subnet_ids[0]
+}

@@ -76,6 +76,11 @@ output "controller_log_group_name" {
   value       = one(aws_cloudwatch_log_group.controller[*].name)
 }
 
+output "controller_security_group_id" {
+  description = "With enable_controller: the controller's own security group (its service's only group), which admits its HTTP port 9464 from controller_ingress_security_group_ids and controller_ingress_cidr_blocks only; add rules to it for other sources. Null without."
+  value       = one(aws_security_group.controller[*].id)
+}
+
 output "pool_names" {
   description = "With enable_controller: the controller's pool name per runner key (and <key>-<shape> of pool_shapes), the scale set a workflow selects with runs-on; empty without."
   value       = { for key, pool in local.controller_pools : key => pool.name if var.enable_controller }

@@ -292,6 +292,31 @@ variable "controller_max" {
   }
 }
 
+variable "controller_ingress_security_group_ids" {
+  description = "With enable_controller: the security groups (e.g. your Prometheus' or a bastion's) whose members may reach the controller's HTTP port 9464 (/metrics, /healthz, /status, /jobs and the jobs page, which shows every pool's jobs), each through an inbound rule of the controller's own security group. The controller never runs in security_group_ids: jobs run untrusted code in the runner tasks and must not reach it, so the runners' groups are refused here. Empty (the default): nothing may connect."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = var.controller_ingress_security_group_ids == null ? false : alltrue([for id in var.controller_ingress_security_group_ids : can(regex("^sg-[0-9a-f]+$", id))])
+    error_message = "controller_ingress_security_group_ids must be a list ([] for none) of security group ids (sg-xxxxxxxx)."
+  }
+}
+
+variable "controller_ingress_cidr_blocks" {
+  description = "With enable_controller: IPv4 CIDR blocks (network form, e.g. 10.20.0.0/24) that may reach the controller's HTTP port 9464, each through an inbound rule of the controller's own security group. A block that covers private_subnet_ids lets the runner tasks, and so every job, in: list only your monitoring or bastion networks. Empty (the default): nothing may connect."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition = var.controller_ingress_cidr_blocks == null ? false : alltrue([
+      for block in var.controller_ingress_cidr_blocks :
+      can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$", block)) && can(cidrhost(block, 0)) && try(cidrsubnet(block, 0, 0) == block, false)
+    ])
+    error_message = "controller_ingress_cidr_blocks must be a list ([] for none) of IPv4 CIDR blocks in network form, such as 10.20.0.0/24 (not 10.20.0.5/24)."
+  }
+}
+
 ################################################################################
 # Pool shapes and Docker capacity (with enable_controller)
 ################################################################################

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import math
 import re
@@ -825,6 +826,14 @@ class Evaluator:
             except EvalError:
                 return False
             return True
+        if name == "try":
+            # The first argument that evaluates without an error (Terraform's try()).
+            for arg in arg_nodes:
+                try:
+                    return self.eval(arg)
+                except EvalError:
+                    continue
+            raise EvalError("try(): no argument could be evaluated")
         fn = FUNCTIONS.get(name)
         if fn is None:
             raise Unsupported(f"function {name}()")
@@ -950,9 +959,51 @@ def _contains(collection, value):
     return value in _need(collection, list, "contains()")
 
 
+def _parse_cidr(prefix, what: str):
+    """Go's net.ParseCIDR, as Terraform's cidr functions use it: <address>/<prefix length> (no
+    netmask form, no leading zeros); the address may have host bits set."""
+    prefix = _need(prefix, str, what)
+    if not re.fullmatch(r"[^/]+/[0-9]+", prefix):
+        raise EvalError(f"{what}: invalid CIDR address {prefix!r}")
+    try:
+        return ipaddress.ip_network(prefix, strict=False)
+    except ValueError as e:
+        raise EvalError(f"{what}: invalid CIDR address {prefix!r}: {e}") from None
+
+
+def _cidrhost(prefix, hostnum):
+    network = _parse_cidr(prefix, "cidrhost()")
+    hostnum = int(hostnum)
+    if hostnum < 0:
+        hostnum += network.num_addresses
+    if not 0 <= hostnum < network.num_addresses:
+        raise EvalError(f"cidrhost(): prefix {prefix!r} has no host number {hostnum}")
+    return str(network.network_address + hostnum)
+
+
+def _cidrsubnet(prefix, newbits, netnum):
+    network = _parse_cidr(prefix, "cidrsubnet()")
+    newbits, netnum = int(newbits), int(netnum)
+    length = network.prefixlen + newbits
+    if newbits < 0 or length > network.max_prefixlen or not 0 <= netnum < 2**newbits:
+        raise EvalError(f"cidrsubnet(): cannot take subnet {netnum} of {newbits} new bits from {prefix!r}")
+    address = network.network_address + (netnum << (network.max_prefixlen - length))
+    return f"{address}/{length}"
+
+
+def _setintersection(first, *others):
+    """Of sets of strings, as lists: Terraform orders a set of strings lexicographically."""
+    out = set(_need(first, list, "setintersection()"))
+    for other in others:
+        out &= set(_need(other, list, "setintersection()"))
+    return sorted(out)
+
+
 FUNCTIONS = {
     "alltrue": _alltrue,
     "base64encode": lambda s: base64.b64encode(_need(s, str, "base64encode()").encode()).decode(),
+    "cidrhost": _cidrhost,
+    "cidrsubnet": _cidrsubnet,
     "concat": _concat,
     "contains": _contains,
     "distinct": _distinct,
@@ -968,6 +1019,7 @@ FUNCTIONS = {
     "regex": _regex,
     "regexall": _regexall,
     "replace": _replace,
+    "setintersection": _setintersection,
     "sha256": lambda s: hashlib.sha256(_need(s, str, "sha256()").encode()).hexdigest(),
     "substr": _substr,
     "trim": _trim,

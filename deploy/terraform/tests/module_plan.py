@@ -22,7 +22,8 @@ with two repositories, and org:
 - with enable_controller (each mode again): no runner services and no credential in the runner
   tasks or their execution role, the controller's service, task definition and roles, and its
   generated pool file, parsed with tomllib and checked against the controller's own validation
-  rules (crates/hangar/src/controller/config.rs).
+  rules (crates/hangar/src/controller/config.rs), and its own security group (the runners' groups
+  never admit a job to its HTTP port).
 - with pool_shapes and docker_capacity (test_shapes.py): the pools <key>-<shape>, their task
   definitions (Fargate sizes, ARM64, the Docker daemon sidecar), task roles and pool-file lines,
   the EC2 capacity (launch template, Auto Scaling group, instance role, capacity provider and the
@@ -50,10 +51,13 @@ MODULE_DIR = Path(__file__).resolve().parent.parent
 
 ACCOUNT = "123456789012"
 SSM_MANAGED_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/00000000-0000-0000-0000-00000000a55a"
+VPC_ID = "vpc-0123456789abcdef0"
 STUBS = {
     ("data", "aws_partition", "current"): {"partition": "aws"},
     ("data", "aws_caller_identity", "current"): {"account_id": ACCOUNT},
     ("data", "aws_kms_alias", "ssm"): {"target_key_arn": SSM_MANAGED_KEY},
+    # The first private subnet's VPC, where the controller's own security group is made.
+    ("data", "aws_subnet", "controller"): {"vpc_id": VPC_ID},
 }
 
 PREFIX = "/your-app-name/github-integration"
@@ -124,6 +128,9 @@ CONTROLLER_ADDRESSES = {
     "aws_iam_role.controller_task[0]",
     "aws_iam_role_policy.controller_execution[0]",
     "aws_iam_role_policy.controller_task[0]",
+    # Its own security group (no inbound rule unless controller_ingress_* lists sources).
+    "aws_security_group.controller[0]",
+    "aws_vpc_security_group_egress_rule.controller[0]",
 }
 
 

@@ -21,12 +21,15 @@ from module_plan import (  # noqa: E402
     CONTROLLER_MODES,
     CREDENTIAL_NAMES,
     CREDENTIAL_SECRETS,
+    MODES,
     MODULE,
     ORG,
     PARAM_ARN,
     PREFIX,
     SSM_MANAGED_KEY,
     STUBS,
+    TWO_REPOS,
+    VPC_ID,
     container,
     controller_container,
     expected_keys,
@@ -34,6 +37,7 @@ from module_plan import (  # noqa: E402
     plan,
     pool_file,
     preconditions_failing,
+    preconditions_of,
     resource_addresses,
     role_documents,
     statements,
@@ -322,7 +326,8 @@ class ControllerService(unittest.TestCase):
                 (network,) = s["network_configuration"]
                 self.assertIs(network["assign_public_ip"], False)
                 self.assertEqual(network["subnets"], p.var_values["private_subnet_ids"])
-                self.assertEqual(network["security_groups"], p.var_values["security_group_ids"])
+                # Its own group only, never the runners' (ControllerSecurityGroup).
+                self.assertEqual(network["security_groups"], [Unknown("aws_security_group.controller[0].id")])
 
     def test_log_group_and_outputs(self):
         key = CONTROLLER_KEY
@@ -332,6 +337,146 @@ class ControllerService(unittest.TestCase):
         self.assertEqual(p.output("controller_service_name"), "hangar-controller")
         self.assertEqual(p.output("controller_config_parameter_name"), f"{PREFIX}/controller/config")
         self.assertEqual(p.output("controller_log_group_name"), "awslogs-hangar-controller")
+
+
+class ControllerSecurityGroup(unittest.TestCase):
+    """The controller's HTTP surface (every pool's jobs) is closed to the jobs: its service runs in a
+    security group of its own, which admits the controller port from the listed sources only."""
+
+    MONITORING = ["sg-0aaaaaaaaaaaaaaa1", "sg-0bbbbbbbbbbbbbbb2"]
+    NETWORKS = ["10.20.0.0/24", "192.168.7.0/28"]
+
+    def ingress_rules(self, p: Plan) -> dict:
+        return {
+            address: inst.evaluate()
+            for address, inst in p.all_instances("resource").items()
+            if address.startswith("aws_vpc_security_group_ingress_rule.")
+        }
+
+    def test_the_service_runs_in_its_own_group_only(self):
+        for label, variables in CONTROLLER_MODES.items():
+            with self.subTest(label):
+                p = plan({**variables, "controller_ingress_security_group_ids": self.MONITORING})
+                (network,) = instance(p, "aws_ecs_service.controller[0]").evaluate()["network_configuration"]
+                self.assertEqual(network["security_groups"], [Unknown("aws_security_group.controller[0].id")])
+                for group in p.var_values["security_group_ids"]:
+                    self.assertNotIn(group, network["security_groups"])
+                group = instance(p, "aws_security_group.controller[0]").evaluate()
+                self.assertEqual(group["vpc_id"], VPC_ID)
+                self.assertEqual(group["name_prefix"], "hangar-controller-")
+                self.assertTrue(group["description"])
+                # AWS accepts only these characters in group and rule descriptions.
+                self.assertRegex(group["description"], r"^[A-Za-z0-9. _\-:/()#,@\[\]+=;{}!$*]{1,255}$")
+                self.assertEqual(p.output("controller_security_group_id"), Unknown("aws_security_group.controller[0].id"))
+                # The first private subnet tells the VPC.
+                subnet = instance(p, "data.aws_subnet.controller[0]").evaluate()
+                self.assertEqual(subnet["id"], p.var_values["private_subnet_ids"][0])
+
+    def test_no_ingress_by_default_and_egress_to_anywhere(self):
+        for label, variables in CONTROLLER_MODES.items():
+            with self.subTest(label):
+                p = plan(variables)
+                self.assertEqual(self.ingress_rules(p), {})
+                group = instance(p, "aws_security_group.controller[0]").evaluate()
+                self.assertNotIn("ingress", group, "no inline rule: the rules are resources of their own")
+                egress = instance(p, "aws_vpc_security_group_egress_rule.controller[0]").evaluate()
+                self.assertEqual(egress["security_group_id"], Unknown("aws_security_group.controller[0].id"))
+                self.assertEqual((egress["ip_protocol"], egress["cidr_ipv4"]), ("-1", "0.0.0.0/0"))
+                self.assertRegex(egress["description"], r"^[A-Za-z0-9. _\-:/()#,@\[\]+=;{}!$*]{1,255}$")
+                self.assertEqual(preconditions_of(p, "aws_security_group", "controller"), [])
+
+    def test_ingress_is_the_controller_port_from_the_listed_sources_only(self):
+        p = plan({
+            **ORG,
+            "enable_controller": True,
+            # A source listed twice gets one rule.
+            "controller_ingress_security_group_ids": [*self.MONITORING, self.MONITORING[0]],
+            "controller_ingress_cidr_blocks": self.NETWORKS,
+        })
+        rules = self.ingress_rules(p)
+        self.assertEqual(
+            set(rules),
+            {f'aws_vpc_security_group_ingress_rule.controller_from_security_group["{g}"]' for g in self.MONITORING}
+            | {f'aws_vpc_security_group_ingress_rule.controller_from_cidr["{c}"]' for c in self.NETWORKS},
+        )
+        sources = set()
+        for address, rule in rules.items():
+            with self.subTest(address):
+                self.assertEqual(rule["security_group_id"], Unknown("aws_security_group.controller[0].id"))
+                self.assertEqual((rule["ip_protocol"], rule["from_port"], rule["to_port"]), ("tcp", 9464, 9464))
+                self.assertRegex(rule["description"], r"^[A-Za-z0-9. _\-:/()#,@\[\]+=;{}!$*]{1,255}$")
+                source = {k: rule[k] for k in ("referenced_security_group_id", "cidr_ipv4") if k in rule}
+                self.assertEqual(len(source), 1, rule)
+                sources |= set(source.values())
+        self.assertEqual(sources, set(self.MONITORING) | set(self.NETWORKS))
+        # The same port the controller listens on, in its pool file and container.
+        self.assertEqual(pool_file(p)["controller"]["listen"], "0.0.0.0:9464")
+        self.assertEqual(controller_container(p)["portMappings"], [{"containerPort": 9464, "protocol": "tcp"}])
+
+    def test_runners_keep_security_group_ids(self):
+        groups = ["sg-0123456789abcdef0", "sg-0fedcba9876543210"]
+        shapes = {"large": {"cpu": 4096, "memory": 8192}, "docker": {"cpu": 2048, "memory": 7168, "docker": True}}
+        for label, variables in {
+            "fixed services": {**TWO_REPOS, "security_group_ids": groups},
+            "controller": {
+                **ORG,
+                "enable_controller": True,
+                "security_group_ids": groups,
+                "controller_ingress_security_group_ids": self.MONITORING,
+                "pool_shapes": shapes,
+                "docker_capacity": {"instance_type": "m7i.large"},
+            },
+        }.items():
+            with self.subTest(label):
+                p = plan(variables)
+                for address, inst in p.all_instances("resource").items():
+                    if address.startswith("aws_ecs_service.github_runner["):
+                        (network,) = inst.evaluate()["network_configuration"]
+                        self.assertEqual(network["security_groups"], groups, address)
+                if variables.get("enable_controller"):
+                    for pool in pool_file(p)["pool"]:
+                        self.assertEqual(pool["ecs"]["security_groups"], groups, pool["name"])
+                    template = instance(p, "aws_launch_template.docker[0]").evaluate()
+                    (interface,) = template["network_interfaces"]
+                    self.assertEqual(interface["security_groups"], groups)
+                else:
+                    self.assertEqual(len([a for a in resource_addresses(p) if a.startswith("aws_ecs_service.github_runner[")]), 2)
+
+    def test_without_the_controller_no_group_is_made(self):
+        for label, variables in MODES.items():
+            with self.subTest(label):
+                # The ingress lists are ignored without the controller, like its other inputs.
+                p = plan({**variables, "controller_ingress_security_group_ids": self.MONITORING, "controller_ingress_cidr_blocks": self.NETWORKS})
+                addresses = resource_addresses(p)
+                self.assertFalse({a for a in addresses if "security_group" in a}, addresses)
+                self.assertNotIn("data.aws_subnet.controller[0]", p.all_instances("data"))
+                self.assertIsNone(p.output("controller_security_group_id"))
+
+    def test_the_runners_groups_are_refused_as_a_source(self):
+        p = plan({**ORG, "enable_controller": True, "controller_ingress_security_group_ids": ["sg-0aaaaaaaaaaaaaaa1", "sg-00000000000000001"]})
+        (failing,) = preconditions_of(p, "aws_security_group", "controller")
+        self.assertIn("controller_ingress_security_group_ids lists a group of security_group_ids (sg-00000000000000001)", failing)
+
+    def test_bad_ingress_values_are_rejected(self):
+        for name, value in (
+            ("controller_ingress_security_group_ids", ["sg-XYZ"]),
+            ("controller_ingress_security_group_ids", ["vpc-0123456789abcdef0"]),
+            ("controller_ingress_security_group_ids", None),
+            ("controller_ingress_cidr_blocks", ["10.20.0.0"]),
+            ("controller_ingress_cidr_blocks", ["10.20.0.5/24"]),
+            ("controller_ingress_cidr_blocks", ["10.20.0.0/33"]),
+            ("controller_ingress_cidr_blocks", ["300.1.2.0/24"]),
+            ("controller_ingress_cidr_blocks", ["10.20.0.0/255.255.255.0"]),
+            ("controller_ingress_cidr_blocks", ["fd00::/64"]),
+            ("controller_ingress_cidr_blocks", None),
+        ):
+            with self.subTest(f"{name}={value}"):
+                errors = Plan(MODULE, {**ORG, "enable_controller": True, name: value}, STUBS).validation_errors()
+                self.assertEqual(len(errors), 1, errors)
+                self.assertTrue(errors[0].startswith(f"{name}: "), errors)
+        for value in (["0.0.0.0/0"], ["10.0.0.0/8", "192.168.1.128/25"], ["172.16.5.4/32"]):
+            with self.subTest(value):
+                plan({**ORG, "enable_controller": True, "controller_ingress_cidr_blocks": value})
 
 
 class ControllerIam(unittest.TestCase):

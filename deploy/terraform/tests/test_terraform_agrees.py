@@ -200,6 +200,12 @@ class TerraformAgrees(unittest.TestCase):
             {"runner_type": "org", "pool_shapes": {"docker": {"cpu": 1024, "memory": 2048, "docker": True, "capacity_providers": ["FARGATE"]}}},
             {"runner_type": "org", "pool_shapes": {"Big": {"cpu": 3000, "memory": 2048}}},
             {"runner_type": "org", "docker_capacity": {"instance_type": "m7i.large", "min_size": 5, "max_size": 2}},
+            # The controller's ingress: Terraform's own cidrhost/cidrsubnet/try agree with the mirror's.
+            {"runner_type": "org", "controller_ingress_security_group_ids": ["sg-XYZ"]},
+            {"runner_type": "org", "controller_ingress_cidr_blocks": ["10.20.0.5/24"]},
+            {"runner_type": "org", "controller_ingress_cidr_blocks": ["10.20.0.0/33"]},
+            {"runner_type": "org", "controller_ingress_cidr_blocks": ["010.20.0.0/24"]},
+            {"runner_type": "org", "controller_ingress_cidr_blocks": ["fd00::/64"]},
         ):
             with self.subTest(variables):
                 mirror = Plan(MODULE, variables, STUBS).validation_errors()
@@ -210,6 +216,16 @@ class TerraformAgrees(unittest.TestCase):
                 for error in mirror:
                     message = error.split(": ", 1)[1]
                     self.assertIn(re.sub(r"\s+", " ", message), output)
+
+    def test_good_ingress_values_are_accepted(self):
+        for variables in (
+            {"runner_type": "org", "enable_controller": True, "controller_ingress_cidr_blocks": ["0.0.0.0/0", "10.20.0.0/24", "172.16.5.4/32"]},
+            {"runner_type": "org", "enable_controller": True, "controller_ingress_security_group_ids": ["sg-0aaaaaaaaaaaaaaa1"]},
+        ):
+            with self.subTest(variables):
+                self.assertEqual(Plan(MODULE, variables, STUBS).validation_errors(), [])
+                result = self.run_tf(["plan", "-input=false", "-no-color", *self.var_args(variables)], check=False)
+                self.assertEqual(result.returncode, 0, result.stderr)
 
 
 if __name__ == "__main__":
