@@ -335,9 +335,20 @@ pub fn log_source(record: &Value) -> JobLogSource {
     JobLogSource::Unknown(id.to_string())
 }
 
-/// Whether the record's task has stopped (its stream then gets no more lines).
-fn task_stopped(record: &Value) -> bool {
+/// How long after its job completed a task's stream is taken as written out, when the record
+/// does not say the task stopped (a pool the controller does not bill is not described again
+/// once its task leaves ECS's listing): the agent exits within seconds of the job's end.
+const STREAM_DONE_AFTER_COMPLETION: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Whether the record's stream gets no more lines: its task stopped, or its job completed
+/// [`STREAM_DONE_AFTER_COMPLETION`] ago.
+fn task_stopped(record: &Value, now: DateTime<Utc>) -> bool {
+    let completed = record["completed_at"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
     record["task"]["stopped_at"].is_string()
+        || completed.is_some_and(|at| now.signed_duration_since(at) >= STREAM_DONE_AFTER_COMPLETION)
 }
 
 /// `hangar logs --job`, resolved.
@@ -547,7 +558,7 @@ pub async fn run_job(
         .unwrap_or_else(|| crate::aws::region_of(&sdk));
     let client = LogsClient::in_region(&sdk, &region);
     tracing::debug!(group = %location.group, stream = %location.stream, %region, "reading the job's stream");
-    let mut stopped = task_stopped(found.record);
+    let mut stopped = task_stopped(found.record, Utc::now());
     let mut from: Option<String> = None;
     let mut printed = 0;
     tokio::pin!(stop);
@@ -598,7 +609,9 @@ pub async fn run_job(
         }
         // A controller that does not answer for a while does not end the follow.
         match fetch_path(&request.controller, "/jobs", token).await {
-            Ok(jobs) => stopped = find_job(&jobs, job).is_some_and(|f| task_stopped(f.record)),
+            Ok(jobs) => {
+                stopped = find_job(&jobs, job).is_some_and(|f| task_stopped(f.record, Utc::now()))
+            }
             Err(e) => tracing::warn!(error = %e, "cannot tell whether the task stopped"),
         }
     }
@@ -747,7 +760,14 @@ mod tests {
         let mut other = record("12");
         other["task"]["id"] = "i-0abc".into();
         assert_eq!(log_source(&other), JobLogSource::Unknown("i-0abc".into()));
-        assert!(task_stopped(&record("12")) && !task_stopped(&record("13")));
+        let now = Utc::now();
+        assert!(task_stopped(&record("12"), now) && !task_stopped(&record("13"), now));
+        // No stop recorded, but the job completed a minute ago: its stream is written out.
+        let mut completed = record("13");
+        completed["completed_at"] = (now - chrono::Duration::seconds(61)).to_rfc3339().into();
+        assert!(task_stopped(&completed, now));
+        completed["completed_at"] = (now - chrono::Duration::seconds(5)).to_rfc3339().into();
+        assert!(!task_stopped(&completed, now));
     }
 
     #[test]

@@ -22,9 +22,9 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
 
 use super::cost::dollars;
-use serde_json::Value;
 
 /// Jobs in flight shown per pool (oldest queued first); the rest are counted.
 pub const IN_FLIGHT_SHOWN: usize = 100;
