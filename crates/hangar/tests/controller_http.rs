@@ -660,3 +660,45 @@ async fn the_server_stops_promptly_with_an_event_stream_open() {
     })
     .await
 }
+
+#[tokio::test]
+async fn event_streams_are_capped_and_a_closed_one_frees_its_place() {
+    within(60, async {
+        let server = start(None).await;
+        let client = reqwest::Client::new();
+        let open = |client: reqwest::Client, url: String| async move {
+            client.get(url).send().await.unwrap()
+        };
+        let mut streams = Vec::new();
+        for _ in 0..http::EVENT_STREAMS_MAX {
+            let mut stream = open(client.clone(), server.url("/events")).await;
+            assert_eq!(stream.status(), StatusCode::OK);
+            assert!(stream.chunk().await.unwrap().is_some(), "the first event");
+            streams.push(stream);
+        }
+        let refused = open(client.clone(), server.url("/events")).await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "10");
+        assert!(
+            refused
+                .text()
+                .await
+                .unwrap()
+                .contains("close pages you do not watch"),
+            "says why and what to do"
+        );
+        // The page itself is never refused.
+        assert_eq!(get(&server.url("/")).await.status(), StatusCode::OK);
+        // A client that goes frees its place once the server next writes to it.
+        drop(streams.pop());
+        loop {
+            let again = open(client.clone(), server.url("/events")).await;
+            if again.status() == StatusCode::OK {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        server.cancel.cancel();
+    })
+    .await
+}

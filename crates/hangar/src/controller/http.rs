@@ -23,6 +23,8 @@
 //! - On cancel the server stops accepting, finishes the requests in flight and returns; an open
 //!   `/events` stream ends at once on cancel (else graceful shutdown would wait for it for
 //!   ever).
+//! - At most [`EVENT_STREAMS_MAX`] `/events` streams are open at once (served by [`serve`]);
+//!   each renders only the page's capped view of the jobs.
 //! - With a token ([`HttpState::token`], from the variable `controller.http_token_env` names),
 //!   every route but `/healthz` (for load balancers and ECS health checks) and `/webhook`
 //!   (signed by GitHub, which sends no bearer token) answers 401 unless the request carries
@@ -62,6 +64,10 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `/events` sends the page's main part.
 pub const EVENTS_INTERVAL: Duration = Duration::from_secs(2);
+/// Event streams open at once; one more is answered 503 (each costs a render every
+/// [`EVENTS_INTERVAL`], so a stampede of tabs or a misbehaving client cannot take the
+/// controller's CPU from its pools).
+pub const EVENT_STREAMS_MAX: usize = 32;
 /// The page's content security policy: its own script, inline style (the page's `<style>` and
 /// its timeline bars' `style` attributes), connections to itself (the event stream); nothing
 /// else, not even images, and no framing.
@@ -167,7 +173,11 @@ pub fn serve(
     state: HttpState,
     cancel: CancellationToken,
 ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
-    let app = router(state).layer(Extension(Shutdown(cancel.clone())));
+    let app = router(state)
+        .layer(Extension(Shutdown(cancel.clone())))
+        .layer(Extension(StreamSlots(Arc::new(
+            tokio::sync::Semaphore::new(EVENT_STREAMS_MAX),
+        ))));
     async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(cancel.cancelled_owned())
@@ -273,6 +283,10 @@ async fn jobs(State(state): State<HttpState>) -> Response {
 #[derive(Clone)]
 struct Shutdown(CancellationToken);
 
+/// One permit per open `/events` stream ([`EVENT_STREAMS_MAX`]), held by the stream.
+#[derive(Clone)]
+struct StreamSlots(Arc<tokio::sync::Semaphore>);
+
 /// The headers every answer of the page's routes carries.
 fn page_headers(content_type: &'static str) -> [(header::HeaderName, HeaderValue); 5] {
     [
@@ -308,11 +322,30 @@ async fn page_js() -> Response {
 
 /// The page's main part at once, then every [`EVENTS_INTERVAL`], until the client goes or the
 /// server stops.
-async fn events(State(state): State<HttpState>, shutdown: Option<Extension<Shutdown>>) -> Response {
+async fn events(
+    State(state): State<HttpState>,
+    shutdown: Option<Extension<Shutdown>>,
+    slots: Option<Extension<StreamSlots>>,
+) -> Response {
     // Without `serve` (a bare router) nothing cancels this: the stream ends with its client.
     let stop = shutdown.map(|Extension(Shutdown(t))| t).unwrap_or_default();
-    let stream =
-        futures_util::stream::unfold((state, stop, true), |(state, stop, first)| async move {
+    let slot = match slots.map(|Extension(StreamSlots(s))| s.try_acquire_owned()) {
+        Some(Err(_)) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static("10"))],
+                axum::Json(json!({"error": format!(
+                    "{EVENT_STREAMS_MAX} pages are already following this controller; the browser retries. Fix: close pages you do not watch"
+                )})),
+            )
+                .into_response();
+        }
+        Some(Ok(permit)) => Some(permit),
+        None => None,
+    };
+    let stream = futures_util::stream::unfold(
+        (state, stop, true, slot),
+        |(state, stop, first, slot)| async move {
             if !first {
                 tokio::select! {
                     () = stop.cancelled() => return None,
@@ -328,8 +361,10 @@ async fn events(State(state): State<HttpState>, shutdown: Option<Extension<Shutd
                 chrono::Utc::now(),
             );
             let event = Event::default().data(html);
-            Some((Ok::<Event, Infallible>(event), (state, stop, false)))
-        });
+            // The slot goes with the stream: dropped when it ends or its client goes.
+            Some((Ok::<Event, Infallible>(event), (state, stop, false, slot)))
+        },
+    );
     let [_, csp, nosniff, referrer, _] = page_headers("text/event-stream");
     (
         [
