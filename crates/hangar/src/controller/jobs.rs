@@ -162,6 +162,32 @@ fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<f64> {
     (millis >= 0).then(|| millis as f64 / 1000.0)
 }
 
+/// A copy of a pool's records for `GET /jobs` and the page.
+#[derive(Clone, Debug)]
+pub struct JobsView {
+    pub in_flight: Vec<JobRecord>,
+    pub in_flight_total: usize,
+    pub recent: Vec<JobRecord>,
+    pub recent_total: usize,
+    pub let_go: u64,
+}
+
+impl JobsView {
+    /// One pool's part of `GET /jobs` (what `hangar jobs`, the page and `logs --job` read).
+    pub fn json(&self, name: &str, scale_set: &str, cost: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "name": name,
+            "scale_set": scale_set,
+            "cost": cost,
+            "in_flight": self.in_flight,
+            "in_flight_total": self.in_flight_total,
+            "recent": self.recent,
+            "recent_total": self.recent_total,
+            "let_go": self.let_go,
+        })
+    }
+}
+
 /// One pool's job records.
 #[derive(Clone, Debug)]
 pub struct JobBook {
@@ -356,9 +382,27 @@ impl JobBook {
         self.done.iter()
     }
 
-    /// One pool's part of `GET /jobs` (what `hangar jobs`, the page and `logs --job` read):
-    /// every record, or with `cap` the first of each list (the oldest in flight, the newest
-    /// finished), with each list's total.
+    /// The records `GET /jobs` serves: every one, or with `cap` the first of each list (the
+    /// oldest in flight, the newest finished), with each list's total. Cloned, so the caller
+    /// builds the answer after letting go of the book's lock (the listener waits on it).
+    pub fn view(&self, cap: Option<JobsCap>) -> JobsView {
+        let (in_flight_max, recent_max) =
+            cap.map_or((usize::MAX, usize::MAX), |c| (c.in_flight, c.recent));
+        JobsView {
+            in_flight: self
+                .in_flight()
+                .into_iter()
+                .take(in_flight_max)
+                .cloned()
+                .collect(),
+            in_flight_total: self.in_flight.len(),
+            recent: self.recent().take(recent_max).cloned().collect(),
+            recent_total: self.done.len(),
+            let_go: self.dropped,
+        }
+    }
+
+    /// One pool's part of `GET /jobs` (see [`JobBook::view`]).
     pub fn pool_json(
         &self,
         name: &str,
@@ -366,20 +410,7 @@ impl JobBook {
         cost: serde_json::Value,
         cap: Option<JobsCap>,
     ) -> serde_json::Value {
-        let (in_flight_max, recent_max) =
-            cap.map_or((usize::MAX, usize::MAX), |c| (c.in_flight, c.recent));
-        let mut in_flight = self.in_flight();
-        in_flight.truncate(in_flight_max);
-        serde_json::json!({
-            "name": name,
-            "scale_set": scale_set,
-            "cost": cost,
-            "in_flight": in_flight,
-            "in_flight_total": self.in_flight.len(),
-            "recent": self.recent().take(recent_max).collect::<Vec<_>>(),
-            "recent_total": self.done.len(),
-            "let_go": self.dropped,
-        })
+        self.view(cap).json(name, scale_set, cost)
     }
 }
 

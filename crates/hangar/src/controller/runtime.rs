@@ -935,21 +935,32 @@ fn job_books(shared: &Shared) -> Vec<(String, Arc<Mutex<JobBook>>)> {
         .collect()
 }
 
-/// `/status`: every pool's configuration summary, session, counts and last errors.
 /// `/jobs`: each pool's jobs in flight (oldest queued first) and recent ones (newest first).
 fn jobs_json(shared: &Shared, cap: Option<http::JobsCap>) -> serde_json::Value {
-    let pools: Vec<serde_json::Value> = shared
+    // Copies under the locks, JSON after: the listener waits on a book's lock to record a
+    // message, and a whole /jobs at the bound is megabytes of JSON.
+    let views: Vec<_> = shared
         .lock()
         .values()
         .map(|w| {
             let cost = json!(w.report.borrow().cost);
-            let book = w.jobs.lock().expect("job book poisoned");
-            book.pool_json(&w.config.name, &w.config.scale_set, cost, cap)
+            let view = w.jobs.lock().expect("job book poisoned").view(cap);
+            (
+                w.config.name.clone(),
+                w.config.scale_set.clone(),
+                cost,
+                view,
+            )
         })
+        .collect();
+    let pools: Vec<serde_json::Value> = views
+        .into_iter()
+        .map(|(name, scale_set, cost, view)| view.json(&name, &scale_set, cost))
         .collect();
     json!({ "pools": pools })
 }
 
+/// `/status`: every pool's configuration summary, session, counts and last errors.
 fn status_json(shared: &Shared) -> serde_json::Value {
     let pools: Vec<serde_json::Value> = shared
         .lock()
