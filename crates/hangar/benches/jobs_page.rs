@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
+use hangar::controller::backend::TaskTimes;
 use hangar::controller::bills::JobCost;
 use hangar::controller::http::JobsCap;
 use hangar::controller::jobs::{JobBook, RECENT_JOBS_KEPT, TaskRecord};
@@ -66,7 +67,10 @@ fn book(in_flight: usize) -> JobBook {
             TaskRecord {
                 id: format!("arn:aws:ecs:us-east-1:123456789012:task/runners/{runner_id:032x}"),
                 created_at: Some(now),
-                pull_started_at: Some(now),
+                times: TaskTimes {
+                    pull_started_at: Some(now),
+                    ..TaskTimes::default()
+                },
                 log_group: Some("awslogs-github-runner-org".into()),
                 log_stream: Some(format!("runner/runner/{runner_id:032x}")),
                 ..TaskRecord::default()

@@ -60,7 +60,7 @@ pub fn render_text(jobs: &Value) -> String {
     }
     let mut notes = Vec::new();
     for pool in jobs["pools"].as_array().into_iter().flatten() {
-        if let Some(note) = pool_cost_line(pool) {
+        if let Some(note) = pool_cost_line(pool["name"].as_str().unwrap_or("?"), &pool["cost"]) {
             notes.push(note);
         }
     }
@@ -75,12 +75,12 @@ pub fn render_text(jobs: &Value) -> String {
 }
 
 /// `pool org: jobs $0.0123, idle $0.0450 over 12 tasks (us-east-1 prices of 2026-12-07)`.
-pub fn pool_cost_line(pool: &Value) -> Option<String> {
-    let cost = pool.get("cost").filter(|c| c.is_object())?;
+pub fn pool_cost_line(name: &str, cost: &Value) -> Option<String> {
+    let cost = Some(cost).filter(|c| c.is_object())?;
     let amount = |key: &str| cost[key].as_f64().unwrap_or(0.0);
     let mut line = format!(
         "pool {}: jobs {}, idle {} over {} tasks ({} prices of {})",
-        pool["name"].as_str().unwrap_or("?"),
+        name,
         dollars(amount("job_dollars_total")),
         dollars(amount("idle_dollars_total")),
         cost["tasks_billed"].as_u64().unwrap_or(0),

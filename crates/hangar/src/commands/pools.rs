@@ -193,7 +193,8 @@ pub fn render_text(status: &Value) -> String {
         .iter()
         .filter_map(|pool| {
             super::jobs::pool_cost_line(
-                &serde_json::json!({"name": pool["name"], "cost": pool["report"]["cost"]}),
+                pool["name"].as_str().unwrap_or("?"),
+                &pool["report"]["cost"],
             )
         })
         .collect();

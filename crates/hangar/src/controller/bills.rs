@@ -48,14 +48,18 @@ impl Pricing {
     /// An hour of one task on the pool's first choice of capacity (what each `min_idle` runner
     /// costs an hour while it waits).
     pub fn task_hour(&self) -> Option<f64> {
-        let providers = self.launch.providers();
-        let size = self.size(providers.first().map(String::as_str))?;
+        let size = self.first_choice()?;
         Some(cost::cost(&size, &self.table.rates(&size), 3600.0))
+    }
+
+    /// The size of a task on the pool's first choice of capacity.
+    fn first_choice(&self) -> Option<TaskSize> {
+        self.size(self.launch.providers().first().map(String::as_str))
     }
 
     /// The size as people read it, e.g. `1 vCPU, 2 GiB, X86_64`.
     pub fn size_text(&self) -> Option<String> {
-        let size = self.size(self.launch.providers().first().map(String::as_str))?;
+        let size = self.first_choice()?;
         Some(format!(
             "{} vCPU, {} GiB, {:?}{}",
             size.vcpu,
@@ -170,7 +174,7 @@ impl Bills {
                 stopped: false,
                 stopping_since: None,
             });
-            merge(&mut open.times, &task.times);
+            open.times.merge(&task.times);
             if task.capacity_provider.is_some() {
                 open.capacity_provider = task.capacity_provider.clone();
             }
@@ -205,7 +209,7 @@ impl Bills {
                 continue;
             };
             if let Some(last) = described.iter().find(|t| t.id == id) {
-                merge(&mut open.times, &last.times);
+                open.times.merge(&last.times);
                 if last.capacity_provider.is_some() {
                     open.capacity_provider = last.capacity_provider.clone();
                 }
@@ -285,14 +289,6 @@ impl Bills {
             estimated: start_estimated || stop_estimated,
         })
     }
-}
-
-/// Keeps what an earlier listing said when a later one says less.
-fn merge(into: &mut TaskTimes, from: &TaskTimes) {
-    into.pull_started_at = from.pull_started_at.or(into.pull_started_at);
-    into.pull_stopped_at = from.pull_stopped_at.or(into.pull_stopped_at);
-    into.started_at = from.started_at.or(into.started_at);
-    into.stopped_at = from.stopped_at.or(into.stopped_at);
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::backend::Task;
+use super::backend::{Task, TaskTimes};
 use super::bills::{JobCost, JobSpan};
 use super::http::JobsCap;
 use crate::github::scaleset::{JobInfo, JobMessage};
@@ -37,10 +37,8 @@ pub const IN_FLIGHT_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
 pub struct TaskRecord {
     pub id: String,
     pub created_at: Option<DateTime<Utc>>,
-    pub pull_started_at: Option<DateTime<Utc>>,
-    pub pull_stopped_at: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub stopped_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub times: TaskTimes,
     pub capacity_provider: Option<String>,
     /// Where its runner logged (ECS: the awslogs group and stream), for `hangar logs --job`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,10 +53,7 @@ impl TaskRecord {
         TaskRecord {
             id: task.id.clone(),
             created_at: Some(task.created_at),
-            pull_started_at: task.times.pull_started_at,
-            pull_stopped_at: task.times.pull_stopped_at,
-            started_at: task.times.started_at,
-            stopped_at: task.times.stopped_at,
+            times: task.times,
             capacity_provider: task.capacity_provider.clone(),
             log_group: task.log.as_ref().map(|l| l.group.clone()),
             log_stream: task.log.as_ref().map(|l| l.stream.clone()),
@@ -77,10 +72,7 @@ impl TaskRecord {
             .min(newer.created_at)
             .or(self.created_at)
             .or(newer.created_at);
-        self.pull_started_at = newer.pull_started_at.or(self.pull_started_at);
-        self.pull_stopped_at = newer.pull_stopped_at.or(self.pull_stopped_at);
-        self.started_at = newer.started_at.or(self.started_at);
-        self.stopped_at = newer.stopped_at.or(self.stopped_at);
+        self.times.merge(&newer.times);
         self.capacity_provider = newer.capacity_provider.or(self.capacity_provider.take());
         self.log_group = newer.log_group.or(self.log_group.take());
         self.log_stream = newer.log_stream.or(self.log_stream.take());
@@ -145,21 +137,6 @@ impl JobRecord {
             heard_at: now,
         }
     }
-
-    /// Time in the queue before a runner took it, when both ends are known.
-    pub fn queue_seconds(&self) -> Option<f64> {
-        seconds_between(self.queued_at?, self.started_at?)
-    }
-
-    /// Time it ran, when both ends are known.
-    pub fn run_seconds(&self) -> Option<f64> {
-        seconds_between(self.started_at?, self.completed_at?)
-    }
-}
-
-fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<f64> {
-    let millis = to.signed_duration_since(from).num_milliseconds();
-    (millis >= 0).then(|| millis as f64 / 1000.0)
 }
 
 /// A copy of a pool's records for `GET /jobs` and the page.
@@ -486,7 +463,10 @@ mod tests {
             5,
             TaskRecord {
                 id: "arn:task/1".into(),
-                pull_started_at: Some(at(5)),
+                times: TaskTimes {
+                    pull_started_at: Some(at(5)),
+                    ..TaskTimes::default()
+                },
                 ..TaskRecord::default()
             },
         );
@@ -494,13 +474,16 @@ mod tests {
             book.in_flight()[0].runner_name.as_deref(),
             Some("org-runner5")
         );
-        assert_eq!(book.in_flight()[0].queue_seconds(), Some(20.0));
+        // Queued at 0 s, taken at 20 s (the service's times).
+        assert_eq!(book.in_flight()[0].queued_at, Some(at(0)));
+        assert_eq!(book.in_flight()[0].started_at, Some(at(20)));
         book.apply(&completed("j1", 5, "succeeded"), at(81));
         assert!(book.in_flight().is_empty());
         let done: Vec<&JobRecord> = book.recent().collect();
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].result.as_deref(), Some("succeeded"));
-        assert_eq!(done[0].run_seconds(), Some(60.0));
+        // Ran from 20 s to 80 s.
+        assert_eq!(done[0].completed_at, Some(at(80)));
         assert_eq!(done[0].task.as_ref().unwrap().id, "arn:task/1");
         // A redelivered message of a finished job changes nothing.
         book.apply(&started("j1", 5), at(90));

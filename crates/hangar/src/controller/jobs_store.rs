@@ -380,6 +380,7 @@ impl Saver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::backend::TaskTimes;
     use crate::controller::bills::JobCost;
     use crate::controller::jobs::{IN_FLIGHT_MAX, RECENT_JOBS_KEPT, TaskRecord};
     use chrono::TimeZone;
@@ -455,8 +456,11 @@ mod tests {
             result: Some("succeeded".into()),
             task: Some(TaskRecord {
                 id: "arn:task/4".into(),
-                started_at: Some(at(10)),
-                stopped_at: Some(at(85)),
+                times: TaskTimes {
+                    started_at: Some(at(10)),
+                    stopped_at: Some(at(85)),
+                    ..TaskTimes::default()
+                },
                 capacity_provider: Some("FARGATE_SPOT".into()),
                 ..TaskRecord::default()
             }),

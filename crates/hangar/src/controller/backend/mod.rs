@@ -86,12 +86,26 @@ pub struct Task {
 
 /// A task's timestamps (ECS `pullStartedAt`, `pullStoppedAt`, `startedAt`, `stoppedAt`); each
 /// is unknown until it happened, and some backends never say (a local process has no pull).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TaskTimes {
+    #[serde(default)]
     pub pull_started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub pull_stopped_at: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub stopped_at: Option<DateTime<Utc>>,
+}
+
+impl TaskTimes {
+    /// Takes what `newer` says, keeping what it does not (a later answer may say less).
+    pub fn merge(&mut self, newer: &TaskTimes) {
+        self.pull_started_at = newer.pull_started_at.or(self.pull_started_at);
+        self.pull_stopped_at = newer.pull_stopped_at.or(self.pull_stopped_at);
+        self.started_at = newer.started_at.or(self.started_at);
+        self.stopped_at = newer.stopped_at.or(self.stopped_at);
+    }
 }
 
 pub use crate::aws::task_logs::LogLocation;
